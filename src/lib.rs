@@ -1,0 +1,27 @@
+//! pageviews: Kafka page-view events into two consistent, Hive-partitioned tables.
+//!
+//! ```text
+//! source ──> decode ──> event time ──┬──> raw table writer ─────────┐
+//! (generator |          (watermarks)  ├──> window operator ──> aggregate table writer
+//!  file)                              ├──> late table writer        ├──> checkpoint: files + state
+//!                                     └── (decode errors) dead letters ┘    + source positions
+//! ```
+//!
+//! The binary is a thin shell over [`pipeline::run`]; tests call the same function. The
+//! guarantees (exactly once across both tables, late data never lost, bad input never
+//! fatal) are stated in `DESIGN.md` §4 and enforced by the checkpoint protocol in
+//! [`checkpoint`].
+
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod cli;
+pub mod event;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod window;
+
+pub use pipeline::{run, PipelineConfig, Shutdown, SourceConfig, Summary};

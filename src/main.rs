@@ -1,0 +1,67 @@
+//! The `pageviews` binary: parse the command line, run, turn errors into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pageviews::cli::{Cli, Command};
+use pageviews::Shutdown;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            let config = args.into_config()?;
+            let shutdown = Shutdown::default();
+            watch_signals(shutdown.clone());
+            let summary = pageviews::run(config, shutdown)?;
+            tracing::debug!(?summary, "run finished");
+            Ok(())
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: checkpoint and stop. A second SIGINT: leave at once (the last
+/// checkpoint still holds, so nothing committed is lost).
+fn watch_signals(shutdown: Shutdown) {
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch signals; SIGINT will stop without a final checkpoint");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("signal received: finishing the current batch and checkpointing (Ctrl-C again to abort)");
+            shutdown.trigger();
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+    });
+}

@@ -1,0 +1,311 @@
+//! JSON-lines files (and stdin) as a source: backfill and replay without a broker.
+//!
+//! Files are read in command-line order; each is a partition that is assigned when reading
+//! starts and finished at its end, so a finished file never holds the watermark back. The
+//! position is the byte offset (plus the line number, for dead letters), so a restart seeks
+//! straight to the first uncommitted record. Stdin cannot seek: on resume the bytes already
+//! committed are read and skipped, which assumes the same stream is piped in again.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+
+use super::generator::describe;
+use super::{Batch, FilePosition, PartitionEvent, Poll, Source, SourceCheckpoint, SourceError};
+
+const READ_CHUNK: usize = 1 << 20;
+
+/// An oversized line being skipped: its first bytes (kept for the dead letter) and its
+/// length so far. Its bytes count towards the offset only once the line ends, so a
+/// checkpoint never points into the middle of a line.
+struct Skip {
+    prefix: Vec<u8>,
+    len: u64,
+}
+
+struct Input {
+    path: String,
+    reader: Option<Box<dyn Read + Send>>,
+    offset: u64,
+    line: u64,
+    done: bool,
+}
+
+/// Reads JSON lines from files or stdin, one record per non-empty line.
+pub struct FileSource {
+    inputs: Vec<Input>,
+    current: usize,
+    /// Bytes read from the current input but not yet handed out.
+    pending: Vec<u8>,
+    /// Start of the unconsumed part of `pending`.
+    cursor: usize,
+    /// Longest record kept whole; longer lines are cut (the pipeline dead-letters them).
+    max_record_bytes: usize,
+    /// Set while skipping the rest of an oversized line.
+    skipping: Option<Skip>,
+}
+
+impl FileSource {
+    /// Opens nothing yet; files are opened in turn as reading reaches them.
+    pub fn new(
+        paths: &[String],
+        max_record_bytes: usize,
+        resume: Option<&SourceCheckpoint>,
+    ) -> Result<Self, SourceError> {
+        let mut inputs: Vec<Input> = paths
+            .iter()
+            .map(|p| Input { path: p.clone(), reader: None, offset: 0, line: 0, done: false })
+            .collect();
+        match resume {
+            None => {}
+            Some(SourceCheckpoint::Files { files }) if same_paths(files, paths) => {
+                for (input, pos) in inputs.iter_mut().zip(files) {
+                    input.offset = pos.offset;
+                    input.line = pos.line;
+                }
+            }
+            Some(other) => {
+                return Err(SourceError::Mismatch {
+                    checkpoint: describe(other),
+                    this_run: format!("--input {}", paths.join(" --input ")),
+                })
+            }
+        }
+        Ok(FileSource {
+            inputs,
+            current: 0,
+            pending: Vec::with_capacity(READ_CHUNK * 2),
+            cursor: 0,
+            max_record_bytes,
+            skipping: None,
+        })
+    }
+
+    fn open(&mut self, idx: usize) -> Result<(), SourceError> {
+        let input = &mut self.inputs[idx];
+        let io_err = |source| SourceError::Io { path: input.path.clone(), source };
+        let reader: Box<dyn Read + Send> = if input.path == "-" {
+            let mut stdin = io::stdin();
+            io::copy(&mut (&mut stdin).take(input.offset), &mut io::sink()).map_err(io_err)?;
+            Box::new(stdin)
+        } else {
+            let mut file = File::open(&input.path).map_err(io_err)?;
+            let size = file.metadata().map_err(io_err)?.len();
+            if size < input.offset {
+                return Err(SourceError::Shrunk { path: input.path.clone(), size, offset: input.offset });
+            }
+            file.seek(SeekFrom::Start(input.offset)).map_err(io_err)?;
+            Box::new(file)
+        };
+        input.reader = Some(reader);
+        Ok(())
+    }
+
+    /// Reads more of the current input; returns false at its end.
+    fn fill(&mut self) -> Result<bool, SourceError> {
+        if self.cursor > 0 {
+            self.pending.drain(..self.cursor);
+            self.cursor = 0;
+        }
+        let input = &mut self.inputs[self.current];
+        let Some(reader) = input.reader.as_mut() else { return Ok(false) };
+        let old = self.pending.len();
+        self.pending.resize(old + READ_CHUNK, 0);
+        let n = loop {
+            match reader.read(&mut self.pending[old..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    self.pending.truncate(old);
+                    return Err(SourceError::Io { path: input.path.clone(), source });
+                }
+            }
+        };
+        self.pending.truncate(old + n);
+        Ok(n > 0)
+    }
+
+    /// Hands out the line `pending[start..end]`; `newline` tells whether one follows it.
+    fn emit(&mut self, batch: &mut Batch, start: usize, end: usize, newline: bool) {
+        let idx = self.current;
+        let input = &mut self.inputs[idx];
+        let consumed = (end - start + usize::from(newline)) as u64;
+        input.line += 1;
+        if let Some(skip) = self.skipping.take() {
+            let total = skip.len + (end - start) as u64;
+            input.offset += skip.len + consumed;
+            batch.push_truncated(idx as u32, input.line, &skip.prefix, total);
+            return;
+        }
+        input.offset += consumed;
+        let mut line = &self.pending[start..end];
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            batch.push(idx as u32, input.line, line);
+        }
+    }
+}
+
+fn same_paths(files: &[FilePosition], paths: &[String]) -> bool {
+    files.len() == paths.len() && files.iter().zip(paths).all(|(f, p)| &f.path == p)
+}
+
+impl Source for FileSource {
+    fn poll(&mut self, batch: &mut Batch, max_records: usize, _now_ms: u64) -> Result<Poll, SourceError> {
+        loop {
+            if self.current >= self.inputs.len() {
+                return Ok(if batch.records().is_empty() && batch.events().is_empty() {
+                    Poll::End
+                } else {
+                    Poll::Ready
+                });
+            }
+            if self.inputs[self.current].reader.is_none() && !self.inputs[self.current].done {
+                self.open(self.current)?;
+                batch.push_event(PartitionEvent::Assigned(self.current as u32));
+            }
+            // Hand out the complete lines already buffered.
+            while batch.len() < max_records {
+                let rest = &self.pending[self.cursor..];
+                let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+                let (start, end) = (self.cursor, self.cursor + nl);
+                self.cursor = end + 1;
+                self.emit(batch, start, end, true);
+            }
+            if batch.len() >= max_records {
+                return Ok(Poll::Ready);
+            }
+            let unterminated = self.pending.len() - self.cursor;
+            if let Some(skip) = self.skipping.as_mut() {
+                skip.len += unterminated as u64;
+                self.cursor = self.pending.len();
+            } else if unterminated > self.max_record_bytes {
+                let keep = self.max_record_bytes.min(64 * 1024);
+                let prefix = self.pending[self.cursor..self.cursor + keep].to_vec();
+                self.skipping = Some(Skip { prefix, len: unterminated as u64 });
+                self.cursor = self.pending.len();
+            }
+            if !self.fill()? {
+                // End of this input: a last line without newline is still a record.
+                let rest = self.pending.len() - self.cursor;
+                if rest > 0 || self.skipping.is_some() {
+                    let (start, end) = (self.cursor, self.pending.len());
+                    self.cursor = end;
+                    self.emit(batch, start, end, false);
+                }
+                self.pending.clear();
+                self.cursor = 0;
+                let input = &mut self.inputs[self.current];
+                input.reader = None;
+                input.done = true;
+                batch.push_event(PartitionEvent::Finished(self.current as u32));
+                self.current += 1;
+                if !batch.is_empty() {
+                    return Ok(Poll::Ready);
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&self) -> SourceCheckpoint {
+        SourceCheckpoint::Files {
+            files: self
+                .inputs
+                .iter()
+                .map(|i| FilePosition { path: i.path.clone(), offset: i.offset, line: i.line })
+                .collect(),
+        }
+    }
+
+    fn partition_name(&self, partition: u32) -> &str {
+        self.inputs.get(partition as usize).map_or("?", |i| i.path.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn read_all(src: &mut FileSource, max: usize) -> Vec<(u32, u64, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut batch = Batch::default();
+        while src.poll(&mut batch, max, 0).unwrap() == Poll::Ready {
+            for r in batch.records() {
+                out.push((r.partition, r.position, r.len, batch.payload(r).to_vec()));
+            }
+            batch.clear();
+        }
+        out
+    }
+
+    #[test]
+    fn lines_carry_file_and_line_and_blank_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        let b = dir.path().join("b.jsonl");
+        std::fs::write(&a, "one\r\n\ntwo\n").unwrap();
+        std::fs::write(&b, "three").unwrap();
+        let paths = vec![a.display().to_string(), b.display().to_string()];
+        let mut src = FileSource::new(&paths, 100, None).unwrap();
+        let got = read_all(&mut src, 1);
+        let lines: Vec<_> = got.iter().map(|(p, l, _, b)| (*p, *l, b.clone())).collect();
+        assert_eq!(
+            lines,
+            vec![(0, 1, b"one".to_vec()), (0, 3, b"two".to_vec()), (1, 1, b"three".to_vec())]
+        );
+        let SourceCheckpoint::Files { files } = src.checkpoint() else { panic!() };
+        assert_eq!((files[0].offset, files[0].line), (10, 3));
+        assert_eq!((files[1].offset, files[1].line), (5, 1));
+    }
+
+    #[test]
+    fn resuming_at_an_offset_reads_only_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        let mut f = File::create(&a).unwrap();
+        for i in 0..10_000 {
+            writeln!(f, "line {i}").unwrap();
+        }
+        let paths = vec![a.display().to_string()];
+        let mut first = FileSource::new(&paths, 100, None).unwrap();
+        let mut batch = Batch::default();
+        first.poll(&mut batch, 4321, 0).unwrap();
+        assert_eq!(batch.len(), 4321);
+        let cp = first.checkpoint();
+        let rest = read_all(&mut FileSource::new(&paths, 100, Some(&cp)).unwrap(), 1000);
+        assert_eq!(rest.len(), 10_000 - 4321);
+        assert_eq!(rest[0].1, 4322);
+        assert_eq!(rest[0].3, b"line 4321");
+    }
+
+    #[test]
+    fn an_oversized_line_is_cut_with_its_length_and_the_next_line_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        let big = "x".repeat(3 * READ_CHUNK + 17);
+        std::fs::write(&a, format!("small\n{big}\nafter\n")).unwrap();
+        let paths = vec![a.display().to_string()];
+        let got = read_all(&mut FileSource::new(&paths, 1000, None).unwrap(), 100);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].1, 2);
+        assert_eq!(got[1].2, big.len() as u64);
+        assert_eq!(got[1].3.len(), 1000);
+        assert_eq!((got[2].1, got[2].3.as_slice()), (3, b"after".as_slice()));
+    }
+
+    #[test]
+    fn a_shrunk_file_is_refused_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        std::fs::write(&a, "x\n").unwrap();
+        let paths = vec![a.display().to_string()];
+        let cp = SourceCheckpoint::Files {
+            files: vec![FilePosition { path: paths[0].clone(), offset: 99, line: 9 }],
+        };
+        let mut src = FileSource::new(&paths, 100, Some(&cp)).unwrap();
+        let err = src.poll(&mut Batch::default(), 10, 0).unwrap_err();
+        assert!(matches!(err, SourceError::Shrunk { .. }), "{err}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Sources: where records come from, and the positions that make replay exact.
+//!
+//! First stage of the flow (`source -> decode -> ...`). A [`Source`] fills a [`Batch`] with
+//! raw record bytes, each tagged with the partition it came from and its position there
+//! (Kafka offset, file line, generator sequence number). The pipeline processes whole
+//! batches, so [`Source::checkpoint`] — the position just after the last record handed
+//! out — is exactly what the committed tables contain once a checkpoint is taken.
+//!
+//! The shape is Kafka's: partitions come and go ([`PartitionEvent`]), each carries its own
+//! watermark, and positions are restored from the checkpoint manifest, which is the truth.
+
+pub mod file;
+pub mod generator;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use file::FileSource;
+pub use generator::{GeneratorConfig, GeneratorSource};
+
+/// One record inside a [`Batch`]: where its bytes are and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// Source partition (Kafka partition, file index, 0 for the generator).
+    pub partition: u32,
+    /// Position in the partition: Kafka offset, 1-based line number, or sequence number.
+    pub position: u64,
+    /// The record's full length; more than the payload when a source cut an oversized one.
+    pub len: u64,
+    start: usize,
+    end: usize,
+}
+
+/// A partition lifecycle change, delivered in order with the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionEvent {
+    /// The partition starts delivering records and takes part in the watermark.
+    Assigned(u32),
+    /// The partition will deliver nothing more; it no longer holds the watermark back.
+    Finished(u32),
+}
+
+/// Records handed from a source to the pipeline, reusing one buffer across polls.
+#[derive(Debug, Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    records: Vec<Record>,
+    events: Vec<PartitionEvent>,
+}
+
+impl Batch {
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.records.clear();
+        self.events.clear();
+    }
+
+    /// Appends one record's bytes.
+    pub fn push(&mut self, partition: u32, position: u64, payload: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        let end = self.data.len();
+        self.records.push(Record { partition, position, len: payload.len() as u64, start, end });
+    }
+
+    /// Appends the first bytes of a record too large to keep whole, with its full length.
+    pub fn push_truncated(&mut self, partition: u32, position: u64, prefix: &[u8], len: u64) {
+        let start = self.data.len();
+        self.data.extend_from_slice(prefix);
+        let end = self.data.len();
+        self.records.push(Record { partition, position, len, start, end });
+    }
+
+    /// Appends a record whose bytes `write` appends to the buffer (no intermediate copy).
+    pub fn push_with(&mut self, partition: u32, position: u64, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.data.len();
+        write(&mut self.data);
+        let end = self.data.len();
+        self.records.push(Record { partition, position, len: (end - start) as u64, start, end });
+    }
+
+    /// Appends a partition lifecycle event.
+    pub fn push_event(&mut self, event: PartitionEvent) {
+        self.events.push(event);
+    }
+
+    /// The records, in source order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Lifecycle events, to be applied before the records.
+    pub fn events(&self) -> &[PartitionEvent] {
+        &self.events
+    }
+
+    /// A record's bytes.
+    pub fn payload(&self, record: &Record) -> &[u8] {
+        &self.data[record.start..record.end]
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the batch holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// What a poll produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// The batch holds records or events.
+    Ready,
+    /// Nothing yet; poll again after about this long.
+    Pending(Duration),
+    /// A bounded source has delivered everything.
+    End,
+}
+
+/// The position to resume from, stored in the checkpoint manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceCheckpoint {
+    /// Built-in generator: record `next_seq` is the next to produce.
+    Generator {
+        /// The stream's seed; records are a function of (seed, sequence number).
+        seed: u64,
+        /// Event time of record 0, UTC ms.
+        start_ms: i64,
+        /// Next sequence number.
+        next_seq: u64,
+    },
+    /// JSON-lines files, read in order.
+    Files {
+        /// One entry per input, in command-line order.
+        files: Vec<FilePosition>,
+    },
+}
+
+/// How far one input file has been consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePosition {
+    /// The path as given (`-` for stdin).
+    pub path: String,
+    /// Bytes consumed: the next record starts here.
+    pub offset: u64,
+    /// Lines consumed.
+    pub line: u64,
+}
+
+/// Why a source cannot go on.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// Reading an input failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The input.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The checkpoint was written for different inputs than this run's.
+    #[error("the checkpoint in the output was written for {checkpoint}, but this run reads {this_run}; resume with the same inputs, or use another --output or --pipeline-id")]
+    Mismatch {
+        /// What the checkpoint describes.
+        checkpoint: String,
+        /// What this run was given.
+        this_run: String,
+    },
+    /// An input changed under us since the checkpoint (for example truncated).
+    #[error("{path} is {size} bytes, shorter than the {offset} bytes already committed from it; was it replaced?")]
+    Shrunk {
+        /// The input.
+        path: String,
+        /// Its size now.
+        size: u64,
+        /// What the checkpoint says was consumed.
+        offset: u64,
+    },
+}
+
+/// A stream of records with replayable positions. Implemented by the generator, files and
+/// (later) Kafka.
+pub trait Source: Send {
+    /// Appends available records (and partition events) to `batch`, at most about
+    /// `max_records`. `now_ms` is processing time in milliseconds, for rate limiting.
+    fn poll(&mut self, batch: &mut Batch, max_records: usize, now_ms: u64) -> Result<Poll, SourceError>;
+
+    /// Where to resume after everything polled so far is committed.
+    fn checkpoint(&self) -> SourceCheckpoint;
+
+    /// A partition's name for dead letters: a topic, a file path, `generator`.
+    fn partition_name(&self, partition: u32) -> &str;
+
+    /// Called after a checkpoint is durable; Kafka commits offsets here (advisory).
+    fn committed(&mut self, _checkpoint: &SourceCheckpoint) {}
+}
