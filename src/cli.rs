@@ -32,6 +32,19 @@ pub enum Command {
     /// otherwise it runs until SIGINT/SIGTERM, which take a final checkpoint. Restarted on
     /// the same --output it resumes from its last checkpoint: nothing lost, nothing twice.
     Run(RunArgs),
+
+    /// Audit a table root against the exactly-once guarantees: committed files only, no
+    /// window twice, views = page_views − late per postcode and window, every record in
+    /// exactly one of page_views and dead_letters. Exits 1 and names each violation.
+    Verify(VerifyArgs),
+}
+
+/// Flags of `pageviews verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Table root to audit: a directory or file:// URL.
+    #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
+    pub output: String,
 }
 
 /// Output file format.
@@ -230,7 +243,7 @@ mod tests {
     #[test]
     fn generator_flags_with_input_are_refused() {
         let cli = Cli::try_parse_from(["pageviews", "run", "--input", "x.jsonl", "--count", "5"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!("run expected") };
         let err = args.into_config().unwrap_err().to_string();
         assert!(err.contains("--count"), "{err}");
     }
@@ -238,7 +251,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_design() {
         let cli = Cli::try_parse_from(["pageviews", "run", "--seed", "1"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!("run expected") };
         let c = args.into_config().unwrap();
         assert_eq!(c.checkpoint_interval, Duration::from_secs(10));
         assert_eq!((c.watermark_delay_ms, c.window_ms, c.idle_timeout_ms), (5_000, 60_000, 1_000));

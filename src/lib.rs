@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod verify;
 pub mod window;
 
 pub use pipeline::{run, PipelineConfig, Shutdown, SourceConfig, Summary};

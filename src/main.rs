@@ -32,6 +32,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             tracing::debug!(?summary, "run finished");
             Ok(())
         }
+        Command::Verify(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let storage = pageviews::sink::Storage::open(&args.output, rt.handle().clone())?;
+            let report = pageviews::verify::verify(&storage)?;
+            println!("{report}");
+            if !report.is_clean() {
+                anyhow::bail!("{} violation(s) in {}", report.violations.len(), args.output);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -153,6 +153,19 @@ pub enum PipelineError {
     Runtime(std::io::Error),
 }
 
+/// Longest prefix of an oversized record kept in its dead letter.
+pub const OVERSIZED_KEEP: usize = 64 * 1024;
+
+/// The part of an oversized record its dead letter keeps: the first `min(limit, 64 KiB)`
+/// bytes, cut before a partial UTF-8 character so a text payload stays text.
+fn oversized_prefix(payload: &[u8], limit: usize) -> &[u8] {
+    let cut = &payload[..payload.len().min(limit).min(OVERSIZED_KEEP)];
+    match std::str::from_utf8(cut) {
+        Err(e) if e.error_len().is_none() => &cut[..e.valid_up_to()],
+        _ => cut,
+    }
+}
+
 fn wall_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -370,18 +383,16 @@ impl Pipeline {
     /// Decode, route and count one batch. The per-record path allocates nothing unless a
     /// string needed unescaping or a new postcode opens a window slot.
     fn process(&mut self, batch: &Batch, now: u64) -> Result<(), PipelineError> {
-        for event in batch.events() {
-            match *event {
-                PartitionEvent::Assigned(p) => self.watermarks.assign(p, now),
-                PartitionEvent::Finished(p) => self.watermarks.finish(p),
-            }
-        }
         self.dirty = true;
+        let mut events = batch.events().iter().peekable();
         let received_at = wall_ms();
         let mut wm = self.watermarks.current();
         let (mut accepted, mut late) = (0u64, 0u64);
         let mut dead = [0u64; 7];
-        for rec in batch.records() {
+        for (i, rec) in batch.records().iter().enumerate() {
+            while let Some((_, event)) = events.next_if(|(at, _)| *at <= i) {
+                self.apply(*event, now);
+            }
             let payload = batch.payload(rec);
             let decoded = if rec.len > self.max_record_bytes as u64 {
                 Err(DecodeError::Oversized { size: rec.len as usize, limit: self.max_record_bytes })
@@ -411,6 +422,10 @@ impl Pipeline {
                 }
                 Err(err) => {
                     dead[err.reason() as usize] += 1;
+                    let payload = match err {
+                        DecodeError::Oversized { limit, .. } => oversized_prefix(payload, limit),
+                        _ => payload,
+                    };
                     let origin = Origin {
                         source: self.source.partition_name(rec.partition),
                         partition: rec.partition,
@@ -421,6 +436,9 @@ impl Pipeline {
                     })?;
                 }
             }
+        }
+        for (_, event) in events {
+            self.apply(*event, now);
         }
         let read = batch.len() as u64;
         self.pending.records_read += read;
@@ -438,6 +456,13 @@ impl Pipeline {
             }
         }
         self.advance_watermark(now)
+    }
+
+    fn apply(&mut self, event: PartitionEvent, now: u64) {
+        match event {
+            PartitionEvent::Assigned(p) => self.watermarks.assign(p, now),
+            PartitionEvent::Finished(p) => self.watermarks.finish(p),
+        }
     }
 
     /// Re-evaluates the watermark (idleness moves it without records) and fires windows.

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 pub use store::{Storage, StorageError};
 
 /// The four output tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// Every valid event.

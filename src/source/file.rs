@@ -181,7 +181,7 @@ impl Source for FileSource {
                 skip.len += unterminated as u64;
                 self.cursor = self.pending.len();
             } else if unterminated > self.max_record_bytes {
-                let keep = self.max_record_bytes.min(64 * 1024);
+                let keep = self.max_record_bytes.min(crate::pipeline::OVERSIZED_KEEP);
                 let prefix = self.pending[self.cursor..self.cursor + keep].to_vec();
                 self.skipping = Some(Skip { prefix, len: unterminated as u64 });
                 self.cursor = self.pending.len();

@@ -47,7 +47,8 @@ pub enum PartitionEvent {
 pub struct Batch {
     data: Vec<u8>,
     records: Vec<Record>,
-    events: Vec<PartitionEvent>,
+    /// Each event with the number of records that precede it.
+    events: Vec<(usize, PartitionEvent)>,
 }
 
 impl Batch {
@@ -82,9 +83,9 @@ impl Batch {
         self.records.push(Record { partition, position, len: (end - start) as u64, start, end });
     }
 
-    /// Appends a partition lifecycle event.
+    /// Appends a partition lifecycle event after the records pushed so far.
     pub fn push_event(&mut self, event: PartitionEvent) {
-        self.events.push(event);
+        self.events.push((self.records.len(), event));
     }
 
     /// The records, in source order.
@@ -92,8 +93,9 @@ impl Batch {
         &self.records
     }
 
-    /// Lifecycle events, to be applied before the records.
-    pub fn events(&self) -> &[PartitionEvent] {
+    /// Lifecycle events, each with the number of records that precede it: apply an event
+    /// before the record at that index, so a partition finishes after its last record.
+    pub fn events(&self) -> &[(usize, PartitionEvent)] {
         &self.events
     }
 

@@ -1,0 +1,154 @@
+//! Helpers shared by the integration tests: inputs, runs, and reading committed tables.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pageviews::sink::Storage;
+use pageviews::{PipelineConfig, Shutdown, SourceConfig, Summary};
+
+/// Writes `lines` to `dir/name`, one per line, and returns the path as a string.
+pub fn write_input(dir: &Path, name: &str, lines: &[String]) -> String {
+    let path = dir.join(name);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).expect("write input");
+    path.display().to_string()
+}
+
+/// A page-view record as the original job's datagen wrote it.
+pub fn view(user: i64, postcode: &str, ts: &str) -> String {
+    format!(r#"{{"user_id": {user}, "postcode": "{postcode}", "webpage": "www.website.com/index.html", "timestamp": "{ts}"}}"#)
+}
+
+/// Runs the pipeline over files into `out` with default settings plus `tweak`.
+pub fn run_files(paths: &[String], out: &Path, tweak: impl FnOnce(&mut PipelineConfig)) -> Summary {
+    let mut config = PipelineConfig::new(SourceConfig::Files(paths.to_vec()), out.display().to_string());
+    tweak(&mut config);
+    pageviews::run(config, Shutdown::default()).expect("pipeline run")
+}
+
+/// One committed row with the partition folder it was found in (`day=…/hour=…`).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub partition: String,
+    pub value: serde_json::Value,
+}
+
+/// Every row of `table` under `root`, from every file in the table folder.
+pub fn rows(root: &Path, table: &str) -> Vec<Row> {
+    let mut out = Vec::new();
+    for file in files(&root.join(table)) {
+        let rel = file.strip_prefix(root.join(table)).expect("under table");
+        let partition = rel.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let text = std::fs::read_to_string(&file).expect("read table file");
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display()));
+            out.push(Row { partition: partition.clone(), value });
+        }
+    }
+    out
+}
+
+/// Rows of a table as sorted JSON strings, minus `drop` fields: a multiset to compare runs.
+pub fn row_multiset(root: &Path, table: &str, drop: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = rows(root, table)
+        .into_iter()
+        .map(|mut r| {
+            if let Some(obj) = r.value.as_object_mut() {
+                for f in drop {
+                    obj.remove(*f);
+                }
+            }
+            format!("{}|{}", r.partition, r.value)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every regular file below `dir`, recursively, sorted.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `pageviews verify` logic on `root` and fails the test with its report if any
+/// guarantee is broken.
+pub fn assert_verified(root: &Path) -> pageviews::verify::Report {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let storage = Storage::open(&root.display().to_string(), rt.handle().clone()).expect("open output");
+    let report = pageviews::verify::verify(&storage).expect("verify runs");
+    assert!(report.is_clean(), "verify found violations:\n{report}");
+    report
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Number of committed manifests under `root`.
+pub fn manifest_count(root: &Path) -> usize {
+    files(&root.join("_checkpoints")).iter().filter(|p| p.extension().is_some_and(|e| e == "json")).count()
+}
+
+/// The `pageviews` binary built for this test run.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pageviews"))
+}
+
+/// Asserts the part of §4 that must hold at every instant, even right after a kill -9:
+/// every file in a table folder is named by a committed manifest.
+pub fn assert_only_committed_files(root: &Path) {
+    let mut named = std::collections::HashSet::new();
+    for m in files(&root.join("_checkpoints")) {
+        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+        for f in manifest["files"].as_array().unwrap() {
+            named.insert(f["path"].as_str().unwrap().to_string());
+        }
+    }
+    for table in ["page_views", "page_view_aggregates", "late_page_views", "dead_letters"] {
+        for f in files(&root.join(table)) {
+            let rel = f.strip_prefix(root).unwrap().display().to_string();
+            assert!(named.contains(&rel), "{rel} is visible but no committed checkpoint names it");
+        }
+    }
+}
+
+/// A small deterministic random number source, so a failing kill schedule can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// From the clock, printed so a failure can be reproduced with `PAGEVIEWS_TEST_SEED`.
+    pub fn from_env_or_clock() -> Self {
+        let seed = std::env::var("PAGEVIEWS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("kill schedule seed: PAGEVIEWS_TEST_SEED={seed}");
+        Lcg(seed)
+    }
+
+    /// Next value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}

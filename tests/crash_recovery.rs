@@ -1,0 +1,167 @@
+//! Exactly once across crashes: kill -9 at arbitrary instants, restart, and the tables
+//! equal those of an uninterrupted run. SIGTERM takes a final checkpoint and exits 0.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pageviews::source::GeneratorConfig;
+
+/// A generated input with late events (timestamps up to 8 s behind, watermark delay 5 s)
+/// and a malformed record every 997 lines.
+fn generated_input(dir: &Path, records: u64) -> String {
+    let gen = GeneratorConfig { rate: 0, count: None, max_late_ms: 8_000, seed: 11, start_ms: 1_577_836_800_000 };
+    let mut bytes = Vec::with_capacity(records as usize * 120);
+    for seq in 0..records {
+        if seq % 997 == 500 {
+            bytes.extend_from_slice(format!("{{\"user_id\": {seq}, \"broken\n").as_bytes());
+            continue;
+        }
+        gen.write_record(seq, &mut bytes);
+        bytes.push(b'\n');
+    }
+    let path = dir.join("input.jsonl");
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+fn spawn(args: &[&str]) -> Child {
+    bin().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn pageviews")
+}
+
+/// Starts the pipeline again and again, killing it with SIGKILL shortly after each new
+/// checkpoint, until a run finishes by itself. Returns how many kills hit a running process.
+fn run_with_kills(args: &[&str], out: &Path, rng: &mut Lcg, max_kills: usize) -> usize {
+    let mut kills = 0;
+    loop {
+        let before = manifest_count(out);
+        let mut child = spawn(args);
+        if kills < max_kills {
+            // Wait for progress (a new checkpoint) or the end, then kill at a random instant.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if child.try_wait().unwrap().is_some() || manifest_count(out) > before {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no checkpoint within 120 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(120)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                assert_only_committed_files(out);
+                continue;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the final run failed: {status}");
+        return kills;
+    }
+}
+
+#[test]
+fn kill_9_during_a_file_run_then_restart_gives_the_same_tables_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generated_input(dir.path(), 400_000);
+    let reference = dir.path().join("reference");
+    let summary = run_files(&[input.clone()], &reference, |_| {});
+    assert!(summary.totals.late_page_views > 100, "the input must exercise late events");
+    assert!(summary.totals.dead_letters > 100, "the input must exercise dead letters");
+
+    let out = dir.path().join("crashed");
+    let out_s = out.display().to_string();
+    let args = ["run", "--input", &input, "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
+    let mut rng = Lcg::from_env_or_clock();
+    let kills = run_with_kills(&args, &out, &mut rng, 6);
+    assert!(kills >= 3, "only {kills} kills hit a running pipeline; the input is too small to test recovery");
+
+    for table in ["page_views", "late_page_views", "page_view_aggregates"] {
+        let want = row_multiset(&reference, table, &[]);
+        let got = row_multiset(&out, table, &[]);
+        assert_eq!(got.len(), want.len(), "{table}: row count after {kills} kills");
+        assert!(got == want, "{table}: rows differ from the uninterrupted run after {kills} kills");
+    }
+    // Dead letters are partitioned by when they were received, which differs between runs.
+    let strip = |root: &Path| {
+        let mut v: Vec<String> = rows(root, "dead_letters")
+            .into_iter()
+            .map(|mut r| {
+                r.value.as_object_mut().unwrap().remove("received_at");
+                r.value.to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(strip(&out), strip(&reference));
+    assert_verified(&out);
+}
+
+#[test]
+fn the_generator_replays_exactly_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = ["--rate", "0", "--count", "300000", "--seed", "5", "--start-time", "2020-01-01 00:00:00", "--http", "off"];
+    let reference = dir.path().join("reference");
+    let ref_s = reference.display().to_string();
+    let mut args = vec!["run", "--output", &ref_s];
+    args.extend(common);
+    assert!(spawn(&args).wait().unwrap().success());
+
+    let out = dir.path().join("crashed");
+    let out_s = out.display().to_string();
+    let mut args = vec!["run", "--output", &out_s, "--checkpoint-interval", "50ms"];
+    args.extend(common);
+    let kills = run_with_kills(&args, &out, &mut Lcg::from_env_or_clock(), 4);
+    assert!(kills >= 2, "only {kills} kills hit a running pipeline");
+    for table in ["page_views", "late_page_views", "page_view_aggregates"] {
+        assert!(
+            row_multiset(&out, table, &[]) == row_multiset(&reference, table, &[]),
+            "{table} differs from the uninterrupted run after {kills} kills"
+        );
+    }
+    assert_eq!(rows(&out, "page_views").len(), 300_000);
+    assert_verified(&out);
+}
+
+#[test]
+fn sigterm_takes_a_final_checkpoint_and_exits_zero_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    let mut child = spawn(&["run", "--output", &out_s, "--rate", "5000", "--checkpoint-interval", "2s", "--http", "off"]);
+    wait_for("the first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
+    let before = manifest_count(&out);
+    let sent = Instant::now();
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    assert!(sent.elapsed() < Duration::from_secs(2), "took {:?} to stop", sent.elapsed());
+    assert_eq!(manifest_count(&out), before + 1, "exactly one final checkpoint");
+    // Everything generated up to the final position is committed, and nothing beyond it.
+    let newest = files(&out.join("_checkpoints")).into_iter().last().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    let next_seq = manifest["source"]["next_seq"].as_u64().unwrap();
+    assert_eq!(rows(&out, "page_views").len() as u64, next_seq);
+    assert_verified(&out);
+}
+
+#[test]
+fn resuming_with_other_inputs_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_input(dir.path(), "a.jsonl", &[view(1, "A", "2020-01-01 00:00:00")]);
+    let b = write_input(dir.path(), "b.jsonl", &[view(2, "B", "2020-01-01 00:00:00")]);
+    let out = dir.path().join("out");
+    run_files(&[a], &out, |_| {});
+    let out_s = out.display().to_string();
+    let res = bin().args(["run", "--input", &b, "--output", &out_s, "--http", "off"]).output().unwrap();
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("a.jsonl") && stderr.contains("b.jsonl") && stderr.contains("--output"), "{stderr}");
+    assert_eq!(rows(&out, "page_views").len(), 1, "nothing of b was written");
+}

@@ -1,0 +1,114 @@
+//! Late events and bad input: nothing is lost, nothing stops the pipeline.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn late_events_go_to_both_page_views_and_late_page_views_and_never_change_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    // The original example grouped by postcode: once SW1A 1AA reaches 00:01:53 the watermark
+    // (00:01:48) has closed the first window, so W1J 7NT's 00:00:03 and 00:00:08 are late.
+    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
+    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
+    let mut lines: Vec<String> = sw.iter().map(|t| view(1, "SW1A 1AA", &format!("2020-01-01 {t}"))).collect();
+    lines.extend(w1.iter().map(|t| view(2, "W1J 7NT", &format!("2020-01-01 {t}"))));
+    let input = write_input(dir.path(), "grouped.jsonl", &lines);
+    let out = dir.path().join("out");
+    let summary = run_files(&[input], &out, |_| {});
+    assert_eq!(summary.totals.late_page_views, 2);
+
+    let mut late: Vec<String> = rows(&out, "late_page_views")
+        .iter()
+        .map(|r| format!("{} {} wm={}", r.value["postcode"], r.value["timestamp"], r.value["watermark"]))
+        .collect();
+    late.sort();
+    assert_eq!(
+        late,
+        vec![
+            r#""W1J 7NT" "2020-01-01 00:00:03.000" wm="2020-01-01 00:01:48.000""#,
+            r#""W1J 7NT" "2020-01-01 00:00:08.000" wm="2020-01-01 00:01:48.000""#,
+        ]
+    );
+    assert_eq!(rows(&out, "page_views").len(), 10, "late events are valid events too");
+    let mut aggs: Vec<String> = rows(&out, "page_view_aggregates")
+        .iter()
+        .map(|r| format!("{} {} {}", r.value["postcode"], r.value["window"], r.value["views"]))
+        .collect();
+    aggs.sort();
+    assert_eq!(
+        aggs,
+        vec![
+            r#""SW1A 1AA" "2020-01-01 00:01:00.000" 3"#,
+            r#""SW1A 1AA" "2020-01-01 00:02:00.000" 2"#,
+            r#""W1J 7NT" "2020-01-01 00:02:00.000" 3"#,
+        ],
+        "no row for W1J 7NT's first window: it closed before its events arrived"
+    );
+    assert_verified(&out);
+}
+
+#[test]
+fn a_larger_watermark_delay_lets_the_same_events_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = vec![
+        view(1, "A", "2020-01-01 00:01:53"),
+        view(2, "A", "2020-01-01 00:00:03"),
+    ];
+    let input = write_input(dir.path(), "in.jsonl", &lines);
+    let out = dir.path().join("out");
+    let summary = run_files(&[input], &out, |c| c.watermark_delay_ms = 120_000);
+    assert_eq!(summary.totals.late_page_views, 0);
+    assert_eq!(rows(&out, "page_view_aggregates").len(), 2);
+}
+
+#[test]
+fn every_malformation_becomes_a_dead_letter_with_its_reason_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = view(7, "SW1A 1AA", "2020-01-01 00:00:05");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid_json", b"{\"user_id\": 1,".to_vec()),
+        ("invalid_utf8", b"{\"user_id\": 1, \"postcode\": \"\xff\"}".to_vec()),
+        ("not_an_object", b"[1, 2, 3]".to_vec()),
+        ("missing_field", br#"{"user_id": 1, "postcode": "A", "webpage": "w"}"#.to_vec()),
+        ("wrong_type", br#"{"user_id": "one", "postcode": "A", "webpage": "w", "timestamp": 0}"#.to_vec()),
+        ("bad_timestamp", br#"{"user_id": 1, "postcode": "A", "webpage": "w", "timestamp": "2020-02-30 00:00:00"}"#.to_vec()),
+        ("oversized", format!(r#"{{"user_id": 1, "pad": "{}"}}"#, "x".repeat(3000)).into_bytes()),
+    ];
+    let mut bytes = Vec::new();
+    for (_, bad) in &cases {
+        bytes.extend_from_slice(good.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(bad);
+        bytes.push(b'\n');
+    }
+    let path = dir.path().join("mixed.jsonl");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = dir.path().join("out");
+    let summary = run_files(&[path.display().to_string()], &out, |c| c.max_record_bytes = 1024);
+
+    assert_eq!(summary.totals.records_read, 14);
+    assert_eq!(summary.totals.page_views, 7);
+    assert_eq!(summary.totals.dead_letters, 7);
+    let dead = rows(&out, "dead_letters");
+    assert_eq!(dead.len(), 7);
+    for (i, (reason, bad)) in cases.iter().enumerate() {
+        let line = 2 * i as u64 + 2;
+        let row = dead
+            .iter()
+            .find(|r| r.value["offset"].as_u64() == Some(line))
+            .unwrap_or_else(|| panic!("no dead letter for line {line}"));
+        assert_eq!(row.value["reason"], *reason, "line {line}: {}", row.value);
+        assert_eq!(row.value["source"], path.display().to_string());
+        assert!(!row.value["error"].as_str().unwrap().is_empty());
+        if *reason == "invalid_utf8" {
+            assert_eq!(row.value["payload_encoding"], "base64");
+        } else if *reason == "oversized" {
+            assert_eq!(row.value["payload"].as_str().unwrap().len(), 1024, "cut at the limit");
+        } else {
+            assert_eq!(row.value["payload"].as_str().unwrap().as_bytes(), bad.as_slice(), "payload verbatim");
+        }
+    }
+    let report = assert_verified(&out);
+    assert_eq!(report.dead_letters_by_reason.len(), 7);
+}
