@@ -127,11 +127,120 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<PageView<'_>, DecodeErro
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| DecodeError::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
+    if let Some(fields) = parse_flat(text) {
+        return fields.validate();
+    }
+    decode_general(text)
+}
+
+/// The general path: serde_json, for any shape and for precise error messages.
+fn decode_general(text: &str) -> Result<PageView<'_>, DecodeError> {
     let fields = match serde_json::from_str::<Fields<'_>>(text) {
         Ok(fields) => fields,
         Err(e) => return Err(classify_parse_error(text, e)),
     };
     fields.validate()
+}
+
+/// The fast path for the shape nearly every record has: one flat object whose values are
+/// strings without escapes or integers. Anything else (escapes, floats, booleans, nesting,
+/// any syntax error) returns `None` and goes to [`decode_general`], so both paths give the
+/// same result for every input; a differential test holds them to that.
+fn parse_flat(text: &str) -> Option<Fields<'_>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Fields::default();
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (key, next) = scan_str(text, i + 1)?;
+            i = skip_ws(b, next);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            let (value, next) = match *b.get(i)? {
+                b'"' => {
+                    let (s, next) = scan_str(text, i + 1)?;
+                    (Value::Str(Cow::Borrowed(s)), next)
+                }
+                b'-' | b'0'..=b'9' => scan_int(b, i)?,
+                _ => return None,
+            };
+            match key {
+                "user_id" => out.user_id = Some(value),
+                "postcode" => out.postcode = Some(value),
+                "webpage" => out.webpage = Some(value),
+                "timestamp" => out.timestamp = Some(value),
+                _ => {}
+            }
+            i = skip_ws(b, next);
+            match *b.get(i)? {
+                b',' => i = skip_ws(b, i + 1),
+                b'}' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(b, i) == b.len()).then_some(out)
+}
+
+#[inline]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A string body from `start` to its closing quote; `None` on an escape or control byte.
+#[inline]
+fn scan_str(text: &str, start: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    let mut j = start;
+    loop {
+        match *b.get(j)? {
+            b'"' => return Some((text.get(start..j)?, j + 1)),
+            b'\\' | 0..=0x1f => return None,
+            _ => j += 1,
+        }
+    }
+}
+
+/// A JSON integer that fits in i64; `None` for floats, exponents, leading zeros, `-0`,
+/// and overflow (the general path classifies those).
+#[inline]
+fn scan_int(b: &[u8], start: usize) -> Option<(Value<'static>, usize)> {
+    let neg = b[start] == b'-';
+    let digits = start + usize::from(neg);
+    let mut j = digits;
+    let mut v: i64 = 0;
+    while let Some(&c) = b.get(j) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        v = v.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
+        j += 1;
+    }
+    let n = j - digits;
+    if n == 0 || (b[digits] == b'0' && (n > 1 || neg)) {
+        return None;
+    }
+    if let Some(b'.' | b'e' | b'E') = b.get(j) {
+        return None;
+    }
+    Some((Value::Int(if neg { -v } else { v }), j))
 }
 
 /// A scalar as it appeared in the record, before type checking.
@@ -206,6 +315,37 @@ impl<'de> Deserialize<'de> for Value<'de> {
     }
 }
 
+/// A field name, matched without allocating (serde's `Cow<str>` always copies keys).
+enum Key {
+    UserId,
+    Postcode,
+    Webpage,
+    Timestamp,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "user_id" => Key::UserId,
+                    "postcode" => Key::Postcode,
+                    "webpage" => Key::Webpage,
+                    "timestamp" => Key::Timestamp,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
 /// The four fields of interest, untyped until [`Fields::validate`].
 #[derive(Default)]
 struct Fields<'a> {
@@ -225,13 +365,13 @@ impl<'de> Deserialize<'de> for Fields<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut out = Fields::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    let slot = match key.as_ref() {
-                        "user_id" => &mut out.user_id,
-                        "postcode" => &mut out.postcode,
-                        "webpage" => &mut out.webpage,
-                        "timestamp" => &mut out.timestamp,
-                        _ => {
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::UserId => &mut out.user_id,
+                        Key::Postcode => &mut out.postcode,
+                        Key::Webpage => &mut out.webpage,
+                        Key::Timestamp => &mut out.timestamp,
+                        Key::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
                         }
@@ -376,6 +516,51 @@ mod tests {
             let got = decode(&bytes, MAX).expect_err(&String::from_utf8_lossy(&bytes));
             assert_eq!(got.reason(), want, "{got} for {:?}", String::from_utf8_lossy(&bytes));
         }
+    }
+
+    /// The fast path must agree with serde_json on every input: generated records and
+    /// thousands of byte-level mutations of them (escapes, floats, truncations, junk).
+    #[test]
+    fn the_fast_path_agrees_with_the_general_path() {
+        let gen = crate::source::GeneratorConfig {
+            rate: 0,
+            count: None,
+            max_late_ms: 1000,
+            seed: 3,
+            start_ms: 1_577_836_800_000,
+        };
+        let inserts: [&[u8]; 12] =
+            [b"\\", b"\"", b"1.5", b"e3", b"-", b"0", b"{}", b"[1]", b" ", b"\\u0041", b"null", b","];
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut fast_hits = 0;
+        for seq in 0..20_000u64 {
+            let mut rec = Vec::new();
+            gen.write_record(seq, &mut rec);
+            if seq % 4 != 0 {
+                let at = next(rec.len());
+                match next(3) {
+                    0 => rec.truncate(at),
+                    1 => {
+                        let ins = inserts[next(inserts.len())];
+                        rec.splice(at..at, ins.iter().copied());
+                    }
+                    _ => rec[at] = b" 0a\"}:-9"[next(8)],
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&rec) else { continue };
+            let general = decode_general(text);
+            if let Some(fields) = parse_flat(text) {
+                fast_hits += 1;
+                assert_eq!(fields.validate(), general, "{text}");
+            }
+        }
+        assert!(fast_hits > 5_000, "the fast path must cover the common shape ({fast_hits})");
     }
 
     #[test]

@@ -175,23 +175,21 @@ fn digits(b: &[u8]) -> Result<u32, TimestampError> {
 pub fn write_timestamp(out: &mut Vec<u8>, ms: i64) {
     let days = ms.div_euclid(DAY_MS);
     let in_day = ms.rem_euclid(DAY_MS);
-    let (y, mo, d) = civil_from_days(days);
+    let date = DATE_CACHE.with(|cache| {
+        let (cached_day, text) = cache.get();
+        if cached_day == days {
+            return text;
+        }
+        let text = date_text(days);
+        cache.set((days, text));
+        text
+    });
+    out.extend_from_slice(&date);
     let h = in_day / HOUR_MS;
     let mi = in_day % HOUR_MS / MINUTE_MS;
     let s = in_day % MINUTE_MS / SECOND_MS;
     let f = in_day % SECOND_MS;
-    let y = y as u32;
     let buf = [
-        b'0' + (y / 1000 % 10) as u8,
-        b'0' + (y / 100 % 10) as u8,
-        b'0' + (y / 10 % 10) as u8,
-        b'0' + (y % 10) as u8,
-        b'-',
-        b'0' + (mo / 10) as u8,
-        b'0' + (mo % 10) as u8,
-        b'-',
-        b'0' + (d / 10) as u8,
-        b'0' + (d % 10) as u8,
         b' ',
         b'0' + (h / 10) as u8,
         b'0' + (h % 10) as u8,
@@ -207,6 +205,30 @@ pub fn write_timestamp(out: &mut Vec<u8>, ms: i64) {
         b'0' + (f % 10) as u8,
     ];
     out.extend_from_slice(&buf);
+}
+
+thread_local! {
+    /// The last day formatted: consecutive events almost always share it, and the calendar
+    /// arithmetic is most of a timestamp's formatting cost.
+    static DATE_CACHE: std::cell::Cell<(i64, [u8; 10])> = const { std::cell::Cell::new((i64::MIN, [0; 10])) };
+}
+
+/// `yyyy-MM-dd` of a day number.
+fn date_text(days: i64) -> [u8; 10] {
+    let (y, mo, d) = civil_from_days(days);
+    let y = y as u32;
+    [
+        b'0' + (y / 1000 % 10) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+        b'-',
+        b'0' + (mo / 10) as u8,
+        b'0' + (mo % 10) as u8,
+        b'-',
+        b'0' + (d / 10) as u8,
+        b'0' + (d % 10) as u8,
+    ]
 }
 
 /// A timestamp as an owned string in the output form; for logs, tests and status output.
