@@ -31,7 +31,7 @@ pub enum Command {
     /// datagen). With --input or --count it exits 0 once everything read is committed;
     /// otherwise it runs until SIGINT/SIGTERM, which take a final checkpoint. Restarted on
     /// the same --output it resumes from its last checkpoint: nothing lost, nothing twice.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 
     /// Audit a table root against the exactly-once guarantees: committed files only, no
     /// window twice, views = page_views − late per postcode and window, every record in
@@ -160,15 +160,19 @@ fn millis(d: Duration, what: &str) -> anyhow::Result<i64> {
 }
 
 fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 impl RunArgs {
     /// Validates the flags into a pipeline configuration.
-    pub fn into_config(self) -> anyhow::Result<PipelineConfig> {
+    pub fn into_config(self: Box<Self>) -> anyhow::Result<PipelineConfig> {
+        let this = *self;
+        this.validate()
+    }
+
+    fn validate(self) -> anyhow::Result<PipelineConfig> {
         let source = if self.input.is_empty() {
             let start_ms = match &self.start_time {
                 Some(t) => parse_timestamp(t).map_err(|e| anyhow::anyhow!("--start-time {t:?}: {e}"))?,
@@ -219,7 +223,8 @@ impl RunArgs {
         config.idle_timeout_ms = millis(self.idle_timeout, "--idle-timeout")? as u64;
         config.roll_bytes = self.roll_size.max(1);
         config.roll_age = self.roll_age;
-        config.max_record_bytes = usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
+        config.max_record_bytes =
+            usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
         config.http = http;
         Ok(config)
     }

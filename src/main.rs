@@ -68,7 +68,9 @@ fn watch_signals(shutdown: Shutdown) {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            tracing::info!("signal received: finishing the current batch and checkpointing (Ctrl-C again to abort)");
+            tracing::info!(
+                "signal received: finishing the current batch and checkpointing (Ctrl-C again to abort)"
+            );
             shutdown.trigger();
             let _ = tokio::signal::ctrl_c().await;
             std::process::exit(130);

@@ -86,9 +86,21 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("pageviews_records_read", "Records read from the source", m.records_read.clone());
-        r.register("pageviews_records_accepted", "Records decoded into page views", m.records_accepted.clone());
-        r.register("pageviews_dead_letters", "Records written to dead_letters, by reason", m.dead_letters.clone());
-        r.register("pageviews_late_events", "Events that arrived after their window was emitted", m.late_events.clone());
+        r.register(
+            "pageviews_records_accepted",
+            "Records decoded into page views",
+            m.records_accepted.clone(),
+        );
+        r.register(
+            "pageviews_dead_letters",
+            "Records written to dead_letters, by reason",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "pageviews_late_events",
+            "Events that arrived after their window was emitted",
+            m.late_events.clone(),
+        );
         r.register("pageviews_rows_committed", "Rows committed, by table", m.rows_committed.clone());
         r.register("pageviews_files_committed", "Files committed, by table", m.files_committed.clone());
         r.register("pageviews_bytes_committed", "Bytes committed, by table", m.bytes_committed.clone());

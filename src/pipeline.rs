@@ -31,7 +31,7 @@ use crate::sink::{Storage, StorageError, Table, TableWriter, WriterConfig};
 use crate::source::{
     Batch, FileSource, GeneratorConfig, GeneratorSource, PartitionEvent, Poll, Source, SourceError,
 };
-use crate::window::{TumblingCount, WindowCount, Watermarks, NO_WATERMARK};
+use crate::window::{TumblingCount, Watermarks, WindowCount, NO_WATERMARK};
 
 /// Where records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,7 +482,9 @@ impl Pipeline {
         self.windows.fire(wm, &mut self.fired);
         let size = self.windows.size_ms();
         for w in &self.fired {
-            self.writers.aggregates.append(hour_of(w.end), now, |out| jsonl::write_aggregate(out, w, size))?;
+            self.writers
+                .aggregates
+                .append(hour_of(w.end), now, |out| jsonl::write_aggregate(out, w, size))?;
         }
         self.pending.page_view_aggregates += self.fired.len() as u64;
         if !self.fired.is_empty() {

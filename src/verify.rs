@@ -154,7 +154,10 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
     for m in &manifests {
         for f in &m.files {
             if !present.contains(&f.path) {
-                report.violation(format!("{} is named by checkpoint {} of {} but missing", f.path, m.seq, m.pipeline));
+                report.violation(format!(
+                    "{} is named by checkpoint {} of {} but missing",
+                    f.path, m.seq, m.pipeline
+                ));
             }
         }
     }

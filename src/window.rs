@@ -226,7 +226,11 @@ impl TumblingCount {
         for (&end, counts) in &self.open {
             let mut counts: Vec<_> = counts.iter().collect();
             counts.sort_unstable();
-            out.extend(counts.into_iter().map(|(p, &views)| WindowCount { end, postcode: p.to_string(), views }));
+            out.extend(counts.into_iter().map(|(p, &views)| WindowCount {
+                end,
+                postcode: p.to_string(),
+                views,
+            }));
         }
         out
     }

@@ -13,7 +13,8 @@ use pageviews::source::GeneratorConfig;
 /// A generated input with late events (timestamps up to 8 s behind, watermark delay 5 s)
 /// and a malformed record every 997 lines.
 fn generated_input(dir: &Path, records: u64) -> String {
-    let gen = GeneratorConfig { rate: 0, count: None, max_late_ms: 8_000, seed: 11, start_ms: 1_577_836_800_000 };
+    let gen =
+        GeneratorConfig { rate: 0, count: None, max_late_ms: 8_000, seed: 11, start_ms: 1_577_836_800_000 };
     let mut bytes = Vec::with_capacity(records as usize * 120);
     for seq in 0..records {
         if seq % 997 == 500 {
@@ -69,13 +70,14 @@ fn kill_9_during_a_file_run_then_restart_gives_the_same_tables_as_an_uninterrupt
     let dir = tempfile::tempdir().unwrap();
     let input = generated_input(dir.path(), 400_000);
     let reference = dir.path().join("reference");
-    let summary = run_files(&[input.clone()], &reference, |_| {});
+    let summary = run_files(std::slice::from_ref(&input), &reference, |_| {});
     assert!(summary.totals.late_page_views > 100, "the input must exercise late events");
     assert!(summary.totals.dead_letters > 100, "the input must exercise dead letters");
 
     let out = dir.path().join("crashed");
     let out_s = out.display().to_string();
-    let args = ["run", "--input", &input, "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
+    let args =
+        ["run", "--input", &input, "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
     let mut rng = Lcg::from_env_or_clock();
     let kills = run_with_kills(&args, &out, &mut rng, 6);
     assert!(kills >= 3, "only {kills} kills hit a running pipeline; the input is too small to test recovery");
@@ -105,7 +107,18 @@ fn kill_9_during_a_file_run_then_restart_gives_the_same_tables_as_an_uninterrupt
 #[test]
 fn the_generator_replays_exactly_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let common = ["--rate", "0", "--count", "300000", "--seed", "5", "--start-time", "2020-01-01 00:00:00", "--http", "off"];
+    let common = [
+        "--rate",
+        "0",
+        "--count",
+        "300000",
+        "--seed",
+        "5",
+        "--start-time",
+        "2020-01-01 00:00:00",
+        "--http",
+        "off",
+    ];
     let reference = dir.path().join("reference");
     let ref_s = reference.display().to_string();
     let mut args = vec!["run", "--output", &ref_s];
@@ -133,7 +146,8 @@ fn sigterm_takes_a_final_checkpoint_and_exits_zero_within_the_interval() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let out_s = out.display().to_string();
-    let mut child = spawn(&["run", "--output", &out_s, "--rate", "5000", "--checkpoint-interval", "2s", "--http", "off"]);
+    let mut child =
+        spawn(&["run", "--output", &out_s, "--rate", "5000", "--checkpoint-interval", "2s", "--http", "off"]);
     wait_for("the first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
     let before = manifest_count(&out);
     let sent = Instant::now();
@@ -162,6 +176,9 @@ fn resuming_with_other_inputs_is_refused_with_a_clear_message() {
     let res = bin().args(["run", "--input", &b, "--output", &out_s, "--http", "off"]).output().unwrap();
     assert!(!res.status.success());
     let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(stderr.contains("a.jsonl") && stderr.contains("b.jsonl") && stderr.contains("--output"), "{stderr}");
+    assert!(
+        stderr.contains("a.jsonl") && stderr.contains("b.jsonl") && stderr.contains("--output"),
+        "{stderr}"
+    );
     assert_eq!(rows(&out, "page_views").len(), 1, "nothing of b was written");
 }

@@ -25,13 +25,15 @@ fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[test]
 fn metrics_count_what_the_run_read_accepted_rejected_and_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lines: Vec<String> = (0..10).map(|i| view(i, "SW1A 1AA", &format!("2020-01-01 00:00:{i:02}"))).collect();
+    let mut lines: Vec<String> =
+        (0..10).map(|i| view(i, "SW1A 1AA", &format!("2020-01-01 00:00:{i:02}"))).collect();
     lines.push("not json".into());
     lines.push(r#"{"user_id": 1}"#.into());
     lines.push(view(99, "SW1A 1AA", "2019-12-31 00:00:00"));
     let input = write_input(dir.path(), "in.jsonl", &lines);
     let metrics = Arc::new(Metrics::new());
-    let config = PipelineConfig::new(SourceConfig::Files(vec![input]), dir.path().join("out").display().to_string());
+    let config =
+        PipelineConfig::new(SourceConfig::Files(vec![input]), dir.path().join("out").display().to_string());
     pageviews::pipeline::run_with_metrics(config, Shutdown::default(), metrics.clone()).unwrap();
 
     let text = metrics.encode();
@@ -59,7 +61,11 @@ fn the_http_endpoints_answer_over_a_socket() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let metrics = Arc::new(Metrics::new());
     metrics.records_read.inc_by(42);
-    let status = Arc::new(Mutex::new(Status { state: "running".into(), last_checkpoint: Some(7), ..Status::default() }));
+    let status = Arc::new(Mutex::new(Status {
+        state: "running".into(),
+        last_checkpoint: Some(7),
+        ..Status::default()
+    }));
     let state = HttpState { metrics, status: status.clone() };
     let addr = rt.block_on(serve("127.0.0.1:0".parse().unwrap(), state)).unwrap();
 

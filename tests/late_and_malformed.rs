@@ -51,10 +51,7 @@ fn late_events_go_to_both_page_views_and_late_page_views_and_never_change_a_coun
 #[test]
 fn a_larger_watermark_delay_lets_the_same_events_count() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = vec![
-        view(1, "A", "2020-01-01 00:01:53"),
-        view(2, "A", "2020-01-01 00:00:03"),
-    ];
+    let lines = vec![view(1, "A", "2020-01-01 00:01:53"), view(2, "A", "2020-01-01 00:00:03")];
     let input = write_input(dir.path(), "in.jsonl", &lines);
     let out = dir.path().join("out");
     let summary = run_files(&[input], &out, |c| c.watermark_delay_ms = 120_000);
@@ -72,7 +69,11 @@ fn every_malformation_becomes_a_dead_letter_with_its_reason_and_position() {
         ("not_an_object", b"[1, 2, 3]".to_vec()),
         ("missing_field", br#"{"user_id": 1, "postcode": "A", "webpage": "w"}"#.to_vec()),
         ("wrong_type", br#"{"user_id": "one", "postcode": "A", "webpage": "w", "timestamp": 0}"#.to_vec()),
-        ("bad_timestamp", br#"{"user_id": 1, "postcode": "A", "webpage": "w", "timestamp": "2020-02-30 00:00:00"}"#.to_vec()),
+        (
+            "bad_timestamp",
+            br#"{"user_id": 1, "postcode": "A", "webpage": "w", "timestamp": "2020-02-30 00:00:00"}"#
+                .to_vec(),
+        ),
         ("oversized", format!(r#"{{"user_id": 1, "pad": "{}"}}"#, "x".repeat(3000)).into_bytes()),
     ];
     let mut bytes = Vec::new();

@@ -41,7 +41,9 @@ fn the_originals_ten_events_give_its_counts_in_hour_zero() {
         })
         .collect();
     aggs.sort();
-    let want = |p: &str, s: &str, e: &str, n| (p.to_string(), format!("2020-01-01 {s}.000"), format!("2020-01-01 {e}.000"), n);
+    let want = |p: &str, s: &str, e: &str, n| {
+        (p.to_string(), format!("2020-01-01 {s}.000"), format!("2020-01-01 {e}.000"), n)
+    };
     assert_eq!(
         aggs,
         vec![
@@ -95,13 +97,17 @@ fn partitions_follow_utc_across_midnight_and_the_new_year() {
     );
     // The window ending at midnight lands in the new day's hour 00 (its end's hour).
     let aggs = rows(&out, "page_view_aggregates");
-    let first = aggs.iter().find(|r| r.value["window"] == "2020-01-01 00:00:00.000").expect("window at midnight");
+    let first =
+        aggs.iter().find(|r| r.value["window"] == "2020-01-01 00:00:00.000").expect("window at midnight");
     assert_eq!(first.partition, "day=2020-01-01/hour=00");
     assert_eq!(first.value["views"], 1);
     // 00:30+01:00 is 23:30 UTC, behind the watermark (00:00:00 − 5 s): late, in hour 23.
     let late = rows(&out, "late_page_views");
     assert_eq!(late.len(), 1);
-    assert_eq!((late[0].value["user_id"].as_i64(), late[0].partition.as_str()), (Some(3), "day=2019-12-31/hour=23"));
+    assert_eq!(
+        (late[0].value["user_id"].as_i64(), late[0].partition.as_str()),
+        (Some(3), "day=2019-12-31/hour=23")
+    );
     assert_eq!(late[0].value["watermark"], "2019-12-31 23:59:55.000");
     assert_verified(&out);
 }

@@ -125,8 +125,8 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<PageView<'_>, DecodeErro
     if bytes.len() > max_bytes {
         return Err(DecodeError::Oversized { size: bytes.len(), limit: max_bytes });
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| DecodeError::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
     if let Some(fields) = parse_flat(text) {
         return fields.validate();
     }
@@ -409,10 +409,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn string_field<'a>(
-    name: &'static str,
-    value: Option<Value<'a>>,
-) -> Result<Cow<'a, str>, DecodeError> {
+fn string_field<'a>(name: &'static str, value: Option<Value<'a>>) -> Result<Cow<'a, str>, DecodeError> {
     match value.ok_or(DecodeError::MissingField(name))? {
         Value::Str(s) => Ok(s),
         other => Err(wrong_type(name, "a string", &other)),
@@ -460,11 +457,9 @@ mod tests {
 
     #[test]
     fn accepts_epoch_millis_iso_and_escaped_strings() {
-        let pv = decode(
-            br#"{"timestamp":1577836805123,"user_id":1,"postcode":"A\"B","webpage":"p\u00e9"}"#,
-            MAX,
-        )
-        .unwrap();
+        let pv =
+            decode(br#"{"timestamp":1577836805123,"user_id":1,"postcode":"A\"B","webpage":"p\u00e9"}"#, MAX)
+                .unwrap();
         assert_eq!(pv.timestamp, 1_577_836_805_123);
         assert_eq!(pv.postcode, "A\"B");
         assert_eq!(pv.webpage, "p\u{e9}");
@@ -488,28 +483,17 @@ mod tests {
             (format!("{{\"user_id\":\"7\",{ok}}}").into_bytes(), Reason::WrongType),
             (format!("{{\"user_id\":1.5,{ok}}}").into_bytes(), Reason::WrongType),
             (format!("{{\"user_id\":null,{ok}}}").into_bytes(), Reason::WrongType),
+            (br#"{"user_id":1,"postcode":7,"webpage":"w","timestamp":0}"#.to_vec(), Reason::WrongType),
             (
-                br#"{"user_id":1,"postcode":7,"webpage":"w","timestamp":0}"#.to_vec(),
-                Reason::WrongType,
-            ),
-            (
-                br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":"2020-02-30 00:00:00"}"#
-                    .to_vec(),
+                br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":"2020-02-30 00:00:00"}"#.to_vec(),
                 Reason::BadTimestamp,
             ),
+            (br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":1.5}"#.to_vec(), Reason::BadTimestamp),
             (
-                br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":1.5}"#.to_vec(),
+                br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":99999999999999999}"#.to_vec(),
                 Reason::BadTimestamp,
             ),
-            (
-                br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":99999999999999999}"#
-                    .to_vec(),
-                Reason::BadTimestamp,
-            ),
-            (
-                br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":true}"#.to_vec(),
-                Reason::WrongType,
-            ),
+            (br#"{"user_id":1,"postcode":"p","webpage":"w","timestamp":true}"#.to_vec(), Reason::WrongType),
             (vec![b' '; MAX + 1], Reason::Oversized),
         ];
         for (bytes, want) in cases {
@@ -565,8 +549,7 @@ mod tests {
 
     #[test]
     fn messages_name_the_field_and_the_value() {
-        let e = decode(br#"{"user_id":"7","postcode":"p","webpage":"w","timestamp":0}"#, MAX)
-            .unwrap_err();
+        let e = decode(br#"{"user_id":"7","postcode":"p","webpage":"w","timestamp":0}"#, MAX).unwrap_err();
         assert_eq!(e.to_string(), "field `user_id` must be an integer, found string \"7\"");
         let e = decode(br#"{"user_id":7,"postcode":"p","timestamp":0}"#, MAX).unwrap_err();
         assert_eq!(e.to_string(), "missing field `webpage`");

@@ -144,9 +144,7 @@ fn parse_zone(rest: &[u8]) -> Result<i64, TimestampError> {
         [sign @ (b'+' | b'-'), tail @ ..] => {
             let (h, m) = match tail {
                 [h1, h2] => (digits(&[*h1, *h2])?, 0),
-                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
-                    (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
-                }
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?),
                 _ => return Err(TimestampError::Layout),
             };
             if h > 23 || m > 59 {

@@ -102,9 +102,8 @@ mod tests {
         let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(row["payload_encoding"], "base64");
         assert_eq!(row["reason"], "invalid_utf8");
-        let back = base64::engine::general_purpose::STANDARD
-            .decode(row["payload"].as_str().unwrap())
-            .unwrap();
+        let back =
+            base64::engine::general_purpose::STANDARD.decode(row["payload"].as_str().unwrap()).unwrap();
         assert_eq!(back, payload);
         assert_eq!((row["partition"].as_u64(), row["offset"].as_u64()), (Some(2), Some(7)));
     }

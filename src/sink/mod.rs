@@ -175,9 +175,9 @@ impl TableWriter {
         let storage = &self.storage;
         let file = &mut self.open[idx];
         if file.upload.is_none() {
-            let upload = storage
-                .block_on(storage.store().put_multipart(&file.staged))
-                .map_err(|source| StorageError::Store { op: "upload", path: file.staged.to_string(), source })?;
+            let upload = storage.block_on(storage.store().put_multipart(&file.staged)).map_err(|source| {
+                StorageError::Store { op: "upload", path: file.staged.to_string(), source }
+            })?;
             file.upload = Some(Upload { upload, parts: Vec::new() });
         }
         let Some(up) = file.upload.as_mut() else { return Ok(()) };
@@ -266,9 +266,11 @@ impl TableWriter {
 }
 
 async fn join_part(part: JoinHandle<object_store::Result<()>>, path: &Path) -> Result<(), StorageError> {
-    part.await
-        .map_err(|e| join_error(e, "upload part"))?
-        .map_err(|source| StorageError::Store { op: "upload part", path: path.to_string(), source })
+    part.await.map_err(|e| join_error(e, "upload part"))?.map_err(|source| StorageError::Store {
+        op: "upload part",
+        path: path.to_string(),
+        source,
+    })
 }
 
 fn join_error(e: tokio::task::JoinError, op: &'static str) -> StorageError {

@@ -76,12 +76,7 @@ impl Storage {
         std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create the directory: {e}")))?;
         let root = path.canonicalize().map_err(|e| bad(e.to_string()))?;
         let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?;
-        Ok(Storage {
-            store: Arc::new(store),
-            local_root: Some(root),
-            url: url.to_string(),
-            rt,
-        })
+        Ok(Storage { store: Arc::new(store), local_root: Some(root), url: url.to_string(), rt })
     }
 
     /// The root as the user gave it, for logs.
@@ -141,12 +136,8 @@ impl Storage {
 
     /// Lists every object under `prefix` (recursively), as paths.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>, StorageError> {
-        let metas: Vec<_> = self
-            .store
-            .list(Some(prefix))
-            .try_collect()
-            .await
-            .map_err(StorageError::store("list", prefix))?;
+        let metas: Vec<_> =
+            self.store.list(Some(prefix)).try_collect().await.map_err(StorageError::store("list", prefix))?;
         Ok(metas.into_iter().map(|m| m.location).collect())
     }
 

@@ -251,10 +251,7 @@ mod tests {
         let mut src = FileSource::new(&paths, 100, None).unwrap();
         let got = read_all(&mut src, 1);
         let lines: Vec<_> = got.iter().map(|(p, l, _, b)| (*p, *l, b.clone())).collect();
-        assert_eq!(
-            lines,
-            vec![(0, 1, b"one".to_vec()), (0, 3, b"two".to_vec()), (1, 1, b"three".to_vec())]
-        );
+        assert_eq!(lines, vec![(0, 1, b"one".to_vec()), (0, 3, b"two".to_vec()), (1, 1, b"three".to_vec())]);
         let SourceCheckpoint::Files { files } = src.checkpoint() else { panic!() };
         assert_eq!((files[0].offset, files[0].line), (10, 3));
         assert_eq!((files[1].offset, files[1].line), (5, 1));

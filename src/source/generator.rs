@@ -11,9 +11,9 @@ use crate::event::timestamp::write_timestamp;
 
 /// The 20 London postcodes of the original datagen.
 pub const POSTCODES: [&str; 20] = [
-    "SW1A 1AA", "W1J 7NT", "EC1A 1BB", "NW1 5PN", "SE1 7DP", "SW1H 9EA", "W1W 8NQ", "NW1 9DJ",
-    "SE1 1DP", "SW1P 3DD", "W1F 6DP", "NW1 1PE", "SE1 8RT", "SW1P 4DP", "W1G 6RL", "NW1 1PF",
-    "SE1 9RT", "SW1R 4RG", "W1K 5DP", "NW1 1PJ",
+    "SW1A 1AA", "W1J 7NT", "EC1A 1BB", "NW1 5PN", "SE1 7DP", "SW1H 9EA", "W1W 8NQ", "NW1 9DJ", "SE1 1DP",
+    "SW1P 3DD", "W1F 6DP", "NW1 1PE", "SE1 8RT", "SW1P 4DP", "W1G 6RL", "NW1 1PF", "SE1 9RT", "SW1R 4RG",
+    "W1K 5DP", "NW1 1PJ",
 ];
 
 /// The 5 pages of the original datagen.

@@ -177,7 +177,9 @@ pub enum SourceError {
         this_run: String,
     },
     /// An input changed under us since the checkpoint (for example truncated).
-    #[error("{path} is {size} bytes, shorter than the {offset} bytes already committed from it; was it replaced?")]
+    #[error(
+        "{path} is {size} bytes, shorter than the {offset} bytes already committed from it; was it replaced?"
+    )]
     Shrunk {
         /// The input.
         path: String,

@@ -18,7 +18,9 @@ pub fn write_input(dir: &Path, name: &str, lines: &[String]) -> String {
 
 /// A page-view record as the original job's datagen wrote it.
 pub fn view(user: i64, postcode: &str, ts: &str) -> String {
-    format!(r#"{{"user_id": {user}, "postcode": "{postcode}", "webpage": "www.website.com/index.html", "timestamp": "{ts}"}}"#)
+    format!(
+        r#"{{"user_id": {user}, "postcode": "{postcode}", "webpage": "www.website.com/index.html", "timestamp": "{ts}"}}"#
+    )
 }
 
 /// Runs the pipeline over files into `out` with default settings plus `tweak`.
@@ -43,7 +45,8 @@ pub fn rows(root: &Path, table: &str) -> Vec<Row> {
         let partition = rel.parent().map(|p| p.display().to_string()).unwrap_or_default();
         let text = std::fs::read_to_string(&file).expect("read table file");
         for line in text.lines().filter(|l| !l.is_empty()) {
-            let value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display()));
+            let value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display()));
             out.push(Row { partition: partition.clone(), value });
         }
     }
@@ -139,9 +142,10 @@ pub struct Lcg(pub u64);
 impl Lcg {
     /// From the clock, printed so a failure can be reproduced with `PAGEVIEWS_TEST_SEED`.
     pub fn from_env_or_clock() -> Self {
-        let seed = std::env::var("PAGEVIEWS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+        let seed =
+            std::env::var("PAGEVIEWS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            });
         eprintln!("kill schedule seed: PAGEVIEWS_TEST_SEED={seed}");
         Lcg(seed)
     }
