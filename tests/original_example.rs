@@ -111,3 +111,28 @@ fn partitions_follow_utc_across_midnight_and_the_new_year() {
     assert_eq!(late[0].value["watermark"], "2019-12-31 23:59:55.000");
     assert_verified(&out);
 }
+
+#[test]
+fn stdin_is_read_like_a_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    let mut child = bin()
+        .args(["run", "--input", "-", "--output", &out_s, "--http", "off"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for (i, (p, t)) in interleaved().iter().enumerate() {
+        writeln!(stdin, "{}", view(i as i64, p, &format!("2020-01-01 {t}"))).unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let mut views: Vec<u64> =
+        rows(&out, "page_view_aggregates").iter().map(|r| r.value["views"].as_u64().unwrap()).collect();
+    views.sort();
+    assert_eq!(views, vec![2, 2, 3, 3]);
+    assert_eq!(rows(&out, "page_views").len(), 10);
+}

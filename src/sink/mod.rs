@@ -135,12 +135,10 @@ impl TableWriter {
         let file = &mut self.open[idx];
         encode(&mut file.buf);
         file.rows += 1;
-        if file.buf.len() >= self.config.part_bytes {
+        if file.sent + file.buf.len() as u64 >= self.config.roll_bytes {
+            self.close(idx);
+        } else if file.buf.len() >= self.config.part_bytes {
             self.send_part(idx)?;
-            let file = &self.open[idx];
-            if file.sent >= self.config.roll_bytes {
-                self.close(idx);
-            }
         }
         Ok(())
     }
@@ -278,5 +276,72 @@ fn join_error(e: tokio::task::JoinError, op: &'static str) -> StorageError {
         op,
         path: String::new(),
         source: object_store::Error::Generic { store: "task", source: Box::new(e) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(
+        dir: &std::path::Path,
+        roll_bytes: u64,
+        part_bytes: usize,
+    ) -> (tokio::runtime::Runtime, TableWriter) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let storage = Storage::open(&dir.display().to_string(), rt.handle().clone()).unwrap();
+        let config = WriterConfig { pipeline_id: "t".into(), roll_bytes, roll_age_ms: 1_000, part_bytes };
+        (rt, TableWriter::new(Table::PageViews, storage, config, 1))
+    }
+
+    fn row(out: &mut Vec<u8>) {
+        out.extend_from_slice(&[b'x'; 99]);
+        out.push(b'\n');
+    }
+
+    #[test]
+    fn files_roll_at_the_roll_size_even_below_the_part_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, mut w) = writer(dir.path(), 1_000, 8 << 20);
+        for _ in 0..25 {
+            w.append(0, 0, row).unwrap();
+        }
+        let staged = w.finish_epoch(2).unwrap();
+        let mut rows: Vec<u64> = staged.iter().map(|f| f.rows).collect();
+        rows.sort();
+        assert_eq!(rows, vec![5, 10, 10], "100-byte rows, 1000-byte files");
+        assert!(staged.iter().all(|f| f.bytes <= 1_000 && f.staged.starts_with("_staging/t/page_views/")));
+        let names: std::collections::HashSet<_> = staged.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(names.len(), 3, "every rolled file has its own name");
+    }
+
+    #[test]
+    fn a_multipart_file_holds_every_part_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, mut w) = writer(dir.path(), 1 << 30, 1_000);
+        for i in 0..95u32 {
+            w.append(0, 0, |out| out.extend_from_slice(format!("{i:09}\n").as_bytes())).unwrap();
+        }
+        let staged = w.finish_epoch(2).unwrap();
+        assert_eq!(staged.len(), 1);
+        let text = std::fs::read_to_string(dir.path().join(&staged[0].staged)).unwrap();
+        let want: String = (0..95u32).map(|i| format!("{i:09}\n")).collect();
+        assert_eq!(text, want);
+        assert_eq!(staged[0].bytes, want.len() as u64);
+    }
+
+    #[test]
+    fn files_roll_by_age_in_processing_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, mut w) = writer(dir.path(), 1 << 30, 8 << 20);
+        w.append(0, 0, row).unwrap();
+        w.roll_aged(999);
+        w.append(0, 999, row).unwrap();
+        w.roll_aged(1_000);
+        w.append(0, 1_000, row).unwrap();
+        let staged = w.finish_epoch(2).unwrap();
+        let mut rows: Vec<u64> = staged.iter().map(|f| f.rows).collect();
+        rows.sort();
+        assert_eq!(rows, vec![1, 2], "the file opened at 0 rolled at 1000 ms, not at 999 ms");
     }
 }
