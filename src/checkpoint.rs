@@ -18,6 +18,10 @@ use crate::sink::{staging_prefix, StagedFile, Storage, StorageError};
 use crate::source::SourceCheckpoint;
 use crate::window::{PartitionTime, WindowCount};
 
+fn no_watermark() -> i64 {
+    crate::window::NO_WATERMARK
+}
+
 /// Manifest format version, bumped on incompatible changes.
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -57,6 +61,9 @@ pub struct Manifest {
     pub window_ms: i64,
     /// Windows not yet emitted, with their counts.
     pub open_windows: Vec<WindowCount>,
+    /// Every window ending at or before this was emitted (UTC ms).
+    #[serde(default = "no_watermark")]
+    pub emitted_through: i64,
     /// Files this checkpoint publishes.
     pub files: Vec<StagedFile>,
     /// Cumulative committed counts, including this checkpoint.

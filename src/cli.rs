@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::event::timestamp::parse_timestamp;
 use crate::pipeline::{PipelineConfig, SourceConfig};
-use crate::source::GeneratorConfig;
+use crate::source::{GeneratorConfig, KafkaConfig};
 
 /// Turns page-view events into two consistent, Hive-partitioned tables: every raw event,
 /// and views per postcode per event-time window — exactly once, even across crashes.
@@ -37,6 +37,13 @@ pub enum Command {
     /// window twice, views = page_views − late per postcode and window, every record in
     /// exactly one of page_views and dead_letters. Exits 1 and names each violation.
     Verify(VerifyArgs),
+
+    /// Produce generated page views to Kafka: the original job's datagen, keyed by
+    /// postcode, at --rate per second, optionally mixed with malformed records.
+    ///
+    /// Creates the topic with --partitions when it is missing. Progress goes to stderr; on
+    /// SIGINT it flushes what it has produced and exits 0.
+    Datagen(DatagenArgs),
 }
 
 /// Flags of `pageviews verify`.
@@ -69,25 +76,25 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     pub format: Format,
 
-    /// Generator: events per second (0 = as fast as possible).
-    #[arg(long, env = "ROWS_PER_SECOND", default_value_t = 1000, value_name = "N")]
-    pub rate: u64,
+    /// The built-in generator (used when neither --brokers nor --input is given).
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
 
-    /// Generator: stop after N events in total, then exit once they are committed.
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
+    /// Kafka bootstrap servers; when set, the source is Kafka.
+    #[arg(long, env = "KAFKA_BOOTSTRAP", value_name = "HOST:PORT,…")]
+    pub brokers: Option<String>,
 
-    /// Generator: timestamps lie up to N ms before the event's nominal time.
-    #[arg(long, env = "MAX_LATE_RECORD", default_value_t = 1000, value_name = "N")]
-    pub max_late_ms: u64,
+    /// Kafka source topic.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "page_views")]
+    pub topic: String,
 
-    /// Generator: seed for a reproducible stream (default: random, kept in the checkpoint).
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
+    /// Kafka consumer group.
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "pageviews")]
+    pub group: String,
 
-    /// Generator: event time of the first event, e.g. "2020-01-01 00:00:00" (default: now).
-    #[arg(long, value_name = "TIMESTAMP")]
-    pub start_time: Option<String>,
+    /// Kafka: stop after reaching the end offsets seen at start, commit, and exit 0.
+    #[arg(long)]
+    pub until_end: bool,
 
     /// How often both tables commit.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
@@ -129,6 +136,99 @@ pub struct RunArgs {
     /// Serve /metrics, /healthz and /api/status here; `off` disables.
     #[arg(long, env = "PAGEVIEWS_HTTP", default_value = "127.0.0.1:9249", value_name = "ADDR")]
     pub http: String,
+}
+
+/// The generator's flags, shared by `run` and `datagen` so both make the same stream.
+#[derive(Debug, Args)]
+pub struct GeneratorArgs {
+    /// Generator: events per second (0 = as fast as possible).
+    #[arg(long, env = "ROWS_PER_SECOND", default_value_t = 1000, value_name = "N")]
+    pub rate: u64,
+
+    /// Generator: stop after N events in total.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Generator: timestamps lie up to N ms before the event's nominal time.
+    #[arg(long, env = "MAX_LATE_RECORD", default_value_t = 1000, value_name = "N")]
+    pub max_late_ms: u64,
+
+    /// Generator: seed for a reproducible stream (default: random; `run` keeps it in the
+    /// checkpoint).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Generator: event time of the first event, e.g. "2020-01-01 00:00:00" (default: now).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub start_time: Option<String>,
+}
+
+impl GeneratorArgs {
+    /// True when any generator flag was given explicitly.
+    fn any_set(&self) -> bool {
+        self.count.is_some() || self.seed.is_some() || self.start_time.is_some()
+    }
+
+    /// The generator configuration these flags describe.
+    pub fn config(&self) -> anyhow::Result<GeneratorConfig> {
+        let start_ms = match &self.start_time {
+            Some(t) => parse_timestamp(t).map_err(|e| anyhow::anyhow!("--start-time {t:?}: {e}"))?,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        Ok(GeneratorConfig {
+            rate: self.rate,
+            count: self.count,
+            max_late_ms: self.max_late_ms,
+            seed: self.seed.unwrap_or_else(random_seed),
+            start_ms,
+        })
+    }
+}
+
+/// Flags of `pageviews datagen`.
+#[derive(Debug, Args)]
+pub struct DatagenArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP", value_name = "HOST:PORT,…")]
+    pub brokers: String,
+
+    /// Target topic; created when missing.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "page_views")]
+    pub topic: String,
+
+    /// Partitions of the topic when datagen creates it.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub partitions: i32,
+
+    /// The stream to produce (the same generator as `run`'s embedded one).
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+
+    /// Share of records replaced by malformed ones (0.0–1.0), one of each dead-letter kind
+    /// in turn, for testing.
+    #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
+    pub bad_ratio: f64,
+}
+
+impl DatagenArgs {
+    /// Validates the flags.
+    pub fn into_config(self) -> anyhow::Result<crate::datagen::DatagenConfig> {
+        if !(0.0..=1.0).contains(&self.bad_ratio) {
+            bail!("--bad-ratio must be between 0 and 1, got {}", self.bad_ratio);
+        }
+        if self.partitions < 1 {
+            bail!("--partitions must be at least 1");
+        }
+        Ok(crate::datagen::DatagenConfig {
+            brokers: self.brokers,
+            topic: self.topic,
+            partitions: self.partitions,
+            generator: self.generator.config()?,
+            bad_ratio: self.bad_ratio,
+        })
+    }
 }
 
 /// Parses `10s`, `1m`, `500ms`, `1h 30m`.
@@ -173,29 +273,33 @@ impl RunArgs {
     }
 
     fn validate(self) -> anyhow::Result<PipelineConfig> {
-        let source = if self.input.is_empty() {
-            let start_ms = match &self.start_time {
-                Some(t) => parse_timestamp(t).map_err(|e| anyhow::anyhow!("--start-time {t:?}: {e}"))?,
-                None => std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
-            };
-            SourceConfig::Generator(GeneratorConfig {
-                rate: self.rate,
-                count: self.count,
-                max_late_ms: self.max_late_ms,
-                seed: self.seed.unwrap_or_else(random_seed),
-                start_ms,
-            })
-        } else {
-            if self.count.is_some() || self.seed.is_some() || self.start_time.is_some() {
-                bail!("--count, --seed and --start-time configure the generator; they cannot be used with --input");
+        let source = match (&self.brokers, self.input.is_empty()) {
+            (Some(_), false) => bail!("--brokers and --input are two different sources; give one"),
+            (Some(brokers), true) => {
+                if self.generator.any_set() {
+                    bail!("--count, --seed and --start-time configure the generator; they cannot be used with --brokers");
+                }
+                SourceConfig::Kafka(KafkaConfig {
+                    brokers: brokers.clone(),
+                    topic: self.topic.clone(),
+                    group: self.group.clone(),
+                    until_end: self.until_end,
+                })
             }
-            if self.input.iter().filter(|p| *p == "-").count() > 1 {
-                bail!("stdin (-) can be given only once");
+            (None, false) => {
+                if self.generator.any_set() {
+                    bail!("--count, --seed and --start-time configure the generator; they cannot be used with --input");
+                }
+                if self.input.iter().filter(|p| *p == "-").count() > 1 {
+                    bail!("stdin (-) can be given only once");
+                }
+                SourceConfig::Files(self.input.clone())
             }
-            SourceConfig::Files(self.input)
+            (None, true) => SourceConfig::Generator(self.generator.config()?),
         };
+        if self.until_end && !matches!(source, SourceConfig::Kafka(_)) {
+            bail!("--until-end applies to Kafka (--brokers); files and --count end by themselves");
+        }
         let window_ms = millis(self.window, "--window")?;
         if window_ms <= 0 {
             bail!("--window must be at least 1ms");
@@ -262,6 +366,7 @@ mod tests {
         assert_eq!((c.watermark_delay_ms, c.window_ms, c.idle_timeout_ms), (5_000, 60_000, 1_000));
         assert_eq!(c.http, Some("127.0.0.1:9249".parse().unwrap()));
         let SourceConfig::Generator(g) = c.source else { panic!("generator expected") };
+        assert!(g.seed == 1);
         assert_eq!((g.rate, g.max_late_ms, g.count), (1000, 1000, None));
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod datagen;
 pub mod event;
 pub mod http;
 pub mod metrics;

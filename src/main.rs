@@ -32,6 +32,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             tracing::debug!(?summary, "run finished");
             Ok(())
         }
+        Command::Datagen(args) => {
+            let config = args.into_config()?;
+            let shutdown = Shutdown::default();
+            watch_signals(shutdown.clone());
+            pageviews::datagen::run_datagen(&config, &shutdown, true)?;
+            Ok(())
+        }
         Command::Verify(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let storage = pageviews::sink::Storage::open(&args.output, rt.handle().clone())?;

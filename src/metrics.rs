@@ -23,6 +23,15 @@ pub struct TableLabel {
     pub table: &'static str,
 }
 
+/// Label set naming a Kafka partition.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
 /// Label set naming a dead-letter reason.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -57,6 +66,8 @@ pub struct Metrics {
     pub last_checkpoint: Gauge<f64, AtomicU64>,
     /// Windows counted but not yet emitted.
     pub open_windows: Gauge,
+    /// Kafka consumer lag per partition (messages), from librdkafka's statistics.
+    pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -82,6 +93,7 @@ impl Metrics {
             watermark: Gauge::default(),
             last_checkpoint: Gauge::default(),
             open_windows: Gauge::default(),
+            kafka_consumer_lag: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -117,6 +129,11 @@ impl Metrics {
             m.last_checkpoint.clone(),
         );
         r.register("pageviews_open_windows", "Windows counted but not yet emitted", m.open_windows.clone());
+        r.register(
+            "pageviews_kafka_consumer_lag",
+            "Messages behind the end of each Kafka partition",
+            m.kafka_consumer_lag.clone(),
+        );
         // Zero-valued series exist from the start, so dashboards and rate() see every label.
         for reason in Reason::ALL {
             let _ = m.dead_letters.get_or_create(&ReasonLabel { reason: reason.as_str() });

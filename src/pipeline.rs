@@ -29,7 +29,8 @@ use crate::sink::jsonl::{self, Origin};
 use crate::sink::partition::hour_of;
 use crate::sink::{Storage, StorageError, Table, TableWriter, WriterConfig};
 use crate::source::{
-    Batch, FileSource, GeneratorConfig, GeneratorSource, PartitionEvent, Poll, Source, SourceError,
+    Batch, FileSource, GeneratorConfig, GeneratorSource, KafkaConfig, KafkaSource, PartitionEvent, Poll,
+    Source, SourceError,
 };
 use crate::window::{TumblingCount, Watermarks, WindowCount, NO_WATERMARK};
 
@@ -40,6 +41,8 @@ pub enum SourceConfig {
     Generator(GeneratorConfig),
     /// JSON-lines files (`-` is stdin), read in order.
     Files(Vec<String>),
+    /// A Kafka topic, as a consumer group member.
+    Kafka(KafkaConfig),
 }
 
 /// Everything `run` needs, validated.
@@ -201,7 +204,7 @@ pub fn run_with_metrics(
             .map_err(|source| PipelineError::Http { addr, source })?;
         info!(%bound, "serving /metrics, /healthz and /api/status");
     }
-    let mut pipeline = Pipeline::start(&config, storage, metrics, status.clone())?;
+    let mut pipeline = Pipeline::start(&config, storage, metrics.clone(), status.clone())?;
     let result = pipeline.run_loop(&shutdown);
     if let Ok(mut st) = status.lock() {
         match &result {
@@ -276,6 +279,7 @@ impl Pipeline {
             SourceConfig::Files(paths) => {
                 Box::new(FileSource::new(paths, config.max_record_bytes, resume_source)?)
             }
+            SourceConfig::Kafka(k) => Box::new(KafkaSource::new(k.clone(), resume_source, metrics.clone())?),
         };
         let watermarks = Watermarks::new(
             config.watermark_delay_ms,
@@ -284,7 +288,7 @@ impl Pipeline {
         );
         let mut windows = TumblingCount::new(config.window_ms, config.allowed_lateness_ms);
         if let Some(m) = &resumed {
-            windows.restore(&m.open_windows);
+            windows.restore(&m.open_windows, m.emitted_through);
         }
         let seq = resumed.as_ref().map_or(1, |m| m.seq + 1);
         let committed = resumed.map(|m| m.totals).unwrap_or_default();
@@ -350,10 +354,12 @@ impl Pipeline {
                     std::thread::sleep(wait.min(until_cp).min(Duration::from_millis(50)));
                 }
                 Poll::End => {
-                    self.watermarks.end_of_input();
-                    self.fire_windows(i64::MAX, self.now_ms())?;
+                    self.flush_windows(self.now_ms())?;
                     break true;
                 }
+            }
+            if self.source.needs_checkpoint() {
+                self.checkpoint(true)?;
             }
             let now = self.now_ms();
             if now >= next_roll_check {
@@ -363,11 +369,11 @@ impl Pipeline {
                 next_roll_check = now + 1_000;
             }
             if now >= next_checkpoint {
-                self.checkpoint()?;
+                self.checkpoint(false)?;
                 next_checkpoint = self.now_ms() + self.checkpoint_interval.as_millis() as u64;
             }
         };
-        self.checkpoint()?;
+        self.checkpoint(false)?;
         info!(
             checkpoint = self.seq - 1,
             records_read = self.committed.records_read,
@@ -462,6 +468,7 @@ impl Pipeline {
         match event {
             PartitionEvent::Assigned(p) => self.watermarks.assign(p, now),
             PartitionEvent::Finished(p) => self.watermarks.finish(p),
+            PartitionEvent::Revoked(p) => self.watermarks.revoke(p),
         }
     }
 
@@ -477,9 +484,21 @@ impl Pipeline {
         Ok(())
     }
 
+    /// End of bounded input: every open window is emitted, as Flink does. The watermark
+    /// itself stays real, so a later run on more input goes on from it.
+    fn flush_windows(&mut self, now: u64) -> Result<(), PipelineError> {
+        self.fired.clear();
+        self.windows.flush(&mut self.fired);
+        self.write_fired(now)
+    }
+
     fn fire_windows(&mut self, wm: i64, now: u64) -> Result<(), PipelineError> {
         self.fired.clear();
         self.windows.fire(wm, &mut self.fired);
+        self.write_fired(now)
+    }
+
+    fn write_fired(&mut self, now: u64) -> Result<(), PipelineError> {
         let size = self.windows.size_ms();
         for w in &self.fired {
             self.writers
@@ -494,8 +513,9 @@ impl Pipeline {
     }
 
     /// Commits everything processed so far: files, positions, watermarks, open windows.
-    fn checkpoint(&mut self) -> Result<(), PipelineError> {
-        if !self.dirty {
+    /// Skipped when nothing changed, unless `force` (the source is waiting on it).
+    fn checkpoint(&mut self, force: bool) -> Result<(), PipelineError> {
+        if !self.dirty && !force {
             return Ok(());
         }
         let began = Instant::now();
@@ -523,6 +543,7 @@ impl Pipeline {
             partitions: self.watermarks.partitions().clone(),
             window_ms: self.windows.size_ms(),
             open_windows: self.windows.snapshot(),
+            emitted_through: self.windows.emitted_through(),
             files,
             totals,
         };

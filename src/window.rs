@@ -69,6 +69,12 @@ impl Watermarks {
         p.last_seen_ms = now_ms;
     }
 
+    /// A partition was given up in a rebalance: it stops holding the watermark back until
+    /// it is assigned again.
+    pub fn revoke(&mut self, partition: u32) {
+        self.part(partition).assigned = false;
+    }
+
     /// A partition is done and stops holding the watermark back.
     pub fn finish(&mut self, partition: u32) {
         self.part(partition).finished = true;
@@ -114,11 +120,6 @@ impl Watermarks {
         }
         self.current
     }
-
-    /// End of bounded input: every window may close.
-    pub fn end_of_input(&mut self) {
-        self.current = i64::MAX;
-    }
 }
 
 /// A closed window's count for one postcode.
@@ -158,12 +159,16 @@ pub struct TumblingCount {
     size_ms: i64,
     lateness_ms: i64,
     open: BTreeMap<i64, Counts>,
+    /// Every window ending at or before this was emitted: either the watermark passed it,
+    /// or the end of a bounded input flushed it. Events for those windows are late even if
+    /// the watermark (kept real across a flush, so a later run can go on) has not passed.
+    emitted_through: i64,
 }
 
 impl TumblingCount {
     /// Windows of `size_ms`, emitted `lateness_ms` after their end passes the watermark.
     pub fn new(size_ms: i64, lateness_ms: i64) -> Self {
-        TumblingCount { size_ms, lateness_ms, open: BTreeMap::new() }
+        TumblingCount { size_ms, lateness_ms, open: BTreeMap::new(), emitted_through: NO_WATERMARK }
     }
 
     /// Window size in ms.
@@ -198,7 +203,18 @@ impl TumblingCount {
     /// True when the event's window has already been emitted.
     #[inline]
     pub fn is_late(&self, event_ms: i64, watermark: i64) -> bool {
-        self.fires(self.window_end(event_ms), watermark)
+        let end = self.window_end(event_ms);
+        end <= self.emitted_through || self.fires(end, watermark)
+    }
+
+    /// The end of the last emitted window, for the checkpoint.
+    pub fn emitted_through(&self) -> i64 {
+        self.emitted_through
+    }
+
+    /// Emits every open window: the end of a bounded input.
+    pub fn flush(&mut self, out: &mut Vec<WindowCount>) {
+        self.fire(i64::MAX, out);
     }
 
     /// The earliest open window's end, to check cheaply whether anything can fire.
@@ -214,6 +230,7 @@ impl TumblingCount {
                 break;
             }
             let Some(counts) = self.open.remove(&end) else { break };
+            self.emitted_through = self.emitted_through.max(end);
             let mut counts: Vec<_> = counts.into_iter().collect();
             counts.sort_unstable();
             out.extend(counts.into_iter().map(|(p, views)| WindowCount { end, postcode: p.into(), views }));
@@ -235,8 +252,9 @@ impl TumblingCount {
         out
     }
 
-    /// Restores open windows from a checkpoint.
-    pub fn restore(&mut self, windows: &[WindowCount]) {
+    /// Restores open windows and the emitted mark from a checkpoint.
+    pub fn restore(&mut self, windows: &[WindowCount], emitted_through: i64) {
+        self.emitted_through = emitted_through;
         for w in windows {
             *self.open.entry(w.end).or_default().entry(w.postcode.as_str().into()).or_default() += w.views;
         }
@@ -316,11 +334,30 @@ mod tests {
         }
         let snap = w.snapshot();
         let mut back = TumblingCount::new(MIN, 0);
-        back.restore(&snap);
+        back.restore(&snap, NO_WATERMARK);
         assert_eq!(back.snapshot(), snap);
         let mut out = Vec::new();
         back.fire(i64::MAX, &mut out);
         let views: Vec<_> = out.iter().map(|c| (c.end, c.postcode.as_str(), c.views)).collect();
         assert_eq!(views, vec![(MIN, "A", 1), (MIN, "B", 2), (2 * MIN, "A", 1)]);
+    }
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::*;
+
+    #[test]
+    fn after_a_flush_emitted_windows_stay_closed_and_later_ones_stay_open() {
+        let mut w = TumblingCount::new(60_000, 0);
+        w.add(1_000, "A");
+        w.add(61_000, "A");
+        let mut out = Vec::new();
+        w.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        let wm = 61_000 - 5_000;
+        assert!(w.is_late(59_000, wm), "its window was flushed");
+        assert!(w.is_late(119_999, wm), "the flushed window ending 120 000 is closed too");
+        assert!(!w.is_late(120_000, wm), "a window after the flush is open");
     }
 }

@@ -134,6 +134,7 @@ impl GeneratorSource {
 pub(crate) fn describe(cp: &SourceCheckpoint) -> String {
     match cp {
         SourceCheckpoint::Generator { seed, .. } => format!("the generator with --seed {seed}"),
+        SourceCheckpoint::Kafka { topic, .. } => format!("Kafka topic {topic}"),
         SourceCheckpoint::Files { files } => {
             let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
             format!("--input {}", paths.join(" --input "))

@@ -11,6 +11,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod kafka;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use thiserror::Error;
 
 pub use file::FileSource;
 pub use generator::{GeneratorConfig, GeneratorSource};
+pub use kafka::{KafkaConfig, KafkaSource};
 
 /// One record inside a [`Batch`]: where its bytes are and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,8 @@ pub enum PartitionEvent {
     Assigned(u32),
     /// The partition will deliver nothing more; it no longer holds the watermark back.
     Finished(u32),
+    /// The partition was given up (a rebalance); it no longer holds the watermark back.
+    Revoked(u32),
 }
 
 /// Records handed from a source to the pipeline, reusing one buffer across polls.
@@ -139,6 +143,13 @@ pub enum SourceCheckpoint {
         /// Next sequence number.
         next_seq: u64,
     },
+    /// A Kafka topic: the next offset to read per partition.
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// Partition → next offset.
+        partitions: std::collections::BTreeMap<i32, i64>,
+    },
     /// JSON-lines files, read in order.
     Files {
         /// One entry per input, in command-line order.
@@ -176,6 +187,22 @@ pub enum SourceError {
         /// What this run was given.
         this_run: String,
     },
+    /// Kafka refused or failed an operation the source cannot go on without.
+    #[error("Kafka at {brokers}: cannot {what}: {source}")]
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// What was attempted.
+        what: String,
+        /// The client's error (boxed: it is large and rare).
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// `--until-end` on a topic that does not exist.
+    #[error("topic {topic:?} does not exist (create it, or produce to it with `pageviews datagen`)")]
+    NoTopic {
+        /// The topic.
+        topic: String,
+    },
     /// An input changed under us since the checkpoint (for example truncated).
     #[error(
         "{path} is {size} bytes, shorter than the {offset} bytes already committed from it; was it replaced?"
@@ -203,6 +230,13 @@ pub trait Source: Send {
     /// A partition's name for dead letters: a topic, a file path, `generator`.
     fn partition_name(&self, partition: u32) -> &str;
 
-    /// Called after a checkpoint is durable; Kafka commits offsets here (advisory).
+    /// True when the source needs a checkpoint before it can go on (Kafka: partitions are
+    /// being revoked and everything read from them must be committed first).
+    fn needs_checkpoint(&self) -> bool {
+        false
+    }
+
+    /// Called after a checkpoint is durable; Kafka commits offsets here (advisory) and gives
+    /// up revoked partitions.
     fn committed(&mut self, _checkpoint: &SourceCheckpoint) {}
 }

@@ -1,0 +1,232 @@
+//! `pageviews datagen`: the built-in generator, produced to Kafka.
+//!
+//! The records are the embedded generator's (the same [`GeneratorSource`], same pacing), keyed
+//! by postcode as the original job's producer did. `--bad-ratio` swaps a deterministic share
+//! of them for malformed records, cycling through every dead-letter kind, so a test can
+//! compute exactly what the pipeline must write. The producer is idempotent: a retried send
+//! never duplicates a record.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use thiserror::Error;
+use tracing::info;
+
+use crate::pipeline::Shutdown;
+use crate::source::{Batch, GeneratorConfig, GeneratorSource, Poll, Source};
+
+/// What to produce, and where.
+#[derive(Debug, Clone)]
+pub struct DatagenConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Target topic.
+    pub topic: String,
+    /// Partitions when the topic is created.
+    pub partitions: i32,
+    /// The stream.
+    pub generator: GeneratorConfig,
+    /// Share of records replaced by malformed ones.
+    pub bad_ratio: f64,
+}
+
+/// What a datagen run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatagenSummary {
+    /// Records the broker acknowledged.
+    pub delivered: u64,
+    /// Of those, malformed on purpose.
+    pub malformed: u64,
+    /// Records the broker did not acknowledge.
+    pub failed: u64,
+}
+
+/// Why datagen stopped.
+#[derive(Debug, Error)]
+pub enum DatagenError {
+    /// A Kafka call failed.
+    #[error("Kafka at {brokers}: cannot {what}: {source}")]
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// What was attempted.
+        what: &'static str,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// Some records were not delivered before the flush timeout.
+    #[error("{failed} of {total} records were not delivered")]
+    Undelivered {
+        /// Records not acknowledged.
+        failed: u64,
+        /// Records sent.
+        total: u64,
+    },
+}
+
+/// The malformed records `--bad-ratio` mixes in, one kind after another.
+const MALFORMED: [&[u8]; 6] = [
+    b"{\"user_id\": 1, \"postcode\": ",
+    b"{\"user_id\": 1, \"webpage\": \"www.website.com/index.html\", \"timestamp\": 0}",
+    b"{\"user_id\": \"one\", \"postcode\": \"SW1A 1AA\", \"webpage\": \"w\", \"timestamp\": 0}",
+    b"{\"user_id\": 1, \"postcode\": \"SW1A 1AA\", \"webpage\": \"w\", \"timestamp\": \"yesterday\"}",
+    b"[\"not\", \"an\", \"object\"]",
+    b"{\"user_id\": 1, \"postcode\": \"\xff\xfe\"}",
+];
+
+/// True when record `seq` of a stream is replaced by a malformed one.
+pub fn is_malformed(generator: &GeneratorConfig, bad_ratio: f64, seq: u64) -> bool {
+    if bad_ratio <= 0.0 {
+        return false;
+    }
+    let h = (generator.seed ^ 0xA076_1D64_78BD_642F).wrapping_add(seq.wrapping_mul(0xE703_7ED1_A0B4_28DB));
+    let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < bad_ratio
+}
+
+/// Record `seq` as datagen produces it: the generator's record, or a malformed one.
+pub fn datagen_record(generator: &GeneratorConfig, bad_ratio: f64, seq: u64, out: &mut Vec<u8>) {
+    if is_malformed(generator, bad_ratio, seq) {
+        out.extend_from_slice(MALFORMED[(seq % MALFORMED.len() as u64) as usize]);
+    } else {
+        generator.write_record(seq, out);
+    }
+}
+
+/// Counts broker acknowledgements from librdkafka's delivery callbacks.
+#[derive(Default)]
+struct Deliveries {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Context(Arc<Deliveries>);
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Creates the topic when it is missing.
+fn ensure_topic(config: &DatagenConfig) -> Result<(), DatagenError> {
+    let kafka = |what, source| DatagenError::Kafka { brokers: config.brokers.clone(), what, source };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .map_err(|e| kafka("create an admin client", e))?;
+    let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
+        .map_err(|e| kafka("create the topic", e))?;
+    for result in results {
+        match result {
+            Ok(name) => info!(topic = %name, partitions = config.partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(kafka("create the topic", KafkaError::AdminOp(code))),
+        }
+    }
+    Ok(())
+}
+
+/// Produces the stream until `--count` is reached or `shutdown` fires, then flushes.
+/// `progress` prints a line to stderr every second.
+pub fn run_datagen(
+    config: &DatagenConfig,
+    shutdown: &Shutdown,
+    progress: bool,
+) -> Result<DatagenSummary, DatagenError> {
+    let kafka = |what, source| DatagenError::Kafka { brokers: config.brokers.clone(), what, source };
+    ensure_topic(config)?;
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: ThreadedProducer<Context> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000")
+        .set("client.id", "pageviews-datagen")
+        .create_with_context(Context(deliveries.clone()))
+        .map_err(|e| kafka("create the producer", e))?;
+
+    let mut source = GeneratorSource::new(config.generator.clone(), None)
+        .map_err(|e| kafka("start the generator", KafkaError::ClientCreation(e.to_string())))?;
+    let started = Instant::now();
+    let mut batch = Batch::default();
+    let (mut sent, mut malformed) = (0u64, 0u64);
+    let mut payload = Vec::with_capacity(256);
+    let mut next_report = Duration::from_secs(1);
+    while !shutdown.is_triggered() {
+        batch.clear();
+        match source.poll(&mut batch, 10_000, started.elapsed().as_millis() as u64) {
+            Ok(Poll::Ready) => {}
+            Ok(Poll::Pending(wait)) => {
+                std::thread::sleep(wait);
+                continue;
+            }
+            Ok(Poll::End) | Err(_) => break,
+        }
+        for rec in batch.records() {
+            let seq = rec.position;
+            payload.clear();
+            if is_malformed(&config.generator, config.bad_ratio, seq) {
+                malformed += 1;
+                datagen_record(&config.generator, config.bad_ratio, seq, &mut payload);
+            } else {
+                payload.extend_from_slice(batch.payload(rec));
+            }
+            let key = config.generator.key_of(seq);
+            let mut record = BaseRecord::to(&config.topic).key(key).payload(payload.as_slice());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(kafka("produce", e)),
+                }
+            }
+            sent += 1;
+        }
+        if progress && started.elapsed() >= next_report {
+            next_report += Duration::from_secs(1);
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "datagen: {sent} sent, {} delivered, {:.0}/s",
+                deliveries.ok.load(Ordering::Relaxed),
+                sent as f64 / secs
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(60)).map_err(|e| kafka("flush", e))?;
+    let summary = DatagenSummary {
+        delivered: deliveries.ok.load(Ordering::Relaxed),
+        malformed,
+        failed: deliveries.failed.load(Ordering::Relaxed),
+    };
+    info!(
+        topic = %config.topic,
+        delivered = summary.delivered,
+        malformed = summary.malformed,
+        seconds = started.elapsed().as_secs_f64(),
+        "datagen finished"
+    );
+    if summary.failed > 0 || summary.delivered < sent {
+        return Err(DatagenError::Undelivered { failed: sent - summary.delivered, total: sent });
+    }
+    Ok(summary)
+}

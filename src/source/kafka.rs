@@ -1,0 +1,365 @@
+//! Kafka as a source: a consumer group member whose positions live in the checkpoint.
+//!
+//! Positions come from the checkpoint manifest, which is the truth; the group's committed
+//! offsets are only where a partition starts when no manifest names it (and `earliest` when
+//! the group has none either). After every checkpoint the manifest's positions are
+//! committed to the group, so `kafka-consumer-groups` and lag exporters see them.
+//!
+//! Rebalances: an assignment seeks each partition to its known position. A revocation is
+//! deferred: the source stops fetching, asks the pipeline for a checkpoint (so everything
+//! read from those partitions is committed), and only then gives the partitions up.
+//! librdkafka allows the unassign call after the rebalance callback, within the session
+//! timeout.
+//!
+//! The consumer is polled from the pipeline thread, so there is no hand-off queue: a
+//! record is in the batch, then in a table file, then committed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message};
+use tracing::{info, warn};
+
+use super::generator::describe;
+use super::{Batch, PartitionEvent, Poll, Source, SourceCheckpoint, SourceError};
+use crate::metrics::{Metrics, PartitionLabel};
+
+/// How to reach and read the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Source topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Stop once the end offsets seen at start are reached.
+    pub until_end: bool,
+}
+
+/// Rebalance news from the callback, handed to the source on the pipeline thread.
+#[derive(Default)]
+struct Shared {
+    /// Next offset per partition: the manifest's, then advanced by every record handed out.
+    positions: BTreeMap<i32, i64>,
+    assigned: Vec<i32>,
+    revoked: Vec<i32>,
+    revoke_pending: bool,
+}
+
+/// librdkafka callbacks: rebalances and statistics.
+struct Context {
+    topic: String,
+    shared: Arc<Mutex<Shared>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else { return };
+        for (partition, p) in &topic.partitions {
+            if *partition >= 0 && p.consumer_lag >= 0 {
+                let label = PartitionLabel { topic: self.topic.clone(), partition: *partition };
+                self.metrics.kafka_consumer_lag.get_or_create(&label).set(p.consumer_lag);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Transport errors repeat every few seconds during an outage; the source logs the
+        // outage once, so keep these at debug.
+        tracing::debug!(%error, reason, "librdkafka");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let Ok(mut shared) = self.shared.lock() else { return };
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for elem in tpl.elements() {
+                    shared.assigned.push(elem.partition());
+                }
+                let seeded = tpl.clone();
+                for (&partition, &offset) in &shared.positions {
+                    if let Some(mut elem) = seeded.find_partition(&self.topic, partition) {
+                        let _ = elem.set_offset(Offset::Offset(offset));
+                    }
+                }
+                if let Err(e) = consumer.assign(&seeded) {
+                    warn!(error = %e, "cannot assign partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+                shared.revoke_pending = true;
+            }
+            other => {
+                warn!(error = ?other, "rebalance failed; giving up the assignment");
+                shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+                shared.revoke_pending = true;
+            }
+        }
+    }
+}
+
+/// The Kafka source.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Context>,
+    config: KafkaConfig,
+    shared: Arc<Mutex<Shared>>,
+    /// `--until-end`: the end offset per partition seen at start (`None` until fetched).
+    targets: Option<BTreeMap<i32, i64>>,
+    /// Where each partition started, for partitions no record has moved yet.
+    floors: BTreeMap<i32, i64>,
+    /// The outage being waited out, and when it was last reported.
+    outage: Option<(String, Instant)>,
+    checkpoint_due: bool,
+    /// Partition events to deliver with the next batch (revocations after a checkpoint).
+    events: Vec<PartitionEvent>,
+    metrics: Arc<Metrics>,
+}
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl KafkaSource {
+    /// Joins the group and subscribes. Positions start from `resume` where it names them.
+    pub fn new(
+        config: KafkaConfig,
+        resume: Option<&SourceCheckpoint>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SourceError> {
+        let positions = match resume {
+            None => BTreeMap::new(),
+            Some(SourceCheckpoint::Kafka { topic, partitions }) if *topic == config.topic => {
+                partitions.clone()
+            }
+            Some(other) => {
+                return Err(SourceError::Mismatch {
+                    checkpoint: describe(other),
+                    this_run: format!("Kafka topic {}", config.topic),
+                })
+            }
+        };
+        let shared = Arc::new(Mutex::new(Shared { positions, ..Shared::default() }));
+        let context =
+            Context { topic: config.topic.clone(), shared: shared.clone(), metrics: metrics.clone() };
+        let consumer: BaseConsumer<Context> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "1000")
+            // New partitions are found on the next metadata refresh; the default is 5 min.
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("queued.max.messages.kbytes", "32768")
+            .set("client.id", "pageviews")
+            .create_with_context(context)
+            .map_err(|e| kafka_error(&config, "create the consumer", e))?;
+        consumer.subscribe(&[&config.topic]).map_err(|e| kafka_error(&config, "subscribe", e))?;
+        info!(brokers = %config.brokers, topic = %config.topic, group = %config.group, "consuming from Kafka");
+        Ok(KafkaSource {
+            consumer,
+            config,
+            shared,
+            targets: None,
+            floors: BTreeMap::new(),
+            outage: None,
+            checkpoint_due: false,
+            events: Vec::new(),
+            metrics,
+        })
+    }
+
+    /// `--until-end`: the end offsets at start, and where each partition starts.
+    fn fetch_targets(&mut self) -> Result<(), KafkaError> {
+        let metadata = self.consumer.fetch_metadata(Some(&self.config.topic), METADATA_TIMEOUT)?;
+        let topic = metadata.topics().iter().find(|t| t.name() == self.config.topic);
+        let partitions: Vec<i32> = match topic {
+            Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
+            _ => Vec::new(),
+        };
+        if partitions.is_empty() {
+            return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            tpl.add_partition(&self.config.topic, p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, METADATA_TIMEOUT)?;
+        let mut targets = BTreeMap::new();
+        for &p in &partitions {
+            let (low, high) = self.consumer.fetch_watermarks(&self.config.topic, p, METADATA_TIMEOUT)?;
+            targets.insert(p, high);
+            let group = committed.find_partition(&self.config.topic, p).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+            self.floors.insert(p, group.unwrap_or(low).max(low));
+        }
+        info!(end_offsets = ?targets, "--until-end: reading up to these offsets");
+        self.targets = Some(targets);
+        Ok(())
+    }
+
+    fn reached_end(&self) -> bool {
+        let Some(targets) = &self.targets else { return false };
+        let Ok(shared) = self.shared.lock() else { return false };
+        targets.iter().all(|(p, &end)| {
+            let at = shared.positions.get(p).copied().or_else(|| self.floors.get(p).copied()).unwrap_or(0);
+            at >= end
+        })
+    }
+
+    /// Logs an outage once, then every minute while it lasts.
+    fn report_outage(&mut self, what: String) {
+        let due = match &self.outage {
+            Some((_, at)) => at.elapsed() >= Duration::from_secs(60),
+            None => true,
+        };
+        if due {
+            warn!(brokers = %self.config.brokers, error = %what, "Kafka unavailable; retrying with backoff");
+            self.outage = Some((what, Instant::now()));
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some((what, _)) = self.outage.take() {
+            info!(was = %what, "Kafka reachable again");
+        }
+    }
+
+    /// Moves rebalance news into the batch; true when a revocation waits for a checkpoint.
+    fn take_rebalance(&mut self, batch: &mut Batch) -> bool {
+        let Ok(mut shared) = self.shared.lock() else { return false };
+        for p in shared.assigned.drain(..) {
+            batch.push_event(PartitionEvent::Assigned(p as u32));
+        }
+        if shared.revoke_pending {
+            self.checkpoint_due = true;
+        }
+        shared.revoke_pending
+    }
+}
+
+fn kafka_error(config: &KafkaConfig, what: &str, e: KafkaError) -> SourceError {
+    SourceError::Kafka { brokers: config.brokers.clone(), what: what.to_string(), source: Box::new(e) }
+}
+
+impl Source for KafkaSource {
+    fn poll(&mut self, batch: &mut Batch, max_records: usize, _now_ms: u64) -> Result<Poll, SourceError> {
+        for event in self.events.drain(..) {
+            batch.push_event(event);
+        }
+        if self.config.until_end && self.targets.is_none() {
+            if let Err(e) = self.fetch_targets() {
+                if matches!(
+                    e,
+                    KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)
+                ) {
+                    return Err(SourceError::NoTopic { topic: self.config.topic.clone() });
+                }
+                self.report_outage(e.to_string());
+                return Ok(Poll::Pending(Duration::from_secs(1)));
+            }
+        }
+        if self.take_rebalance(batch) {
+            return Ok(Poll::Ready);
+        }
+        if self.reached_end() {
+            return Ok(Poll::End);
+        }
+        let mut positions: Vec<(i32, i64)> = Vec::new();
+        let mut timeout = Duration::from_millis(100);
+        while batch.len() < max_records {
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Ok(msg)) => {
+                    let (p, offset) = (msg.partition(), msg.offset());
+                    batch.push(p as u32, offset as u64, msg.payload().unwrap_or_default());
+                    match positions.last_mut() {
+                        Some((lp, lo)) if *lp == p => *lo = offset + 1,
+                        _ => positions.push((p, offset + 1)),
+                    }
+                    timeout = Duration::ZERO;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    self.report_outage(e.to_string());
+                    break;
+                }
+            }
+            if self.shared.lock().is_ok_and(|s| s.revoke_pending || !s.assigned.is_empty()) {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            self.recovered();
+            if let Ok(mut shared) = self.shared.lock() {
+                for (p, next) in positions {
+                    let slot = shared.positions.entry(p).or_insert(next);
+                    *slot = (*slot).max(next);
+                }
+            }
+        }
+        self.take_rebalance(batch);
+        if batch.is_empty() && batch.events().is_empty() {
+            let wait = if self.outage.is_some() { Duration::from_millis(500) } else { Duration::ZERO };
+            return Ok(Poll::Pending(wait));
+        }
+        Ok(Poll::Ready)
+    }
+
+    fn checkpoint(&self) -> SourceCheckpoint {
+        let partitions = self.shared.lock().map(|s| s.positions.clone()).unwrap_or_default();
+        SourceCheckpoint::Kafka { topic: self.config.topic.clone(), partitions }
+    }
+
+    fn partition_name(&self, _partition: u32) -> &str {
+        &self.config.topic
+    }
+
+    fn needs_checkpoint(&self) -> bool {
+        self.checkpoint_due
+    }
+
+    fn committed(&mut self, checkpoint: &SourceCheckpoint) {
+        let SourceCheckpoint::Kafka { partitions, .. } = checkpoint else { return };
+        let assigned = self.consumer.assignment().unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        for elem in assigned.elements() {
+            if let Some(&next) = partitions.get(&elem.partition()) {
+                let _ = tpl.add_partition_offset(&self.config.topic, elem.partition(), Offset::Offset(next));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                // Advisory only: the manifest holds the truth.
+                warn!(error = %e, "cannot commit offsets to the consumer group");
+            }
+        }
+        if self.checkpoint_due {
+            self.checkpoint_due = false;
+            let revoked = self.shared.lock().map(|mut s| {
+                s.revoke_pending = false;
+                std::mem::take(&mut s.revoked)
+            });
+            if let Err(e) = self.consumer.unassign() {
+                warn!(error = %e, "cannot give up revoked partitions");
+            }
+            for p in revoked.unwrap_or_default() {
+                self.events.push(PartitionEvent::Revoked(p as u32));
+                let label = PartitionLabel { topic: self.config.topic.clone(), partition: p };
+                self.metrics.kafka_consumer_lag.remove(&label);
+            }
+        }
+    }
+}
