@@ -52,6 +52,10 @@ struct Shared {
     assigned: Vec<i32>,
     revoked: Vec<i32>,
     revoke_pending: bool,
+    /// The source is being dropped: librdkafka's close revokes everything and waits for the
+    /// unassign, and no checkpoint can come any more (the pipeline took its last one), so a
+    /// revocation is honoured at once.
+    closing: bool,
 }
 
 /// librdkafka callbacks: rebalances and statistics.
@@ -95,6 +99,11 @@ impl ConsumerContext for Context {
                 }
                 if let Err(e) = consumer.assign(&seeded) {
                     warn!(error = %e, "cannot assign partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if shared.closing => {
+                if let Err(e) = consumer.unassign() {
+                    warn!(error = %e, "cannot give up partitions while closing");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -247,6 +256,15 @@ impl KafkaSource {
             self.checkpoint_due = true;
         }
         shared.revoke_pending
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // Runs before the consumer field is dropped, which closes the consumer.
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.closing = true;
+        }
     }
 }
 

@@ -148,6 +148,7 @@ pub enum SourceCheckpoint {
         /// The topic.
         topic: String,
         /// Partition → next offset.
+        #[serde(with = "partition_keys")]
         partitions: std::collections::BTreeMap<i32, i64>,
     },
     /// JSON-lines files, read in order.
@@ -155,6 +156,29 @@ pub enum SourceCheckpoint {
         /// One entry per input, in command-line order.
         files: Vec<FilePosition>,
     },
+}
+
+/// JSON object keys are strings; serde cannot turn them back into integers inside an
+/// internally tagged enum (its buffered content keeps them as strings), so parse them here.
+mod partition_keys {
+    use std::collections::BTreeMap;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<i32, i64>, s: S) -> Result<S::Ok, S::Error> {
+        map.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<i32, i64>, D::Error> {
+        BTreeMap::<String, i64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                k.parse()
+                    .map(|p| (p, v))
+                    .map_err(|_| D::Error::custom(format!("partition {k:?} is not a number")))
+            })
+            .collect()
+    }
 }
 
 /// How far one input file has been consumed.
@@ -239,4 +263,22 @@ pub trait Source: Send {
     /// Called after a checkpoint is durable; Kafka commits offsets here (advisory) and gives
     /// up revoked partitions.
     fn committed(&mut self, _checkpoint: &SourceCheckpoint) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kafka_checkpoint_survives_its_json_form() {
+        let checkpoint = SourceCheckpoint::Kafka {
+            topic: "page_views".into(),
+            partitions: [(0, 12), (2, 7), (10, 0)].into_iter().collect(),
+        };
+        let json = serde_json::to_string(&checkpoint).unwrap();
+        assert!(json.contains(r#""partitions":{"0":12,"2":7,"10":0}"#), "{json}");
+        assert_eq!(serde_json::from_str::<SourceCheckpoint>(&json).unwrap(), checkpoint);
+        let bad = json.replace(r#""2":7"#, r#""two":7"#);
+        assert!(serde_json::from_str::<SourceCheckpoint>(&bad).unwrap_err().to_string().contains("two"));
+    }
 }
