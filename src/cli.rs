@@ -96,6 +96,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub until_end: bool,
 
+    /// A librdkafka property for the consumer, e.g. security.protocol=SASL_SSL or
+    /// fetch.max.bytes=104857600; repeatable, and applied over pageviews' own settings.
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<(String, String)>,
+
     /// How often both tables commit.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub checkpoint_interval: Duration,
@@ -210,6 +215,11 @@ pub struct DatagenArgs {
     /// in turn, for testing.
     #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
     pub bad_ratio: f64,
+
+    /// A librdkafka property for the producer, e.g. compression.type=lz4; repeatable, and
+    /// applied over datagen's own settings.
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<(String, String)>,
 }
 
 impl DatagenArgs {
@@ -227,7 +237,16 @@ impl DatagenArgs {
             partitions: self.partitions,
             generator: self.generator.config()?,
             bad_ratio: self.bad_ratio,
+            options: self.kafka_options,
         })
+    }
+}
+
+/// Parses `key=value` (the value may itself hold `=`).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, e.g. fetch.max.bytes=104857600, got {s:?}")),
     }
 }
 
@@ -284,6 +303,7 @@ impl RunArgs {
                     topic: self.topic.clone(),
                     group: self.group.clone(),
                     until_end: self.until_end,
+                    options: self.kafka_options.clone(),
                 })
             }
             (None, false) => {
@@ -297,6 +317,9 @@ impl RunArgs {
             }
             (None, true) => SourceConfig::Generator(self.generator.config()?),
         };
+        if !self.kafka_options.is_empty() && !matches!(source, SourceConfig::Kafka(_)) {
+            bail!("--kafka-option configures the Kafka consumer; it needs --brokers");
+        }
         if self.until_end && !matches!(source, SourceConfig::Kafka(_)) {
             bail!("--until-end applies to Kafka (--brokers); files and --count end by themselves");
         }

@@ -21,6 +21,7 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::pipeline::Shutdown;
+use crate::source::kafka::with_options;
 use crate::source::{Batch, GeneratorConfig, GeneratorSource, Poll, Source};
 
 /// What to produce, and where.
@@ -36,6 +37,8 @@ pub struct DatagenConfig {
     pub generator: GeneratorConfig,
     /// Share of records replaced by malformed ones.
     pub bad_ratio: f64,
+    /// librdkafka properties from `--kafka-option`, applied over ours.
+    pub options: Vec<(String, String)>,
 }
 
 /// What a datagen run did.
@@ -125,10 +128,10 @@ impl ProducerContext for Context {
 /// Creates the topic when it is missing.
 fn ensure_topic(config: &DatagenConfig) -> Result<(), DatagenError> {
     let kafka = |what, source| DatagenError::Kafka { brokers: config.brokers.clone(), what, source };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .create()
-        .map_err(|e| kafka("create an admin client", e))?;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    let admin: AdminClient<DefaultClientContext> =
+        with_options(client, &config.options).create().map_err(|e| kafka("create an admin client", e))?;
     let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
@@ -153,12 +156,14 @@ pub fn run_datagen(
     let kafka = |what, source| DatagenError::Kafka { brokers: config.brokers.clone(), what, source };
     ensure_topic(config)?;
     let deliveries = Arc::new(Deliveries::default());
-    let producer: ThreadedProducer<Context> = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
-        .set("client.id", "pageviews-datagen")
+        .set("client.id", "pageviews-datagen");
+    let producer: ThreadedProducer<Context> = with_options(client, &config.options)
         .create_with_context(Context(deliveries.clone()))
         .map_err(|e| kafka("create the producer", e))?;
 

@@ -21,11 +21,12 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-/// The broker: `KAFKA_BOOTSTRAP` if set, else the project's local broker (started once).
+/// The broker: `PAGEVIEWS_TEST_BROKERS` if set (scripts/test sets it), else the project's
+/// local broker (started once).
 fn broker() -> &'static str {
     static BROKER: OnceLock<String> = OnceLock::new();
     BROKER.get_or_init(|| {
-        if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
+        if let Ok(b) = std::env::var("PAGEVIEWS_TEST_BROKERS") {
             return b;
         }
         let out = std::process::Command::new("scripts/kafka-local")
@@ -62,6 +63,7 @@ fn produce(topic: &str, generator: GeneratorConfig, bad_ratio: f64) {
         partitions: 3,
         generator,
         bad_ratio,
+        options: Vec::new(),
     };
     let summary = run_datagen(&config, &Shutdown::default(), false).expect("datagen");
     assert_eq!(summary.failed, 0);
@@ -104,6 +106,7 @@ fn kafka_config(topic: &str, group: &str, out: &Path, until_end: bool) -> Pipeli
         topic: topic.to_string(),
         group: group.to_string(),
         until_end,
+        options: Vec::new(),
     });
     let mut config = PipelineConfig::new(source, out.display().to_string());
     config.checkpoint_interval = Duration::from_millis(500);

@@ -42,6 +42,16 @@ pub struct KafkaConfig {
     pub group: String,
     /// Stop once the end offsets seen at start are reached.
     pub until_end: bool,
+    /// librdkafka properties from `--kafka-option`, applied over ours (security, tuning).
+    pub options: Vec<(String, String)>,
+}
+
+/// Applies user-given librdkafka properties last, so they override the built-in ones.
+pub fn with_options(mut config: ClientConfig, options: &[(String, String)]) -> ClientConfig {
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    config
 }
 
 /// Rebalance news from the callback, handed to the source on the pipeline thread.
@@ -160,7 +170,8 @@ impl KafkaSource {
         let shared = Arc::new(Mutex::new(Shared { positions, ..Shared::default() }));
         let context =
             Context { topic: config.topic.clone(), shared: shared.clone(), metrics: metrics.clone() };
-        let consumer: BaseConsumer<Context> = ClientConfig::new()
+        let mut client = ClientConfig::new();
+        client
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
@@ -169,8 +180,13 @@ impl KafkaSource {
             .set("statistics.interval.ms", "1000")
             // New partitions are found on the next metadata refresh; the default is 5 min.
             .set("topic.metadata.refresh.interval.ms", "5000")
+            // librdkafka pauses a partition's fetching for fetch.queue.backoff.ms (default 1 s)
+            // whenever its local queue is full; at hundreds of thousands of records per second
+            // that pause, not the broker, set the pace (220 k/s against 970 k/s measured).
+            .set("fetch.queue.backoff.ms", "10")
             .set("queued.max.messages.kbytes", "32768")
-            .set("client.id", "pageviews")
+            .set("client.id", "pageviews");
+        let consumer: BaseConsumer<Context> = with_options(client, &config.options)
             .create_with_context(context)
             .map_err(|e| kafka_error(&config, "create the consumer", e))?;
         consumer.subscribe(&[&config.topic]).map_err(|e| kafka_error(&config, "subscribe", e))?;
