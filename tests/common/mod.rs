@@ -115,7 +115,23 @@ pub fn manifest_count(root: &Path) -> usize {
 
 /// The `pageviews` binary built for this test run.
 pub fn bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pageviews"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pageviews"));
+    // Tests give every flag they mean; flag defaults from the caller's environment must not
+    // change the source or the output behind their back.
+    for var in [
+        "KAFKA_BOOTSTRAP",
+        "KAFKA_TOPIC",
+        "CONSUMER_GROUP",
+        "KAFKA_OPTIONS",
+        "ROWS_PER_SECOND",
+        "MAX_LATE_RECORD",
+        "PAGEVIEWS_OUTPUT",
+        "PAGEVIEWS_HTTP",
+        "PAGEVIEWS_PIPELINE_ID",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// Asserts the part of §4 that must hold at every instant, even right after a kill -9:
