@@ -279,7 +279,9 @@ impl Pipeline {
             SourceConfig::Files(paths) => {
                 Box::new(FileSource::new(paths, config.max_record_bytes, resume_source)?)
             }
-            SourceConfig::Kafka(k) => Box::new(KafkaSource::new(k.clone(), resume_source, metrics.clone())?),
+            SourceConfig::Kafka(k) => {
+                Box::new(KafkaSource::new(k.clone(), &config.pipeline_id, resume_source, metrics.clone())?)
+            }
         };
         let watermarks = Watermarks::new(
             config.watermark_delay_ms,

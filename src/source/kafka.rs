@@ -150,8 +150,14 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl KafkaSource {
     /// Joins the group and subscribes. Positions start from `resume` where it names them.
+    ///
+    /// The pipeline id is the group member's static instance id (KIP-345): a pipeline
+    /// restarted after kill -9 takes its partitions back at once instead of waiting out the
+    /// dead member's session timeout (45 s), and a second process with the same pipeline id
+    /// is fenced by the broker rather than reading alongside the first.
     pub fn new(
         config: KafkaConfig,
+        pipeline_id: &str,
         resume: Option<&SourceCheckpoint>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SourceError> {
@@ -174,6 +180,7 @@ impl KafkaSource {
         client
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
+            .set("group.instance.id", pipeline_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -327,6 +334,14 @@ impl Source for KafkaSource {
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
+                    // A fatal error (another process took our static member id) will not
+                    // pass with retries; everything else is waited out.
+                    if let Some((_, reason)) = self.consumer.client().fatal_error() {
+                        let what = format!(
+                            "go on consuming ({reason}; is another pageviews with the same --pipeline-id running?)"
+                        );
+                        return Err(kafka_error(&self.config, &what, e));
+                    }
                     self.report_outage(e.to_string());
                     break;
                 }
