@@ -2,141 +2,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::kafka::*;
 use common::*;
-use pageviews::datagen::{datagen_record, run_datagen, DatagenConfig};
-use pageviews::event::decode;
-use pageviews::sink::jsonl;
-use pageviews::source::{GeneratorConfig, KafkaConfig};
-use pageviews::{PipelineConfig, Shutdown, SourceConfig};
+use pageviews::Shutdown;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-
-/// The broker: `PAGEVIEWS_TEST_BROKERS` if set (scripts/test sets it), else the project's
-/// local broker (started once).
-fn broker() -> &'static str {
-    static BROKER: OnceLock<String> = OnceLock::new();
-    BROKER.get_or_init(|| {
-        if let Ok(b) = std::env::var("PAGEVIEWS_TEST_BROKERS") {
-            return b;
-        }
-        let out = std::process::Command::new("scripts/kafka-local")
-            .arg("start")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/kafka-local start");
-        assert!(out.status.success(), "scripts/kafka-local start failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().last().expect("kafka-local prints the bootstrap address").trim().to_string()
-    })
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn generator(seed: u64, start: &str, count: u64) -> GeneratorConfig {
-    GeneratorConfig {
-        rate: 0,
-        count: Some(count),
-        max_late_ms: 8_000,
-        seed,
-        start_ms: pageviews::event::timestamp::parse_timestamp(start).unwrap(),
-    }
-}
-
-fn produce(topic: &str, generator: GeneratorConfig, bad_ratio: f64) {
-    let config = DatagenConfig {
-        brokers: broker().to_string(),
-        topic: topic.to_string(),
-        partitions: 3,
-        generator,
-        bad_ratio,
-        options: Vec::new(),
-    };
-    let summary = run_datagen(&config, &Shutdown::default(), false).expect("datagen");
-    assert_eq!(summary.failed, 0);
-}
-
-/// The page_views rows and dead-letter count the pipeline must write for these streams.
-fn expected(streams: &[(GeneratorConfig, f64)]) -> (Vec<String>, u64) {
-    let mut rows = Vec::new();
-    let mut bad = 0;
-    for (g, ratio) in streams {
-        for seq in 0..g.count.unwrap() {
-            let mut rec = Vec::new();
-            datagen_record(g, *ratio, seq, &mut rec);
-            match decode(&rec, 1 << 20) {
-                Ok(pv) => {
-                    let mut line = Vec::new();
-                    jsonl::write_view(&mut line, &pv);
-                    rows.push(String::from_utf8(line).unwrap().trim_end().to_string());
-                }
-                Err(_) => bad += 1,
-            }
-        }
-    }
-    rows.sort();
-    (rows, bad)
-}
-
-fn page_view_lines(root: &Path) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for file in files(&root.join("page_views")) {
-        out.extend(std::fs::read_to_string(file).unwrap().lines().map(str::to_string));
-    }
-    out.sort();
-    out
-}
-
-fn kafka_config(topic: &str, group: &str, out: &Path, until_end: bool) -> PipelineConfig {
-    let source = SourceConfig::Kafka(KafkaConfig {
-        brokers: broker().to_string(),
-        topic: topic.to_string(),
-        group: group.to_string(),
-        until_end,
-        options: Vec::new(),
-    });
-    let mut config = PipelineConfig::new(source, out.display().to_string());
-    config.checkpoint_interval = Duration::from_millis(500);
-    config
-}
-
-fn committed_offsets(topic: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", broker()).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
-    (0..partitions)
-        .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
-        .collect()
-}
 
 #[test]
 fn datagen_to_three_partitions_then_until_end_writes_exactly_what_was_produced() {
@@ -174,11 +49,7 @@ fn datagen_to_three_partitions_then_until_end_writes_exactly_what_was_produced()
 fn records_from_kafkas_own_console_producer_are_read_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let (topic, group) = (unique("console"), unique("group"));
-    let create = std::process::Command::new("scripts/kafka-local")
-        .args(["topics", "--create", "--topic", &topic, "--partitions", "1"])
-        .status()
-        .unwrap();
-    assert!(create.success());
+    create_topic(&topic, 1);
     let mut producer = std::process::Command::new("scripts/kafka-local")
         .args(["console-producer", "--topic", &topic])
         .stdin(Stdio::piped())
@@ -227,11 +98,7 @@ fn records_from_kafkas_own_console_producer_are_read_the_same_way() {
 fn an_empty_partition_does_not_hold_back_the_windows() {
     let dir = tempfile::tempdir().unwrap();
     let (topic, group) = (unique("idle"), unique("group"));
-    let create = std::process::Command::new("scripts/kafka-local")
-        .args(["topics", "--create", "--topic", &topic, "--partitions", "3"])
-        .status()
-        .unwrap();
-    assert!(create.success());
+    create_topic(&topic, 3);
     // Two and a half minutes of events, all in partition 0; partitions 1 and 2 stay empty.
     let producer: ThreadedProducer<DefaultProducerContext> =
         ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();

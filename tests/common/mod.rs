@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: inputs, runs, and reading committed tables.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,222 @@
+//! Kafka helpers for the integration tests: the broker, topics, producing with datagen, and
+//! what the tables must hold for what was produced.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pageviews::datagen::{datagen_record, run_datagen, DatagenConfig};
+use pageviews::event::decode;
+use pageviews::sink::jsonl;
+use pageviews::source::{GeneratorConfig, KafkaConfig};
+use pageviews::{PipelineConfig, Shutdown, SourceConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::files;
+
+/// The broker: `PAGEVIEWS_TEST_BROKERS` if set (scripts/test sets it), else the project's
+/// local broker (started once).
+pub fn broker() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        if let Ok(b) = std::env::var("PAGEVIEWS_TEST_BROKERS") {
+            return b;
+        }
+        let out = std::process::Command::new("scripts/kafka-local")
+            .arg("start")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/kafka-local start");
+        assert!(out.status.success(), "scripts/kafka-local start failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().last().expect("kafka-local prints the bootstrap address").trim().to_string()
+    })
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+pub fn generator(seed: u64, start: &str, count: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        rate: 0,
+        count: Some(count),
+        max_late_ms: 8_000,
+        seed,
+        start_ms: pageviews::event::timestamp::parse_timestamp(start).unwrap(),
+    }
+}
+
+pub fn produce(topic: &str, generator: GeneratorConfig, bad_ratio: f64) {
+    produce_to(broker(), topic, generator, bad_ratio);
+}
+
+/// Produces the stream with datagen's own code (the topic gets 3 partitions when created).
+pub fn produce_to(brokers: &str, topic: &str, generator: GeneratorConfig, bad_ratio: f64) {
+    let config = DatagenConfig {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        partitions: 3,
+        generator,
+        bad_ratio,
+        options: Vec::new(),
+    };
+    let summary = run_datagen(&config, &Shutdown::default(), false).expect("datagen");
+    assert_eq!(summary.failed, 0);
+}
+
+/// Creates a topic with Kafka's own kafka-topics tool.
+pub fn create_topic(topic: &str, partitions: u32) {
+    let status = std::process::Command::new("scripts/kafka-local")
+        .args(["topics", "--create", "--topic", topic, "--partitions", &partitions.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run scripts/kafka-local topics");
+    assert!(status.success(), "creating topic {topic} failed");
+}
+
+/// Rows missing from `got` and rows `got` holds more often than `want`: (lost, duplicated).
+/// Both must be sorted.
+pub fn lost_and_duplicated(got: &[String], want: &[String]) -> (usize, usize) {
+    let (mut i, mut j, mut lost, mut duplicated) = (0, 0, 0, 0);
+    while i < got.len() || j < want.len() {
+        match (got.get(i), want.get(j)) {
+            (Some(g), Some(w)) if g == w => (i, j) = (i + 1, j + 1),
+            (Some(g), Some(w)) if g < w => (duplicated, i) = (duplicated + 1, i + 1),
+            (Some(_), None) => (duplicated, i) = (duplicated + 1, i + 1),
+            _ => (lost, j) = (lost + 1, j + 1),
+        }
+    }
+    (lost, duplicated)
+}
+
+/// A broker of a test's own (its own state folder and ports), for tests that stop it.
+pub struct OwnBroker {
+    dir: tempfile::TempDir,
+    /// Its bootstrap address; the same across stop and start.
+    pub bootstrap: String,
+}
+
+impl OwnBroker {
+    /// Starts a fresh broker.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut broker = OwnBroker { dir, bootstrap: String::new() };
+        broker.bootstrap = broker.script("start");
+        broker
+    }
+
+    fn script(&self, cmd: &str) -> String {
+        let out = std::process::Command::new("scripts/kafka-local")
+            .arg(cmd)
+            .env("KAFKA_LOCAL_DIR", self.dir.path())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/kafka-local");
+        assert!(out.status.success(), "scripts/kafka-local {cmd} failed");
+        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
+    }
+
+    /// Stops the broker; its data stays.
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+
+    /// Starts it again at the same address.
+    pub fn restart(&self) {
+        let again = self.script("start");
+        assert_eq!(again, self.bootstrap, "the broker came back at another address");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+/// The page_views rows and dead-letter count the pipeline must write for these streams.
+pub fn expected(streams: &[(GeneratorConfig, f64)]) -> (Vec<String>, u64) {
+    let mut rows = Vec::new();
+    let mut bad = 0;
+    for (g, ratio) in streams {
+        for seq in 0..g.count.unwrap() {
+            let mut rec = Vec::new();
+            datagen_record(g, *ratio, seq, &mut rec);
+            match decode(&rec, 1 << 20) {
+                Ok(pv) => {
+                    let mut line = Vec::new();
+                    jsonl::write_view(&mut line, &pv);
+                    rows.push(String::from_utf8(line).unwrap().trim_end().to_string());
+                }
+                Err(_) => bad += 1,
+            }
+        }
+    }
+    rows.sort();
+    (rows, bad)
+}
+
+pub fn page_view_lines(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for file in files(&root.join("page_views")) {
+        out.extend(std::fs::read_to_string(file).unwrap().lines().map(str::to_string));
+    }
+    out.sort();
+    out
+}
+
+pub fn kafka_config(topic: &str, group: &str, out: &Path, until_end: bool) -> PipelineConfig {
+    kafka_config_at(broker(), topic, group, out, until_end)
+}
+
+/// A pipeline reading `topic` at `brokers`, committing every 500 ms.
+pub fn kafka_config_at(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    out: &Path,
+    until_end: bool,
+) -> PipelineConfig {
+    let source = SourceConfig::Kafka(KafkaConfig {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        group: group.to_string(),
+        until_end,
+        options: Vec::new(),
+    });
+    let mut config = PipelineConfig::new(source, out.display().to_string());
+    config.checkpoint_interval = Duration::from_millis(500);
+    config
+}
+
+pub fn committed_offsets(topic: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", broker()).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
+    (0..partitions)
+        .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
+        .collect()
+}

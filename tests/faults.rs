@@ -1,0 +1,214 @@
+//! Faults against the real broker: kill -9 at random instants while datagen produces, the
+//! broker stopped mid-run, the output made unwritable mid-run, and SIGTERM. After each, the
+//! tables hold every produced record exactly once and `verify` is clean.
+//!
+//! `PAGEVIEWS_SOAK_KILLS=N` raises the number of kills (scripts/soak does, outside CI).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kafka::*;
+use common::*;
+use pageviews::source::GeneratorConfig;
+
+/// The pipeline binary reading `topic`, committing every `interval`; stderr goes to `log`.
+fn spawn_run(brokers: &str, topic: &str, group: &str, out: &Path, interval: &str, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path(out)).expect("open log");
+    bin()
+        .args(["run", "--brokers", brokers, "--topic", topic, "--group", group])
+        .args(["--checkpoint-interval", interval, "--http", "off"])
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn pageviews")
+}
+
+fn log_path(out: &Path) -> PathBuf {
+    out.with_extension("log")
+}
+
+fn log_text(out: &Path) -> String {
+    std::fs::read_to_string(log_path(out)).unwrap_or_default()
+}
+
+/// Runs to the end of the topic and exits 0, as an operator's last run would.
+fn drain(brokers: &str, topic: &str, group: &str, out: &Path) {
+    let status = spawn_run(brokers, topic, group, out, "500ms", &["--until-end"]).wait().unwrap();
+    assert!(status.success(), "the draining run failed: {status}\n{}", log_text(out));
+}
+
+/// A generated stream produced at `rate` events/s.
+fn paced(seed: u64, count: u64, rate: u64) -> GeneratorConfig {
+    GeneratorConfig { rate, ..generator(seed, "2020-01-01 00:00:00", count) }
+}
+
+/// Both tables against what was produced: nothing lost, nothing twice, and `verify` clean
+/// (aggregates equal page views minus late ones, per postcode and window).
+fn assert_exactly_once(out: &Path, streams: &[(GeneratorConfig, f64)]) -> usize {
+    let (want_rows, want_bad) = expected(streams);
+    let got = page_view_lines(out);
+    let (lost, duplicated) = lost_and_duplicated(&got, &want_rows);
+    let dead = rows(out, "dead_letters").len() as u64;
+    eprintln!(
+        "records {}, lost {lost}, duplicated {duplicated}, dead letters {dead}",
+        want_rows.len() as u64 + want_bad
+    );
+    assert_eq!((lost, duplicated), (0, 0), "page_views against what was produced");
+    assert_eq!(dead, want_bad, "dead letters against the malformed records produced");
+    assert_verified(out);
+    want_rows.len() + want_bad as usize
+}
+
+fn kill_budget() -> usize {
+    std::env::var("PAGEVIEWS_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+}
+
+#[test]
+fn kill_9_at_random_instants_while_datagen_produces_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("kill"), unique("group"));
+    let out = dir.path().join("out");
+    let kills = kill_budget();
+    create_topic(&topic, 3);
+    // Production spans the kills: about 0.6 s of producing per kill.
+    let stream = paced(31, 2_500 * kills as u64, 4_000);
+    let producer = {
+        let (topic, stream) = (topic.clone(), stream.clone());
+        std::thread::spawn(move || produce(&topic, stream, 0.01))
+    };
+    let mut rng = Lcg::from_env_or_clock();
+    for _ in 0..kills {
+        let before = manifest_count(&out);
+        let mut child = spawn_run(broker(), &topic, &group, &out, "200ms", &[]);
+        // Usually after a fresh checkpoint, sometimes before the first one of this run.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while manifest_count(&out) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        assert!(child.try_wait().unwrap().is_none(), "the pipeline stopped by itself:\n{}", log_text(&out));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_only_committed_files(&out);
+    }
+    producer.join().unwrap();
+    drain(broker(), &topic, &group, &out);
+    let records = assert_exactly_once(&out, &[(stream, 0.01)]);
+    eprintln!("kills {kills}, records {records}, lost 0, duplicated 0");
+    assert_eq!(committed_offsets(&topic, &group, 3), end_offsets(&topic, 3));
+}
+
+#[test]
+fn a_broker_outage_is_waited_out_without_a_restart() {
+    let broker = OwnBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("outage"), unique("group"));
+    let out = dir.path().join("out");
+    let first = generator(41, "2020-01-01 00:00:00", 20_000);
+    let second = generator(42, "2020-01-01 00:10:00", 20_000);
+    produce_to(&broker.bootstrap, &topic, first.clone(), 0.01);
+    let mut child = spawn_run(&broker.bootstrap, &topic, &group, &out, "200ms", &[]);
+    let committed = |out: &Path| rows(out, "page_views").len() + rows(out, "dead_letters").len();
+    wait_for("the first half committed", Duration::from_secs(60), || committed(&out) == 20_000);
+
+    broker.stop();
+    // The outage itself: ten seconds without a broker.
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the pipeline gave up during the outage:\n{}",
+        log_text(&out)
+    );
+    broker.restart();
+    produce_to(&broker.bootstrap, &topic, second.clone(), 0.01);
+    wait_for("the second half committed", Duration::from_secs(120), || committed(&out) == 40_000);
+    assert!(child.try_wait().unwrap().is_none(), "the same process carried on");
+
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    assert!(child.wait().unwrap().success(), "{}", log_text(&out));
+    let log = log_text(&out);
+    assert!(log.contains("Kafka unavailable"), "the outage is logged:\n{log}");
+    assert!(log.contains("Kafka reachable again"), "the recovery is logged:\n{log}");
+    assert_exactly_once(&out, &[(first, 0.01), (second, 0.01)]);
+}
+
+#[test]
+fn an_unwritable_output_stops_the_pipeline_cleanly_and_a_restart_continues_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("unwritable"), unique("group"));
+    let out = dir.path().join("out");
+    create_topic(&topic, 3);
+    let stream = paced(51, 20_000, 4_000);
+    let producer = {
+        let (topic, stream) = (topic.clone(), stream.clone());
+        std::thread::spawn(move || produce(&topic, stream, 0.01))
+    };
+    let mut child = spawn_run(broker(), &topic, &group, &out, "200ms", &[]);
+    wait_for("a first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
+
+    // The fault: the checkpoint folder turns into a file. Tests run as root here, so
+    // permissions would not stop a write; a path that cannot be a directory does.
+    let checkpoints = out.join("_checkpoints");
+    let aside = out.join("_checkpoints.aside");
+    std::fs::rename(&checkpoints, &aside).unwrap();
+    std::fs::write(&checkpoints, b"not a directory").unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "a checkpoint that cannot be written must stop the pipeline");
+    let log = log_text(&out);
+    assert!(log.contains("_checkpoints"), "the error names the path that failed:\n{log}");
+
+    // Cleared: no partial checkpoint, nothing visible that no checkpoint names.
+    std::fs::remove_file(&checkpoints).unwrap();
+    std::fs::rename(&aside, &checkpoints).unwrap();
+    assert_only_committed_files(&out);
+    producer.join().unwrap();
+    drain(broker(), &topic, &group, &out);
+    assert_exactly_once(&out, &[(stream, 0.01)]);
+}
+
+#[test]
+fn sigterm_takes_a_final_checkpoint_and_commits_its_offsets_to_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("sigterm"), unique("group"));
+    let out = dir.path().join("out");
+    create_topic(&topic, 3);
+    let stream = paced(61, 12_000, 4_000);
+    let producer = {
+        let (topic, stream) = (topic.clone(), stream.clone());
+        std::thread::spawn(move || produce(&topic, stream, 0.0))
+    };
+    let mut child = spawn_run(broker(), &topic, &group, &out, "2s", &[]);
+    wait_for("the first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
+    let before = manifest_count(&out);
+    let sent = Instant::now();
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", log_text(&out));
+    assert!(sent.elapsed() < Duration::from_secs(2), "took {:?} to stop", sent.elapsed());
+    assert_eq!(manifest_count(&out), before + 1, "exactly one final checkpoint");
+
+    // The final manifest's positions are what the tables hold and what the group has.
+    let newest = files(&out.join("_checkpoints")).into_iter().last().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    let positions: std::collections::BTreeMap<i32, i64> = manifest["source"]["partitions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, o)| (p.parse().unwrap(), o.as_i64().unwrap()))
+        .collect();
+    assert_eq!(rows(&out, "page_views").len() as i64, positions.values().sum::<i64>());
+    assert_eq!(committed_offsets(&topic, &group, 3), positions);
+
+    producer.join().unwrap();
+    drain(broker(), &topic, &group, &out);
+    assert_exactly_once(&out, &[(stream, 0.0)]);
+}
