@@ -3,24 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 use common::*;
 use pageviews::http::{serve, HttpState, Status};
 use pageviews::metrics::Metrics;
 use pageviews::{PipelineConfig, Shutdown, SourceConfig};
-
-fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
-}
 
 #[test]
 fn metrics_count_what_the_run_read_accepted_rejected_and_committed() {
@@ -69,15 +57,15 @@ fn the_http_endpoints_answer_over_a_socket() {
     let state = HttpState { metrics, status: status.clone() };
     let addr = rt.block_on(serve("127.0.0.1:0".parse().unwrap(), state)).unwrap();
 
-    let (code, body) = get(addr, "/metrics");
+    let (code, body) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
     assert!(body.contains("pageviews_records_read_total 42"), "{body}");
     assert!(body.contains("# EOF"), "OpenMetrics ends with # EOF");
-    assert_eq!(get(addr, "/healthz"), (200, "ok".to_string()));
-    let (code, body) = get(addr, "/api/status");
+    assert_eq!(http_get(addr, "/healthz"), (200, "ok".to_string()));
+    let (code, body) = http_get(addr, "/api/status");
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["last_checkpoint"], 7);
     status.lock().unwrap().state = "failed".into();
-    assert_eq!(get(addr, "/healthz").0, 503, "a failed pipeline is unhealthy");
+    assert_eq!(http_get(addr, "/healthz").0, 503, "a failed pipeline is unhealthy");
 }

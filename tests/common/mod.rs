@@ -94,11 +94,16 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 /// Runs `pageviews verify` logic on `root` and fails the test with its report if any
 /// guarantee is broken.
 pub fn assert_verified(root: &Path) -> pageviews::verify::Report {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let storage = Storage::open(&root.display().to_string(), rt.handle().clone()).expect("open output");
-    let report = pageviews::verify::verify(&storage).expect("verify runs");
+    let report = audit(root);
     assert!(report.is_clean(), "verify found violations:\n{report}");
     report
+}
+
+/// The `pageviews verify` audit of `root`, without judging its outcome.
+pub fn audit(root: &Path) -> pageviews::verify::Report {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let storage = Storage::open(&root.display().to_string(), rt.handle().clone()).expect("open output");
+    pageviews::verify::verify(&storage).expect("verify runs")
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
@@ -152,6 +157,23 @@ pub fn assert_only_committed_files(root: &Path) {
             assert!(named.contains(&rel), "{rel} is visible but no committed checkpoint names it");
         }
     }
+}
+
+/// GET `path` from `addr` over a plain socket: (status code, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// A counter or gauge's value in Prometheus text (`name value` lines, no labels).
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A small deterministic random number source, so a failing kill schedule can be replayed.
