@@ -8,6 +8,7 @@
 //! - no (postcode, window) is emitted twice;
 //! - for every emitted window, `views = page_views − late_page_views` per postcode;
 //! - every late row is also a page_views row;
+//! - every file holds the rows and bytes its checkpoint recorded;
 //! - row counts equal the newest manifest's totals, and records read = page_views +
 //!   dead_letters (each record in exactly one of them).
 
@@ -115,10 +116,13 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
     let manifests = read_manifests(storage)?;
     report.checkpoints = manifests.len();
     let mut named: HashSet<String> = HashSet::new();
+    // What each checkpoint recorded per file, so a truncated or edited file shows.
+    let mut recorded: HashMap<&str, (u64, u64)> = HashMap::new();
     let mut newest: HashMap<&str, &Manifest> = HashMap::new();
     let mut window_ms = None;
     for m in &manifests {
         named.extend(m.files.iter().map(|f| f.path.clone()));
+        recorded.extend(m.files.iter().map(|f| (f.path.as_str(), (f.rows, f.bytes))));
         let slot = newest.entry(m.pipeline.as_str()).or_insert(m);
         if m.seq > slot.seq {
             *slot = m;
@@ -173,6 +177,15 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
         for path in &files[&table] {
             let bytes = storage.block_on(storage.get(path))?;
             let dir = path.to_string();
+            let in_file = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+            if let Some(&(want_rows, want_bytes)) = recorded.get(dir.as_str()) {
+                if (in_file, bytes.len() as u64) != (want_rows, want_bytes) {
+                    report.violation(format!(
+                        "{dir} holds {in_file} rows in {} bytes, but its checkpoint recorded {want_rows} rows in {want_bytes} bytes",
+                        bytes.len()
+                    ));
+                }
+            }
             for (i, line) in bytes.split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
                 rows += 1;
                 let at = || format!("{dir}:{}", i + 1);

@@ -175,3 +175,13 @@ fn a_removed_dead_letter_fails_verify_so_every_record_read_stays_accounted_for()
     // dead letter breaks is the table's row count against them.
     assert_violation(&audit(&out), &["dead_letters holds 0 rows but the checkpoints committed 1"]);
 }
+
+#[test]
+fn a_row_edited_in_place_fails_verify_against_the_size_its_checkpoint_recorded() {
+    let (_dir, out) = committed_run();
+    let file = only_file(&out, "page_views");
+    // Same postcode, window and row count: only the file's recorded size can tell.
+    edit_lines(&file, |l| l[0] = l[0].replacen(r#""user_id":1,"#, r#""user_id":10,"#, 1));
+    assert!(std::fs::read_to_string(&file).unwrap().contains(r#""user_id":10,"#), "the edit took");
+    assert_violation(&audit(&out), &[&rel(&out, &file), "holds 10 rows in", "recorded 10 rows in"]);
+}
