@@ -152,6 +152,11 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
             }
             keep.push(path);
         }
+        for text in storage.unlisted_local_files(&Path::from(table.name())) {
+            report.violation(format!(
+                "{text} is in a table folder but no committed checkpoint names it (a partial upload?)"
+            ));
+        }
         files.insert(table, keep);
     }
     let present: HashSet<String> = files.values().flatten().map(|p| p.to_string()).collect();

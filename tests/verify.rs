@@ -185,3 +185,13 @@ fn a_row_edited_in_place_fails_verify_against_the_size_its_checkpoint_recorded()
     assert!(std::fs::read_to_string(&file).unwrap().contains(r#""user_id":10,"#), "the edit took");
     assert_violation(&audit(&out), &[&rel(&out, &file), "holds 10 rows in", "recorded 10 rows in"]);
 }
+
+#[test]
+fn a_stray_file_that_looks_like_a_partial_upload_is_still_found() {
+    let (_dir, out) = committed_run();
+    // object_store's local listing hides `name#<digits>`; Hive and Spark would read it.
+    let file = only_file(&out, "page_views");
+    let stray = file.with_file_name("stray.jsonl#1");
+    std::fs::copy(&file, &stray).unwrap();
+    assert_violation(&audit(&out), &[&rel(&out, &stray), "no committed checkpoint names it"]);
+}

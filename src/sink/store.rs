@@ -141,6 +141,37 @@ impl Storage {
         Ok(metas.into_iter().map(|m| m.location).collect())
     }
 
+    /// Files under `prefix` that [`Storage::list`] does not return. On local disk
+    /// object_store hides names ending in `#<digits>`, which it takes for its own unfinished
+    /// uploads. Readers that walk the folder themselves (Hive, Spark) still read them, so
+    /// the audit has to see them. Object stores list everything, so this is empty there.
+    pub fn unlisted_local_files(&self, prefix: &Path) -> Vec<String> {
+        let Some(root) = &self.local_root else { return Vec::new() };
+        let mut found = Vec::new();
+        let mut dirs = vec![root.join(prefix.as_ref())];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let hidden = name
+                    .rsplit_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if hidden {
+                    if let Ok(rel) = path.strip_prefix(root) {
+                        found.push(rel.to_string_lossy().replace('\\', "/"));
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
     /// Removes everything under `prefix`, including unfinished uploads.
     pub async fn remove_all(&self, prefix: &Path) -> Result<(), StorageError> {
         if let Some(root) = &self.local_root {
