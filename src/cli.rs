@@ -44,6 +44,20 @@ pub enum Command {
     /// Creates the topic with --partitions when it is missing. Progress goes to stderr; on
     /// SIGINT it flushes what it has produced and exits 0.
     Datagen(DatagenArgs),
+
+    /// SQL over the tables under --output: an interactive shell, -e "SQL", -f file.sql,
+    /// --format table|csv|json, --print-catalog. Runs the `pageviews-sql` binary beside this
+    /// one (`cargo build --release -p pageviews-sql`); `pageviews sql --help` shows its flags.
+    Sql(SqlArgs),
+}
+
+/// Arguments of `pageviews sql`, passed through untouched to `pageviews-sql`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct SqlArgs {
+    /// Everything after `sql`, for `pageviews-sql`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "ARGS")]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// Flags of `pageviews verify`.

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use pageviews::cli::{Cli, Command};
 use pageviews::Shutdown;
@@ -55,6 +56,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pageviews::datagen::run_datagen(&config, &shutdown, true)?;
             Ok(())
         }
+        Command::Sql(args) => exec_sql(&args.args),
         Command::Verify(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let storage = pageviews::sink::Storage::open(&args.output, rt.handle().clone())?;
@@ -66,6 +68,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Replaces this process with `pageviews-sql` from the same folder. DataFusion lives in that
+/// binary, so building the pipeline does not compile it.
+fn exec_sql(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find the pageviews executable")?;
+    let sql = exe.with_file_name("pageviews-sql");
+    if !sql.is_file() {
+        anyhow::bail!(
+            "`pageviews sql` needs the pageviews-sql binary next to {}; build it with \
+             `cargo build --release -p pageviews-sql` (or `cargo build -p pageviews-sql` for a debug build)",
+            exe.display()
+        );
+    }
+    let err = std::process::Command::new(&sql).args(args).exec();
+    Err(anyhow::Error::new(err).context(format!("cannot run {}", sql.display())))
 }
 
 /// First SIGINT/SIGTERM: checkpoint and stop. A second SIGINT: leave at once (the last

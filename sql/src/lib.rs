@@ -1,0 +1,26 @@
+//! pageviews-sql: SQL over the tables the pageviews pipeline writes, on Apache DataFusion.
+//!
+//! ```text
+//! <root>/page_views/day=…/hour=…/part-*.jsonl ──┐
+//! <root>/page_view_aggregates/…                 ├──> catalog (listing tables, day/hour
+//! <root>/late_page_views/…                      │     partitions) ──> session ──> table | csv | json
+//! <root>/dead_letters/…                        ─┘
+//! ```
+//!
+//! [`catalog`] registers the four tables with fixed schemas and prints them as DDL;
+//! [`session`] runs statements; [`shell`] is the interactive loop, [`script`] splits SQL
+//! text into statements, and [`output`] prints results. The binary `pageviews-sql` (also
+//! reached as `pageviews sql`) is a thin layer over these. This crate is separate from the
+//! pipeline so that building the pipeline never compiles DataFusion.
+
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod output;
+pub mod script;
+pub mod session;
+pub mod shell;
+
+pub use catalog::{Catalog, CatalogError, TableRoot};
+pub use output::Format;
+pub use session::{QueryResult, Session, SqlError};

@@ -1,0 +1,132 @@
+//! The `pageviews-sql` binary (also `pageviews sql`): parse the command line, then print the
+//! catalog, run statements from -e and -f, or start the shell.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use pageviews_sql::{catalog, script, Format, Session, TableRoot};
+
+/// SQL over pageviews' tables (page_views, page_view_aggregates, late_page_views,
+/// dead_letters), on Apache DataFusion.
+///
+/// With neither -e nor -f it starts an interactive shell (or, when stdin is not a terminal,
+/// runs the statements read from stdin). Statements end with ';'. Filter on day and hour
+/// (day = '2020-01-01' AND hour = '00') to read only those partitions.
+#[derive(Debug, Parser)]
+#[command(name = "pageviews sql", version)]
+struct Args {
+    /// Table root written by `pageviews run`: a directory or file:// URL.
+    #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
+    output: String,
+
+    /// Run these statements and exit (repeatable; one may hold several, separated by ';').
+    #[arg(short = 'e', long = "execute", value_name = "SQL")]
+    execute: Vec<String>,
+
+    /// Run the statements in this file and exit (repeatable; after any -e).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Vec<PathBuf>,
+
+    /// How to print results.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+
+    /// Print the catalog as CREATE EXTERNAL TABLE statements and exit.
+    #[arg(long)]
+    print_catalog: bool,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// Boxed tables, like Flink's tableau mode.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per row.
+    Json,
+}
+
+impl From<OutputFormat> for Format {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Table => Format::Table,
+            OutputFormat::Csv => Format::Csv,
+            OutputFormat::Json => Format::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, leaving out a cause whose text the message before it already
+/// carries (DataFusion's errors repeat their sources in their own text).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let root = TableRoot::parse(&args.output)?;
+    if args.print_catalog {
+        print!("{}", catalog::ddl(&root));
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let session = Session::open(&root)?;
+    let format = Format::from(args.format);
+
+    let mut scripts: Vec<(String, String)> =
+        args.execute.iter().enumerate().map(|(i, sql)| (format!("-e #{}", i + 1), sql.clone())).collect();
+    for path in &args.file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        scripts.push((path.display().to_string(), text));
+    }
+    if scripts.is_empty() {
+        if std::io::stdin().is_terminal() {
+            let history =
+                std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pageviews_sql_history"));
+            return pageviews_sql::shell::run(&session, &rt, format, history).context("the shell failed");
+        }
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
+        scripts.push(("stdin".to_string(), text));
+    }
+
+    // A table is for people, so its row count and time follow it on stdout, as in Flink's
+    // client; CSV and JSON are for programs, so stdout holds the rows only.
+    let mut out = std::io::stdout();
+    let mut info: Box<dyn std::io::Write> =
+        if format == Format::Table { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) };
+    // Scripts stop at the first failing statement, so a later statement never runs on
+    // the assumption that an earlier one worked.
+    for (origin, text) in &scripts {
+        for (i, statement) in script::split_statements(text).iter().enumerate() {
+            rt.block_on(session.run(statement, format, &mut out, &mut *info))
+                .with_context(|| format!("{origin}, statement {}", i + 1))?;
+        }
+    }
+    Ok(())
+}
