@@ -256,6 +256,23 @@ impl DatagenArgs {
     }
 }
 
+/// An error and its causes on one line, leaving out a cause whose text the message before
+/// it already carries (object_store, rdkafka and DataFusion repeat their sources in their
+/// own messages). Both binaries print their errors with it.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Parses `key=value` (the value may itself hold `=`).
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

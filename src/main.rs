@@ -17,26 +17,10 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", pageviews::cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, leaving out a cause whose text the message before it already
-/// carries (object_store and rdkafka errors repeat their sources in their own text).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {

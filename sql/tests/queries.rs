@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pageviews::event::timestamp::format_timestamp;
 use pageviews::{PipelineConfig, Shutdown, SourceConfig};
 use pageviews_sql::{catalog, output, Format, QueryResult, Session, TableRoot};
 
@@ -13,27 +14,11 @@ const POSTCODES: [&str; 3] = ["SW1A 1AA", "W1J 7NT", "EC1A 1BB"];
 /// Milliseconds of 2020-01-01 00:00:00 UTC.
 const BASE_MS: i64 = 1_577_836_800_000;
 
-fn format_ts(ms: i64) -> String {
-    // Days since the epoch → a civil date, so the test does not need a date library.
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, min, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{min:02}:{s:02}.{milli:03}")
-}
-
 fn view(user: i64, postcode: &str, ms: i64) -> String {
     format!(
         r#"{{"user_id": {user}, "postcode": "{postcode}", "webpage": "www.website.com/p{}.html", "timestamp": "{}"}}"#,
         user % 4,
-        format_ts(ms)
+        format_timestamp(ms)
     )
 }
 
@@ -61,7 +46,7 @@ fn three_hours() -> (Vec<String>, BTreeMap<(String, String), i64>) {
         let ms = BASE_MS + i * 18_000;
         let postcode = POSTCODES[(i % 3) as usize];
         lines.push(view(i, postcode, ms));
-        *on_time.entry((postcode.to_string(), format_ts(ms - ms % 60_000))).or_default() += 1;
+        *on_time.entry((postcode.to_string(), format_timestamp(ms - ms % 60_000))).or_default() += 1;
         if i % 50 == 49 && i > 100 {
             lines.push(view(10_000 + i, postcode, ms - 20 * 60_000));
         }

@@ -106,13 +106,21 @@ pub fn audit(root: &Path) -> pageviews::verify::Report {
     pageviews::verify::verify(&storage).expect("verify runs")
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, cond), "timed out after {timeout:?} waiting for {what}");
+}
+
+/// Polls `cond` every 5 ms until it holds (true) or `timeout` passes (false).
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
+    true
 }
 
 /// Number of committed manifests under `root`.
@@ -157,6 +165,16 @@ pub fn assert_only_committed_files(root: &Path) {
             assert!(named.contains(&rel), "{rel} is visible but no committed checkpoint names it");
         }
     }
+}
+
+/// page_view_aggregates as sorted `"postcode" "window end" views` lines.
+pub fn aggregate_lines(root: &Path) -> Vec<String> {
+    let mut aggs: Vec<String> = rows(root, "page_view_aggregates")
+        .iter()
+        .map(|r| format!("{} {} {}", r.value["postcode"], r.value["window"], r.value["views"]))
+        .collect();
+    aggs.sort();
+    aggs
 }
 
 /// GET `path` from `addr` over a plain socket: (status code, body).
