@@ -9,6 +9,7 @@
 //! only ever holds committed files, and a glob over it never sees work in progress.
 
 pub mod jsonl;
+pub mod parquet;
 pub mod partition;
 pub mod store;
 
@@ -17,6 +18,9 @@ use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
+
+use crate::event::{DecodeError, PageView};
+use crate::window::WindowCount;
 
 pub use store::{Storage, StorageError};
 
@@ -46,6 +50,43 @@ impl Table {
             Table::PageViewAggregates => "page_view_aggregates",
             Table::LatePageViews => "late_page_views",
             Table::DeadLetters => "dead_letters",
+        }
+    }
+}
+
+/// One row of one table, borrowed from what the pipeline is processing; each file format
+/// encodes it its own way.
+#[derive(Debug, Clone, Copy)]
+pub enum Row<'a> {
+    /// A `page_views` row.
+    View(&'a PageView<'a>),
+    /// A `late_page_views` row: the event and the watermark it arrived behind (UTC ms).
+    Late(&'a PageView<'a>, i64),
+    /// A `page_view_aggregates` row: the window and the window size in ms.
+    Aggregate(&'a WindowCount, i64),
+    /// A `dead_letters` row.
+    DeadLetter {
+        /// The record as read (or its kept prefix, when oversized).
+        payload: &'a [u8],
+        /// Why it could not be decoded.
+        error: &'a DecodeError,
+        /// Where it came from.
+        origin: jsonl::Origin<'a>,
+        /// When it was read (UTC ms).
+        received_at: i64,
+    },
+}
+
+impl Row<'_> {
+    /// Appends the row as one JSON line.
+    pub fn write_jsonl(&self, out: &mut Vec<u8>) {
+        match *self {
+            Row::View(pv) => jsonl::write_view(out, pv),
+            Row::Late(pv, watermark) => jsonl::write_late(out, pv, watermark),
+            Row::Aggregate(w, size_ms) => jsonl::write_aggregate(out, w, size_ms),
+            Row::DeadLetter { payload, error, origin, received_at } => {
+                jsonl::write_dead_letter(out, payload, error, origin, received_at)
+            }
         }
     }
 }

@@ -1,0 +1,1 @@
+//! Parquet table files (to be written).
