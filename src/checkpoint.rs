@@ -1,11 +1,17 @@
 //! Checkpoints: the manifest that makes both tables and the source positions commit as one.
 //!
-//! Protocol (DESIGN §5): writers close their files into `_staging/<pipeline>/`; the manifest
-//! `_checkpoints/<pipeline>/<seq>.json` — source positions, watermarks, open windows, the
-//! staged → final file list — is written create-only, which is the atomic commit point;
-//! then staged files are renamed into the table folders. A crash before the manifest loses
-//! nothing committed and leaves only staging, which recovery deletes; a crash after it is
-//! finished by recovery, which redoes the renames (they are idempotent).
+//! Protocol (DESIGN §5): table files are uploads that stay invisible until completed. At a
+//! checkpoint the writers finish the uploads of rolled files (all but completion) and write
+//! the tails of open ones; the manifest `_checkpoints/<pipeline>/<seq>.json` — source
+//! positions, watermarks, open windows, rolled files with their parts, open files with
+//! their parts and tails — is written create-only, which is the atomic commit point; then
+//! rolled files are completed into the table folders and `_SUCCESS` markers written.
+//!
+//! A crash before the manifest loses nothing committed: recovery aborts every upload the
+//! newest manifest does not name. A crash after it is finished by recovery, which redoes
+//! the completions (idempotent) and seals each open file exactly as the manifest recorded
+//! it: its tail becomes the last part. So every row counted by a manifest ends up in
+//! exactly one visible file, and no other row does.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +20,10 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::sink::{staging_prefix, StagedFile, Storage, StorageError};
+use crate::sink::{
+    file_pipeline, staging_prefix, tails_prefix, upload_staging, ClosedFile, OpenFileState, Partition,
+    Storage, StorageError, Table,
+};
 use crate::source::SourceCheckpoint;
 use crate::window::{PartitionTime, WindowCount};
 
@@ -23,7 +32,7 @@ fn no_watermark() -> i64 {
 }
 
 /// Manifest format version, bumped on incompatible changes.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// Counts committed so far, cumulative over the pipeline's life.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +73,17 @@ pub struct Manifest {
     /// Every window ending at or before this was emitted (UTC ms).
     #[serde(default = "no_watermark")]
     pub emitted_through: i64,
-    /// Files this checkpoint publishes.
-    pub files: Vec<StagedFile>,
+    /// Rolled files this checkpoint completes.
+    pub files: Vec<ClosedFile>,
+    /// Files still being written, as recovery would seal them.
+    #[serde(default)]
+    pub open: Vec<OpenFileState>,
+    /// Partitions with rows whose `_SUCCESS` marker is not written yet.
+    #[serde(default)]
+    pub unmarked: Vec<Partition>,
+    /// `_SUCCESS` markers this checkpoint writes.
+    #[serde(default)]
+    pub markers: Vec<Partition>,
     /// Cumulative committed counts, including this checkpoint.
     pub totals: Totals,
 }
@@ -114,8 +132,9 @@ impl Checkpoints {
         Path::from(format!("_checkpoints/{}/{seq:020}.json", self.pipeline_id))
     }
 
-    /// Finds the newest manifest, finishes its publication, and removes staging left by an
-    /// interrupted checkpoint. Returns the manifest to restore state from.
+    /// Finds the newest manifest, finishes its publication, seals the files it recorded as
+    /// open, and removes every upload and staged object it does not name. Returns the
+    /// manifest to restore state from.
     pub fn recover(&self) -> Result<Option<Manifest>, CheckpointError> {
         let storage = &self.storage;
         let newest = storage
@@ -133,15 +152,27 @@ impl Checkpoints {
                 let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
                     CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() }
                 })?;
+                if manifest.version != MANIFEST_VERSION {
+                    return Err(CheckpointError::Corrupt {
+                        path: path.to_string(),
+                        reason: format!(
+                            "it has format version {}, this pageviews reads version {MANIFEST_VERSION}; use a new --output or --pipeline-id",
+                            manifest.version
+                        ),
+                    });
+                }
                 self.publish(&manifest)?;
+                storage.block_on(self.seal(&manifest))?;
                 Some(manifest)
             }
         };
+        storage.block_on(self.abort_orphans())?;
         storage.block_on(storage.remove_all(&staging_prefix(&self.pipeline_id)))?;
         Ok(manifest)
     }
 
-    /// Commits: writes the manifest (the atomic step), then publishes its files.
+    /// Commits: writes the manifest (the atomic step), then publishes its files and
+    /// markers, then drops the previous checkpoint's tails, which nothing names any more.
     pub fn commit(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| CheckpointError::Corrupt {
             path: self.manifest_path(manifest.seq).to_string(),
@@ -149,24 +180,99 @@ impl Checkpoints {
         })?;
         let storage = &self.storage;
         storage.block_on(storage.put_new(&self.manifest_path(manifest.seq), Bytes::from(json)))?;
-        self.publish(manifest)
+        self.publish(manifest)?;
+        if let Some(prev) = manifest.seq.checked_sub(1) {
+            let (storage, prefix) = (storage.clone(), tails_prefix(&self.pipeline_id, prev));
+            storage.clone().runtime().spawn(async move {
+                if let Err(e) = storage.remove_all(&prefix).await {
+                    tracing::warn!(error = %e, "cannot remove old checkpoint tails; recovery will");
+                }
+            });
+        }
+        Ok(())
     }
 
-    /// Moves a manifest's staged files to their final names; idempotent.
+    /// Completes a manifest's rolled files and writes its markers; idempotent.
     fn publish(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
         let storage = &self.storage;
         storage.block_on(async {
-            let renames = manifest.files.iter().map(|f| async move {
-                let (from, to) = (Path::from(f.staged.as_str()), Path::from(f.path.as_str()));
-                match storage.rename(&from, &to).await {
+            let completions = manifest.files.iter().map(|f| async move {
+                match storage.complete_upload(&f.upload, &f.parts, f.bytes).await {
                     Ok(_) => Ok(()),
                     Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                        Err(CheckpointError::Lost { path: f.path.clone(), seq: manifest.seq })
+                        Err(CheckpointError::Lost { path: f.path().to_string(), seq: manifest.seq })
                     }
                     Err(e) => Err(e.into()),
                 }
             });
-            futures::future::try_join_all(renames).await.map(|_| ())
+            futures::future::try_join_all(completions).await?;
+            let markers = manifest.markers.iter().map(|p| async move { storage.put(&p.marker(), Bytes::new()).await });
+            futures::future::try_join_all(markers).await?;
+            Ok(())
         })
+    }
+
+    /// Seals the files a manifest recorded as open: each becomes, visibly and for good,
+    /// the file as it was at that checkpoint. Idempotent: a sealed file is left alone.
+    async fn seal(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
+        let storage = &self.storage;
+        let seals = manifest.open.iter().map(|f| async move {
+            let path = Path::from(f.path.as_str());
+            if f.upload.is_none() && storage.exists(&path).await? {
+                return Ok(());
+            }
+            let upload = match &f.upload {
+                Some(u) => u.clone(),
+                None => storage.begin_upload(&path, &upload_staging(&self.pipeline_id, &f.path)).await?,
+            };
+            let mut parts = f.parts.clone();
+            if let Some(tail) = &f.tail {
+                let bytes = match storage.get(&Path::from(tail.as_str())).await {
+                    Ok(b) => b,
+                    Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. })
+                        if storage.exists(&path).await? =>
+                    {
+                        return Ok(());
+                    }
+                    Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
+                        return Err(CheckpointError::Lost { path: tail.clone(), seq: manifest.seq });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                match storage.put_part(&upload, parts.len(), f.sent, bytes).await {
+                    Ok(id) => parts.push(id),
+                    Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. })
+                        if storage.exists(&path).await? =>
+                    {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match storage.complete_upload(&upload, &parts, f.bytes).await {
+                Ok(_) => Ok(()),
+                Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
+                    Err(CheckpointError::Lost { path: f.path.clone(), seq: manifest.seq })
+                }
+                Err(e) => Err(e.into()),
+            }
+        });
+        futures::future::try_join_all(seals).await?;
+        Ok(())
+    }
+
+    /// Aborts this pipeline's unfinished uploads: after [`Checkpoints::seal`] no manifest
+    /// needs any of them, and each one left would be invisible but billed storage.
+    async fn abort_orphans(&self) -> Result<(), CheckpointError> {
+        let storage = &self.storage;
+        for table in Table::ALL {
+            for upload in storage.list_uploads(&Path::from(table.name())).await? {
+                if file_pipeline(&upload.path) == Some(self.pipeline_id.as_str()) {
+                    tracing::info!(path = %upload.path, "aborting an upload no checkpoint names");
+                    storage.abort_upload(&upload).await?;
+                }
+            }
+        }
+        Ok(())
     }
 }

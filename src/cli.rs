@@ -63,7 +63,7 @@ pub struct SqlArgs {
 /// Flags of `pageviews verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Table root to audit: a directory or file:// URL.
+    /// Table root to audit: a directory, file:// or s3://bucket/prefix URL.
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     pub output: String,
 }
@@ -73,6 +73,18 @@ pub struct VerifyArgs {
 pub enum Format {
     /// JSON lines, one object per row (timestamps as `yyyy-MM-dd HH:mm:ss.SSS`, UTC).
     Jsonl,
+    /// Parquet: typed columns (timestamps as timestamp(ms, UTC)), dictionary-encoded
+    /// strings, snappy; what DuckDB, Spark, Trino and pyarrow read best.
+    Parquet,
+}
+
+impl From<Format> for crate::sink::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Jsonl => crate::sink::Format::Jsonl,
+            Format::Parquet => crate::sink::Format::Parquet,
+        }
+    }
 }
 
 /// Flags of `pageviews run`.
@@ -82,7 +94,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub input: Vec<String>,
 
-    /// Table root: a directory or file:// URL.
+    /// Table root: a directory, file:// URL, or s3://bucket/prefix. S3 is configured the
+    /// AWS way: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and for S3-compatible
+    /// servers AWS_ENDPOINT_URL (plus AWS_ALLOW_HTTP=true for plain http).
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     pub output: String,
 
@@ -139,9 +153,24 @@ pub struct RunArgs {
     #[arg(long, default_value = "128MiB", value_parser = parse_size, value_name = "SIZE")]
     pub roll_size: u64,
 
-    /// Roll a file once it has been open this long (files also roll at every checkpoint).
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    /// Roll a file once it has been open this long. Files span checkpoints (committed but
+    /// invisible until they roll), so this bounds how long rows wait to be visible. Files
+    /// also roll when their partition is complete and when the pipeline stops.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub roll_age: Duration,
+
+    /// Upload files in parts of this size (object stores need at least 5MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub part_size: u64,
+
+    /// Most files open at once per table; past it the least recently written one rolls.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_open_files: usize,
+
+    /// Wait this long after a partition's hour ends (event time; dead letters: wall-clock
+    /// time) before closing its files and writing its _SUCCESS marker.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub partition_commit_delay: Duration,
 
     /// Records larger than this are dead letters (reason `oversized`).
     #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
@@ -381,6 +410,10 @@ impl RunArgs {
         config.idle_timeout_ms = millis(self.idle_timeout, "--idle-timeout")? as u64;
         config.roll_bytes = self.roll_size.max(1);
         config.roll_age = self.roll_age;
+        config.format = self.format.into();
+        config.part_bytes = usize::try_from(self.part_size).context("--part-size is too large")?.max(1);
+        config.max_open_files = self.max_open_files.max(1);
+        config.partition_commit_delay_ms = millis(self.partition_commit_delay, "--partition-commit-delay")?;
         config.max_record_bytes =
             usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
         config.http = http;

@@ -25,9 +25,13 @@ use crate::event::timestamp::format_timestamp;
 use crate::event::{decode, DecodeError};
 use crate::http::{HttpState, Status};
 use crate::metrics::{Metrics, ReasonLabel, TableLabel};
-use crate::sink::jsonl::{self, Origin};
+use std::collections::BTreeSet;
+
+use crate::event::timestamp::HOUR_MS;
+use crate::sink::jsonl::Origin;
 use crate::sink::partition::hour_of;
-use crate::sink::{Storage, StorageError, Table, TableWriter, WriterConfig};
+use crate::sink::store::MIN_PART_BYTES;
+use crate::sink::{Format, Partition, Row, Storage, StorageError, Table, TableWriter, WriterConfig};
 use crate::source::{
     Batch, FileSource, GeneratorConfig, GeneratorSource, KafkaConfig, KafkaSource, PartitionEvent, Poll,
     Source, SourceError,
@@ -50,8 +54,10 @@ pub enum SourceConfig {
 pub struct PipelineConfig {
     /// The source.
     pub source: SourceConfig,
-    /// Table root: a path or `file://` URL.
+    /// Table root: a path, `file://` or `s3://` URL.
     pub output: String,
+    /// File format.
+    pub format: Format,
     /// Names this pipeline's checkpoints, staging and files.
     pub pipeline_id: String,
     /// How often both tables commit.
@@ -70,6 +76,13 @@ pub struct PipelineConfig {
     pub roll_age: Duration,
     /// Multipart upload part size.
     pub part_bytes: usize,
+    /// Most files open at once per table.
+    pub max_open_files: usize,
+    /// Parquet rows per row group.
+    pub row_group_rows: usize,
+    /// How long after a partition's end (in event time; dead letters: processing time)
+    /// its files close and its `_SUCCESS` marker is written.
+    pub partition_commit_delay_ms: i64,
     /// Larger records are dead letters.
     pub max_record_bytes: usize,
     /// Where to serve `/metrics`; `None` serves nothing.
@@ -84,6 +97,7 @@ impl PipelineConfig {
         PipelineConfig {
             source,
             output: output.into(),
+            format: Format::Jsonl,
             pipeline_id: "pageviews".into(),
             checkpoint_interval: Duration::from_secs(10),
             watermark_delay_ms: 5_000,
@@ -91,8 +105,11 @@ impl PipelineConfig {
             allowed_lateness_ms: 0,
             idle_timeout_ms: 1_000,
             roll_bytes: 128 << 20,
-            roll_age: Duration::from_secs(60),
+            roll_age: Duration::from_secs(300),
             part_bytes: 8 << 20,
+            max_open_files: 16,
+            row_group_rows: 1 << 17,
+            partition_commit_delay_ms: 0,
             max_record_bytes: 1 << 20,
             http: None,
             batch_size: 8192,
@@ -191,6 +208,12 @@ pub fn run_with_metrics(
         .build()
         .map_err(PipelineError::Runtime)?;
     let storage = Storage::open(&config.output, rt.handle().clone())?;
+    if storage.is_object_store() && config.part_bytes < MIN_PART_BYTES {
+        return Err(PipelineError::Incompatible(format!(
+            "object stores need upload parts of at least {} MiB; raise --part-size",
+            MIN_PART_BYTES >> 20
+        )));
+    }
     let status = Arc::new(Mutex::new(Status {
         pipeline: config.pipeline_id.clone(),
         output: config.output.clone(),
@@ -253,9 +276,23 @@ struct Pipeline {
     checkpoint_interval: Duration,
     started: Instant,
     fired: Vec<WindowCount>,
+    /// Partitions with rows whose `_SUCCESS` marker is not yet written.
+    unmarked: BTreeSet<Partition>,
+    allowed_lateness_ms: i64,
+    partition_commit_delay_ms: i64,
+    /// A bounded source was read to its end: every partition is complete.
+    reached_end: bool,
 }
 
 impl Pipeline {
+    /// Partitions with a file open, over all tables.
+    fn writers_open(&self) -> impl Iterator<Item = Partition> + '_ {
+        let w = &self.writers;
+        [&w.page_views, &w.aggregates, &w.late, &w.dead_letters]
+            .into_iter()
+            .flat_map(|w| w.open_hours().map(move |hour| Partition { table: w.table(), hour }))
+    }
+
     fn start(
         config: &PipelineConfig,
         storage: Storage,
@@ -293,12 +330,16 @@ impl Pipeline {
             windows.restore(&m.open_windows, m.emitted_through);
         }
         let seq = resumed.as_ref().map_or(1, |m| m.seq + 1);
+        let unmarked = resumed.as_ref().map(|m| m.unmarked.iter().copied().collect()).unwrap_or_default();
         let committed = resumed.map(|m| m.totals).unwrap_or_default();
         let wc = WriterConfig {
             pipeline_id: config.pipeline_id.clone(),
+            format: config.format,
             roll_bytes: config.roll_bytes,
             roll_age_ms: config.roll_age.as_millis() as u64,
             part_bytes: config.part_bytes,
+            max_open_files: config.max_open_files,
+            row_group_rows: config.row_group_rows,
         };
         let writer = |t| TableWriter::new(t, storage.clone(), wc.clone(), seq);
         let writers = Writers {
@@ -330,6 +371,10 @@ impl Pipeline {
             checkpoint_interval: config.checkpoint_interval,
             started: Instant::now(),
             fired: Vec::new(),
+            unmarked,
+            allowed_lateness_ms: config.allowed_lateness_ms,
+            partition_commit_delay_ms: config.partition_commit_delay_ms,
+            reached_end: false,
         })
     }
 
@@ -357,11 +402,12 @@ impl Pipeline {
                 }
                 Poll::End => {
                     self.flush_windows(self.now_ms())?;
+                    self.reached_end = true;
                     break true;
                 }
             }
             if self.source.needs_checkpoint() {
-                self.checkpoint(true)?;
+                self.checkpoint(true, false)?;
             }
             let now = self.now_ms();
             if now >= next_roll_check {
@@ -371,11 +417,12 @@ impl Pipeline {
                 next_roll_check = now + 1_000;
             }
             if now >= next_checkpoint {
-                self.checkpoint(false)?;
+                self.checkpoint(false, false)?;
                 next_checkpoint = self.now_ms() + self.checkpoint_interval.as_millis() as u64;
             }
         };
-        self.checkpoint(false)?;
+        // Stopping: every file closes, so all that is committed is visible.
+        self.checkpoint(true, true)?;
         info!(
             checkpoint = self.seq - 1,
             records_read = self.committed.records_read,
@@ -411,10 +458,10 @@ impl Pipeline {
                 Ok(pv) => {
                     accepted += 1;
                     let hour = hour_of(pv.timestamp);
-                    self.writers.page_views.append(hour, now, |out| jsonl::write_view(out, &pv))?;
+                    self.writers.page_views.append(hour, now, Row::View(&pv))?;
                     if self.windows.is_late(pv.timestamp, wm) {
                         late += 1;
-                        self.writers.late.append(hour, now, |out| jsonl::write_late(out, &pv, wm))?;
+                        self.writers.late.append(hour, now, Row::Late(&pv, wm))?;
                     } else {
                         self.windows.add(pv.timestamp, &pv.postcode);
                     }
@@ -439,9 +486,8 @@ impl Pipeline {
                         partition: rec.partition,
                         offset: rec.position,
                     };
-                    self.writers.dead_letters.append(hour_of(received_at), now, |out| {
-                        jsonl::write_dead_letter(out, payload, &err, origin, received_at)
-                    })?;
+                    let row = Row::DeadLetter { payload, error: &err, origin, received_at };
+                    self.writers.dead_letters.append(hour_of(received_at), now, row)?;
                 }
             }
         }
@@ -503,9 +549,7 @@ impl Pipeline {
     fn write_fired(&mut self, now: u64) -> Result<(), PipelineError> {
         let size = self.windows.size_ms();
         for w in &self.fired {
-            self.writers
-                .aggregates
-                .append(hour_of(w.end), now, |out| jsonl::write_aggregate(out, w, size))?;
+            self.writers.aggregates.append(hour_of(w.end), now, Row::Aggregate(w, size))?;
         }
         self.pending.page_view_aggregates += self.fired.len() as u64;
         if !self.fired.is_empty() {
@@ -514,20 +558,62 @@ impl Pipeline {
         Ok(())
     }
 
+    /// True once partition `p` can no longer get on-time rows: the watermark (dead
+    /// letters: the wall clock) has passed its end plus the commit delay.
+    fn partition_complete(&self, p: Partition, wm: i64, wall: i64) -> bool {
+        if self.reached_end {
+            return true;
+        }
+        let end = (p.hour + 1).saturating_mul(HOUR_MS).saturating_add(self.partition_commit_delay_ms);
+        match p.table {
+            Table::DeadLetters => wall >= end,
+            _ => wm != NO_WATERMARK && wm >= end.saturating_add(self.allowed_lateness_ms),
+        }
+    }
+
     /// Commits everything processed so far: files, positions, watermarks, open windows.
-    /// Skipped when nothing changed, unless `force` (the source is waiting on it).
-    fn checkpoint(&mut self, force: bool) -> Result<(), PipelineError> {
-        if !self.dirty && !force {
+    /// Skipped when nothing changed and no partition completed, unless `force` (the
+    /// source is waiting on it). `last` closes every file (the pipeline is stopping).
+    fn checkpoint(&mut self, force: bool, last: bool) -> Result<(), PipelineError> {
+        let (wm, wall) = (self.watermarks.current(), wall_ms());
+        let completed = |this: &Self| {
+            this.unmarked.iter().any(|p| this.partition_complete(*p, wm, wall))
+                || this.writers_open().any(|p| this.partition_complete(p, wm, wall))
+        };
+        if !self.dirty && !force && !completed(self) {
             return Ok(());
         }
         let began = Instant::now();
         let next = self.seq + 1;
+        let done: Vec<Partition> =
+            self.writers_open().filter(|p| self.partition_complete(*p, wm, wall)).collect();
         for w in self.writers.all() {
-            w.close_all();
+            let table = w.table();
+            w.close_complete(|hour| done.contains(&Partition { table, hour }));
+            if last {
+                w.close_all();
+            }
         }
-        let mut files = Vec::new();
         for w in self.writers.all() {
-            files.extend(w.finish_epoch(next)?);
+            w.start_checkpoint(self.seq)?;
+        }
+        let (mut files, mut open) = (Vec::new(), Vec::new());
+        for w in self.writers.all() {
+            let (closed, still_open) = w.finish_checkpoint(next)?;
+            files.extend(closed);
+            open.extend(still_open);
+        }
+        self.unmarked.extend(files.iter().map(|f| Partition { table: f.table, hour: f.hour }));
+        self.unmarked.extend(open.iter().map(|f| Partition { table: f.table, hour: f.hour }));
+        let still_open: BTreeSet<Partition> = open.iter().map(|f| Partition { table: f.table, hour: f.hour }).collect();
+        let markers: Vec<Partition> = self
+            .unmarked
+            .iter()
+            .copied()
+            .filter(|p| !still_open.contains(p) && self.partition_complete(*p, wm, wall))
+            .collect();
+        for p in &markers {
+            self.unmarked.remove(p);
         }
         let mut totals = self.committed.clone();
         totals.records_read += self.pending.records_read;
@@ -547,6 +633,9 @@ impl Pipeline {
             open_windows: self.windows.snapshot(),
             emitted_through: self.windows.emitted_through(),
             files,
+            open,
+            unmarked: self.unmarked.iter().copied().collect(),
+            markers,
             totals,
         };
         self.checkpoints.commit(&manifest)?;
@@ -566,7 +655,14 @@ impl Pipeline {
         if elapsed > self.checkpoint_interval {
             warn!(?elapsed, "checkpoint took longer than the checkpoint interval");
         }
-        debug!(seq = self.seq, files = manifest.files.len(), ?elapsed, "checkpoint committed");
+        debug!(
+            seq = self.seq,
+            files = manifest.files.len(),
+            open = manifest.open.len(),
+            markers = manifest.markers.len(),
+            ?elapsed,
+            "checkpoint committed"
+        );
         if let Ok(mut st) = self.status.lock() {
             st.last_checkpoint = Some(self.seq);
             st.totals = manifest.totals.clone();

@@ -150,14 +150,16 @@ pub fn bin() -> std::process::Command {
 }
 
 /// Asserts the part of §4 that must hold at every instant, even right after a kill -9:
-/// every file in a table folder is named by a committed manifest.
+/// every file in a table folder is named by a committed manifest, as a rolled file, as an
+/// open one (which recovery seals) or as a `_SUCCESS` marker.
 pub fn assert_only_committed_files(root: &Path) {
     let mut named = std::collections::HashSet::new();
     for m in files(&root.join("_checkpoints")) {
-        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
-        for f in manifest["files"].as_array().unwrap() {
-            named.insert(f["path"].as_str().unwrap().to_string());
-        }
+        let manifest: pageviews::checkpoint::Manifest =
+            serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+        named.extend(manifest.files.iter().map(|f| f.path().to_string()));
+        named.extend(manifest.open.iter().map(|f| f.path.clone()));
+        named.extend(manifest.markers.iter().map(|p| p.marker().to_string()));
     }
     for table in ["page_views", "page_view_aggregates", "late_page_views", "dead_letters"] {
         for f in files(&root.join(table)) {
