@@ -605,7 +605,8 @@ impl Pipeline {
         }
         self.unmarked.extend(files.iter().map(|f| Partition { table: f.table, hour: f.hour }));
         self.unmarked.extend(open.iter().map(|f| Partition { table: f.table, hour: f.hour }));
-        let still_open: BTreeSet<Partition> = open.iter().map(|f| Partition { table: f.table, hour: f.hour }).collect();
+        let still_open: BTreeSet<Partition> =
+            open.iter().map(|f| Partition { table: f.table, hour: f.hour }).collect();
         let markers: Vec<Partition> = self
             .unmarked
             .iter()

@@ -91,7 +91,11 @@ impl fmt::Display for Report {
         }
         writeln!(f, "windows emitted  {:>17}", self.windows)?;
         if self.windows_pending > 0 {
-            writeln!(f, "  not yet checked  {:>15} (their page_views partitions are still open)", self.windows_pending)?;
+            writeln!(
+                f,
+                "  not yet checked  {:>15} (their page_views partitions are still open)",
+                self.windows_pending
+            )?;
         }
         writeln!(f, "records read     {:>17}", self.totals.records_read)?;
         for (reason, n) in &self.dead_letters_by_reason {
@@ -146,11 +150,27 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
     let mut window_ms = None;
     for m in &manifests {
         for f in &m.files {
-            let rec = FileRecord { pipeline: &m.pipeline, seq: m.seq, table: f.table, hour: f.hour, rows: f.rows, bytes: f.bytes, open: false };
+            let rec = FileRecord {
+                pipeline: &m.pipeline,
+                seq: m.seq,
+                table: f.table,
+                hour: f.hour,
+                rows: f.rows,
+                bytes: f.bytes,
+                open: false,
+            };
             latest.insert(f.path(), rec);
         }
         for f in &m.open {
-            let rec = FileRecord { pipeline: &m.pipeline, seq: m.seq, table: f.table, hour: f.hour, rows: f.rows, bytes: f.bytes, open: true };
+            let rec = FileRecord {
+                pipeline: &m.pipeline,
+                seq: m.seq,
+                table: f.table,
+                hour: f.hour,
+                rows: f.rows,
+                bytes: f.bytes,
+                open: true,
+            };
             latest.insert(f.path.as_str(), rec);
         }
         let slot = newest.entry(m.pipeline.as_str()).or_insert(m);
@@ -202,7 +222,10 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
             *pending.entry(rec.table.name()).or_default() += rec.rows;
             pending_hours.insert((rec.table, rec.hour));
         } else {
-            report.violation(format!("{path} is named by checkpoint {} of {} but missing", rec.seq, rec.pipeline));
+            report.violation(format!(
+                "{path} is named by checkpoint {} of {} but missing",
+                rec.seq, rec.pipeline
+            ));
         }
     }
     report.pending = pending.clone();
@@ -309,7 +332,9 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
     report.windows = windows.len() as u64;
     for ((postcode, end), views) in &emitted {
         let hour = hour_of(end - 1);
-        if pending_hours.contains(&(Table::PageViews, hour)) || pending_hours.contains(&(Table::LatePageViews, hour)) {
+        if pending_hours.contains(&(Table::PageViews, hour))
+            || pending_hours.contains(&(Table::LatePageViews, hour))
+        {
             report.windows_pending += 1;
             continue;
         }
@@ -333,7 +358,8 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
         ] {
             let waiting = report.pending.get(table.name()).copied().unwrap_or(0);
             if rows(table) + waiting != want {
-                let open = if waiting > 0 { format!(" and {waiting} in files still open") } else { String::new() };
+                let open =
+                    if waiting > 0 { format!(" and {waiting} in files still open") } else { String::new() };
                 report.violation(format!(
                     "{} holds {} rows{open} but the checkpoints committed {want}",
                     table.name(),

@@ -721,7 +721,10 @@ mod tests {
 
     #[test]
     fn file_names_give_back_their_pipeline() {
-        assert_eq!(file_pipeline("page_views/day=2020-01-01/hour=00/part-a-b-00000003-0001.parquet"), Some("a-b"));
+        assert_eq!(
+            file_pipeline("page_views/day=2020-01-01/hour=00/part-a-b-00000003-0001.parquet"),
+            Some("a-b")
+        );
         assert_eq!(file_pipeline("x/part-p-00000001-0000.jsonl"), Some("p"));
         assert_eq!(file_pipeline("x/other.jsonl"), None);
     }

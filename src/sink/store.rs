@@ -16,11 +16,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
+use object_store::client::HttpConnector;
 use object_store::local::LocalFileSystem;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::client::HttpConnector;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -148,7 +148,8 @@ impl Storage {
                 builder = builder.with_region(region);
             }
         }
-        let region = builder.get_config_value(&AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
+        let region =
+            builder.get_config_value(&AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
         let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
         let virtual_hosted = builder
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
@@ -474,7 +475,11 @@ impl S3Root {
         loop {
             let mut url = format!("{}/?prefix={}&uploads=", self.bucket_url, encode_query(&key_prefix));
             if let Some((key, id)) = &markers {
-                url.push_str(&format!("&key-marker={}&upload-id-marker={}", encode_query(key), encode_query(id)));
+                url.push_str(&format!(
+                    "&key-marker={}&upload-id-marker={}",
+                    encode_query(key),
+                    encode_query(id)
+                ));
             }
             let mut request = http::Request::builder()
                 .method(http::Method::GET)

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -39,13 +40,18 @@ pub struct Row {
     pub value: serde_json::Value,
 }
 
-/// Every row of `table` under `root`, from every file in the table folder.
+/// Every row of `table` under `root`, from every file in the table folder; Parquet files
+/// are read as the JSON lines they hold.
 pub fn rows(root: &Path, table: &str) -> Vec<Row> {
     let mut out = Vec::new();
     for file in files(&root.join(table)) {
         let rel = file.strip_prefix(root.join(table)).expect("under table");
         let partition = rel.parent().map(|p| p.display().to_string()).unwrap_or_default();
-        let text = std::fs::read_to_string(&file).expect("read table file");
+        let text = table_file_text(
+            table,
+            &std::fs::read(&file).expect("read table file"),
+            &file.display().to_string(),
+        );
         for line in text.lines().filter(|l| !l.is_empty()) {
             let value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display()));
@@ -53,6 +59,18 @@ pub fn rows(root: &Path, table: &str) -> Vec<Row> {
         }
     }
     out
+}
+
+/// A table file's rows as JSON lines, whatever its format.
+pub fn table_file_text(table: &str, bytes: &[u8], name: &str) -> String {
+    if name.ends_with(".parquet") {
+        let table = pageviews::sink::Table::ALL.into_iter().find(|t| t.name() == table).expect("a table");
+        let (jsonl, _) = pageviews::sink::parquet::to_jsonl(table, bytes::Bytes::copy_from_slice(bytes))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        String::from_utf8(jsonl).expect("utf-8 rows")
+    } else {
+        String::from_utf8(bytes.to_vec()).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
 }
 
 /// Rows of a table as sorted JSON strings, minus `drop` fields: a multiset to compare runs.
