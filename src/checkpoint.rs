@@ -217,7 +217,10 @@ impl Checkpoints {
         let storage = &self.storage;
         let seals = manifest.open.iter().map(|f| async move {
             let path = Path::from(f.path.as_str());
-            if f.upload.is_none() && storage.exists(&path).await? {
+            // Only sealing this upload ever creates the file, so if it exists, an earlier
+            // recovery sealed it. Asking first also spares a dead upload id, which some
+            // S3-compatible servers answer with retried 500s instead of 404.
+            if storage.exists(&path).await? {
                 return Ok(());
             }
             let upload = match &f.upload {
