@@ -16,8 +16,10 @@ For each table, the Parquet side is read twice, with no options beyond the path:
 and each result must equal the JSON-lines rows (day and hour taken from the path) as a
 multiset, once values are put in one form: timestamps as 'yyyy-MM-dd HH:mm:ss.SSS' UTC,
 day as 'YYYY-MM-DD', hour as 'HH' (the readers infer dates, ints or dictionaries for them).
-The Parquet column types are checked too: ints are int64, timestamps are ms and UTC,
-strings are strings.
+dead_letters' received_at (and so its day and hour) is processing time, which two runs never
+share: those are left out of its comparison. The Parquet column types are checked too, in
+each file (user_id and views int64, timestamps ms and UTC, strings strings), and what DuckDB
+makes of them.
 
 Prints `<reader> <table> <rows> rows match` per table and reader and exits 0; on a mismatch
 prints what differs and exits 1; exits 2 when it cannot run.
@@ -34,7 +36,8 @@ try:
     import pyarrow as pa
     import pyarrow.parquet as pq
 except ImportError as e:
-    sys.exit(f"read_tables.py: {e}; run it with the python of scripts/python-env")
+    print(f"read_tables.py: {e}; run it with the python of scripts/python-env", file=sys.stderr)
+    sys.exit(2)
 
 # The columns each table's files hold (JSON-lines field names == Parquet column names), and
 # the kind of each: a Parquet type check and a normalisation rule.
@@ -99,26 +102,44 @@ def timestamp_text(value):
     return f"{text}.{frac}"
 
 
-def normal(column, value):
-    """One value in the form both sides are compared in."""
-    if value is None:
-        return None
-    if column == "day":
-        return value.isoformat() if isinstance(value, date) else str(value)
-    if column == "hour":
-        # '00' from a path, 0 from a reader that inferred an int.
-        return f"{value:02d}" if isinstance(value, int) else str(value)
-    if isinstance(value, datetime):
-        return timestamp_text(value)
-    return value
+def normal_day(value):
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def normal_hour(value):
+    # '00' from a path, 0 from a reader that inferred an int.
+    return f"{value:02d}" if isinstance(value, int) else str(value)
+
+
+def normal_timestamp(value):
+    # JSON lines hold the text already; readers give datetimes.
+    return timestamp_text(value) if isinstance(value, datetime) else value
+
+
+def compared_columns(table):
+    """The columns whose values must agree, in the order rows are compared in."""
+    skip = NOT_COMPARED.get(table, ())
+    return [c for c in sorted(TABLES[table]) + list(PARTITION_COLUMNS) if c not in skip]
 
 
 def normal_rows(table, rows):
-    """Rows (dicts) as a multiset of hashable, column-sorted tuples, minus NOT_COMPARED."""
-    skip = NOT_COMPARED.get(table, ())
+    """Rows (dicts) as a multiset of tuples of compared_columns() values, in one form."""
+    columns = compared_columns(table)
+    kinds = dict(TABLES[table], day="day", hour="hour")
+    rule = {"day": normal_day, "hour": normal_hour, "ts": normal_timestamp}
+    rules = [(c, rule.get(kinds[c])) for c in columns]
     return Counter(
-        tuple(sorted((c, normal(c, v)) for c, v in row.items() if c not in skip)) for row in rows
+        tuple(row[c] if f is None or row[c] is None else f(row[c]) for c, f in rules) for row in rows
     )
+
+
+def check_columns(reader, table, names):
+    """A reader sees the table's columns plus the hive partition columns, no more, no less."""
+    expected = set(TABLES[table]) | set(PARTITION_COLUMNS)
+    if set(names) != expected:
+        missing = sorted(expected - set(names))
+        extra = sorted(set(names) - expected)
+        raise Mismatch(f"{reader} columns {list(names)}: missing {missing}, unexpected {extra}")
 
 
 # ---- readers -----------------------------------------------------------------------------
@@ -145,6 +166,23 @@ def data_files(table_dir, extension):
             if f.endswith(extension) and not f.startswith((".", "_"))
         ]
     return found
+
+
+def stray_files(table_dir, extension):
+    """What a table folder holds besides day=…/hour=…/ folders of data files and `_SUCCESS`
+    markers (DESIGN §3): readers disagree on such files (pyarrow skips `_x.parquet`, a DuckDB
+    glob reads it), so none may be there."""
+    stray = []
+    for folder, dirs, files in os.walk(table_dir):
+        depth = len(os.path.relpath(folder, table_dir).split(os.sep)) if folder != table_dir else 0
+        key = PARTITION_COLUMNS[depth] + "=" if depth < len(PARTITION_COLUMNS) else None
+        stray += [os.path.join(folder, d) + "/" for d in dirs if key is None or not d.startswith(key)]
+        dirs[:] = [d for d in dirs if key is not None and d.startswith(key)]
+        for f in files:
+            data = depth == len(PARTITION_COLUMNS) and f.endswith(extension) and not f.startswith((".", "_"))
+            if not data and f != "_SUCCESS":
+                stray.append(os.path.join(folder, f))
+    return sorted(os.path.relpath(p, table_dir) for p in stray)
 
 
 def read_jsonl(table, table_dir):
@@ -179,9 +217,7 @@ def read_duckdb(table, table_dir):
         rows = [dict(zip(names, values)) for values in cursor.fetchall()]
     finally:
         con.close()
-    missing = [c for c in PARTITION_COLUMNS if c not in names]
-    if missing:
-        raise Mismatch(f"DuckDB did not add the hive partition column(s) {missing}: columns {names}")
+    check_columns("DuckDB", table, names)
     expected = {"int64": ("BIGINT",), "int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT"),
                 "str": ("VARCHAR",), "ts": ("TIMESTAMP WITH TIME ZONE",)}
     wrong = [
@@ -196,9 +232,7 @@ def read_duckdb(table, table_dir):
 
 def read_pyarrow(table, table_dir):
     data = pq.read_table(table_dir)
-    missing = [c for c in PARTITION_COLUMNS if c not in data.column_names]
-    if missing:
-        raise Mismatch(f"pyarrow did not add the hive partition column(s) {missing}: columns {data.column_names}")
+    check_columns("pyarrow", table, data.column_names)
     return data.to_pylist()
 
 
@@ -230,8 +264,12 @@ def check_parquet_schema(table, table_dir):
     problems = []
     for path in data_files(table_dir, ".parquet"):
         name = os.path.relpath(path, table_dir)
-        file = pq.ParquetFile(path)
-        schema = file.schema_arrow
+        try:
+            file = pq.ParquetFile(path)
+            schema = file.schema_arrow
+        except Exception as e:  # not Parquet at all
+            problems.append(f"{name}: unreadable: {type(e).__name__}: {e}")
+            continue
         if set(schema.names) != set(expected):
             problems.append(f"{name}: columns {schema.names}, expected {list(expected)}")
             continue
@@ -240,7 +278,8 @@ def check_parquet_schema(table, table_dir):
             if problem:
                 problems.append(f"{name}: {column} is {schema.field(column).type}: {problem}")
             elif kind == "ts":
-                logical = json.loads(file.schema.column(file.schema.names.index(column)).logical_type.to_json())
+                index = file.schema.names.index(column)
+                logical = json.loads(file.schema.column(index).logical_type.to_json())
                 if not logical.get("isAdjustedToUTC"):
                     problems.append(f"{name}: {column} is not isAdjustedToUTC in Parquet ({logical})")
         if len(problems) > 20:
@@ -252,36 +291,30 @@ def check_parquet_schema(table, table_dir):
 # ---- comparison --------------------------------------------------------------------------
 
 
-def column_values(rows, column):
-    """The multiset of one column's values over a multiset of normal rows."""
-    values = Counter()
-    for row, n in rows.items():
-        for c, v in row:
-            if c == column:
-                values[v] += n
-    return values
-
-
 def describe_difference(table, reference, rows):
     """What differs between two multisets of normal rows: counts, columns, example rows."""
+    columns = compared_columns(table)
     only_ref = reference - rows
     only_rows = rows - reference
     lines = [
         f"jsonl {sum(reference.values())} rows, parquet {sum(rows.values())} rows; "
         f"{sum(only_ref.values())} only in jsonl, {sum(only_rows.values())} only in parquet"
     ]
-    # Which columns disagree as a whole points straight at a type or format problem.
-    columns = sorted({c for row in list(reference) + list(rows) for c, _ in row})
-    for column in columns:
-        a, b = column_values(reference, column), column_values(rows, column)
+    # With as many rows on each side, which columns disagree as a whole points straight at
+    # a type or format problem (with different counts it mostly lists the missing rows).
+    for i, column in enumerate(columns if sum(only_ref.values()) == sum(only_rows.values()) else []):
+        a, b = Counter(), Counter()
+        for values, side in ((a, reference), (b, rows)):
+            for row, n in side.items():
+                values[row[i]] += n
         if a != b:
             lines.append(
                 f"column {column} differs: only jsonl has {list(a - b)[:3]!r}, "
                 f"only parquet has {list(b - a)[:3]!r}"
             )
     for label, diff in (("only in jsonl", only_ref), ("only in parquet", only_rows)):
-        for row in list(diff)[:SHOW]:
-            lines.append(f"{label}: {dict(row)}")
+        for row in sorted(diff, key=repr)[:SHOW]:
+            lines.append(f"{label}: {dict(zip(columns, row))}")
     return "\n  ".join(lines)
 
 
@@ -298,6 +331,13 @@ def check_table(table, jsonl_root, parquet_root):
         print(f"FAIL {table}: present under {where} but not under {missing}")
         return False
 
+    ok = True
+    for directory, extension in ((jsonl_dir, ".jsonl"), (parquet_dir, ".parquet")):
+        stray = stray_files(directory, extension)
+        if stray:
+            print(f"FAIL {table}: {directory} holds more than data files and _SUCCESS markers: {stray[:10]}")
+            ok = False
+
     try:
         reference = normal_rows(table, read_jsonl(table, jsonl_dir))
     except Mismatch as e:
@@ -308,15 +348,14 @@ def check_table(table, jsonl_root, parquet_root):
 
     if not data_files(parquet_dir, ".parquet"):
         # Readers refuse an empty glob; an empty table is still a match for an empty one.
-        ok = not reference
+        empty = not reference
         for reader in ("duckdb", "pyarrow"):
-            if ok:
+            if empty:
                 print(f"{reader} {table} 0 rows match (no Parquet files)")
             else:
                 print(f"FAIL {reader} {table}: no Parquet files, jsonl has {sum(reference.values())} rows")
-        return ok
+        return ok and empty
 
-    ok = True
     try:
         check_parquet_schema(table, parquet_dir)
     except Mismatch as e:
