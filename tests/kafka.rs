@@ -115,7 +115,7 @@ fn an_empty_partition_does_not_hold_back_the_windows() {
     // Without idle detection the two empty partitions would keep the watermark at its
     // start and no window would ever be emitted while the pipeline runs.
     wait_for("windows ending 00:01 and 00:02", Duration::from_secs(60), || {
-        rows(&out, "page_view_aggregates").len() >= 2
+        committed(&out).page_view_aggregates >= 2
     });
     assert!(!runner.is_finished(), "the windows came from a running pipeline, not a final flush");
     shutdown.trigger();

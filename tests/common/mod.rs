@@ -141,6 +141,20 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// What the newest checkpoint under `root` committed (zeros before the first). Committed
+/// rows may still sit in files that have not rolled, so this, not the visible rows, is
+/// what a test of a running pipeline waits for.
+pub fn committed(root: &Path) -> pageviews::checkpoint::Totals {
+    files(&root.join("_checkpoints"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|bytes| serde_json::from_slice::<pageviews::checkpoint::Manifest>(&bytes).ok())
+        .map(|m| m.totals)
+        .unwrap_or_default()
+}
+
 /// Number of committed manifests under `root`.
 pub fn manifest_count(root: &Path) -> usize {
     files(&root.join("_checkpoints")).iter().filter(|p| p.extension().is_some_and(|e| e == "json")).count()
