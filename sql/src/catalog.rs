@@ -1,36 +1,82 @@
 //! The catalog: pageviews' four tables, registered from a table root as DataFusion listing
 //! tables, and the same definitions printed as SQL DDL for other engines.
 //!
-//! Each table is `<root>/<table>/day=YYYY-MM-DD/hour=HH/part-*.jsonl` (DESIGN §3). The
-//! schemas are written down here instead of inferred, so a table reads the same whether it
-//! holds one file or none, and columns have their real types:
+//! Each table is `<root>/<table>/day=YYYY-MM-DD/hour=HH/part-*.{jsonl,parquet}` (DESIGN §3),
+//! on local disk or S3 (see [`crate::root`]). A table's format is read off its files: `.jsonl`
+//! files are JSON lines, `.parquet` files Parquet. A table with no files yet takes the format
+//! of the root's other tables (one pipeline writes one format), or JSON lines when the root
+//! is empty. The schemas are written down here instead of inferred, so a table reads the
+//! same whether it holds one file or none, and in either format:
 //!
 //! - timestamps (`timestamp`, `window_start`, `window`, `watermark`, `received_at`) are
-//!   `TIMESTAMP(3)` without a time zone, holding UTC: the JSON-lines files write them as
-//!   `yyyy-MM-dd HH:mm:ss.SSS` UTC, which the JSON reader parses, and a real timestamp lets
-//!   `date_trunc` and range filters work without string tricks;
+//!   `TIMESTAMP(3)` without a time zone, holding UTC. JSON lines write them as
+//!   `yyyy-MM-dd HH:mm:ss.SSS` UTC, which the JSON reader parses; Parquet stores them as
+//!   UTC-adjusted milliseconds, which are read as the same instants with the zone dropped.
+//!   So `date_trunc`, range filters and printed values are the same for both formats;
+//! - strings are `VARCHAR` (Parquet's dictionary-encoded columns are decoded), integers
+//!   `BIGINT`;
 //! - `day` and `hour` are the partition columns, both `VARCHAR` as they appear in the folder
 //!   names (`day = '2020-01-01' AND hour = '00'`). A filter on them is applied to the folder
 //!   names before any file is opened, so it reads only the matching partitions.
 //!
-//! Only files ending in `.jsonl` are read: the pipeline keeps work in progress outside the
-//! table folders, so every such file is committed.
+//! Only files with the table's extension are read, so `_SUCCESS` markers are skipped: the
+//! pipeline keeps work in progress outside the table folders, so every such file is
+//! committed.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::SessionContext;
 use thiserror::Error;
 
-/// File extension of the committed JSON-lines files the pipeline writes.
-pub const JSONL_EXTENSION: &str = ".jsonl";
+pub use crate::root::TableRoot;
 
 /// The partition columns, outermost first, as they appear in the folder names.
 pub const PARTITION_COLUMNS: [&str; 2] = ["day", "hour"];
+
+/// The format of a table's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// JSON lines, `.jsonl`.
+    Jsonl,
+    /// Parquet, `.parquet`.
+    Parquet,
+}
+
+impl TableFormat {
+    /// Both formats, in the order a file's name is tested against them.
+    pub const ALL: [TableFormat; 2] = [TableFormat::Jsonl, TableFormat::Parquet];
+
+    /// The extension of the committed files, with its dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            TableFormat::Jsonl => ".jsonl",
+            TableFormat::Parquet => ".parquet",
+        }
+    }
+
+    /// The format's name in `STORED AS`.
+    fn stored_as(self) -> &'static str {
+        match self {
+            TableFormat::Jsonl => "JSON",
+            TableFormat::Parquet => "PARQUET",
+        }
+    }
+
+    fn file_format(self) -> Arc<dyn FileFormat> {
+        match self {
+            TableFormat::Jsonl => Arc::new(JsonFormat::default()),
+            // Plain Utf8 rather than DataFusion's default string views: the declared
+            // columns are Utf8, as for JSON lines, so no batch needs a cast.
+            TableFormat::Parquet => Arc::new(ParquetFormat::default().with_force_view_types(false)),
+        }
+    }
+}
 
 /// A column's type, in the few kinds the tables use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +119,7 @@ pub struct TableDef {
 use ColumnType::{BigInt, Timestamp, Varchar};
 
 /// page_views, page_view_aggregates, late_page_views and dead_letters, with the columns
-/// `src/sink/jsonl.rs` in the pipeline writes.
+/// the pipeline's `src/sink/jsonl.rs` and `src/sink/parquet.rs` write.
 pub const TABLES: [TableDef; 4] = [
     TableDef {
         name: "page_views",
@@ -138,6 +184,31 @@ pub enum CatalogError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A table's folder could not be listed.
+    #[error("cannot list {location}: {source}{hint}")]
+    List {
+        /// The table's folder.
+        location: String,
+        /// What to check, or empty.
+        hint: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// A table holds files of both formats, so there is no one schema to read it with.
+    #[error(
+        "table {table} at {location} holds both .jsonl ({jsonl}) and .parquet ({parquet}) files; \
+         a table root must be written in one --format"
+    )]
+    MixedFormats {
+        /// The table.
+        table: &'static str,
+        /// Its folder.
+        location: String,
+        /// Its `.jsonl` files.
+        jsonl: usize,
+        /// Its `.parquet` files.
+        parquet: usize,
+    },
     /// DataFusion refused a table definition.
     #[error("cannot register table {table} at {location}: {source}")]
     Register {
@@ -150,41 +221,6 @@ pub enum CatalogError {
     },
 }
 
-/// The table root as a local directory.
-#[derive(Debug, Clone)]
-pub struct TableRoot {
-    dir: PathBuf,
-}
-
-impl TableRoot {
-    /// Parses `--output` the way `pageviews run` does: a plain path or a `file://` URL.
-    /// The directory does not have to exist: its tables then read as empty.
-    pub fn parse(url: &str) -> Result<Self, CatalogError> {
-        let bad = |reason: String| CatalogError::BadRoot { url: url.to_string(), reason };
-        let path = if let Some(rest) = url.strip_prefix("file://") {
-            PathBuf::from(rest)
-        } else if let Some((scheme, _)) = url.split_once("://") {
-            return Err(bad(format!("the {scheme}:// scheme is not supported yet; use a local path")));
-        } else {
-            PathBuf::from(url)
-        };
-        // Absolute, so the DDL's LOCATION works from any directory; not canonicalized,
-        // since the root may not exist yet.
-        let dir = std::path::absolute(&path).map_err(|e| bad(e.to_string()))?;
-        Ok(TableRoot { dir })
-    }
-
-    /// The root directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// A table's folder, with the trailing `/` that tells DataFusion it is a directory.
-    pub fn location(&self, table: &str) -> String {
-        format!("{}/", self.dir.join(table).display())
-    }
-}
-
 /// What the catalog found for one table when it was registered.
 #[derive(Debug, Clone)]
 pub struct TableStatus {
@@ -192,7 +228,9 @@ pub struct TableStatus {
     pub name: &'static str,
     /// Its folder.
     pub location: String,
-    /// Committed `.jsonl` files found in it.
+    /// The format it is read as.
+    pub format: TableFormat,
+    /// Committed files found in it.
     pub files: usize,
 }
 
@@ -217,54 +255,72 @@ impl Catalog {
     pub fn table(&self, name: &str) -> Option<&TableStatus> {
         self.tables.iter().find(|t| t.name == name)
     }
+
+    /// Finds the tables under `root` and their formats, without registering them.
+    pub async fn discover(root: &TableRoot) -> Result<Catalog, CatalogError> {
+        let mut found = Vec::with_capacity(TABLES.len());
+        for def in TABLES {
+            let counts = count_committed_files(root, def.name).await?;
+            let location = root.location(def.name);
+            let [jsonl, parquet] = counts;
+            if jsonl > 0 && parquet > 0 {
+                return Err(CatalogError::MixedFormats { table: def.name, location, jsonl, parquet });
+            }
+            let format = TableFormat::ALL.into_iter().zip(counts).find(|(_, n)| *n > 0);
+            found.push((def.name, location, format));
+        }
+        let root_format =
+            found.iter().find_map(|(_, _, f)| f.map(|(format, _)| format)).unwrap_or(TableFormat::Jsonl);
+        let tables = found
+            .into_iter()
+            .map(|(name, location, format)| {
+                let (format, files) = format.unwrap_or((root_format, 0));
+                TableStatus { name, location, format, files }
+            })
+            .collect();
+        Ok(Catalog { root: root.clone(), tables })
+    }
 }
 
-/// Listing options shared by every table: JSON lines, `.jsonl` only, partitioned by day and
-/// hour.
-fn listing_options() -> ListingOptions {
-    ListingOptions::new(Arc::new(JsonFormat::default()))
-        .with_file_extension(JSONL_EXTENSION)
+/// Listing options for a table in `format`: its extension only, partitioned by day and hour.
+fn listing_options(format: TableFormat) -> ListingOptions {
+    ListingOptions::new(format.file_format())
+        .with_file_extension(format.extension())
         .with_table_partition_cols(
             PARTITION_COLUMNS.iter().map(|c| (c.to_string(), DataType::Utf8)).collect(),
         )
 }
 
-/// Registers the four tables of `root` in `ctx`. A table whose folder is missing or empty is
-/// registered too (it reads as empty), and its status says so.
-pub fn register(ctx: &SessionContext, root: &TableRoot) -> Result<Catalog, CatalogError> {
-    let mut tables = Vec::with_capacity(TABLES.len());
-    for def in TABLES {
-        let location = root.location(def.name);
-        let err = |source| CatalogError::Register { table: def.name, location: location.clone(), source };
-        let url = ListingTableUrl::parse(&location).map_err(err)?;
+/// Registers the four tables of `root` in `ctx`, each in the format of its files. A table
+/// whose folder is missing or empty is registered too (it reads as empty), and its status
+/// says so.
+pub async fn register(ctx: &SessionContext, root: &TableRoot) -> Result<Catalog, CatalogError> {
+    root.register_store(ctx);
+    let catalog = Catalog::discover(root).await?;
+    for (def, status) in TABLES.iter().zip(&catalog.tables) {
+        let err =
+            |source| CatalogError::Register { table: def.name, location: status.location.clone(), source };
+        let url = ListingTableUrl::parse(&status.location).map_err(err)?;
         let config = ListingTableConfig::new(url)
-            .with_listing_options(listing_options())
+            .with_listing_options(listing_options(status.format))
             .with_schema(Arc::new(def.file_schema()));
         let table = ListingTable::try_new(config).map_err(err)?;
         ctx.register_table(def.name, Arc::new(table)).map_err(err)?;
-        let files = count_committed_files(root, def.name);
-        tables.push(TableStatus { name: def.name, location, files });
     }
-    Ok(Catalog { root: root.clone(), tables })
+    Ok(catalog)
 }
 
-/// Committed files of `table` under `root`; a folder that cannot be read counts as empty
-/// (a query then reports what is wrong with it).
-pub fn count_committed_files(root: &TableRoot, table: &str) -> usize {
-    let mut count = 0;
-    let mut stack = vec![root.dir.join(table)];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.to_string_lossy().ends_with(JSONL_EXTENSION) {
-                count += 1;
+/// Committed files of `table` under `root`, per format in [`TableFormat::ALL`] order.
+pub async fn count_committed_files(root: &TableRoot, table: &str) -> Result<[usize; 2], CatalogError> {
+    let mut counts = [0; 2];
+    for file in root.list_files(table).await? {
+        for (count, format) in counts.iter_mut().zip(TableFormat::ALL) {
+            if file.ends_with(format.extension()) {
+                *count += 1;
             }
         }
     }
-    count
+    Ok(counts)
 }
 
 /// Quotes an identifier that is a keyword in some SQL dialect (`timestamp`, `window`,
@@ -279,30 +335,34 @@ fn ident(name: &str) -> String {
 }
 
 /// The catalog as `CREATE EXTERNAL TABLE` statements (DataFusion's dialect, which Hive-style
-/// engines read with small changes): the columns, `day` and `hour` as partition columns, and
-/// the table folder as LOCATION.
+/// engines read with small changes): the columns, `day` and `hour` as partition columns,
+/// each table's format as `STORED AS JSON` or `STORED AS PARQUET`, and the table folder as
+/// LOCATION.
 ///
 /// DataFusion gives a table created from a folder LOCATION no extension filter, so it reads
-/// every file below it. That is the same set as [`register`]'s `.jsonl` filter, because a
-/// table folder holds only committed files (and, once the pipeline writes them, empty
-/// `_SUCCESS` markers, which read as no rows).
-pub fn ddl(root: &TableRoot) -> String {
+/// every file below it. That is the same set as [`register`]'s extension filter, because a
+/// table folder holds only committed files of one format and `_SUCCESS` markers, which are
+/// empty, and DataFusion skips empty files (a Parquet reader could not open them).
+pub fn ddl(catalog: &Catalog) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "-- pageviews tables under {}", root.dir.display());
+    let _ = writeln!(out, "-- pageviews tables under {}", catalog.root.base());
     let _ = writeln!(
         out,
         "-- Timestamps are UTC. day = 'YYYY-MM-DD' and hour = 'HH' come from the folder names."
     );
-    for def in TABLES {
+    if catalog.root.is_s3() {
+        let _ = writeln!(out, "-- s3:// locations: the reading engine needs the same AWS_* settings.");
+    }
+    for (def, status) in TABLES.iter().zip(&catalog.tables) {
         let _ = writeln!(out, "\nCREATE EXTERNAL TABLE {} (", def.name);
         let mut columns: Vec<String> =
             def.columns.iter().map(|(name, ty)| format!("  {} {}", ident(name), ty.sql())).collect();
         columns.extend(PARTITION_COLUMNS.iter().map(|c| format!("  {c} VARCHAR")));
         let _ = writeln!(out, "{}", columns.join(",\n"));
         let _ = writeln!(out, ")");
-        let _ = writeln!(out, "STORED AS JSON");
+        let _ = writeln!(out, "STORED AS {}", status.format.stored_as());
         let _ = writeln!(out, "PARTITIONED BY ({})", PARTITION_COLUMNS.join(", "));
-        let _ = writeln!(out, "LOCATION '{}';", root.location(def.name).replace('\'', "''"));
+        let _ = writeln!(out, "LOCATION '{}';", status.location.replace('\'', "''"));
     }
     out
 }
@@ -311,22 +371,36 @@ pub fn ddl(root: &TableRoot) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ddl_names_every_table_with_its_partitions_and_folder() {
+    fn catalog(format: TableFormat) -> Catalog {
         let root = TableRoot::parse("/tmp/tables").unwrap();
-        let ddl = ddl(&root);
-        for def in TABLES {
-            assert!(ddl.contains(&format!("CREATE EXTERNAL TABLE {} (", def.name)), "{ddl}");
-            assert!(ddl.contains(&format!("LOCATION '/tmp/tables/{}/';", def.name)), "{ddl}");
-        }
-        assert_eq!(ddl.matches("PARTITIONED BY (day, hour)").count(), 4);
-        assert!(ddl.contains("\"timestamp\" TIMESTAMP(3)"), "{ddl}");
+        let tables = TABLES
+            .iter()
+            .map(|def| TableStatus { name: def.name, location: root.location(def.name), format, files: 0 })
+            .collect();
+        Catalog { root, tables }
     }
 
     #[test]
-    fn only_local_roots_are_accepted_for_now() {
+    fn ddl_names_every_table_with_its_partitions_format_and_folder() {
+        for (format, stored) in
+            [(TableFormat::Jsonl, "STORED AS JSON"), (TableFormat::Parquet, "STORED AS PARQUET")]
+        {
+            let ddl = ddl(&catalog(format));
+            for def in TABLES {
+                assert!(ddl.contains(&format!("CREATE EXTERNAL TABLE {} (", def.name)), "{ddl}");
+                assert!(ddl.contains(&format!("LOCATION '/tmp/tables/{}/';", def.name)), "{ddl}");
+            }
+            assert_eq!(ddl.matches("PARTITIONED BY (day, hour)").count(), 4);
+            assert_eq!(ddl.matches(stored).count(), 4, "{ddl}");
+            assert!(ddl.contains("\"timestamp\" TIMESTAMP(3)"), "{ddl}");
+        }
+    }
+
+    #[test]
+    fn local_file_and_s3_roots_are_accepted() {
         assert!(TableRoot::parse("file:///tmp/x").is_ok());
-        let err = TableRoot::parse("s3://bucket/prefix").unwrap_err().to_string();
-        assert!(err.contains("s3:// scheme is not supported"), "{err}");
+        assert!(TableRoot::parse("/tmp/x").is_ok());
+        let err = TableRoot::parse("hdfs://namenode/x").unwrap_err().to_string();
+        assert!(err.contains("hdfs:// scheme is not supported"), "{err}");
     }
 }

@@ -1,13 +1,16 @@
 //! pageviews-sql: SQL over the tables the pageviews pipeline writes, on Apache DataFusion.
 //!
 //! ```text
-//! <root>/page_views/day=…/hour=…/part-*.jsonl ──┐
-//! <root>/page_view_aggregates/…                 ├──> catalog (listing tables, day/hour
-//! <root>/late_page_views/…                      │     partitions) ──> session ──> table | csv | json
-//! <root>/dead_letters/…                        ─┘
+//! <root>/page_views/day=…/hour=…/part-*.{jsonl,parquet} ──┐
+//! <root>/page_view_aggregates/…                          ├──> catalog (listing tables, day/hour
+//! <root>/late_page_views/…                               │     partitions) ──> session ──> table | csv | json
+//! <root>/dead_letters/…                                 ─┘
+//!   <root>: a local directory or s3://bucket/prefix
 //! ```
 //!
-//! [`catalog`] registers the four tables with fixed schemas and prints them as DDL;
+//! [`root`] parses the table root (local disk or S3) and lists its files; [`catalog`]
+//! registers the four tables with fixed schemas, each as JSON lines or Parquet as its files
+//! are, and prints them as DDL;
 //! [`session`] runs statements; [`shell`] is the interactive loop, [`script`] splits SQL
 //! text into statements, and [`output`] prints results. The binary `pageviews-sql` (also
 //! reached as `pageviews sql`) is a thin layer over these. This crate is separate from the
@@ -17,6 +20,7 @@
 
 pub mod catalog;
 pub mod output;
+pub mod root;
 pub mod script;
 pub mod session;
 pub mod shell;

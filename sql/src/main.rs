@@ -18,7 +18,10 @@ use pageviews_sql::{catalog, script, Format, Session, TableRoot};
 #[derive(Debug, Parser)]
 #[command(name = "pageviews sql", version)]
 struct Args {
-    /// Table root written by `pageviews run`: a directory or file:// URL.
+    /// Table root written by `pageviews run`: a directory, file:// URL or s3://bucket/prefix.
+    /// Each table is read in the format of its files (.jsonl or .parquet). An s3:// root is
+    /// configured from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and for
+    /// S3-compatible servers AWS_ENDPOINT_URL (plus AWS_ALLOW_HTTP=true for plain http).
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     output: String,
 
@@ -34,7 +37,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
 
-    /// Print the catalog as CREATE EXTERNAL TABLE statements and exit.
+    /// Print the catalog as CREATE EXTERNAL TABLE statements (STORED AS JSON or PARQUET,
+    /// as the files are) and exit.
     #[arg(long)]
     print_catalog: bool,
 }
@@ -89,12 +93,12 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let root = TableRoot::parse(&args.output)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.print_catalog {
-        print!("{}", catalog::ddl(&root));
+        print!("{}", catalog::ddl(&rt.block_on(catalog::Catalog::discover(&root))?));
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let session = Session::open(&root)?;
+    let session = rt.block_on(Session::open(&root))?;
     let format = Format::from(args.format);
 
     let mut scripts: Vec<(String, String)> =

@@ -57,12 +57,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// Registers the tables under `root`. `information_schema` is on, so `SHOW TABLES`,
-    /// `SHOW COLUMNS` and `information_schema.*` work.
-    pub fn open(root: &TableRoot) -> Result<Self, CatalogError> {
+    /// Registers the tables under `root`, each in the format its files are in; an S3 root's
+    /// folders are listed here. `information_schema` is on, so `SHOW TABLES`, `SHOW COLUMNS`
+    /// and `information_schema.*` work.
+    pub async fn open(root: &TableRoot) -> Result<Self, CatalogError> {
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
-        let catalog = catalog::register(&ctx, root)?;
+        let catalog = catalog::register(&ctx, root).await?;
         Ok(Session { ctx, catalog })
     }
 
@@ -81,7 +82,7 @@ impl Session {
         let started = Instant::now();
         let sql = rewrite_shortcuts(sql);
         let df = self.ctx.sql(&sql).await.map_err(|e| SqlError::Query(self.explain_error(e)))?;
-        let notes = self.empty_table_notes(df.logical_plan());
+        let notes = self.empty_table_notes(df.logical_plan()).await;
         let schema = SchemaRef::from(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok(QueryResult { schema, batches, elapsed: started.elapsed(), notes })
@@ -114,7 +115,7 @@ impl Session {
     }
 
     /// Notes for the catalog tables that `plan` reads and that hold no committed file now.
-    fn empty_table_notes(&self, plan: &LogicalPlan) -> Vec<String> {
+    async fn empty_table_notes(&self, plan: &LogicalPlan) -> Vec<String> {
         let mut scanned: Vec<String> = Vec::new();
         let _ = plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node {
@@ -124,13 +125,19 @@ impl Session {
         });
         scanned.sort();
         scanned.dedup();
-        scanned
-            .iter()
-            .filter_map(|name| self.catalog.table(name))
-            // Counted again: the pipeline may have committed since the session started.
-            .filter(|t| catalog::count_committed_files(&self.catalog.root, t.name) == 0)
-            .map(|t| t.empty_note())
-            .collect()
+        let mut notes = Vec::new();
+        // Only tables that were empty at the start: the pipeline adds files, never removes
+        // them, and listing a large table on S3 for every query would be slow.
+        let was_empty = scanned.iter().filter_map(|name| self.catalog.table(name)).filter(|t| t.files == 0);
+        for table in was_empty {
+            // Counted again: the pipeline may have committed since the session started. A
+            // folder that cannot be listed gets no note: the query itself reports that.
+            let counts = catalog::count_committed_files(&self.catalog.root, table.name).await;
+            if counts.is_ok_and(|c| c == [0, 0]) {
+                notes.push(table.empty_note());
+            }
+        }
+        notes
     }
 
     /// Adds the catalog's table names to DataFusion's "table not found" error.

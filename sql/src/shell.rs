@@ -35,10 +35,7 @@ pub fn run(
         // A first session has no history file yet; that is not an error worth showing.
         let _ = editor.load_history(path);
     }
-    println!(
-        "pageviews SQL on {} — type help for help, quit to leave.",
-        session.catalog().root.dir().display()
-    );
+    println!("pageviews SQL on {} — type help for help, quit to leave.", session.catalog().root.base());
     for table in &session.catalog().tables {
         if table.files == 0 {
             println!("note: {}", table.empty_note());

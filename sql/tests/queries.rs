@@ -1,103 +1,15 @@
-//! SQL over tables the pipeline wrote: results match the data, a day/hour filter opens only
-//! that partition's files, empty tables are reported, and the CLI prints what it is asked.
+//! SQL over tables the pipeline wrote: results match the data, a Parquet root answers as
+//! the JSON-lines root of the same input does, a day/hour filter opens only that partition's
+//! files, empty tables are reported, and the CLI prints what it is asked.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pageviews::event::timestamp::format_timestamp;
-use pageviews::{PipelineConfig, Shutdown, SourceConfig};
-use pageviews_sql::{catalog, output, Format, QueryResult, Session, TableRoot};
-
-const POSTCODES: [&str; 3] = ["SW1A 1AA", "W1J 7NT", "EC1A 1BB"];
-
-/// Milliseconds of 2020-01-01 00:00:00 UTC.
-const BASE_MS: i64 = 1_577_836_800_000;
-
-fn view(user: i64, postcode: &str, ms: i64) -> String {
-    format!(
-        r#"{{"user_id": {user}, "postcode": "{postcode}", "webpage": "www.website.com/p{}.html", "timestamp": "{}"}}"#,
-        user % 4,
-        format_timestamp(ms)
-    )
-}
-
-/// Runs the pipeline over `lines` and returns the table root.
-fn pipeline(dir: &Path, lines: &[String]) -> PathBuf {
-    let input = dir.join("input.jsonl");
-    std::fs::write(&input, lines.join("\n") + "\n").expect("write input");
-    let out = dir.join("tables");
-    let config = PipelineConfig::new(
-        SourceConfig::Files(vec![input.display().to_string()]),
-        out.display().to_string(),
-    );
-    let summary = pageviews::run(config, Shutdown::default()).expect("pipeline run");
-    assert!(summary.reached_end);
-    out
-}
-
-/// Three hours of events, 18 s apart, round-robin over three postcodes; every 50th event
-/// after the first hundred is repeated 20 minutes in the past (late), and three lines are
-/// malformed. Returns the lines and the on-time count per (postcode, window start).
-fn three_hours() -> (Vec<String>, BTreeMap<(String, String), i64>) {
-    let mut lines = Vec::new();
-    let mut on_time: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for i in 0..600i64 {
-        let ms = BASE_MS + i * 18_000;
-        let postcode = POSTCODES[(i % 3) as usize];
-        lines.push(view(i, postcode, ms));
-        *on_time.entry((postcode.to_string(), format_timestamp(ms - ms % 60_000))).or_default() += 1;
-        if i % 50 == 49 && i > 100 {
-            lines.push(view(10_000 + i, postcode, ms - 20 * 60_000));
-        }
-        if i % 200 == 7 {
-            lines.push(format!("{{\"user_id\": {i}, \"postcode\":"));
-        }
-    }
-    (lines, on_time)
-}
-
-/// The original Flink job's ten events (see the pipeline's tests/original_example.rs).
-fn original_example() -> Vec<String> {
-    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
-    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
-    sw.iter()
-        .zip(w1)
-        .flat_map(|(a, b)| [("SW1A 1AA", *a), ("W1J 7NT", b)])
-        .enumerate()
-        .map(|(i, (p, t))| {
-            format!(
-                r#"{{"user_id": {i}, "postcode": "{p}", "webpage": "www.website.com/index.html", "timestamp": "2020-01-01 {t}"}}"#
-            )
-        })
-        .collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
-}
-
-fn session(root: &Path) -> Session {
-    Session::open(&TableRoot::parse(&root.display().to_string()).expect("root")).expect("catalog")
-}
-
-fn query(session: &Session, sql: &str) -> QueryResult {
-    runtime().block_on(session.query(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// A query's rows as CSV lines, header first.
-fn csv(session: &Session, sql: &str) -> Vec<String> {
-    let result = query(session, sql);
-    let mut out = Vec::new();
-    output::write_batches(&mut out, Format::Csv, &result.batches).expect("csv");
-    String::from_utf8(out).expect("utf8").lines().map(str::to_string).collect()
-}
-
-fn single_i64(session: &Session, sql: &str) -> i64 {
-    let rows = csv(session, sql);
-    assert_eq!(rows.len(), 2, "{sql}: {rows:?}");
-    rows[1].parse().unwrap_or_else(|e| panic!("{sql}: {:?}: {e}", rows[1]))
-}
+use common::*;
+use pageviews_sql::catalog::TableFormat;
+use pageviews_sql::{catalog, output, TableRoot};
 
 #[test]
 fn sum_of_views_equals_the_on_time_page_views() {
@@ -161,18 +73,16 @@ fn the_original_examples_counts_come_back_from_sql() {
     assert_eq!(single_i64(&s, "SELECT count(DISTINCT user_id) FROM page_views"), 10);
 }
 
-#[test]
-fn a_filter_on_day_and_hour_opens_only_that_partitions_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let (lines, _) = three_hours();
-    let root = pipeline(dir.path(), &lines);
+/// A day/hour filter on page_views under `root` lists only hour 01's files (ending in
+/// `extension`), and reads exactly that hour's rows.
+fn assert_hour_01_is_read_alone(root: &Path, extension: &str) {
     let hours: Vec<String> = std::fs::read_dir(root.join("page_views/day=2020-01-01"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(hours.len() >= 3, "the data spans several hours: {hours:?}");
 
-    let s = session(&root);
+    let s = session(root);
     let plan = csv(
         &s,
         "EXPLAIN SELECT user_id, \"timestamp\" FROM page_views WHERE day = '2020-01-01' AND hour = '01'",
@@ -180,6 +90,7 @@ fn a_filter_on_day_and_hour_opens_only_that_partitions_files() {
     .join("\n");
     let physical = plan.split("physical_plan").nth(1).unwrap_or_else(|| panic!("no physical plan: {plan}"));
     assert!(physical.contains("page_views/day=2020-01-01/hour=01/part-"), "{physical}");
+    assert!(physical.contains(extension), "{physical}");
     for other in ["hour=00", "hour=02", "day=2019-12-31"] {
         assert!(!physical.contains(other), "the scan lists a file of {other}: {physical}");
     }
@@ -192,6 +103,13 @@ fn a_filter_on_day_and_hour_opens_only_that_partitions_files() {
          WHERE day = '2020-01-01' AND hour = '01'",
     );
     assert_eq!(rows[1], "204,2020-01-01 01:00:00.000,2020-01-01 01:59:42.000");
+}
+
+#[test]
+fn a_filter_on_day_and_hour_opens_only_that_partitions_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    assert_hour_01_is_read_alone(&pipeline(dir.path(), &lines), ".jsonl");
 }
 
 #[test]
@@ -221,29 +139,36 @@ fn an_empty_or_missing_table_reads_as_empty_and_says_so() {
     assert!(err.contains("not found") && err.contains("page_view_aggregates"), "{err}");
 }
 
-#[test]
-fn the_printed_catalog_registers_the_same_tables_in_datafusion() {
-    let dir = tempfile::tempdir().unwrap();
-    let (lines, _) = three_hours();
-    let root = pipeline(dir.path(), &lines);
-    // DESIGN §3's completion marker (not written by the pipeline yet): the DDL's tables read
-    // every file in their folder, and an empty marker must add no rows.
-    std::fs::write(root.join("page_views/day=2020-01-01/hour=00/_SUCCESS"), "").unwrap();
-    let ddl = catalog::ddl(&TableRoot::parse(&root.display().to_string()).unwrap());
+/// Runs the printed catalog of `root` in a plain DataFusion context and checks that it
+/// answers like our session.
+fn assert_printed_catalog_reads_like_the_session(root: &Path) {
+    let ours = session(root);
+    let ddl = catalog::ddl(ours.catalog());
     let rt = runtime();
     let ctx = datafusion::prelude::SessionContext::new();
     for statement in pageviews_sql::script::split_statements(&ddl) {
         rt.block_on(async { ctx.sql(&statement).await?.collect().await })
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    let ours = session(&root);
     let sql = "SELECT day, hour, count(*) AS n, min(\"timestamp\") AS first FROM page_views GROUP BY day, hour ORDER BY day, hour";
-    let theirs = rt.block_on(async { ctx.sql(sql).await?.collect().await }).unwrap();
+    let theirs =
+        rt.block_on(async { ctx.sql(sql).await?.collect().await }).unwrap_or_else(|e| panic!("{ddl}: {e}"));
     let mut out = Vec::new();
-    output::write_batches(&mut out, Format::Csv, &theirs).unwrap();
+    output::write_batches(&mut out, output::Format::Csv, &theirs).unwrap();
     let theirs: Vec<String> = String::from_utf8(out).unwrap().lines().map(str::to_string).collect();
     assert_eq!(theirs, csv(&ours, sql));
     assert_eq!(theirs.len(), 1 + 3, "header + hours 00, 01, 02");
+}
+
+#[test]
+fn the_printed_catalog_registers_the_same_tables_in_datafusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let root = pipeline(dir.path(), &lines);
+    // DESIGN §3's completion marker: the DDL's tables read only data files, and a marker
+    // must add no rows.
+    std::fs::write(root.join("page_views/day=2020-01-01/hour=00/_SUCCESS"), "").unwrap();
+    assert_printed_catalog_reads_like_the_session(&root);
 }
 
 fn sql_bin() -> Command {
@@ -297,4 +222,120 @@ fn print_catalog_needs_no_data() {
     let ddl = String::from_utf8_lossy(&out.stdout);
     assert_eq!(ddl.matches("CREATE EXTERNAL TABLE").count(), 4, "{ddl}");
     assert!(ddl.contains("PARTITIONED BY (day, hour)"), "{ddl}");
+}
+
+/// The same input written by the pipeline as JSON lines and as Parquet: the two roots.
+fn both_formats(dir: &Path, lines: &[String]) -> (PathBuf, PathBuf) {
+    let jsonl = pipeline(dir, lines);
+    let parquet = dir.join("tables-parquet");
+    pipeline_to(dir, lines, WriteFormat::Parquet, &parquet.display().to_string());
+    (jsonl, parquet)
+}
+
+/// Queries whose answers must not depend on the format the tables were written in: the
+/// README's, sums and counts per postcode, timestamps printed, truncated and compared.
+const SAME_ANSWER_QUERIES: &[&str] = &[
+    "SELECT sum(views) AS views FROM page_view_aggregates",
+    "SELECT postcode, count(*) AS n FROM page_views GROUP BY postcode ORDER BY postcode",
+    "SELECT postcode, window_start, \"window\", views, day, hour FROM page_view_aggregates
+     ORDER BY postcode, window_start",
+    "SELECT date_trunc('hour', window_start) AS hour_start, postcode, sum(views) AS views
+     FROM page_view_aggregates GROUP BY 1, 2 ORDER BY views DESC, postcode, hour_start LIMIT 5",
+    "SELECT webpage, count(*) AS views FROM page_views GROUP BY webpage ORDER BY views DESC, webpage LIMIT 3",
+    "WITH events AS (SELECT day, hour, count(*) AS events FROM page_views GROUP BY day, hour),
+          late AS (SELECT day, hour, count(*) AS late FROM late_page_views GROUP BY day, hour)
+     SELECT e.day, e.hour, e.events, coalesce(l.late, 0) AS late,
+            round(100.0 * coalesce(l.late, 0) / e.events, 2) AS late_pct
+     FROM events e LEFT JOIN late l ON l.day = e.day AND l.hour = e.hour
+     ORDER BY e.day, e.hour",
+    "SELECT reason, count(*) AS records, min(error) AS example FROM dead_letters
+     GROUP BY reason ORDER BY records DESC, reason",
+    "SELECT user_id, postcode, \"timestamp\", webpage, watermark, day, hour FROM late_page_views ORDER BY user_id",
+    "SELECT count(*) AS n FROM page_views
+     WHERE \"timestamp\" >= '2020-01-01 01:30:00' AND \"timestamp\" < TIMESTAMP '2020-01-01 02:00:00'",
+    "SELECT count(*) AS n FROM page_views WHERE date_trunc('minute', \"timestamp\") = TIMESTAMP '2020-01-01 00:00:00'",
+    "SELECT postcode, count(*) AS n FROM page_views WHERE day = '2020-01-01' AND hour = '02'
+     GROUP BY postcode ORDER BY n DESC, postcode",
+    "SELECT table_name, column_name, data_type FROM information_schema.columns
+     WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
+];
+
+#[test]
+fn a_parquet_root_answers_queries_like_the_json_lines_root_of_the_same_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let (jsonl, parquet) = both_formats(dir.path(), &lines);
+    let (j, p) = (session(&jsonl), session(&parquet));
+    for (jt, pt) in j.catalog().tables.iter().zip(&p.catalog().tables) {
+        assert_eq!((jt.format, pt.format), (TableFormat::Jsonl, TableFormat::Parquet), "{}", pt.name);
+        assert!(pt.files > 0, "{} has Parquet files", pt.name);
+    }
+    for sql in SAME_ANSWER_QUERIES {
+        let want = csv(&j, sql);
+        assert!(want.len() > 1, "{sql}: no rows to compare");
+        assert_eq!(csv(&p, sql), want, "{sql}");
+    }
+    assert_eq!(single_i64(&p, "SELECT sum(views) FROM page_view_aggregates"), 600);
+}
+
+#[test]
+fn a_filter_on_day_and_hour_opens_only_that_partitions_parquet_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let root = dir.path().join("tables");
+    pipeline_to(dir.path(), &lines, WriteFormat::Parquet, &root.display().to_string());
+    assert_hour_01_is_read_alone(&root, ".parquet");
+}
+
+#[test]
+fn the_printed_catalog_of_a_parquet_root_says_parquet_and_reads_in_datafusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let root = dir.path().join("tables");
+    pipeline_to(dir.path(), &lines, WriteFormat::Parquet, &root.display().to_string());
+    // A marker in a Parquet folder (the pipeline writes them too): a Parquet reader cannot
+    // open an empty file, so the DDL's tables must skip it.
+    std::fs::write(root.join("page_views/day=2020-01-01/hour=01/_SUCCESS"), "").unwrap();
+    assert_printed_catalog_reads_like_the_session(&root);
+
+    let out = sql_bin().arg("--output").arg(&root).arg("--print-catalog").output().unwrap();
+    let ddl = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ddl.matches("STORED AS PARQUET").count(), 4, "{ddl}");
+    assert!(ddl.contains(&format!("LOCATION '{}/page_views/';", root.display())), "{ddl}");
+}
+
+#[test]
+fn a_table_holding_both_formats_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jsonl, parquet) = both_formats(dir.path(), &original_example());
+    let file = std::fs::read_dir(parquet.join("page_views/day=2020-01-01/hour=00"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a Parquet file");
+    std::fs::copy(&file, jsonl.join("page_views/day=2020-01-01/hour=00/part-extra.parquet")).unwrap();
+    let root = TableRoot::parse(&jsonl.display().to_string()).unwrap();
+    let err = runtime().block_on(pageviews_sql::Session::open(&root)).err().expect("refused").to_string();
+    assert!(err.contains("page_views") && err.contains("both .jsonl") && err.contains("--format"), "{err}");
+}
+
+#[test]
+fn an_empty_table_of_a_parquet_root_is_read_as_parquet_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tables");
+    pipeline_to(dir.path(), &original_example(), WriteFormat::Parquet, &root.display().to_string());
+    let s = session(&root);
+    // The ten events are all on time: late_page_views has no files, and takes the format of
+    // the root's other tables, so the DDL stays right once the pipeline writes some.
+    let late = s.catalog().table("late_page_views").expect("a catalog table");
+    assert_eq!((late.format, late.files), (TableFormat::Parquet, 0));
+    let result = query(&s, "SELECT * FROM late_page_views");
+    assert_eq!(result.rows(), 0);
+    assert_eq!(result.notes, vec![late.empty_note()]);
+    assert_eq!(catalog::ddl(s.catalog()).matches("STORED AS PARQUET").count(), 4);
+    assert_eq!(
+        csv(&s, "SELECT postcode, sum(views) AS views FROM page_view_aggregates GROUP BY postcode ORDER BY postcode"),
+        ["postcode,views", "SW1A 1AA,5", "W1J 7NT,5"]
+    );
 }

@@ -1,0 +1,110 @@
+//! Helpers shared by the sql crate's integration tests: inputs, pipeline runs into a table
+//! root in either format, and queries whose results come back as CSV lines.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pageviews::event::timestamp::format_timestamp;
+pub use pageviews::sink::Format as WriteFormat;
+use pageviews::{PipelineConfig, Shutdown, SourceConfig};
+use pageviews_sql::{output, QueryResult, Session, TableRoot};
+
+pub const POSTCODES: [&str; 3] = ["SW1A 1AA", "W1J 7NT", "EC1A 1BB"];
+
+/// Milliseconds of 2020-01-01 00:00:00 UTC.
+pub const BASE_MS: i64 = 1_577_836_800_000;
+
+pub fn view(user: i64, postcode: &str, ms: i64) -> String {
+    format!(
+        r#"{{"user_id": {user}, "postcode": "{postcode}", "webpage": "www.website.com/p{}.html", "timestamp": "{}"}}"#,
+        user % 4,
+        format_timestamp(ms)
+    )
+}
+
+/// Runs the pipeline over `lines` into JSON-lines tables and returns the table root.
+pub fn pipeline(dir: &Path, lines: &[String]) -> PathBuf {
+    let out = dir.join("tables");
+    pipeline_to(dir, lines, WriteFormat::Jsonl, &out.display().to_string());
+    out
+}
+
+/// Runs the pipeline over `lines` into `output` (a path or an s3:// URL) in `format`.
+pub fn pipeline_to(dir: &Path, lines: &[String], format: WriteFormat, output: &str) {
+    let input = dir.join(format!("input-{}.jsonl", format.extension()));
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write input");
+    let mut config = PipelineConfig::new(SourceConfig::Files(vec![input.display().to_string()]), output);
+    config.format = format;
+    let summary = pageviews::run(config, Shutdown::default()).expect("pipeline run");
+    assert!(summary.reached_end);
+}
+
+/// Three hours of events, 18 s apart, round-robin over three postcodes; every 50th event
+/// after the first hundred is repeated 20 minutes in the past (late), and three lines are
+/// malformed. Returns the lines and the on-time count per (postcode, window start).
+pub fn three_hours() -> (Vec<String>, BTreeMap<(String, String), i64>) {
+    let mut lines = Vec::new();
+    let mut on_time: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for i in 0..600i64 {
+        let ms = BASE_MS + i * 18_000;
+        let postcode = POSTCODES[(i % 3) as usize];
+        lines.push(view(i, postcode, ms));
+        *on_time.entry((postcode.to_string(), format_timestamp(ms - ms % 60_000))).or_default() += 1;
+        if i % 50 == 49 && i > 100 {
+            lines.push(view(10_000 + i, postcode, ms - 20 * 60_000));
+        }
+        if i % 200 == 7 {
+            lines.push(format!("{{\"user_id\": {i}, \"postcode\":"));
+        }
+    }
+    (lines, on_time)
+}
+
+/// The original Flink job's ten events (see the pipeline's tests/original_example.rs).
+pub fn original_example() -> Vec<String> {
+    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
+    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
+    sw.iter()
+        .zip(w1)
+        .flat_map(|(a, b)| [("SW1A 1AA", *a), ("W1J 7NT", b)])
+        .enumerate()
+        .map(|(i, (p, t))| {
+            format!(
+                r#"{{"user_id": {i}, "postcode": "{p}", "webpage": "www.website.com/index.html", "timestamp": "2020-01-01 {t}"}}"#
+            )
+        })
+        .collect()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
+}
+
+pub fn session(root: &Path) -> Session {
+    session_on(&root.display().to_string())
+}
+
+/// A session on a root given as `--output` would be: a path or an s3:// URL.
+pub fn session_on(url: &str) -> Session {
+    let root = TableRoot::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    runtime().block_on(Session::open(&root)).unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+pub fn query(session: &Session, sql: &str) -> QueryResult {
+    runtime().block_on(session.query(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A query's rows as CSV lines, header first.
+pub fn csv(session: &Session, sql: &str) -> Vec<String> {
+    let result = query(session, sql);
+    let mut out = Vec::new();
+    output::write_batches(&mut out, output::Format::Csv, &result.batches).expect("csv");
+    String::from_utf8(out).expect("utf8").lines().map(str::to_string).collect()
+}
+
+pub fn single_i64(session: &Session, sql: &str) -> i64 {
+    let rows = csv(session, sql);
+    assert_eq!(rows.len(), 2, "{sql}: {rows:?}");
+    rows[1].parse().unwrap_or_else(|e| panic!("{sql}: {:?}: {e}", rows[1]))
+}

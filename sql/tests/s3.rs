@@ -1,0 +1,139 @@
+//! SQL over an s3:// table root: tables the pipeline wrote to an S3-compatible server
+//! answer the same queries as the same input written to local disk, in both formats.
+//!
+//! The server is `PAGEVIEWS_TEST_S3` (an endpoint URL) or the project's moto server, which
+//! `scripts/s3-local start` starts; with neither, the test says so and passes. This file is
+//! its own test binary because the test sets the `AWS_*` variables of its process.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+use pageviews_sql::catalog::TableFormat;
+
+/// The workspace root, where `scripts/` lives and `scripts/s3-local` keeps its state.
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a project script from the workspace root and returns the last line it printed.
+fn script(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(workspace().join("scripts/s3-local"))
+        .args(args)
+        .current_dir(workspace())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().last() {
+        Some(line) if out.status.success() => Ok(line.trim().to_string()),
+        _ => Err(format!("scripts/s3-local {args:?} failed: {}", out.status)),
+    }
+}
+
+/// The server's endpoint, or why there is none.
+fn endpoint() -> Result<String, String> {
+    match std::env::var("PAGEVIEWS_TEST_S3") {
+        Ok(e) => Ok(e),
+        Err(_) => script(&["start"]),
+    }
+}
+
+/// Queries that read every table and its timestamps, partitions and counts.
+const QUERIES: &[&str] = &[
+    "SELECT sum(views) AS views FROM page_view_aggregates",
+    "SELECT postcode, count(*) AS n FROM page_views GROUP BY postcode ORDER BY postcode",
+    "SELECT postcode, window_start, \"window\", views, day, hour FROM page_view_aggregates
+     ORDER BY postcode, window_start",
+    "SELECT date_trunc('hour', \"timestamp\") AS h, count(*) AS n FROM late_page_views GROUP BY 1 ORDER BY 1",
+    "SELECT postcode, count(*) AS n FROM page_views WHERE day = '2020-01-01' AND hour = '01'
+     GROUP BY postcode ORDER BY postcode",
+    "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason",
+];
+
+#[test]
+fn an_s3_root_answers_like_the_local_root_of_the_same_input() {
+    let endpoint = endpoint().unwrap_or_else(|why| {
+        panic!("no S3-compatible server (set PAGEVIEWS_TEST_S3 or fix scripts/s3-local): {why}")
+    });
+    // The pipeline and the SQL client both read these, as `pageviews` and `pageviews sql`
+    // would from a shell.
+    for (key, value) in [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        std::env::set_var(key, value);
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let bucket = format!("pv-sql-{}-{nanos}", std::process::id());
+    script(&["bucket", &bucket]).unwrap_or_else(|e| panic!("create bucket {bucket}: {e}"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    for (format, table_format) in
+        [(WriteFormat::Jsonl, TableFormat::Jsonl), (WriteFormat::Parquet, TableFormat::Parquet)]
+    {
+        let url = format!("s3://{bucket}/x/{}", format.extension());
+        pipeline_to(dir.path(), &lines, format, &url);
+        let local = dir.path().join(format!("local-{}", format.extension()));
+        pipeline_to(dir.path(), &lines, format, &local.display().to_string());
+
+        let (remote, local) = (session_on(&url), session(&local));
+        for table in &remote.catalog().tables {
+            assert_eq!(table.format, table_format, "{url}: {}", table.name);
+            assert!(table.files > 0, "{url}: {} has files", table.name);
+            assert!(table.location.starts_with(&format!("{url}/")), "{}", table.location);
+        }
+        for sql in QUERIES {
+            let want = csv(&local, sql);
+            assert!(want.len() > 1, "{sql}: no rows to compare");
+            assert_eq!(csv(&remote, sql), want, "{url}: {sql}");
+        }
+
+        // The scan of a day/hour filter lists only that folder's objects.
+        let plan =
+            csv(&remote, "EXPLAIN SELECT user_id FROM page_views WHERE day = '2020-01-01' AND hour = '01'")
+                .join("\n");
+        assert!(plan.contains("page_views/day=2020-01-01/hour=01/part-"), "{plan}");
+        assert!(!plan.contains("hour=00") && !plan.contains("hour=02"), "{plan}");
+    }
+
+    // A bucket that does not exist is an error naming the table folder and what to check.
+    let missing = format!("s3://{bucket}-missing/x");
+    let root = pageviews_sql::TableRoot::parse(&missing).unwrap();
+    let err =
+        runtime().block_on(pageviews_sql::Session::open(&root)).err().expect("no such bucket").to_string();
+    assert!(err.contains(&format!("{missing}/page_views/")) && err.contains("AWS_ENDPOINT_URL"), "{err}");
+}
+
+#[test]
+fn s3_settings_that_cannot_work_are_refused_with_what_to_set() {
+    // Only checks of the parsed settings, no requests: these run without a server. Each
+    // case builds its own configuration from these values, not from the process's.
+    let parse = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pageviews-sql"));
+        for key in ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ALLOW_HTTP"] {
+            cmd.env_remove(key);
+        }
+        cmd.envs(vars.iter().copied()).args(["--output", "s3://bucket/x", "-e", "SELECT 1"]);
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{vars:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let no_keys = parse(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:1")]);
+    assert!(no_keys.contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{no_keys}");
+    let half = parse(&[("AWS_ACCESS_KEY_ID", "a")]);
+    assert!(half.contains("AWS_SECRET_ACCESS_KEY"), "{half}");
+    let http = parse(&[
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+        ("AWS_ACCESS_KEY_ID", "a"),
+        ("AWS_SECRET_ACCESS_KEY", "b"),
+    ]);
+    assert!(http.contains("set AWS_ALLOW_HTTP=true"), "{http}");
+}
