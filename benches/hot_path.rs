@@ -1,10 +1,12 @@
-//! Hot-path benchmarks: decode, window count and encode, per batch of generated records.
+//! Hot-path benchmarks: decode, window count and encode (JSON lines and Parquet), per batch
+//! of generated records.
 //!
 //! `cargo bench` prints throughput in records per second (criterion's "elem/s").
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use pageviews::event::decode;
-use pageviews::sink::jsonl;
+use pageviews::sink::parquet::ParquetFile;
+use pageviews::sink::{jsonl, Row, Table};
 use pageviews::source::GeneratorConfig;
 use pageviews::window::TumblingCount;
 
@@ -53,6 +55,15 @@ fn hot_path(c: &mut Criterion) {
                 jsonl::write_view(&mut out, v);
             }
             black_box(out.len())
+        })
+    });
+    group.bench_function("encode_parquet", |b| {
+        b.iter(|| {
+            let mut file = ParquetFile::new(Table::PageViews, 1 << 17).expect("a parquet file");
+            for v in &views {
+                file.push(&Row::View(v)).expect("a page view row");
+            }
+            black_box(file.finish().expect("a finished file").len())
         })
     });
     group.finish();
