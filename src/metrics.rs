@@ -52,8 +52,10 @@ pub struct Metrics {
     pub late_events: Counter,
     /// Rows committed, by table.
     pub rows_committed: Family<TableLabel, Counter>,
-    /// Files committed, by table.
+    /// Files committed and visible, by table.
     pub files_committed: Family<TableLabel, Counter>,
+    /// Files being written (committed rows, not yet visible), by table.
+    pub open_files: Family<TableLabel, Gauge>,
     /// Bytes committed, by table.
     pub bytes_committed: Family<TableLabel, Counter>,
     /// Checkpoints committed.
@@ -87,6 +89,7 @@ impl Metrics {
             late_events: Counter::default(),
             rows_committed: Family::default(),
             files_committed: Family::default(),
+            open_files: Family::default(),
             bytes_committed: Family::default(),
             checkpoints: Counter::default(),
             checkpoint_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -114,7 +117,16 @@ impl Metrics {
             m.late_events.clone(),
         );
         r.register("pageviews_rows_committed", "Rows committed, by table", m.rows_committed.clone());
-        r.register("pageviews_files_committed", "Files committed, by table", m.files_committed.clone());
+        r.register(
+            "pageviews_files_committed",
+            "Files rolled and made visible, by table",
+            m.files_committed.clone(),
+        );
+        r.register(
+            "pageviews_open_files",
+            "Files still being written (their rows are committed, not yet visible), by table",
+            m.open_files.clone(),
+        );
         r.register("pageviews_bytes_committed", "Bytes committed, by table", m.bytes_committed.clone());
         r.register("pageviews_checkpoints", "Checkpoints committed", m.checkpoints.clone());
         r.register(
@@ -142,6 +154,7 @@ impl Metrics {
             let label = TableLabel { table: table.name() };
             let _ = m.rows_committed.get_or_create(&label);
             let _ = m.files_committed.get_or_create(&label);
+            let _ = m.open_files.get_or_create(&label);
             let _ = m.bytes_committed.get_or_create(&label);
         }
         Metrics { registry, ..m }

@@ -643,9 +643,20 @@ impl Pipeline {
         self.source.committed(&manifest.source);
         let elapsed = began.elapsed();
         let m = &self.metrics;
+        // Rows count when their checkpoint commits; files and bytes when they roll.
+        let p = &self.pending;
+        for (table, rows) in [
+            (Table::PageViews, p.page_views),
+            (Table::PageViewAggregates, p.page_view_aggregates),
+            (Table::LatePageViews, p.late_page_views),
+            (Table::DeadLetters, p.dead_letters),
+        ] {
+            m.rows_committed.get_or_create(&TableLabel { table: table.name() }).inc_by(rows);
+            let open = manifest.open.iter().filter(|f| f.table == table).count();
+            m.open_files.get_or_create(&TableLabel { table: table.name() }).set(open as i64);
+        }
         for f in &manifest.files {
             let label = TableLabel { table: f.table.name() };
-            m.rows_committed.get_or_create(&label).inc_by(f.rows);
             m.files_committed.get_or_create(&label).inc();
             m.bytes_committed.get_or_create(&label).inc_by(f.bytes);
         }
