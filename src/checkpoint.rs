@@ -195,13 +195,10 @@ impl Checkpoints {
         let storage = &self.storage;
         storage.block_on(async {
             let completions = manifest.files.iter().map(|f| async move {
-                match storage.complete_upload(&f.upload, &f.parts, f.bytes).await {
-                    Ok(_) => Ok(()),
-                    Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                        Err(CheckpointError::Lost { path: f.path().to_string(), seq: manifest.seq })
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                storage
+                    .complete_upload(&f.upload, &f.parts, f.bytes)
+                    .await
+                    .map_err(lost(f.path(), manifest.seq))
             });
             futures::future::try_join_all(completions).await?;
             let markers =
@@ -229,35 +226,13 @@ impl Checkpoints {
             };
             let mut parts = f.parts.clone();
             if let Some(tail) = &f.tail {
-                let bytes = match storage.get(&Path::from(tail.as_str())).await {
-                    Ok(b) => b,
-                    Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. })
-                        if storage.exists(&path).await? =>
-                    {
-                        return Ok(());
-                    }
-                    Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                        return Err(CheckpointError::Lost { path: tail.clone(), seq: manifest.seq });
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                match storage.put_part(&upload, parts.len(), f.sent, bytes).await {
-                    Ok(id) => parts.push(id),
-                    Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. })
-                        if storage.exists(&path).await? =>
-                    {
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                let bytes =
+                    storage.get(&Path::from(tail.as_str())).await.map_err(lost(tail, manifest.seq))?;
+                let id = storage.put_part(&upload, parts.len(), f.sent, bytes).await;
+                parts.push(id.map_err(lost(&f.path, manifest.seq))?);
             }
-            match storage.complete_upload(&upload, &parts, f.bytes).await {
-                Ok(_) => Ok(()),
-                Err(StorageError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                    Err(CheckpointError::Lost { path: f.path.clone(), seq: manifest.seq })
-                }
-                Err(e) => Err(e.into()),
-            }
+            storage.complete_upload(&upload, &parts, f.bytes).await.map_err(lost(&f.path, manifest.seq))?;
+            Ok::<_, CheckpointError>(())
         });
         futures::future::try_join_all(seals).await?;
         Ok(())
@@ -276,6 +251,17 @@ impl Checkpoints {
             }
         }
         Ok(())
+    }
+}
+
+/// Maps "not found" for an object or upload a committed manifest names to
+/// [`CheckpointError::Lost`]: the output was changed outside pageviews.
+fn lost(path: &str, seq: u64) -> impl FnOnce(StorageError) -> CheckpointError + '_ {
+    move |e| match e {
+        StorageError::Store { source: object_store::Error::NotFound { .. }, .. } => {
+            CheckpointError::Lost { path: path.to_string(), seq }
+        }
+        e => e.into(),
     }
 }
 

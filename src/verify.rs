@@ -149,29 +149,11 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
     let mut newest: HashMap<&str, &Manifest> = HashMap::new();
     let mut window_ms = None;
     for m in &manifests {
-        for f in &m.files {
-            let rec = FileRecord {
-                pipeline: &m.pipeline,
-                seq: m.seq,
-                table: f.table,
-                hour: f.hour,
-                rows: f.rows,
-                bytes: f.bytes,
-                open: false,
-            };
-            latest.insert(f.path(), rec);
-        }
-        for f in &m.open {
-            let rec = FileRecord {
-                pipeline: &m.pipeline,
-                seq: m.seq,
-                table: f.table,
-                hour: f.hour,
-                rows: f.rows,
-                bytes: f.bytes,
-                open: true,
-            };
-            latest.insert(f.path.as_str(), rec);
+        let rolled = m.files.iter().map(|f| (f.path(), f.table, f.hour, f.rows, f.bytes, false));
+        let open = m.open.iter().map(|f| (f.path.as_str(), f.table, f.hour, f.rows, f.bytes, true));
+        for (path, table, hour, rows, bytes, open) in rolled.chain(open) {
+            let (pipeline, seq) = (m.pipeline.as_str(), m.seq);
+            latest.insert(path, FileRecord { pipeline, seq, table, hour, rows, bytes, open });
         }
         let slot = newest.entry(m.pipeline.as_str()).or_insert(m);
         if m.seq > slot.seq {

@@ -135,8 +135,9 @@ pub struct WindowCount {
 
 /// FNV-1a: postcodes are short and not attacker-chosen in a way that matters for a
 /// per-window map, and SipHash was a visible share of the per-record cost.
+/// Also hashes the Parquet writer's per-file labels, for the same reason.
 #[derive(Default)]
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {

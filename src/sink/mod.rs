@@ -546,11 +546,6 @@ impl TableWriter {
         self.next_file = 0;
         Ok(out)
     }
-
-    /// Rows buffered or being closed: something the next checkpoint must record.
-    pub fn has_pending(&self) -> bool {
-        !self.open.is_empty() || !self.closing.is_empty()
-    }
 }
 
 /// Waits for up to `wait_for` pending parts, oldest first. Returns the ids of the settled

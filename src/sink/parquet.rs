@@ -39,7 +39,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -59,7 +59,7 @@ use parquet::schema::types::{ColumnDescriptor, ColumnPath, SchemaDescriptor, Typ
 use super::{Row, Table};
 use crate::event::timestamp::{write_timestamp, MAX_MS, MIN_MS};
 use crate::event::{write_json_str, PageView};
-use crate::window::WindowCount;
+use crate::window::{Fnv, WindowCount};
 
 /// File extension of Parquet table files.
 pub const EXTENSION: &str = "parquet";
@@ -235,23 +235,6 @@ fn properties(table: Table) -> WriterProperties {
         }
     }
     props.build()
-}
-
-/// FNV-1a: labels are short, and SipHash would be a visible share of a row's cost.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
 }
 
 /// The distinct labels of one file, each stored once: buffered rows hold a `u32` index, and
@@ -448,9 +431,10 @@ impl ParquetFile {
     /// upper bound for roll-by-size decisions, not a forecast.
     pub fn buffered_bytes(&self) -> usize {
         let b = &self.buffered;
-        b.ints.iter().map(|v| v.len() * 8).sum::<usize>()
-            + b.labels.iter().map(|v| v.len() * 4).sum::<usize>()
-            + b.texts.iter().map(|t| t.bytes.len() + t.ends.len() * 8).sum::<usize>()
+        // Every row adds one value to each int and label column: a fixed width. Only text
+        // columns (dead letters) vary.
+        let fixed = b.ints.len() * 8 + b.labels.len() * 4 + b.texts.len() * 8;
+        b.rows * fixed + b.texts.iter().map(|t| t.bytes.len()).sum::<usize>()
     }
 
     /// Rows pushed into the file, buffered or encoded.

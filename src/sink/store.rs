@@ -232,19 +232,6 @@ impl Storage {
         res.bytes().await.map_err(StorageError::store("read", path))
     }
 
-    /// Moves an object. Returns false when `from` is gone and `to` exists: the move already
-    /// happened, which makes publishing idempotent.
-    pub async fn rename(&self, from: &Path, to: &Path) -> Result<bool, StorageError> {
-        match self.store.rename(from, to).await {
-            Ok(()) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => match self.store.head(to).await {
-                Ok(_) => Ok(false),
-                Err(source) => Err(StorageError::Store { op: "publish", path: from.to_string(), source }),
-            },
-            Err(source) => Err(StorageError::Store { op: "rename", path: from.to_string(), source }),
-        }
-    }
-
     /// Lists every object under `prefix` (recursively), as paths.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>, StorageError> {
         let metas: Vec<_> =
