@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::event::timestamp::parse_timestamp;
 use crate::pipeline::{PipelineConfig, SourceConfig};
 use crate::source::{GeneratorConfig, KafkaConfig};
+use pageviews_core::time::parse_timestamp;
 
 /// Turns page-view events into two consistent, Hive-partitioned tables: every raw event,
 /// and views per postcode per event-time window — exactly once, even across crashes.
@@ -283,23 +283,6 @@ impl DatagenArgs {
             options: self.kafka_options,
         })
     }
-}
-
-/// An error and its causes on one line, leaving out a cause whose text the message before
-/// it already carries (object_store, rdkafka and DataFusion repeat their sources in their
-/// own messages). Both binaries print their errors with it.
-pub fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 /// Parses `key=value` (the value may itself hold `=`).

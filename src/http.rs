@@ -29,7 +29,7 @@ pub struct Status {
     /// Last committed checkpoint.
     pub last_checkpoint: Option<u64>,
     /// Committed totals.
-    pub totals: crate::checkpoint::Totals,
+    pub totals: pageviews_core::commit::Totals,
     /// The error that stopped the pipeline, if any.
     pub error: Option<String>,
 }

@@ -7,15 +7,15 @@
 //!                                     └── (decode errors) dead letters ┘    + source positions
 //! ```
 //!
-//! The binary is a thin shell over [`pipeline::run`]; tests call the same function. The
+//! The binary is a thin shell over [`pipeline::start`]; tests call the same function. The
 //! guarantees (exactly once across both tables, late data never lost, bad input never
-//! fatal) are stated in `DESIGN.md` §4 and enforced by the checkpoint protocol in
-//! [`checkpoint`].
+//! fatal) are stated in `ARCHITECTURE.md` and enforced by the commit protocol in
+//! `pageviews_core::commit`, which this crate shares with the SQL client.
 
 #![warn(missing_docs)]
 
-pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod datagen;
 pub mod event;
 pub mod http;
@@ -26,4 +26,5 @@ pub mod source;
 pub mod verify;
 pub mod window;
 
-pub use pipeline::{run, PipelineConfig, Shutdown, SourceConfig, Summary};
+pub use pageviews_core as core;
+pub use pipeline::{run, start, PipelineConfig, RunHandle, Shutdown, SourceConfig, Summary};

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", pageviews::cli::error_chain(&e));
+            eprintln!("error: {}", pageviews::core::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -29,7 +29,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = args.into_config()?;
             let shutdown = Shutdown::default();
             watch_signals(shutdown.clone());
-            let summary = pageviews::run(config, shutdown)?;
+            let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new());
+            let summary = pageviews::start(config, shutdown, metrics)?.join()?;
             tracing::debug!(?summary, "run finished");
             Ok(())
         }
@@ -43,7 +44,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(args) => exec_sql(&args.args),
         Command::Verify(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            let storage = pageviews::sink::Storage::open(&args.output, rt.handle().clone())?;
+            let storage = pageviews::core::storage::Storage::open(&args.output, rt.handle().clone())?;
             let report = pageviews::verify::verify(&storage)?;
             println!("{report}");
             if !report.is_clean() {

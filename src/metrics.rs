@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::event::Reason;
-use crate::sink::Table;
+use pageviews_core::table::Table;
 
 /// Label set naming a table.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

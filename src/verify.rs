@@ -21,11 +21,11 @@ use object_store::path::Path;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::checkpoint::{Manifest, Totals};
 use crate::event::decode;
-use crate::event::timestamp::{format_timestamp, parse_timestamp};
-use crate::sink::partition::{hour_of, partition_dir};
-use crate::sink::{Storage, StorageError, Table};
+use pageviews_core::commit::{Manifest, Totals};
+use pageviews_core::storage::{Storage, StorageError};
+use pageviews_core::table::Table;
+use pageviews_core::time::{format_timestamp, hour_of, parse_timestamp, partition_dir};
 
 /// Why the audit itself could not run (as opposed to finding violations).
 #[derive(Debug, Error)]

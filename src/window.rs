@@ -11,24 +11,17 @@
 //! Time is a parameter: idleness is judged against the `now_ms` the caller passes in.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 
-use serde::{Deserialize, Serialize};
+use rustc_hash::FxBuildHasher;
 
-/// The watermark before any event: nothing is late yet.
-pub const NO_WATERMARK: i64 = i64::MIN;
+pub use pageviews_core::commit::{PartitionTime, WindowCount, NO_WATERMARK};
 
-/// One partition's event-time progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionTime {
-    /// Highest event time delivered, UTC ms; `None` before the first record.
-    pub max_event_ms: Option<i64>,
-    /// The partition will deliver nothing more.
-    pub finished: bool,
-    /// Processing time of the last record (not persisted: idleness restarts on recovery).
-    #[serde(skip)]
+/// One partition's event-time progress while running: what the checkpoint keeps, plus when
+/// its last record came (not persisted: idleness restarts on recovery).
+#[derive(Debug, Clone)]
+struct Progress {
+    time: PartitionTime,
     last_seen_ms: u64,
-    #[serde(skip)]
     assigned: bool,
 }
 
@@ -37,7 +30,7 @@ pub struct PartitionTime {
 pub struct Watermarks {
     delay_ms: i64,
     idle_timeout_ms: u64,
-    parts: BTreeMap<u32, PartitionTime>,
+    parts: BTreeMap<u32, Progress>,
     current: i64,
 }
 
@@ -48,7 +41,11 @@ impl Watermarks {
         idle_timeout_ms: u64,
         restored: Option<(i64, BTreeMap<u32, PartitionTime>)>,
     ) -> Self {
-        let (current, parts) = restored.unwrap_or((NO_WATERMARK, BTreeMap::new()));
+        let (current, times) = restored.unwrap_or((NO_WATERMARK, BTreeMap::new()));
+        let parts = times
+            .into_iter()
+            .map(|(p, time)| (p, Progress { time, last_seen_ms: 0, assigned: false }))
+            .collect();
         Watermarks { delay_ms, idle_timeout_ms, parts, current }
     }
 
@@ -57,9 +54,9 @@ impl Watermarks {
         self.current
     }
 
-    /// Per-partition state, for the checkpoint.
-    pub fn partitions(&self) -> &BTreeMap<u32, PartitionTime> {
-        &self.parts
+    /// Per-partition progress, for the checkpoint.
+    pub fn partitions(&self) -> BTreeMap<u32, PartitionTime> {
+        self.parts.iter().map(|(p, progress)| (*p, progress.time.clone())).collect()
     }
 
     /// A partition starts delivering; idleness is measured from `now_ms`.
@@ -77,13 +74,12 @@ impl Watermarks {
 
     /// A partition is done and stops holding the watermark back.
     pub fn finish(&mut self, partition: u32) {
-        self.part(partition).finished = true;
+        self.part(partition).time.finished = true;
     }
 
-    fn part(&mut self, partition: u32) -> &mut PartitionTime {
-        self.parts.entry(partition).or_insert(PartitionTime {
-            max_event_ms: None,
-            finished: false,
+    fn part(&mut self, partition: u32) -> &mut Progress {
+        self.parts.entry(partition).or_insert(Progress {
+            time: PartitionTime::default(),
             last_seen_ms: 0,
             assigned: false,
         })
@@ -95,10 +91,10 @@ impl Watermarks {
         let p = self.part(partition);
         p.last_seen_ms = now_ms;
         p.assigned = true;
-        match p.max_event_ms {
+        match p.time.max_event_ms {
             Some(max) if max >= event_ms => false,
             _ => {
-                p.max_event_ms = Some(event_ms);
+                p.time.max_event_ms = Some(event_ms);
                 true
             }
         }
@@ -109,10 +105,10 @@ impl Watermarks {
         let mut min: Option<i64> = None;
         for p in self.parts.values() {
             let idle = now_ms.saturating_sub(p.last_seen_ms) >= self.idle_timeout_ms;
-            if !p.assigned || p.finished || idle {
+            if !p.assigned || p.time.finished || idle {
                 continue;
             }
-            let wm = p.max_event_ms.map_or(NO_WATERMARK, |m| m.saturating_sub(self.delay_ms));
+            let wm = p.time.max_event_ms.map_or(NO_WATERMARK, |m| m.saturating_sub(self.delay_ms));
             min = Some(min.map_or(wm, |x: i64| x.min(wm)));
         }
         if let Some(wm) = min {
@@ -122,37 +118,9 @@ impl Watermarks {
     }
 }
 
-/// A closed window's count for one postcode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowCount {
-    /// Window end (exclusive), UTC ms; the start is `end - size`.
-    pub end: i64,
-    /// The postcode.
-    pub postcode: String,
-    /// Events counted.
-    pub views: u64,
-}
-
-/// FNV-1a: postcodes are short and not attacker-chosen in a way that matters for a
-/// per-window map, and SipHash was a visible share of the per-record cost.
-/// Also hashes the Parquet writer's per-file labels, for the same reason.
-#[derive(Default)]
-pub(crate) struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type Counts = HashMap<Box<str>, u64, BuildHasherDefault<Fnv>>;
+/// Postcodes are short and not attacker-chosen in a way that matters for a per-window map,
+/// and SipHash was a visible share of the per-record cost: FxHash instead.
+type Counts = HashMap<Box<str>, u64, FxBuildHasher>;
 
 /// Tumbling, epoch-aligned counts per postcode.
 #[derive(Debug, Clone)]

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka::*;
 use common::*;
 use pageviews::source::GeneratorConfig;
+use pageviews_testkit::kafka::*;
 
 /// The pipeline binary reading `topic`, committing every `interval`; stderr goes to `log`.
 fn spawn_run(brokers: &str, topic: &str, group: &str, out: &Path, interval: &str, extra: &[&str]) -> Child {
@@ -71,14 +71,6 @@ fn assert_exactly_once(out: &Path, streams: &[(GeneratorConfig, f64)]) -> usize 
 fn newest_manifest(out: &Path) -> serde_json::Value {
     let newest = files(&out.join("_checkpoints")).into_iter().last().expect("a manifest");
     serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap()
-}
-
-/// The address the pipeline serves metrics on, from its log line.
-fn served_at(log: &str) -> Option<std::net::SocketAddr> {
-    let line = log.lines().find(|l| l.contains("serving /metrics"))?;
-    let at = line.rfind("127.0.0.1:")?;
-    let port: String = line[at + "127.0.0.1:".len()..].chars().take_while(char::is_ascii_digit).collect();
-    format!("127.0.0.1:{port}").parse().ok()
 }
 
 fn kill_budget() -> usize {
@@ -199,13 +191,8 @@ fn sigterm_takes_a_final_checkpoint_and_commits_its_offsets_to_the_group() {
         let (topic, stream) = (topic.clone(), stream.clone());
         std::thread::spawn(move || produce(&topic, stream, 0.0))
     };
-    let mut child = spawn_run(broker(), &topic, &group, &out, "2s", &["--http", "127.0.0.1:0"]);
-    let mut http = None;
-    wait_for("the metrics address in the log", Duration::from_secs(30), || {
-        http = served_at(&log_text(&out));
-        http.is_some()
-    });
-    let http = http.unwrap();
+    let http = free_loopback_addr();
+    let mut child = spawn_run(broker(), &topic, &group, &out, "2s", &["--http", &http.to_string()]);
     wait_for("the first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
     // SIGTERM while records read since the last checkpoint wait for the next one.
     let mut read = 0.0;

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::kafka::*;
 use common::*;
 use pageviews::Shutdown;
+use pageviews_testkit::kafka::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -55,11 +55,9 @@ fn records_from_kafkas_own_console_producer_are_read_the_same_way() {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
-    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
     {
         let stdin = producer.stdin.as_mut().unwrap();
-        for (i, (a, b)) in sw.iter().zip(w1).enumerate() {
+        for (i, (a, b)) in SW1A_1AA.iter().zip(W1J_7NT).enumerate() {
             writeln!(stdin, "{}", view(i as i64, "SW1A 1AA", &format!("2020-01-01 {a}"))).unwrap();
             writeln!(stdin, "{}", view(i as i64, "W1J 7NT", &format!("2020-01-01 {b}"))).unwrap();
         }

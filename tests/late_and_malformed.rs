@@ -9,10 +9,7 @@ fn late_events_go_to_both_page_views_and_late_page_views_and_never_change_a_coun
     let dir = tempfile::tempdir().unwrap();
     // The original example grouped by postcode: once SW1A 1AA reaches 00:01:53 the watermark
     // (00:01:48) has closed the first window, so W1J 7NT's 00:00:03 and 00:00:08 are late.
-    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
-    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
-    let mut lines: Vec<String> = sw.iter().map(|t| view(1, "SW1A 1AA", &format!("2020-01-01 {t}"))).collect();
-    lines.extend(w1.iter().map(|t| view(2, "W1J 7NT", &format!("2020-01-01 {t}"))));
+    let lines = original_example_grouped_lines();
     let input = write_input(dir.path(), "grouped.jsonl", &lines);
     let out = dir.path().join("out");
     let summary = run_files(&[input], &out, |_| {});

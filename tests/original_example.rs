@@ -4,24 +4,13 @@ mod common;
 
 use common::*;
 
-/// The original example's ten events, alternating between the two postcodes.
-fn interleaved() -> Vec<(&'static str, &'static str)> {
-    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
-    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
-    sw.iter().zip(w1).flat_map(|(a, b)| [("SW1A 1AA", *a), ("W1J 7NT", b)]).collect()
-}
-
 #[test]
 fn the_originals_ten_events_give_its_counts_in_hour_zero() {
     let dir = tempfile::tempdir().unwrap();
     // The two postcodes' events interleaved, as they arrive from a topic keyed by postcode.
     // (Read grouped, one after the other, W1J 7NT's first two would be late: see
     // `late_page_views.rs`.)
-    let lines: Vec<String> = interleaved()
-        .iter()
-        .enumerate()
-        .map(|(i, (p, t))| view(i as i64, p, &format!("2020-01-01 {t}")))
-        .collect();
+    let lines = original_example_lines();
     let input = write_input(dir.path(), "example.jsonl", &lines);
     let out = dir.path().join("out");
     let summary = run_files(&[input], &out, |_| {});
@@ -125,8 +114,8 @@ fn stdin_is_read_like_a_file() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    for (i, (p, t)) in interleaved().iter().enumerate() {
-        writeln!(stdin, "{}", view(i as i64, p, &format!("2020-01-01 {t}"))).unwrap();
+    for line in original_example_lines() {
+        writeln!(stdin, "{line}").unwrap();
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());

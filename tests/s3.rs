@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use object_store::path::Path as ObjectPath;
-use pageviews::checkpoint::Manifest;
-use pageviews::sink::{Storage, Table};
+use pageviews::core::commit::Manifest;
+use pageviews::core::storage::Storage;
+use pageviews::core::table::Table;
 
 /// Every object under the root, relative to it.
 fn objects(rt: &tokio::runtime::Runtime, storage: &Storage) -> Vec<String> {
@@ -85,8 +86,15 @@ fn run_args<'a>(output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// `pageviews` with the test server's `AWS_*` settings.
+fn s3_bin() -> std::process::Command {
+    let mut cmd = bin();
+    s3::envs(&mut cmd);
+    cmd
+}
+
 fn run_to_end(args: &[&str]) {
-    let out = bin().args(args).stderr(Stdio::piped()).output().expect("run pageviews");
+    let out = s3_bin().args(args).stderr(Stdio::piped()).output().expect("run pageviews");
     assert!(out.status.success(), "pageviews {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -129,7 +137,7 @@ fn a_run_to_s3_commits_tables_equal_to_a_local_run_and_verifies_there() {
         assert!(objects.iter().any(|o| o == "page_views/day=2020-01-01/hour=00/_SUCCESS"), "{objects:?}");
         assert!(uploads(&rt, &storage).is_empty(), "{format}: no upload left open");
 
-        let cli = bin().args(["verify", "--output", &url]).output().unwrap();
+        let cli = s3_bin().args(["verify", "--output", &url]).output().unwrap();
         assert!(cli.status.success(), "pageviews verify on S3: {}", String::from_utf8_lossy(&cli.stdout));
     }
 }
@@ -144,7 +152,7 @@ fn kill_9_with_a_multipart_upload_open_recovers_exactly_once_and_aborts_the_orph
         ["--count", "300000", "--rate", "50000", "--checkpoint-interval", "500ms", "--part-size", "5MiB"];
     let args = run_args(&url, &extra);
     let (rt, storage) = s3::storage(&url);
-    let mut child = bin().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = s3_bin().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Kill once a checkpoint records an open file with uploaded parts.
     wait_for("a checkpoint with an open multipart upload", Duration::from_secs(60), || {
         newest_manifest(&rt, &storage)

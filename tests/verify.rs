@@ -11,10 +11,7 @@ use pageviews::verify::Report;
 /// postcode (W1J 7NT's first two events are late) plus one malformed record.
 fn committed_run() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
-    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
-    let mut lines: Vec<String> = sw.iter().map(|t| view(1, "SW1A 1AA", &format!("2020-01-01 {t}"))).collect();
-    lines.extend(w1.iter().map(|t| view(2, "W1J 7NT", &format!("2020-01-01 {t}"))));
+    let mut lines = original_example_grouped_lines();
     lines.push(r#"{"user_id": 1,"#.to_string());
     let input = write_input(dir.path(), "in.jsonl", &lines);
     let out = dir.path().join("out");

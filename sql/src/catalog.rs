@@ -32,145 +32,61 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::SessionContext;
+use pageviews_core::table::{ColumnType, Format, Table};
 use thiserror::Error;
 
 pub use crate::root::TableRoot;
 
-/// The partition columns, outermost first, as they appear in the folder names.
-pub const PARTITION_COLUMNS: [&str; 2] = ["day", "hour"];
+pub use pageviews_core::table::PARTITION_COLUMNS;
 
-/// The format of a table's files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TableFormat {
-    /// JSON lines, `.jsonl`.
-    Jsonl,
-    /// Parquet, `.parquet`.
-    Parquet,
-}
+/// The format of a table's files (the pipeline's `--format`).
+pub type TableFormat = Format;
 
-impl TableFormat {
-    /// Both formats, in the order a file's name is tested against them.
-    pub const ALL: [TableFormat; 2] = [TableFormat::Jsonl, TableFormat::Parquet];
-
-    /// The extension of the committed files, with its dot.
-    pub fn extension(self) -> &'static str {
-        match self {
-            TableFormat::Jsonl => ".jsonl",
-            TableFormat::Parquet => ".parquet",
-        }
-    }
-
-    /// The format's name in `STORED AS`.
-    fn stored_as(self) -> &'static str {
-        match self {
-            TableFormat::Jsonl => "JSON",
-            TableFormat::Parquet => "PARQUET",
-        }
-    }
-
-    fn file_format(self) -> Arc<dyn FileFormat> {
-        match self {
-            TableFormat::Jsonl => Arc::new(JsonFormat::default()),
-            // Plain Utf8 rather than DataFusion's default string views: the declared
-            // columns are Utf8, as for JSON lines, so no batch needs a cast.
-            TableFormat::Parquet => Arc::new(ParquetFormat::default().with_force_view_types(false)),
-        }
+/// How DataFusion reads a format.
+fn file_format(format: Format) -> Arc<dyn FileFormat> {
+    match format {
+        Format::Jsonl => Arc::new(JsonFormat::default()),
+        // Plain Utf8 rather than DataFusion's default string views: the declared
+        // columns are Utf8, as for JSON lines, so no batch needs a cast.
+        Format::Parquet => Arc::new(ParquetFormat::default().with_force_view_types(false)),
     }
 }
 
-/// A column's type, in the few kinds the tables use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    /// A 64-bit integer.
-    BigInt,
-    /// Text.
-    Varchar,
-    /// Milliseconds since the epoch, UTC, without a time zone attached.
-    Timestamp,
-}
-
-impl ColumnType {
-    fn arrow(self) -> DataType {
-        match self {
-            ColumnType::BigInt => DataType::Int64,
-            ColumnType::Varchar => DataType::Utf8,
-            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
-        }
-    }
-
-    fn sql(self) -> &'static str {
-        match self {
-            ColumnType::BigInt => "BIGINT",
-            ColumnType::Varchar => "VARCHAR",
-            ColumnType::Timestamp => "TIMESTAMP(3)",
-        }
+/// The format's name in `STORED AS`.
+fn stored_as(format: Format) -> &'static str {
+    match format {
+        Format::Jsonl => "JSON",
+        Format::Parquet => "PARQUET",
     }
 }
 
-/// One table of the catalog.
-#[derive(Debug, Clone, Copy)]
-pub struct TableDef {
-    /// The table's name, which is also its folder under the root.
-    pub name: &'static str,
-    /// Its data columns (the partition columns come after them), as written by the pipeline.
-    pub columns: &'static [(&'static str, ColumnType)],
+/// The committed files' extension, with its dot.
+fn dot_extension(format: Format) -> String {
+    format!(".{}", format.extension())
 }
 
-use ColumnType::{BigInt, Timestamp, Varchar};
-
-/// page_views, page_view_aggregates, late_page_views and dead_letters, with the columns
-/// the pipeline's `src/sink/jsonl.rs` and `src/sink/parquet.rs` write.
-pub const TABLES: [TableDef; 4] = [
-    TableDef {
-        name: "page_views",
-        columns: &[
-            ("user_id", BigInt),
-            ("postcode", Varchar),
-            ("timestamp", Timestamp),
-            ("webpage", Varchar),
-        ],
-    },
-    TableDef {
-        name: "page_view_aggregates",
-        columns: &[
-            ("postcode", Varchar),
-            ("window_start", Timestamp),
-            ("window", Timestamp),
-            ("views", BigInt),
-        ],
-    },
-    TableDef {
-        name: "late_page_views",
-        columns: &[
-            ("user_id", BigInt),
-            ("postcode", Varchar),
-            ("timestamp", Timestamp),
-            ("webpage", Varchar),
-            ("watermark", Timestamp),
-        ],
-    },
-    TableDef {
-        name: "dead_letters",
-        columns: &[
-            ("payload", Varchar),
-            ("payload_encoding", Varchar),
-            ("reason", Varchar),
-            ("error", Varchar),
-            ("source", Varchar),
-            ("partition", BigInt),
-            ("offset", BigInt),
-            ("received_at", Timestamp),
-        ],
-    },
-];
-
-impl TableDef {
-    /// The Arrow schema of the files' columns (without the partition columns).
-    pub fn file_schema(&self) -> Schema {
-        Schema::new(
-            self.columns.iter().map(|(name, ty)| Field::new(*name, ty.arrow(), true)).collect::<Vec<_>>(),
-        )
+fn arrow_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::BigInt => DataType::Int64,
+        ColumnType::Varchar => DataType::Utf8,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
     }
+}
+
+fn sql_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::BigInt => "BIGINT",
+        ColumnType::Varchar => "VARCHAR",
+        ColumnType::Timestamp => "TIMESTAMP(3)",
+    }
+}
+
+/// The Arrow schema of a table's files (without the partition columns): the columns the
+/// pipeline writes, from their one definition in `pageviews_core::table`.
+pub fn file_schema(table: Table) -> Schema {
+    Schema::new(
+        table.columns().iter().map(|c| Field::new(c.name, arrow_type(c.ty), true)).collect::<Vec<_>>(),
+    )
 }
 
 /// Why the catalog could not be built.
@@ -246,7 +162,7 @@ impl TableStatus {
 pub struct Catalog {
     /// The root they were registered from.
     pub root: TableRoot,
-    /// One entry per table, in [`TABLES`] order.
+    /// One entry per table, in `Table::ALL` order.
     pub tables: Vec<TableStatus>,
 }
 
@@ -258,19 +174,19 @@ impl Catalog {
 
     /// Finds the tables under `root` and their formats, without registering them.
     pub async fn discover(root: &TableRoot) -> Result<Catalog, CatalogError> {
-        let mut found = Vec::with_capacity(TABLES.len());
-        for def in TABLES {
-            let counts = count_committed_files(root, def.name).await?;
-            let location = root.location(def.name);
+        let mut found = Vec::with_capacity(Table::ALL.len());
+        for def in Table::ALL {
+            let counts = count_committed_files(root, def.name()).await?;
+            let location = root.location(def.name());
             let [jsonl, parquet] = counts;
             if jsonl > 0 && parquet > 0 {
-                return Err(CatalogError::MixedFormats { table: def.name, location, jsonl, parquet });
+                return Err(CatalogError::MixedFormats { table: def.name(), location, jsonl, parquet });
             }
-            let format = TableFormat::ALL.into_iter().zip(counts).find(|(_, n)| *n > 0);
-            found.push((def.name, location, format));
+            let format = Format::ALL.into_iter().zip(counts).find(|(_, n)| *n > 0);
+            found.push((def.name(), location, format));
         }
         let root_format =
-            found.iter().find_map(|(_, _, f)| f.map(|(format, _)| format)).unwrap_or(TableFormat::Jsonl);
+            found.iter().find_map(|(_, _, f)| f.map(|(format, _)| format)).unwrap_or(Format::Jsonl);
         let tables = found
             .into_iter()
             .map(|(name, location, format)| {
@@ -284,8 +200,8 @@ impl Catalog {
 
 /// Listing options for a table in `format`: its extension only, partitioned by day and hour.
 fn listing_options(format: TableFormat) -> ListingOptions {
-    ListingOptions::new(format.file_format())
-        .with_file_extension(format.extension())
+    ListingOptions::new(file_format(format))
+        .with_file_extension(dot_extension(format))
         .with_table_partition_cols(
             PARTITION_COLUMNS.iter().map(|c| (c.to_string(), DataType::Utf8)).collect(),
         )
@@ -297,25 +213,25 @@ fn listing_options(format: TableFormat) -> ListingOptions {
 pub async fn register(ctx: &SessionContext, root: &TableRoot) -> Result<Catalog, CatalogError> {
     root.register_store(ctx);
     let catalog = Catalog::discover(root).await?;
-    for (def, status) in TABLES.iter().zip(&catalog.tables) {
+    for (def, status) in Table::ALL.iter().zip(&catalog.tables) {
         let err =
-            |source| CatalogError::Register { table: def.name, location: status.location.clone(), source };
+            |source| CatalogError::Register { table: def.name(), location: status.location.clone(), source };
         let url = ListingTableUrl::parse(&status.location).map_err(err)?;
         let config = ListingTableConfig::new(url)
             .with_listing_options(listing_options(status.format))
-            .with_schema(Arc::new(def.file_schema()));
+            .with_schema(Arc::new(file_schema(*def)));
         let table = ListingTable::try_new(config).map_err(err)?;
-        ctx.register_table(def.name, Arc::new(table)).map_err(err)?;
+        ctx.register_table(def.name(), Arc::new(table)).map_err(err)?;
     }
     Ok(catalog)
 }
 
-/// Committed files of `table` under `root`, per format in [`TableFormat::ALL`] order.
+/// Committed files of `table` under `root`, per format in `Format::ALL` order.
 pub async fn count_committed_files(root: &TableRoot, table: &str) -> Result<[usize; 2], CatalogError> {
     let mut counts = [0; 2];
     for file in root.list_files(table).await? {
-        for (count, format) in counts.iter_mut().zip(TableFormat::ALL) {
-            if file.ends_with(format.extension()) {
+        for (count, format) in counts.iter_mut().zip(Format::ALL) {
+            if file.ends_with(&dot_extension(format)) {
                 *count += 1;
             }
         }
@@ -353,14 +269,14 @@ pub fn ddl(catalog: &Catalog) -> String {
     if catalog.root.is_s3() {
         let _ = writeln!(out, "-- s3:// locations: the reading engine needs the same AWS_* settings.");
     }
-    for (def, status) in TABLES.iter().zip(&catalog.tables) {
-        let _ = writeln!(out, "\nCREATE EXTERNAL TABLE {} (", def.name);
+    for (def, status) in Table::ALL.iter().zip(&catalog.tables) {
+        let _ = writeln!(out, "\nCREATE EXTERNAL TABLE {} (", def.name());
         let mut columns: Vec<String> =
-            def.columns.iter().map(|(name, ty)| format!("  {} {}", ident(name), ty.sql())).collect();
+            def.columns().iter().map(|c| format!("  {} {}", ident(c.name), sql_type(c.ty))).collect();
         columns.extend(PARTITION_COLUMNS.iter().map(|c| format!("  {c} VARCHAR")));
         let _ = writeln!(out, "{}", columns.join(",\n"));
         let _ = writeln!(out, ")");
-        let _ = writeln!(out, "STORED AS {}", status.format.stored_as());
+        let _ = writeln!(out, "STORED AS {}", stored_as(status.format));
         let _ = writeln!(out, "PARTITIONED BY ({})", PARTITION_COLUMNS.join(", "));
         let _ = writeln!(out, "LOCATION '{}';", status.location.replace('\'', "''"));
     }
@@ -373,9 +289,14 @@ mod tests {
 
     fn catalog(format: TableFormat) -> Catalog {
         let root = TableRoot::parse("/tmp/tables").unwrap();
-        let tables = TABLES
+        let tables = Table::ALL
             .iter()
-            .map(|def| TableStatus { name: def.name, location: root.location(def.name), format, files: 0 })
+            .map(|def| TableStatus {
+                name: def.name(),
+                location: root.location(def.name()),
+                format,
+                files: 0,
+            })
             .collect();
         Catalog { root, tables }
     }
@@ -386,9 +307,9 @@ mod tests {
             [(TableFormat::Jsonl, "STORED AS JSON"), (TableFormat::Parquet, "STORED AS PARQUET")]
         {
             let ddl = ddl(&catalog(format));
-            for def in TABLES {
-                assert!(ddl.contains(&format!("CREATE EXTERNAL TABLE {} (", def.name)), "{ddl}");
-                assert!(ddl.contains(&format!("LOCATION '/tmp/tables/{}/';", def.name)), "{ddl}");
+            for def in Table::ALL {
+                assert!(ddl.contains(&format!("CREATE EXTERNAL TABLE {} (", def.name())), "{ddl}");
+                assert!(ddl.contains(&format!("LOCATION '/tmp/tables/{}/';", def.name())), "{ddl}");
             }
             assert_eq!(ddl.matches("PARTITIONED BY (day, hour)").count(), 4);
             assert_eq!(ddl.matches(stored).count(), 4, "{ddl}");

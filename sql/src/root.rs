@@ -1,10 +1,11 @@
 //! The table root: where `pageviews run --output` wrote the tables, on local disk or in an S3
 //! bucket, and the object store that lists its files.
 //!
-//! The root is parsed the way the pipeline parses `--output`: a plain path, a `file://` URL
-//! or `s3://bucket/prefix`. An S3 root is configured the AWS way, from `AWS_*` variables read
-//! once here, when the root is parsed; its store is registered in the session's runtime so
-//! that DataFusion reads the tables through the same client that listed them.
+//! The root is parsed by the same code as the pipeline's `--output` (`pageviews_core::storage`):
+//! a plain path, a `file://` URL or `s3://bucket/prefix`. An S3 root is configured the AWS way,
+//! from `AWS_*` variables read once, when the root is parsed, and refused up front when the
+//! settings cannot work; its store is registered in the session's runtime so that DataFusion
+//! reads the tables through the same client that listed them.
 
 use std::path::{Component, PathBuf};
 use std::sync::Arc;
@@ -12,16 +13,12 @@ use std::sync::Arc;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ClientConfigKey, ObjectStore};
+use object_store::ObjectStore;
+use pageviews_core::storage::{s3_client, Location, S3Env, StorageError, S3_SETTINGS};
 
 use crate::catalog::CatalogError;
-
-/// What to set for an S3 root, shown with every S3 configuration or listing error.
-const S3_SETTINGS: &str = "set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION, and for an \
-     S3-compatible server AWS_ENDPOINT_URL (plus AWS_ALLOW_HTTP=true for plain http)";
 
 /// The table root: a local directory or an S3 bucket and prefix.
 #[derive(Debug, Clone)]
@@ -40,21 +37,36 @@ pub struct TableRoot {
 }
 
 impl TableRoot {
-    /// Parses `--output` the way `pageviews run` does: a plain path, a `file://` URL, or
-    /// `s3://bucket/prefix` with the `AWS_*` variables of the environment. A local directory
-    /// does not have to exist: its tables then read as empty.
+    /// Parses `--output` the way `pageviews run` does (the same code: `pageviews_core`): a
+    /// plain path, a `file://` URL, or `s3://bucket/prefix` with the `AWS_*` variables of the
+    /// environment. A local directory does not have to exist: its tables then read as empty.
     pub fn parse(url: &str) -> Result<Self, CatalogError> {
+        Self::parse_with(url, &S3Env::process())
+    }
+
+    /// [`TableRoot::parse`] with the `AWS_*` settings given instead of read from the process.
+    pub fn parse_with(url: &str, env: &S3Env) -> Result<Self, CatalogError> {
         let bad = |reason: String| CatalogError::BadRoot { url: url.to_string(), reason };
-        let path = if let Some(rest) = url.strip_prefix("file://") {
-            PathBuf::from(rest)
-        } else if let Some(rest) = url.strip_prefix("s3://").or_else(|| url.strip_prefix("s3a://")) {
-            return Self::parse_s3(url, rest);
-        } else if let Some((scheme, _)) = url.split_once("://") {
-            return Err(bad(format!(
-                "the {scheme}:// scheme is not supported; use a local path, file:// or s3://"
-            )));
-        } else {
-            PathBuf::from(url)
+        let location = Location::parse(url).map_err(|e| root_error(url, e))?;
+        let path = match location {
+            Location::Local(path) => path,
+            Location::S3 { bucket, prefix } => {
+                let client = s3_client(url, &bucket, env).map_err(|e| root_error(url, e))?;
+                let bucket_url =
+                    ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|e| bad(e.to_string()))?;
+                let base = if prefix.is_empty() {
+                    format!("s3://{bucket}")
+                } else {
+                    format!("s3://{bucket}/{prefix}")
+                };
+                return Ok(TableRoot {
+                    base,
+                    store: Arc::new(client.s3),
+                    prefix: StorePath::from(prefix),
+                    s3_bucket: Some(bucket_url),
+                    list_hint: format!("; check that bucket {bucket} exists, and {S3_SETTINGS}"),
+                });
+            }
         };
         // Absolute, so the DDL's LOCATION works from any directory; not canonicalized,
         // since the root may not exist yet.
@@ -63,65 +75,6 @@ impl TableRoot {
         let base = dir.display().to_string().trim_end_matches('/').to_string();
         let store = Arc::new(LocalFileSystem::new());
         Ok(TableRoot { base, store, prefix, s3_bucket: None, list_hint: String::new() })
-    }
-
-    /// `s3://bucket/prefix`: an S3 client for the bucket, from the `AWS_*` variables.
-    /// Settings that cannot work are refused here, before any request, with what to set.
-    fn parse_s3(url: &str, rest: &str) -> Result<Self, CatalogError> {
-        let bad = |reason: String| CatalogError::BadRoot { url: url.to_string(), reason };
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(bad("no bucket: write s3://bucket/prefix".into()));
-        }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        // object_store reads AWS_DEFAULT_REGION only; the pipeline takes AWS_REGION too.
-        if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
-            if let Ok(region) = std::env::var("AWS_REGION") {
-                builder = builder.with_region(region);
-            }
-        }
-        let is_set = |key: AmazonS3ConfigKey| builder.get_config_value(&key).is_some_and(|v| !v.is_empty());
-        let is_true = |key: AmazonS3ConfigKey| builder.get_config_value(&key).is_some_and(|v| v == "true");
-        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
-        match (is_set(AmazonS3ConfigKey::AccessKeyId), is_set(AmazonS3ConfigKey::SecretAccessKey)) {
-            (true, false) => {
-                return Err(bad("AWS_ACCESS_KEY_ID is set but not AWS_SECRET_ACCESS_KEY".into()))
-            }
-            (false, true) => {
-                return Err(bad("AWS_SECRET_ACCESS_KEY is set but not AWS_ACCESS_KEY_ID".into()))
-            }
-            // An S3-compatible server (not an AWS endpoint) has no instance metadata to take
-            // credentials from, so without keys every request would fail.
-            (false, false)
-                if endpoint.as_deref().is_some_and(|e| !e.contains(".amazonaws.com"))
-                    && !is_true(AmazonS3ConfigKey::SkipSignature) =>
-            {
-                return Err(bad(format!(
-                    "no credentials for the endpoint {}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-                    endpoint.unwrap_or_default()
-                )))
-            }
-            _ => {}
-        }
-        if let Some(e) = endpoint.as_deref().filter(|e| e.starts_with("http://")) {
-            if !is_true(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)) {
-                return Err(bad(format!(
-                    "the endpoint {e} is plain http; set AWS_ALLOW_HTTP=true to allow it"
-                )));
-            }
-        }
-        let s3 = builder.build().map_err(|e| bad(format!("{e}; {S3_SETTINGS}")))?;
-        let prefix = prefix.trim_matches('/');
-        let bucket_url = ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|e| bad(e.to_string()))?;
-        let base =
-            if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
-        Ok(TableRoot {
-            base,
-            store: Arc::new(s3),
-            prefix: StorePath::from(prefix),
-            s3_bucket: Some(bucket_url),
-            list_hint: format!("; check that bucket {bucket} exists, and {S3_SETTINGS}"),
-        })
     }
 
     /// The root as a path or `s3://` URL, without a trailing `/`.
@@ -166,6 +119,14 @@ impl TableRoot {
     }
 }
 
+/// The pipeline's words for a root it cannot use, as the SQL client's.
+fn root_error(url: &str, e: StorageError) -> CatalogError {
+    match e {
+        StorageError::BadOutput { url, reason } => CatalogError::BadRoot { url, reason },
+        other => CatalogError::BadRoot { url: url.to_string(), reason: other.to_string() },
+    }
+}
+
 /// `path` without `.` and `..` components, which object store paths do not allow. Lexical:
 /// `a/link/..` becomes `a` even where `link` is a symbolic link, as a shell's `cd` does.
 fn normalize(path: &std::path::Path) -> PathBuf {
@@ -202,10 +163,6 @@ mod tests {
         assert!(!root.is_s3());
         let err = TableRoot::parse("gs://bucket/x").unwrap_err().to_string();
         assert!(err.contains("gs:// scheme is not supported"), "{err}");
-    }
-
-    #[test]
-    fn an_s3_root_without_a_bucket_is_refused() {
         let err = TableRoot::parse("s3:///prefix").unwrap_err().to_string();
         assert!(err.contains("no bucket"), "{err}");
     }

@@ -2,44 +2,15 @@
 //! answer the same queries as the same input written to local disk, in both formats.
 //!
 //! The server is `PAGEVIEWS_TEST_S3` (an endpoint URL) or the project's moto server, which
-//! `scripts/s3-local start` starts; with neither, the test says so and passes. This file is
-//! its own test binary because the test sets the `AWS_*` variables of its process.
+//! `scripts/s3-local start` starts. Its `AWS_*` settings are handed to the pipeline and the
+//! SQL client explicitly; the process environment is left alone.
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use pageviews_sql::catalog::TableFormat;
-
-/// The workspace root, where `scripts/` lives and `scripts/s3-local` keeps its state.
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs a project script from the workspace root and returns the last line it printed.
-fn script(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(workspace().join("scripts/s3-local"))
-        .args(args)
-        .current_dir(workspace())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.lines().last() {
-        Some(line) if out.status.success() => Ok(line.trim().to_string()),
-        _ => Err(format!("scripts/s3-local {args:?} failed: {}", out.status)),
-    }
-}
-
-/// The server's endpoint, or why there is none.
-fn endpoint() -> Result<String, String> {
-    match std::env::var("PAGEVIEWS_TEST_S3") {
-        Ok(e) => Ok(e),
-        Err(_) => script(&["start"]),
-    }
-}
 
 /// Queries that read every table and its timestamps, partitions and counts.
 const QUERIES: &[&str] = &[
@@ -55,24 +26,7 @@ const QUERIES: &[&str] = &[
 
 #[test]
 fn an_s3_root_answers_like_the_local_root_of_the_same_input() {
-    let endpoint = endpoint().unwrap_or_else(|why| {
-        panic!("no S3-compatible server (set PAGEVIEWS_TEST_S3 or fix scripts/s3-local): {why}")
-    });
-    // The pipeline and the SQL client both read these, as `pageviews` and `pageviews sql`
-    // would from a shell.
-    for (key, value) in [
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ] {
-        std::env::set_var(key, value);
-    }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let bucket = format!("pv-sql-{}-{nanos}", std::process::id());
-    script(&["bucket", &bucket]).unwrap_or_else(|e| panic!("create bucket {bucket}: {e}"));
+    let bucket = s3::bucket("pv-sql");
 
     let dir = tempfile::tempdir().unwrap();
     let (lines, _) = three_hours();
@@ -106,7 +60,7 @@ fn an_s3_root_answers_like_the_local_root_of_the_same_input() {
 
     // A bucket that does not exist is an error naming the table folder and what to check.
     let missing = format!("s3://{bucket}-missing/x");
-    let root = pageviews_sql::TableRoot::parse(&missing).unwrap();
+    let root = pageviews_sql::TableRoot::parse_with(&missing, &s3::env()).unwrap();
     let err =
         runtime().block_on(pageviews_sql::Session::open(&root)).err().expect("no such bucket").to_string();
     assert!(err.contains(&format!("{missing}/page_views/")) && err.contains("AWS_ENDPOINT_URL"), "{err}");

@@ -11,8 +11,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::timestamp::{check_range, parse_timestamp, TimestampError};
 use super::PageView;
+use pageviews_core::time::{check_range, parse_timestamp, TimestampError};
 
 /// Why a record is a dead letter rather than a page view.
 #[derive(Debug, Clone, PartialEq, Error)]

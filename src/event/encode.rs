@@ -1,57 +1,17 @@
 //! Encoding events back to JSON: the building blocks every JSON-lines row is made of.
 //!
-//! Hand-written rather than serde-derived because it runs once per record per table: a
-//! string with nothing to escape is one `memcpy`, and numbers go through `itoa`.
+//! Hand-laid rather than serde-derived because it runs once per record per table: strings go
+//! through serde_json's escaper, numbers through `itoa`, timestamps through the cached date.
 
-use super::timestamp::write_timestamp;
 use super::PageView;
+use pageviews_core::time::write_timestamp;
 
-/// Bytes JSON requires escaped inside a string: controls, `"` and `\\`.
-const NEEDS_ESCAPE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
-
-/// Appends `s` as a JSON string literal, escaping only what JSON requires.
+/// Appends `s` as a JSON string literal, escaping only what JSON requires (serde_json's
+/// escaper: a string with nothing to escape is copied in one go).
+#[inline]
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| NEEDS_ESCAPE[usize::from(b)]) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 /// Appends `"user_id":…,"postcode":…,"timestamp":…,"webpage":…` without braces, so the raw

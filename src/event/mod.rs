@@ -6,12 +6,24 @@
 
 mod decode;
 mod encode;
-pub mod timestamp;
 
 pub use decode::{decode, DecodeError, Reason};
 pub use encode::{write_json_str, write_view_fields};
 
 use std::borrow::Cow;
+
+/// Longest prefix of an oversized record kept in its dead letter.
+pub const OVERSIZED_KEEP: usize = 64 * 1024;
+
+/// The part of an oversized record its dead letter keeps: the first `min(limit, 64 KiB)`
+/// bytes, cut before a partial UTF-8 character so a text payload stays text.
+pub fn oversized_prefix(payload: &[u8], limit: usize) -> &[u8] {
+    let cut = &payload[..payload.len().min(limit).min(OVERSIZED_KEEP)];
+    match std::str::from_utf8(cut) {
+        Err(e) if e.error_len().is_none() => &cut[..e.valid_up_to()],
+        _ => cut,
+    }
+}
 
 /// One valid page view. Strings borrow from the record unless JSON escapes forced a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,10 @@
 
 use base64::Engine;
 
-use crate::event::timestamp::write_timestamp;
+use pageviews_core::commit::WindowCount;
+use pageviews_core::time::{write_timestamp, MAX_MS, MIN_MS};
+
 use crate::event::{write_json_str, write_view_fields, DecodeError, PageView};
-use crate::window::WindowCount;
 
 /// File extension of JSON-lines table files.
 pub const EXTENSION: &str = "jsonl";
@@ -23,7 +24,7 @@ pub fn write_late(out: &mut Vec<u8>, pv: &PageView<'_>, watermark: i64) {
     out.push(b'{');
     write_view_fields(out, pv);
     out.extend_from_slice(b",\"watermark\":\"");
-    write_timestamp(out, watermark.clamp(crate::event::timestamp::MIN_MS, crate::event::timestamp::MAX_MS));
+    write_timestamp(out, watermark.clamp(MIN_MS, MAX_MS));
     out.extend_from_slice(b"\"}\n");
 }
 
@@ -60,30 +61,68 @@ pub fn write_dead_letter(
     origin: Origin<'_>,
     received_at_ms: i64,
 ) {
-    out.extend_from_slice(b"{\"payload\":");
-    match std::str::from_utf8(payload) {
-        Ok(text) => {
-            write_json_str(out, text);
-            out.extend_from_slice(b",\"payload_encoding\":\"utf8\"");
-        }
+    let base64;
+    let (payload, payload_encoding) = match std::str::from_utf8(payload) {
+        Ok(text) => (text, "utf8"),
         Err(_) => {
-            out.push(b'"');
-            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(payload).as_bytes());
-            out.extend_from_slice(b"\",\"payload_encoding\":\"base64\"");
+            base64 = base64::engine::general_purpose::STANDARD.encode(payload);
+            (base64.as_str(), "base64")
         }
-    }
-    out.extend_from_slice(b",\"reason\":\"");
-    out.extend_from_slice(error.reason().as_str().as_bytes());
-    out.extend_from_slice(b"\",\"error\":");
-    write_json_str(out, &error.to_string());
+    };
+    let text = error.to_string();
+    let fields = DeadLetterFields {
+        payload,
+        payload_encoding,
+        reason: error.reason().as_str(),
+        error: &text,
+        source: origin.source,
+        partition: i64::from(origin.partition),
+        offset: origin.offset,
+        received_at_ms,
+    };
+    write_dead_letter_fields(out, &fields);
+}
+
+/// A `dead_letters` row's fields as text, the way both formats store them.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetterFields<'a> {
+    /// The payload, verbatim or base64.
+    pub payload: &'a str,
+    /// `utf8` or `base64`.
+    pub payload_encoding: &'a str,
+    /// The dead-letter reason label.
+    pub reason: &'a str,
+    /// The decode error's text.
+    pub error: &'a str,
+    /// Topic, file path, or `generator`.
+    pub source: &'a str,
+    /// Kafka partition or file index.
+    pub partition: i64,
+    /// Kafka offset, line number, or sequence number.
+    pub offset: u64,
+    /// When it was read (UTC ms).
+    pub received_at_ms: i64,
+}
+
+/// Lays out a `dead_letters` row: the one layout the JSON-lines writer and the Parquet
+/// reader both produce.
+pub fn write_dead_letter_fields(out: &mut Vec<u8>, f: &DeadLetterFields<'_>) {
+    out.extend_from_slice(b"{\"payload\":");
+    write_json_str(out, f.payload);
+    out.extend_from_slice(b",\"payload_encoding\":");
+    write_json_str(out, f.payload_encoding);
+    out.extend_from_slice(b",\"reason\":");
+    write_json_str(out, f.reason);
+    out.extend_from_slice(b",\"error\":");
+    write_json_str(out, f.error);
     out.extend_from_slice(b",\"source\":");
-    write_json_str(out, origin.source);
+    write_json_str(out, f.source);
     out.extend_from_slice(b",\"partition\":");
-    out.extend_from_slice(itoa::Buffer::new().format(origin.partition).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(f.partition).as_bytes());
     out.extend_from_slice(b",\"offset\":");
-    out.extend_from_slice(itoa::Buffer::new().format(origin.offset).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(f.offset).as_bytes());
     out.extend_from_slice(b",\"received_at\":\"");
-    write_timestamp(out, received_at_ms);
+    write_timestamp(out, f.received_at_ms);
     out.extend_from_slice(b"\"}\n");
 }
 

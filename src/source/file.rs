@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use super::generator::describe;
 use super::{Batch, FilePosition, PartitionEvent, Poll, Source, SourceCheckpoint, SourceError};
 
 const READ_CHUNK: usize = 1 << 20;
@@ -65,7 +64,7 @@ impl FileSource {
             }
             Some(other) => {
                 return Err(SourceError::Mismatch {
-                    checkpoint: describe(other),
+                    checkpoint: other.describe(),
                     this_run: format!("--input {}", paths.join(" --input ")),
                 })
             }
@@ -181,7 +180,7 @@ impl Source for FileSource {
                 skip.len += unterminated as u64;
                 self.cursor = self.pending.len();
             } else if unterminated > self.max_record_bytes {
-                let keep = self.max_record_bytes.min(crate::pipeline::OVERSIZED_KEEP);
+                let keep = self.max_record_bytes.min(crate::event::OVERSIZED_KEEP);
                 let prefix = self.pending[self.cursor..self.cursor + keep].to_vec();
                 self.skipping = Some(Skip { prefix, len: unterminated as u64 });
                 self.cursor = self.pending.len();

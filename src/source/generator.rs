@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::{Batch, Poll, Source, SourceCheckpoint, SourceError};
-use crate::event::timestamp::write_timestamp;
+use pageviews_core::time::write_timestamp;
 
 /// The 20 London postcodes of the original datagen.
 pub const POSTCODES: [&str; 20] = [
@@ -116,7 +116,7 @@ impl GeneratorSource {
             }
             Some(other) => {
                 return Err(SourceError::Mismatch {
-                    checkpoint: describe(other),
+                    checkpoint: other.describe(),
                     this_run: "the built-in generator".into(),
                 })
             }
@@ -127,18 +127,6 @@ impl GeneratorSource {
     /// The effective configuration (start time and seed as resumed).
     pub fn config(&self) -> &GeneratorConfig {
         &self.config
-    }
-}
-
-/// A checkpoint's source in words, for mismatch errors.
-pub(crate) fn describe(cp: &SourceCheckpoint) -> String {
-    match cp {
-        SourceCheckpoint::Generator { seed, .. } => format!("the generator with --seed {seed}"),
-        SourceCheckpoint::Kafka { topic, .. } => format!("Kafka topic {topic}"),
-        SourceCheckpoint::Files { files } => {
-            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-            format!("--input {}", paths.join(" --input "))
-        }
     }
 }
 

@@ -27,7 +27,6 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
 use tracing::{info, warn};
 
-use super::generator::describe;
 use super::{Batch, PartitionEvent, Poll, Source, SourceCheckpoint, SourceError};
 use crate::metrics::{Metrics, PartitionLabel};
 
@@ -168,7 +167,7 @@ impl KafkaSource {
             }
             Some(other) => {
                 return Err(SourceError::Mismatch {
-                    checkpoint: describe(other),
+                    checkpoint: other.describe(),
                     this_run: format!("Kafka topic {}", config.topic),
                 })
             }

@@ -15,8 +15,9 @@ pub mod kafka;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub use pageviews_core::commit::{FilePosition, SourceCheckpoint};
 
 pub use file::FileSource;
 pub use generator::{GeneratorConfig, GeneratorSource};
@@ -130,68 +131,6 @@ pub enum Poll {
     End,
 }
 
-/// The position to resume from, stored in the checkpoint manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceCheckpoint {
-    /// Built-in generator: record `next_seq` is the next to produce.
-    Generator {
-        /// The stream's seed; records are a function of (seed, sequence number).
-        seed: u64,
-        /// Event time of record 0, UTC ms.
-        start_ms: i64,
-        /// Next sequence number.
-        next_seq: u64,
-    },
-    /// A Kafka topic: the next offset to read per partition.
-    Kafka {
-        /// The topic.
-        topic: String,
-        /// Partition → next offset.
-        #[serde(with = "partition_keys")]
-        partitions: std::collections::BTreeMap<i32, i64>,
-    },
-    /// JSON-lines files, read in order.
-    Files {
-        /// One entry per input, in command-line order.
-        files: Vec<FilePosition>,
-    },
-}
-
-/// JSON object keys are strings; serde cannot turn them back into integers inside an
-/// internally tagged enum (its buffered content keeps them as strings), so parse them here.
-mod partition_keys {
-    use std::collections::BTreeMap;
-
-    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(map: &BTreeMap<i32, i64>, s: S) -> Result<S::Ok, S::Error> {
-        map.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<i32, i64>, D::Error> {
-        BTreeMap::<String, i64>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| {
-                k.parse()
-                    .map(|p| (p, v))
-                    .map_err(|_| D::Error::custom(format!("partition {k:?} is not a number")))
-            })
-            .collect()
-    }
-}
-
-/// How far one input file has been consumed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilePosition {
-    /// The path as given (`-` for stdin).
-    pub path: String,
-    /// Bytes consumed: the next record starts here.
-    pub offset: u64,
-    /// Lines consumed.
-    pub line: u64,
-}
-
 /// Why a source cannot go on.
 #[derive(Debug, Error)]
 pub enum SourceError {
@@ -242,7 +181,7 @@ pub enum SourceError {
 }
 
 /// A stream of records with replayable positions. Implemented by the generator, files and
-/// (later) Kafka.
+/// Kafka.
 pub trait Source: Send {
     /// Appends available records (and partition events) to `batch`, at most about
     /// `max_records`. `now_ms` is processing time in milliseconds, for rate limiting.
@@ -263,22 +202,4 @@ pub trait Source: Send {
     /// Called after a checkpoint is durable; Kafka commits offsets here (advisory) and gives
     /// up revoked partitions.
     fn committed(&mut self, _checkpoint: &SourceCheckpoint) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_kafka_checkpoint_survives_its_json_form() {
-        let checkpoint = SourceCheckpoint::Kafka {
-            topic: "page_views".into(),
-            partitions: [(0, 12), (2, 7), (10, 0)].into_iter().collect(),
-        };
-        let json = serde_json::to_string(&checkpoint).unwrap();
-        assert!(json.contains(r#""partitions":{"0":12,"2":7,"10":0}"#), "{json}");
-        assert_eq!(serde_json::from_str::<SourceCheckpoint>(&json).unwrap(), checkpoint);
-        let bad = json.replace(r#""2":7"#, r#""two":7"#);
-        assert!(serde_json::from_str::<SourceCheckpoint>(&bad).unwrap_err().to_string().contains("two"));
-    }
 }

@@ -1,26 +1,24 @@
-//! Helpers shared by the sql crate's integration tests: inputs, pipeline runs into a table
-//! root in either format, and queries whose results come back as CSV lines.
-#![allow(dead_code)]
+//! Helpers shared by the sql crate's integration tests: pipeline runs into a table root in
+//! either format, and queries whose results come back as CSV lines. Inputs and fixtures come
+//! from the shared test kit.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pageviews::event::timestamp::format_timestamp;
 pub use pageviews::sink::Format as WriteFormat;
-use pageviews::{PipelineConfig, Shutdown, SourceConfig};
+use pageviews_core::time::format_timestamp;
 use pageviews_sql::{output, QueryResult, Session, TableRoot};
+pub use pageviews_testkit::{original_example_lines as original_example, *};
 
 pub const POSTCODES: [&str; 3] = ["SW1A 1AA", "W1J 7NT", "EC1A 1BB"];
 
 /// Milliseconds of 2020-01-01 00:00:00 UTC.
 pub const BASE_MS: i64 = 1_577_836_800_000;
 
+/// A page-view line at `ms`.
 pub fn view(user: i64, postcode: &str, ms: i64) -> String {
-    format!(
-        r#"{{"user_id": {user}, "postcode": "{postcode}", "webpage": "www.website.com/p{}.html", "timestamp": "{}"}}"#,
-        user % 4,
-        format_timestamp(ms)
-    )
+    view_at(user, postcode, ms)
 }
 
 /// Runs the pipeline over `lines` into JSON-lines tables and returns the table root.
@@ -32,11 +30,8 @@ pub fn pipeline(dir: &Path, lines: &[String]) -> PathBuf {
 
 /// Runs the pipeline over `lines` into `output` (a path or an s3:// URL) in `format`.
 pub fn pipeline_to(dir: &Path, lines: &[String], format: WriteFormat, output: &str) {
-    let input = dir.join(format!("input-{}.jsonl", format.extension()));
-    std::fs::write(&input, lines.join("\n") + "\n").expect("write input");
-    let mut config = PipelineConfig::new(SourceConfig::Files(vec![input.display().to_string()]), output);
-    config.format = format;
-    let summary = pageviews::run(config, Shutdown::default()).expect("pipeline run");
+    let input = write_input(dir, &format!("input-{}.jsonl", format.extension()), lines);
+    let summary = run_files_to(&[input], output, |c| c.format = format);
     assert!(summary.reached_end);
 }
 
@@ -61,22 +56,6 @@ pub fn three_hours() -> (Vec<String>, BTreeMap<(String, String), i64>) {
     (lines, on_time)
 }
 
-/// The original Flink job's ten events (see the pipeline's tests/original_example.rs).
-pub fn original_example() -> Vec<String> {
-    let sw = ["00:00:05", "00:00:47", "00:00:36", "00:01:53", "00:01:32"];
-    let w1 = ["00:00:03", "00:00:08", "00:01:31", "00:01:19", "00:01:42"];
-    sw.iter()
-        .zip(w1)
-        .flat_map(|(a, b)| [("SW1A 1AA", *a), ("W1J 7NT", b)])
-        .enumerate()
-        .map(|(i, (p, t))| {
-            format!(
-                r#"{{"user_id": {i}, "postcode": "{p}", "webpage": "www.website.com/index.html", "timestamp": "2020-01-01 {t}"}}"#
-            )
-        })
-        .collect()
-}
-
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
 }
@@ -85,9 +64,12 @@ pub fn session(root: &Path) -> Session {
     session_on(&root.display().to_string())
 }
 
-/// A session on a root given as `--output` would be: a path or an s3:// URL.
+/// A session on a root given as `--output` would be: a path or an s3:// URL (with the test
+/// server's settings).
 pub fn session_on(url: &str) -> Session {
-    let root = TableRoot::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let root =
+        if url.starts_with("s3://") { TableRoot::parse_with(url, &s3::env()) } else { TableRoot::parse(url) };
+    let root = root.unwrap_or_else(|e| panic!("{url}: {e}"));
     runtime().block_on(Session::open(&root)).unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 

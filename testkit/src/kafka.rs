@@ -1,4 +1,4 @@
-//! Kafka helpers for the integration tests: the broker, topics, producing with datagen, and
+//! Kafka for the tests: the broker (scripts/kafka-local), topics, producing with datagen, and
 //! what the tables must hold for what was produced.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::files;
+use crate::{files, workspace};
 
 /// The broker: `PAGEVIEWS_TEST_BROKERS` if set (scripts/test sets it), else the project's
 /// local broker (started once).
@@ -26,14 +26,7 @@ pub fn broker() -> &'static str {
         if let Ok(b) = std::env::var("PAGEVIEWS_TEST_BROKERS") {
             return b;
         }
-        let out = std::process::Command::new("scripts/kafka-local")
-            .arg("start")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/kafka-local start");
-        assert!(out.status.success(), "scripts/kafka-local start failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().last().expect("kafka-local prints the bootstrap address").trim().to_string()
+        crate::script("kafka-local", &["start"])
     })
 }
 
@@ -49,7 +42,7 @@ pub fn generator(seed: u64, start: &str, count: u64) -> GeneratorConfig {
         count: Some(count),
         max_late_ms: 8_000,
         seed,
-        start_ms: pageviews::event::timestamp::parse_timestamp(start).unwrap(),
+        start_ms: pageviews_core::time::parse_timestamp(start).expect("a timestamp"),
     }
 }
 
@@ -73,7 +66,8 @@ pub fn produce_to(brokers: &str, topic: &str, generator: GeneratorConfig, bad_ra
 
 /// Creates a topic with Kafka's own kafka-topics tool.
 pub fn create_topic(topic: &str, partitions: u32) {
-    let status = std::process::Command::new("scripts/kafka-local")
+    let status = std::process::Command::new(workspace().join("scripts/kafka-local"))
+        .current_dir(workspace())
         .args(["topics", "--create", "--topic", topic, "--partitions", &partitions.to_string()])
         .stdout(Stdio::null())
         .status()
@@ -113,7 +107,8 @@ impl OwnBroker {
     }
 
     fn script(&self, cmd: &str) -> String {
-        let out = std::process::Command::new("scripts/kafka-local")
+        let out = std::process::Command::new(workspace().join("scripts/kafka-local"))
+            .current_dir(workspace())
             .arg(cmd)
             .env("KAFKA_LOCAL_DIR", self.dir.path())
             .stderr(Stdio::inherit())

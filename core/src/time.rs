@@ -1,9 +1,11 @@
-//! Event time: parsing the three accepted input forms and formatting UTC timestamps.
+//! Time: parsing the three accepted input forms, formatting UTC timestamps, and the Hive
+//! partition (`day=YYYY-MM-DD/hour=HH`) an instant belongs to.
 //!
 //! Everything here is UTC milliseconds since the Unix epoch (`i64`). No local time zone is
 //! ever consulted, so a partition path or a window boundary cannot shift with the machine's
 //! `TZ` or a daylight-saving change. Parsing is hand-written: the generic chrono parser costs
-//! about a third of decode throughput (DESIGN §5, measured facts).
+//! about a third of decode throughput (ARCHITECTURE.md, measured facts); chrono is the test
+//! oracle instead.
 
 use thiserror::Error;
 
@@ -236,6 +238,19 @@ pub fn format_timestamp(ms: i64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The hour (since the epoch, UTC) that holds instant `ms`. Rows are grouped by this
+/// integer, cheap to compare on the hot path; the folder name is made only when a file opens.
+#[inline]
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS)
+}
+
+/// The partition directory of an hour number, e.g. `day=2020-01-01/hour=00`.
+pub fn partition_dir(hour: i64) -> String {
+    let (y, m, d) = civil_from_days(hour.div_euclid(24));
+    format!("day={y:04}-{m:02}-{d:02}/hour={:02}", hour.rem_euclid(24))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +308,95 @@ mod tests {
         assert_eq!(format_timestamp(-1), "1969-12-31 23:59:59.999");
         assert_eq!(format_timestamp(MAX_MS), "9999-12-31 23:59:59.999");
         assert_eq!(format_timestamp(MIN_MS), "0000-01-01 00:00:00.000");
+    }
+
+    fn dir(ts: &str) -> String {
+        partition_dir(hour_of(parse_timestamp(ts).unwrap()))
+    }
+
+    #[test]
+    fn midnight_belongs_to_the_new_day() {
+        assert_eq!(dir("2020-01-01 23:59:59.999"), "day=2020-01-01/hour=23");
+        assert_eq!(dir("2020-01-02 00:00:00.000"), "day=2020-01-02/hour=00");
+    }
+
+    #[test]
+    fn the_end_of_a_year_and_a_leap_day() {
+        assert_eq!(dir("2019-12-31 23:59:59.999"), "day=2019-12-31/hour=23");
+        assert_eq!(dir("2020-01-01 00:00:00.000"), "day=2020-01-01/hour=00");
+        assert_eq!(dir("2020-02-29 12:30:00"), "day=2020-02-29/hour=12");
+        assert_eq!(dir("1969-12-31 23:00:00"), "day=1969-12-31/hour=23");
+    }
+
+    #[test]
+    fn daylight_saving_changes_do_not_exist_in_utc() {
+        // Europe/London went from 01:00 GMT to 02:00 BST on 2020-03-29 and back on
+        // 2020-10-25: in UTC every hour of those days exists exactly once.
+        for day in ["2020-03-29", "2020-10-25"] {
+            let dirs: Vec<String> = (0..24).map(|h| dir(&format!("{day} {h:02}:30:00"))).collect();
+            for (h, d) in dirs.iter().enumerate() {
+                assert_eq!(d, &format!("day={day}/hour={h:02}"));
+            }
+        }
+        // An offset timestamp lands in its UTC hour: 01:30+01:00 is 00:30 UTC.
+        assert_eq!(dir("2020-03-29T01:30:00+01:00"), "day=2020-03-29/hour=00");
+        assert_eq!(dir("2020-10-25T01:30:00+01:00"), "day=2020-10-25/hour=00");
+        assert_eq!(dir("2020-10-25T01:30:00+00:00"), "day=2020-10-25/hour=01");
+    }
+}
+
+/// The hand-written calendar against chrono's, over the whole supported range: the day
+/// arithmetic, the formatting and the parsing must agree with an independent implementation,
+/// not only with themselves.
+#[cfg(test)]
+mod chrono_oracle {
+    use super::*;
+    use chrono::{DateTime, Datelike, NaiveDate};
+
+    /// Instants spread over years 0000..=9999, with the edges and leap days included.
+    fn instants() -> impl Iterator<Item = i64> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let spread = (0..20_000).map(move |_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            MIN_MS + (x % (MAX_MS - MIN_MS + 1) as u64) as i64
+        });
+        let edges = [MIN_MS, MAX_MS, 0, -1, 951_782_400_000, 951_868_799_999, -2_203_891_200_000];
+        edges.into_iter().chain(spread)
+    }
+
+    #[test]
+    fn day_numbers_match_chrono() {
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        for days in (-719_528..=2_932_896).step_by(97) {
+            let (y, m, d) = civil_from_days(days);
+            let want = epoch + chrono::Duration::days(days);
+            assert_eq!((y, m, d), (i64::from(want.year()), want.month(), want.day()), "day {days}");
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn formatting_and_partitions_match_chrono() {
+        for ms in instants() {
+            let want = DateTime::from_timestamp_millis(ms).unwrap().naive_utc();
+            assert_eq!(format_timestamp(ms), want.format("%Y-%m-%d %H:%M:%S%.3f").to_string(), "{ms}");
+            assert_eq!(partition_dir(hour_of(ms)), want.format("day=%Y-%m-%d/hour=%H").to_string(), "{ms}");
+        }
+    }
+
+    #[test]
+    fn parsing_matches_chrono() {
+        for ms in instants() {
+            let at = DateTime::from_timestamp_millis(ms).unwrap();
+            let iso = at.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
+            assert_eq!(parse_timestamp(&iso), Ok(ms), "{iso}");
+            let shifted = at.with_timezone(&chrono::FixedOffset::east_opt(-5 * 3600 - 1800).unwrap());
+            let offset = shifted.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
+            if shifted.year() >= 0 {
+                assert_eq!(parse_timestamp(&offset), Ok(ms), "{offset}");
+            }
+        }
     }
 }

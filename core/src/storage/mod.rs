@@ -1,0 +1,261 @@
+//! The table root: one object store, local disk or S3, behind one code path.
+//!
+//! Paths here are relative to the root the user gave with `--output`. Callers on a
+//! synchronous thread (the pipeline's record loop, `verify`) run the store's async calls on
+//! an I/O runtime through [`Storage::block_on`]; async callers (the SQL client) await them.
+//!
+//! Table files are written as uploads that stay invisible until completed (see
+//! [`UploadRef`]), so one file can span many checkpoints. On S3 that is a multipart upload to
+//! the file's final key, which appears atomically on completion. On local disk it is a file
+//! under `_staging/`, written part by part at known offsets and renamed into the table on
+//! completion.
+
+mod root;
+mod s3_uploads;
+mod upload;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use thiserror::Error;
+use tokio::runtime::Handle;
+
+pub use root::{s3_client, Location, S3Client, S3Env, S3_SETTINGS};
+pub use upload::{UploadRef, MIN_PART_BYTES};
+
+/// A storage operation that failed, with what and where.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The `--output` value cannot be used.
+    #[error("cannot use output {url:?}: {reason}")]
+    BadOutput {
+        /// What the user gave.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// An object store call failed.
+    #[error("{op} {path} failed: {source}")]
+    Store {
+        /// The operation (put, rename, list…).
+        op: &'static str,
+        /// The path, relative to the table root.
+        path: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// The object already exists (a create-only put lost a race).
+    #[error("{0} already exists: is another pipeline with the same --pipeline-id writing to this output?")]
+    AlreadyExists(String),
+    /// Rows could not be encoded into a file.
+    #[error("encoding a table file failed: {0}")]
+    Encode(String),
+}
+
+impl StorageError {
+    pub(crate) fn store<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
+        move |source| match source {
+            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists(path.to_string()),
+            source => StorageError::Store { op, path: path.to_string(), source },
+        }
+    }
+
+    /// True when the object or upload does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::Store { source: object_store::Error::NotFound { .. }, .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A local directory: uploads are staging files written at offsets.
+    Local(PathBuf),
+    /// An S3 bucket (or S3-compatible server) under a key prefix.
+    S3(Arc<S3Root>),
+}
+
+#[derive(Debug)]
+struct S3Root {
+    client: Arc<S3Client>,
+    /// The key prefix of the table root, e.g. `warehouse/pageviews`.
+    prefix: Path,
+}
+
+/// The table root and the runtime its I/O runs on.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    backend: Backend,
+    url: String,
+    rt: Handle,
+}
+
+impl Storage {
+    /// Opens `--output`: a plain path, a `file://` URL (the directory is created), or
+    /// `s3://bucket/prefix`, configured the AWS way from the process's `AWS_*` variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` for
+    /// S3-compatible servers, `AWS_ALLOW_HTTP=true` for plain-http ones).
+    pub fn open(url: &str, rt: Handle) -> Result<Self, StorageError> {
+        Self::open_with(url, rt, &S3Env::process())
+    }
+
+    /// [`Storage::open`] with the `AWS_*` settings given instead of read from the process.
+    pub fn open_with(url: &str, rt: Handle, env: &S3Env) -> Result<Self, StorageError> {
+        match Location::parse(url)? {
+            Location::Local(path) => {
+                let bad = |reason: String| StorageError::BadOutput { url: url.to_string(), reason };
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
+                let root = path.canonicalize().map_err(|e| bad(e.to_string()))?;
+                let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?;
+                Ok(Storage {
+                    store: Arc::new(store),
+                    backend: Backend::Local(root),
+                    url: url.to_string(),
+                    rt,
+                })
+            }
+            Location::S3 { bucket, prefix } => {
+                let client = Arc::new(s3_client(url, &bucket, env)?);
+                let s3: Arc<dyn ObjectStore> = Arc::new(client.s3.clone());
+                let prefix = Path::from(prefix);
+                let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+                    s3
+                } else {
+                    Arc::new(PrefixStore::new(s3, prefix.clone()))
+                };
+                let root = S3Root { client, prefix };
+                Ok(Storage { store, backend: Backend::S3(Arc::new(root)), url: url.to_string(), rt })
+            }
+        }
+    }
+
+    /// True when the root is an object store that needs parts of at least
+    /// [`MIN_PART_BYTES`].
+    pub fn is_object_store(&self) -> bool {
+        matches!(self.backend, Backend::S3(_))
+    }
+
+    /// The root as the user gave it, for logs.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs an async storage call to completion from a synchronous thread.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.rt.block_on(fut)
+    }
+
+    /// The runtime handle, for spawning uploads.
+    pub fn runtime(&self) -> &Handle {
+        &self.rt
+    }
+
+    /// The underlying store, rooted at the table root.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Writes a whole object, replacing any previous one.
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
+        self.store.put(path, PutPayload::from(bytes)).await.map_err(StorageError::store("put", path))?;
+        Ok(())
+    }
+
+    /// Writes a whole object only if none exists: the atomic commit point of a checkpoint.
+    pub async fn put_new(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.store
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+            .map_err(StorageError::store("create", path))?;
+        Ok(())
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &Path) -> Result<Bytes, StorageError> {
+        let res = self.store.get(path).await.map_err(StorageError::store("get", path))?;
+        res.bytes().await.map_err(StorageError::store("read", path))
+    }
+
+    /// Lists every object under `prefix` (recursively), as paths.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>, StorageError> {
+        let metas: Vec<_> =
+            self.store.list(Some(prefix)).try_collect().await.map_err(StorageError::store("list", prefix))?;
+        Ok(metas.into_iter().map(|m| m.location).collect())
+    }
+
+    /// True when `path` exists.
+    pub async fn exists(&self, path: &Path) -> Result<bool, StorageError> {
+        match self.store.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(StorageError::store("head", path)(source)),
+        }
+    }
+
+    /// Files under `prefix` that [`Storage::list`] does not return. On local disk
+    /// object_store hides names ending in `#<digits>`, which it takes for its own unfinished
+    /// uploads. Readers that walk the folder themselves (Hive, Spark) still read them, so
+    /// the audit has to see them. Object stores list everything, so this is empty there.
+    pub fn unlisted_local_files(&self, prefix: &Path) -> Vec<String> {
+        let Backend::Local(root) = &self.backend else { return Vec::new() };
+        let mut found = Vec::new();
+        let mut dirs = vec![root.join(prefix.as_ref())];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let hidden = name
+                    .rsplit_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if hidden {
+                    if let Ok(rel) = path.strip_prefix(root) {
+                        found.push(rel.to_string_lossy().replace('\\', "/"));
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Removes everything under `prefix`, including unfinished uploads.
+    pub async fn remove_all(&self, prefix: &Path) -> Result<(), StorageError> {
+        if let Backend::Local(root) = &self.backend {
+            let dir = root.join(prefix.as_ref());
+            return match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(local_error("remove", prefix, e)),
+            };
+        }
+        for path in self.list(prefix).await? {
+            self.store.delete(&path).await.map_err(StorageError::store("delete", &path))?;
+        }
+        Ok(())
+    }
+}
+
+fn local_error(op: &'static str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Store {
+        op,
+        path: path.to_string(),
+        source: object_store::Error::Generic { store: "local", source: Box::new(e) },
+    }
+}

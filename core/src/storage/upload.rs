@@ -1,0 +1,174 @@
+//! Uploads: a table file written in parts while it stays invisible, completed into place in
+//! one step, or abandoned. The same four calls on local disk and on S3.
+
+use bytes::Bytes;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::PutPayload;
+use serde::{Deserialize, Serialize};
+
+use super::{local_error, s3_uploads, Backend, S3Root, Storage, StorageError};
+
+/// An upload in progress: enough to add parts, complete or abort it, also from another
+/// process after a crash (it is recorded in checkpoint manifests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRef {
+    /// The file's final path, relative to the table root.
+    pub path: String,
+    /// The S3 upload id; empty on local disk.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// Where a local upload is written until completion; empty on S3.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub staged: String,
+}
+
+/// S3 needs every part but the last to be at least this large.
+pub const MIN_PART_BYTES: usize = 5 << 20;
+
+impl Storage {
+    /// Starts an upload that will become `path` when completed. Local uploads are written
+    /// to `staged` meanwhile.
+    pub async fn begin_upload(&self, path: &Path, staged: &Path) -> Result<UploadRef, StorageError> {
+        match &self.backend {
+            Backend::Local(root) => {
+                let file = root.join(staged.as_ref());
+                let io = async {
+                    if let Some(dir) = file.parent() {
+                        tokio::fs::create_dir_all(dir).await?;
+                    }
+                    tokio::fs::File::create(&file).await.map(drop)
+                };
+                io.await.map_err(|e| local_error("upload", staged, e))?;
+                Ok(UploadRef { path: path.to_string(), id: String::new(), staged: staged.to_string() })
+            }
+            Backend::S3(root) => {
+                let key = root.key(path);
+                let id = root
+                    .client
+                    .s3
+                    .create_multipart(&key)
+                    .await
+                    .map_err(StorageError::store("upload", path))?;
+                Ok(UploadRef { path: path.to_string(), id, staged: String::new() })
+            }
+        }
+    }
+
+    /// Uploads part `idx` (from 0), which starts `offset` bytes into the file. Parts may
+    /// be uploaded concurrently; uploading an index again replaces it. Returns the part's
+    /// id for [`Storage::complete_upload`].
+    pub async fn put_part(
+        &self,
+        upload: &UploadRef,
+        idx: usize,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<String, StorageError> {
+        match &self.backend {
+            Backend::Local(root) => {
+                let file = root.join(&upload.staged);
+                let staged = Path::from(upload.staged.as_str());
+                tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let f = std::fs::OpenOptions::new().write(true).open(&file)?;
+                    f.write_all_at(&data, offset)
+                })
+                .await
+                .map_err(|e| local_error("upload part", &staged, std::io::Error::other(e)))?
+                .map_err(|e| local_error("upload part", &staged, e))?;
+                Ok(String::new())
+            }
+            Backend::S3(root) => {
+                let path = Path::from(upload.path.as_str());
+                let part = root
+                    .client
+                    .s3
+                    .put_part(&root.key(&path), &upload.id, idx, PutPayload::from(data))
+                    .await
+                    .map_err(StorageError::store("upload part", &path))?;
+                Ok(part.content_id)
+            }
+        }
+    }
+
+    /// Completes an upload from its parts (in order) and `len`, the file's size: the file
+    /// appears at its final path, whole, in one step. Returns false when that already
+    /// happened (completing is idempotent, so recovery can redo it).
+    pub async fn complete_upload(
+        &self,
+        upload: &UploadRef,
+        parts: &[String],
+        len: u64,
+    ) -> Result<bool, StorageError> {
+        let path = Path::from(upload.path.as_str());
+        match &self.backend {
+            Backend::Local(root) => {
+                let (from, to) = (root.join(&upload.staged), root.join(path.as_ref()));
+                let staged = Path::from(upload.staged.as_str());
+                let io = async {
+                    // A crashed run may have written past what the checkpoint recorded.
+                    let f = tokio::fs::OpenOptions::new().write(true).open(&from).await?;
+                    f.set_len(len).await?;
+                    f.sync_all().await?;
+                    if let Some(dir) = to.parent() {
+                        tokio::fs::create_dir_all(dir).await?;
+                    }
+                    tokio::fs::rename(&from, &to).await
+                };
+                match io.await {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(false),
+                    Err(e) => Err(local_error("complete upload", &staged, e)),
+                }
+            }
+            Backend::S3(root) => {
+                let key = root.key(&path);
+                let ids = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
+                match root.client.s3.complete_multipart(&key, &upload.id, ids).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) if self.exists(&path).await? => Ok(false),
+                    Err(source) => Err(StorageError::store("complete upload", &path)(source)),
+                }
+            }
+        }
+    }
+
+    /// Abandons an upload; nothing of it stays. Unknown uploads are fine.
+    pub async fn abort_upload(&self, upload: &UploadRef) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Local(root) => match tokio::fs::remove_file(root.join(&upload.staged)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(local_error("abort upload", &Path::from(upload.staged.as_str()), e))
+                }
+                _ => Ok(()),
+            },
+            Backend::S3(root) => {
+                let path = Path::from(upload.path.as_str());
+                match root.client.s3.abort_multipart(&root.key(&path), &upload.id).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(source) => Err(StorageError::store("abort upload", &path)(source)),
+                }
+            }
+        }
+    }
+
+    /// Unfinished S3 multipart uploads whose keys start with `prefix`: what a crash leaves
+    /// behind, invisible to listings but billed. Empty on local disk, where unfinished
+    /// uploads are plain files under `_staging/`.
+    pub async fn list_uploads(&self, prefix: &Path) -> Result<Vec<UploadRef>, StorageError> {
+        let Backend::S3(root) = &self.backend else { return Ok(Vec::new()) };
+        s3_uploads::list(root, prefix).await
+    }
+}
+
+impl S3Root {
+    /// The bucket key of a path relative to the table root.
+    pub(super) fn key(&self, path: &Path) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            path.clone()
+        } else {
+            self.prefix.parts().chain(path.parts()).collect()
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The pipeline: one loop from source to committed tables.
+//!
+//! ```text
+//! source ──> decode ──> event time ──┬──> page_views writer ──────────────┐
+//!                                    ├──> window count ──> aggregates writer
+//!                                    ├──> late_page_views writer          ├──> checkpoint
+//!                                    └── (decode errors) dead_letters ────┘
+//! ```
+//!
+//! [`start`] opens the output, binds the HTTP endpoint and runs the loop (`worker`) on its
+//! own thread, returning a [`RunHandle`]: the bound address, the live status, and the
+//! [`Shutdown`] token. The loop is synchronous and batch-at-a-time; storage I/O runs on a
+//! small tokio runtime beside it. Every checkpoint interval, at the end of bounded input and
+//! on shutdown, the writers close their files and one manifest commits files, positions,
+//! watermarks and open windows together (`checkpoint`, over `pageviews_core::commit`).
+
+mod checkpoint;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pageviews_core::commit::{CheckpointError, Totals};
+use pageviews_core::storage::{S3Env, Storage, StorageError, MIN_PART_BYTES};
+use pageviews_core::table::Format;
+use thiserror::Error;
+use tracing::info;
+
+use crate::clock::{Clock, SystemClock};
+use crate::http::{HttpState, Status};
+use crate::metrics::Metrics;
+use crate::source::{GeneratorConfig, KafkaConfig, SourceError};
+
+/// Where records come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// The built-in generator.
+    Generator(GeneratorConfig),
+    /// JSON-lines files (`-` is stdin), read in order.
+    Files(Vec<String>),
+    /// A Kafka topic, as a consumer group member.
+    Kafka(KafkaConfig),
+}
+
+/// Everything `run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The source.
+    pub source: SourceConfig,
+    /// Table root: a path, `file://` or `s3://` URL.
+    pub output: String,
+    /// File format.
+    pub format: Format,
+    /// Names this pipeline's checkpoints, staging and files.
+    pub pipeline_id: String,
+    /// How often both tables commit.
+    pub checkpoint_interval: Duration,
+    /// Out-of-orderness bound.
+    pub watermark_delay_ms: i64,
+    /// Tumbling window size.
+    pub window_ms: i64,
+    /// How long after a window's end it still accepts events.
+    pub allowed_lateness_ms: i64,
+    /// A partition silent this long stops holding the watermark back.
+    pub idle_timeout_ms: u64,
+    /// File cutting.
+    pub roll_bytes: u64,
+    /// File cutting by age.
+    pub roll_age: Duration,
+    /// Multipart upload part size.
+    pub part_bytes: usize,
+    /// Most files open at once per table.
+    pub max_open_files: usize,
+    /// Parquet rows per row group.
+    pub row_group_rows: usize,
+    /// How long after a partition's end (in event time; dead letters: processing time)
+    /// its files close and its `_SUCCESS` marker is written.
+    pub partition_commit_delay_ms: i64,
+    /// Larger records are dead letters.
+    pub max_record_bytes: usize,
+    /// Where to serve `/metrics`; `None` serves nothing.
+    pub http: Option<SocketAddr>,
+    /// Records per poll.
+    pub batch_size: usize,
+    /// Where processing and wall-clock time come from (tests drive it).
+    pub clock: Arc<dyn Clock>,
+    /// The `AWS_*` settings an s3:// output is opened with (the process's, unless given).
+    pub s3_env: S3Env,
+}
+
+impl PipelineConfig {
+    /// Defaults of DESIGN §6 for a source and an output.
+    pub fn new(source: SourceConfig, output: impl Into<String>) -> Self {
+        PipelineConfig {
+            source,
+            output: output.into(),
+            format: Format::Jsonl,
+            pipeline_id: "pageviews".into(),
+            checkpoint_interval: Duration::from_secs(10),
+            watermark_delay_ms: 5_000,
+            window_ms: 60_000,
+            allowed_lateness_ms: 0,
+            idle_timeout_ms: 1_000,
+            roll_bytes: 128 << 20,
+            roll_age: Duration::from_secs(300),
+            part_bytes: 8 << 20,
+            max_open_files: 16,
+            row_group_rows: 1 << 17,
+            partition_commit_delay_ms: 0,
+            max_record_bytes: 1 << 20,
+            http: None,
+            batch_size: 8192,
+            clock: Arc::new(SystemClock::new()),
+            s3_env: S3Env::process(),
+        }
+    }
+}
+
+/// Asks a running pipeline to checkpoint and stop. Cheap to clone; safe from signal tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// Requests shutdown.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown was requested.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Committed totals over the pipeline's life (including earlier runs).
+    pub totals: Totals,
+    /// Sequence number of the last committed checkpoint (0 if none).
+    pub last_checkpoint: u64,
+    /// True when a bounded source was read to its end.
+    pub reached_end: bool,
+}
+
+/// Why the pipeline stopped with an error. Nothing is committed partially: the last
+/// checkpoint stays the truth.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    /// Reading the source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Writing a table failed.
+    #[error("writing the tables failed: {0}")]
+    Storage(#[from] StorageError),
+    /// Committing or recovering a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The HTTP address cannot be bound.
+    #[error("cannot serve HTTP on {addr}: {source}; pick another address with --http, or --http off")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The checkpoint was made with settings this run cannot continue from.
+    #[error("{0}")]
+    Incompatible(String),
+    /// The I/O runtime or the pipeline thread could not start.
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The pipeline thread panicked: a bug. The last checkpoint still holds.
+    #[error(
+        "the pipeline thread panicked; the last checkpoint still holds (this is a bug, please report it)"
+    )]
+    Panicked,
+}
+
+/// A running pipeline: where it serves HTTP, what it is doing, and how to stop it.
+pub struct RunHandle {
+    http: Option<SocketAddr>,
+    status: Arc<Mutex<Status>>,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    thread: std::thread::JoinHandle<Result<Summary, PipelineError>>,
+}
+
+impl RunHandle {
+    /// The address `/metrics`, `/healthz`, `/api/status` and `/` are served on (the port is
+    /// the one actually bound, also when the config asked for port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// A snapshot of what `/api/status` reports.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The cancellation token: trigger it and the pipeline checkpoints and stops.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// The metrics the pipeline exports.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// True once the pipeline thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the pipeline to end.
+    pub fn join(self) -> Result<Summary, PipelineError> {
+        self.thread.join().unwrap_or_else(|_| Err(PipelineError::Panicked))
+    }
+}
+
+/// Starts the pipeline on its own thread. Errors found before it runs (an unusable output,
+/// an HTTP address that cannot be bound) come back here; the rest from [`RunHandle::join`].
+pub fn start(
+    config: PipelineConfig,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) -> Result<RunHandle, PipelineError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pageviews-io")
+        .enable_all()
+        .build()
+        .map_err(PipelineError::Runtime)?;
+    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?;
+    if storage.is_object_store() && config.part_bytes < MIN_PART_BYTES {
+        return Err(PipelineError::Incompatible(format!(
+            "object stores need upload parts of at least {} MiB; raise --part-size",
+            MIN_PART_BYTES >> 20
+        )));
+    }
+    let status = Arc::new(Mutex::new(Status {
+        pipeline: config.pipeline_id.clone(),
+        output: config.output.clone(),
+        state: "starting".into(),
+        ..Status::default()
+    }));
+    let http = match config.http {
+        Some(addr) => {
+            let state = HttpState { metrics: metrics.clone(), status: status.clone() };
+            let bound = rt
+                .block_on(crate::http::serve(addr, state))
+                .map_err(|source| PipelineError::Http { addr, source })?;
+            info!(%bound, "serving /metrics, /healthz and /api/status");
+            Some(bound)
+        }
+        None => None,
+    };
+    let (st, m, stop) = (status.clone(), metrics.clone(), shutdown.clone());
+    let thread = std::thread::Builder::new()
+        .name("pageviews-pipeline".into())
+        .spawn(move || {
+            let result = worker::Pipeline::start(&config, storage, m, st.clone())
+                .and_then(|mut pipeline| pipeline.run_loop(&stop));
+            if let Ok(mut s) = st.lock() {
+                match &result {
+                    Ok(_) => s.state = "stopped".into(),
+                    Err(e) => {
+                        s.state = "failed".into();
+                        s.error = Some(e.to_string());
+                    }
+                }
+            }
+            // Let in-flight uploads of a failed run finish or fail; nothing uncommitted is visible.
+            rt.shutdown_timeout(Duration::from_secs(5));
+            result
+        })
+        .map_err(PipelineError::Runtime)?;
+    Ok(RunHandle { http, status, shutdown, metrics, thread })
+}
+
+/// Runs the pipeline until the source ends or `shutdown` fires, committing as it goes.
+pub fn run(config: PipelineConfig, shutdown: Shutdown) -> Result<Summary, PipelineError> {
+    run_with_metrics(config, shutdown, Arc::new(Metrics::new()))
+}
+
+/// [`run`] with a caller-supplied metrics handle (tests read it afterwards).
+pub fn run_with_metrics(
+    config: PipelineConfig,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) -> Result<Summary, PipelineError> {
+    start(config, shutdown, metrics)?.join()
+}

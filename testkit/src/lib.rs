@@ -1,0 +1,120 @@
+//! Fixtures and helpers for the integration tests of pageviews and pageviews-sql, defined
+//! once: the inputs (the original job's example, generated streams), runs of the pipeline,
+//! reading committed tables back, the real services (the Kafka broker and the S3 server the
+//! project's scripts start), and waiting for conditions with deadlines.
+#![allow(clippy::missing_panics_doc)]
+
+pub mod fixtures;
+pub mod kafka;
+pub mod s3;
+pub mod tables;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+pub use fixtures::*;
+pub use tables::*;
+
+/// The workspace root, where `scripts/` lives.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a project script (`scripts/<name>`) from the workspace root and returns the last line
+/// it printed, where the scripts put their result.
+pub fn script(name: &str, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(workspace().join("scripts").join(name));
+    cmd.args(args).current_dir(workspace()).stderr(Stdio::inherit());
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
+    assert!(out.status.success(), "scripts/{name} {args:?} failed: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().last().unwrap_or_else(|| panic!("scripts/{name} printed nothing")).trim().to_string()
+}
+
+/// A `pageviews` command for the binary at `exe` (tests pass `env!("CARGO_BIN_EXE_pageviews")`),
+/// with the environment variables pageviews reads as flag defaults removed: tests give every
+/// flag they mean, and the caller's shell must not change the source or the output behind
+/// their back.
+pub fn command(exe: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(exe);
+    for var in [
+        "KAFKA_BOOTSTRAP",
+        "KAFKA_TOPIC",
+        "CONSUMER_GROUP",
+        "KAFKA_OPTIONS",
+        "ROWS_PER_SECOND",
+        "MAX_LATE_RECORD",
+        "PAGEVIEWS_OUTPUT",
+        "PAGEVIEWS_HTTP",
+        "PAGEVIEWS_PIPELINE_ID",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, cond), "timed out after {timeout:?} waiting for {what}");
+}
+
+/// Polls `cond` every 5 ms until it holds (true) or `timeout` passes (false).
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// GET `path` from `addr` over a plain socket: (status code, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").expect("send request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// A counter or gauge's value in Prometheus text (`name value` lines, no labels).
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A small deterministic random number source, so a failing kill schedule can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// From the clock, printed so a failure can be reproduced with `PAGEVIEWS_TEST_SEED`.
+    pub fn from_env_or_clock() -> Self {
+        let seed =
+            std::env::var("PAGEVIEWS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+        eprintln!("kill schedule seed: PAGEVIEWS_TEST_SEED={seed}");
+        Lcg(seed)
+    }
+
+    /// Next value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// A loopback address with a port nothing listened on a moment ago, for a child process's
+/// `--http` (the child cannot hand back the port it bound; in-process runs use
+/// `RunHandle::http_addr` instead).
+pub fn free_loopback_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("its address")
+}
