@@ -13,6 +13,11 @@ substituted, then run through Prometheus's HTTP API, which must answer with data
                                                     skip queries naming pageviews_ metrics, and
                                                     retry empty ones for up to 60 s (rates need a
                                                     few scrapes) instead of failing at once
+    deploy/grafana/queries.py --lint                check the dashboards and provisioning agree
+                                                    (datasource uid, no ${DS_…} inputs, every
+                                                    target has an expr); exit 1 naming each fault
+    deploy/grafana/queries.py --rules               every query as a recording rule, so that
+                                                    `promtool check rules` parses them offline
 
 Dashboards default to every *.json beside this script in dashboards/; name files to pick.
 Template variables become `.+` (Grafana's "All" as a regex; the panels match them with
@@ -38,6 +43,8 @@ import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The datasource every panel names; provisioning/datasources/prometheus.yaml fixes its uid.
+DATASOURCE = {"type": "prometheus", "uid": "pageviews-prometheus"}
 DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
 
 
@@ -124,6 +131,71 @@ def extract(paths, args):
     return out
 
 
+def lint(paths):
+    """Returns a list of faults: what file provisioning of these dashboards would break on."""
+    faults = []
+    with open(os.path.join(HERE, "provisioning", "datasources", "prometheus.yaml")) as f:
+        if not re.search(r"^\s*uid:\s*%s\s*$" % re.escape(DATASOURCE["uid"]), f.read(), re.M):
+            faults.append(f"provisioning/datasources/prometheus.yaml: no datasource with uid {DATASOURCE['uid']}")
+    with open(os.path.join(HERE, "provisioning", "dashboards", "dashboards.yaml")) as f:
+        if not re.search(r"^\s*path:\s*/var/lib/grafana/dashboards\s*$", f.read(), re.M):
+            faults.append("provisioning/dashboards/dashboards.yaml: the file provider does not read /var/lib/grafana/dashboards")
+    uids = {}
+    for path in paths:
+        name = os.path.basename(path)
+        with open(path) as f:
+            text = f.read()
+        try:
+            dashboard = json.loads(text)
+        except ValueError as e:
+            faults.append(f"{name}: not JSON: {e}")
+            continue
+        # Inputs are for the import dialog; a provisioned dashboard keeps the literal text.
+        if "${DS_" in text or "__inputs" in dashboard:
+            faults.append(f"{name}: has ${{DS_…}} datasource inputs or __inputs; name the datasource uid instead")
+        if not dashboard.get("uid"):
+            faults.append(f"{name}: no fixed uid (links and provisioning updates need one)")
+        elif dashboard["uid"] in uids:
+            faults.append(f"{name}: uid {dashboard['uid']} is also used by {uids[dashboard['uid']]}")
+        uids[dashboard.get("uid")] = name
+        if dashboard.get("id") is not None:
+            faults.append(f"{name}: id must be null (Grafana assigns it)")
+        if not isinstance(dashboard.get("schemaVersion"), int) or dashboard["schemaVersion"] < 36:
+            faults.append(f"{name}: schemaVersion {dashboard.get('schemaVersion')!r}, expected 36 or later")
+        for v in dashboard.get("templating", {}).get("list", []):
+            if v.get("type") == "query" and v.get("datasource") != DATASOURCE:
+                faults.append(f"{name}: variable ${v.get('name')} does not use datasource {DATASOURCE}")
+        ids = set()
+        for panel in panels_of(dashboard):
+            title = panel.get("title") or f"panel {panel.get('id')}"
+            if panel.get("id") in ids:
+                faults.append(f"{name} / {title}: panel id {panel.get('id')} is used twice")
+            ids.add(panel.get("id"))
+            # Rows group panels and query nothing.
+            if panel.get("type") == "row":
+                if panel.get("targets"):
+                    faults.append(f"{name} / {title}: a row with queries")
+                continue
+            if panel.get("datasource") != DATASOURCE:
+                faults.append(f"{name} / {title}: datasource is {panel.get('datasource')!r}, expected {DATASOURCE}")
+            if not panel.get("targets"):
+                faults.append(f"{name} / {title}: no queries")
+            for target in panel.get("targets", []):
+                ref = target.get("refId", "?")
+                if target.get("datasource") != DATASOURCE:
+                    faults.append(f"{name} / {title} [{ref}]: datasource is {target.get('datasource')!r}, expected {DATASOURCE}")
+                if not str(target.get("expr", "")).strip():
+                    faults.append(f"{name} / {title} [{ref}]: empty expr")
+    return faults
+
+
+def as_rules(queries):
+    """A Prometheus rule file (JSON is YAML) with each query as a recording rule."""
+    rules = [{"record": f"dashboard_query:{re.sub(r'[^A-Za-z0-9_]', '_', q['dashboard'])}:{i}", "expr": q["expr"]}
+             for i, q in enumerate(queries)]
+    return {"groups": [{"name": "dashboard queries", "rules": rules}]}
+
+
 def run(base_url, expr):
     """Instant query. Returns (number of results, error or None)."""
     url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -178,6 +250,8 @@ def main():
     parser.add_argument("--interval", default="15s", help="value of $__interval (default 15s)")
     parser.add_argument("--range", default="1h", help="value of $__range (default 1h)")
     parser.add_argument("--json", action="store_true", help="print the queries as JSON")
+    parser.add_argument("--lint", action="store_true", help="check dashboards and provisioning, exit 1 on a fault")
+    parser.add_argument("--rules", action="store_true", help="print the queries as a Prometheus rule file")
     parser.add_argument("--prometheus", metavar="URL", help="run every query against this Prometheus")
     parser.add_argument("--exclude", metavar="REGEX", help="with --prometheus: skip queries whose expr matches")
     parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
@@ -193,10 +267,18 @@ def main():
     paths = args.dashboards or sorted(glob.glob(os.path.join(HERE, "dashboards", "*.json")))
     if not paths:
         sys.exit("queries.py: no dashboards found")
+    if args.lint:
+        faults = lint(paths)
+        for fault in faults:
+            print(f"queries.py --lint: {fault}", file=sys.stderr)
+        sys.exit(1 if faults else 0)
     queries = extract(paths, args)
-    if args.prometheus:
+    if args.rules:
+        json.dump(as_rules(queries), sys.stdout, indent=2)
+        print()
+    elif args.prometheus:
         sys.exit(check(queries, args))
-    if args.json:
+    elif args.json:
         json.dump(queries, sys.stdout, indent=2)
         print()
     else:
