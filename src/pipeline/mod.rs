@@ -15,6 +15,7 @@
 //! watermarks and open windows together (`checkpoint`, over `pageviews_core::commit`).
 
 mod checkpoint;
+mod report;
 mod worker;
 
 use std::net::SocketAddr;
