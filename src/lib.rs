@@ -21,6 +21,7 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod route;
 pub mod sink;
 pub mod source;
 pub mod verify;

@@ -38,13 +38,13 @@ fn spawn(args: &[&str]) -> Child {
 fn run_with_kills(args: &[&str], out: &Path, rng: &mut Lcg, max_kills: usize) -> usize {
     let mut kills = 0;
     loop {
-        let before = manifest_count(out);
+        let before = commit_count(out);
         let mut child = spawn(args);
         if kills < max_kills {
             // Wait for progress (a new checkpoint) or the end, then kill at a random instant.
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                if child.try_wait().unwrap().is_some() || manifest_count(out) > before {
+                if child.try_wait().unwrap().is_some() || commit_count(out) > before {
                     break;
                 }
                 assert!(Instant::now() < deadline, "no checkpoint within 120 s");
@@ -148,19 +148,20 @@ fn sigterm_takes_a_final_checkpoint_and_exits_zero_within_the_interval() {
     let out_s = out.display().to_string();
     let mut child =
         spawn(&["run", "--output", &out_s, "--rate", "5000", "--checkpoint-interval", "2s", "--http", "off"]);
-    wait_for("the first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
-    let before = manifest_count(&out);
+    wait_for("the first checkpoint", Duration::from_secs(60), || commit_count(&out) >= 1);
+    let before = commit_count(&out);
     let sent = Instant::now();
     let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
     assert!(sent.elapsed() < Duration::from_secs(2), "took {:?} to stop", sent.elapsed());
-    assert_eq!(manifest_count(&out), before + 1, "exactly one final checkpoint");
+    assert_eq!(commit_count(&out), before + 1, "exactly one final checkpoint");
     // Everything generated up to the final position is committed, and nothing beyond it.
-    let newest = files(&out.join("_checkpoints")).into_iter().last().unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
-    let next_seq = manifest["source"]["next_seq"].as_u64().unwrap();
+    let Some(pageviews::core::commit::Position::Generator { next_seq }) = positions(&out).get(&0).cloned()
+    else {
+        panic!("the generator's partition is committed")
+    };
     assert_eq!(rows(&out, "page_views").len() as u64, next_seq);
     assert_verified(&out);
 }

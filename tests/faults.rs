@@ -67,12 +67,6 @@ fn assert_exactly_once(out: &Path, streams: &[(GeneratorConfig, f64)]) -> usize 
     want_rows.len() + want_bad as usize
 }
 
-/// The newest committed manifest.
-fn newest_manifest(out: &Path) -> serde_json::Value {
-    let newest = files(&out.join("_checkpoints")).into_iter().last().expect("a manifest");
-    serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap()
-}
-
 fn kill_budget() -> usize {
     std::env::var("PAGEVIEWS_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
 }
@@ -92,10 +86,10 @@ fn kill_9_at_random_instants_while_datagen_produces_loses_and_duplicates_nothing
     };
     let mut rng = Lcg::from_env_or_clock();
     for _ in 0..kills {
-        let before = manifest_count(&out);
+        let before = commit_count(&out);
         let mut child = spawn_run(broker(), &topic, &group, &out, "200ms", &[]);
         // Usually after a fresh checkpoint, sometimes before the first one of this run.
-        poll_until(Duration::from_secs(3), || manifest_count(&out) > before);
+        poll_until(Duration::from_secs(3), || commit_count(&out) > before);
         // The kill instant itself: random, so kills land in every phase of a checkpoint.
         std::thread::sleep(Duration::from_millis(rng.below(300)));
         assert!(child.try_wait().unwrap().is_none(), "the pipeline stopped by itself:\n{}", log_text(&out));
@@ -158,7 +152,7 @@ fn an_unwritable_output_stops_the_pipeline_cleanly_and_a_restart_continues_exact
         std::thread::spawn(move || produce(&topic, stream, 0.01))
     };
     let mut child = spawn_run(broker(), &topic, &group, &out, "200ms", &[]);
-    wait_for("a first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
+    wait_for("a first checkpoint", Duration::from_secs(60), || commit_count(&out) >= 1);
 
     // The fault: the checkpoint folder turns into a file. Tests run as root here, so
     // permissions would not stop a write; a path that cannot be a directory does.
@@ -193,30 +187,30 @@ fn sigterm_takes_a_final_checkpoint_and_commits_its_offsets_to_the_group() {
     };
     let http = free_loopback_addr();
     let mut child = spawn_run(broker(), &topic, &group, &out, "2s", &["--http", &http.to_string()]);
-    wait_for("the first checkpoint", Duration::from_secs(60), || manifest_count(&out) >= 1);
+    wait_for("the first checkpoint", Duration::from_secs(60), || commit_count(&out) >= 1);
     // SIGTERM while records read since the last checkpoint wait for the next one.
     let mut read = 0.0;
     wait_for("records read beyond the last checkpoint", Duration::from_secs(30), || {
         read = metric(&http_get(http, "/metrics").1, "pageviews_records_read_total").unwrap_or(0.0);
-        read > newest_manifest(&out)["totals"]["records_read"].as_f64().unwrap()
+        read > committed(&out).records_read as f64
     });
-    let before = manifest_count(&out);
+    let before = commit_count(&out);
     let sent = Instant::now();
     let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", log_text(&out));
     assert!(sent.elapsed() < Duration::from_secs(2), "took {:?} to stop", sent.elapsed());
-    assert!(manifest_count(&out) > before, "a final checkpoint\n{}", log_text(&out));
-    let manifest = newest_manifest(&out);
-    assert!(manifest["totals"]["records_read"].as_f64().unwrap() >= read, "everything read is committed");
+    assert!(commit_count(&out) > before, "a final checkpoint\n{}", log_text(&out));
+    assert!(committed(&out).records_read as f64 >= read, "everything read is committed");
 
-    // The final manifest's positions are what the tables hold and what the group has.
-    let positions: std::collections::BTreeMap<i32, i64> = manifest["source"]["partitions"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(p, o)| (p.parse().unwrap(), o.as_i64().unwrap()))
+    // The final commit's positions are what the tables hold and what the group has.
+    let positions: std::collections::BTreeMap<i32, i64> = positions(&out)
+        .into_iter()
+        .map(|(p, at)| match at {
+            pageviews::core::commit::Position::Kafka { offset } => (p as i32, offset),
+            other => panic!("a Kafka position, not {other:?}"),
+        })
         .collect();
     assert_eq!(rows(&out, "page_views").len() as i64, positions.values().sum::<i64>());
     assert_eq!(committed_offsets(&topic, &group, 3), positions);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use object_store::path::Path as ObjectPath;
-use pageviews::core::commit::Manifest;
+use pageviews::core::commit::{OpenFileState, View};
 use pageviews::core::storage::Storage;
 use pageviews::core::table::Table;
 
@@ -64,10 +64,12 @@ fn s3_rows(rt: &tokio::runtime::Runtime, storage: &Storage, table: &str, drop: &
     out
 }
 
-fn newest_manifest(rt: &tokio::runtime::Runtime, storage: &Storage) -> Option<Manifest> {
-    let paths = rt.block_on(storage.list(&ObjectPath::from("_checkpoints"))).ok()?;
-    let newest = paths.into_iter().filter(|p| p.extension() == Some("json")).max_by_key(|p| p.to_string())?;
-    serde_json::from_slice(&rt.block_on(storage.get(&newest)).ok()?).ok()
+/// The open files of the pipeline's newest committed state.
+fn committed_open_files(rt: &tokio::runtime::Runtime, storage: &Storage) -> Vec<OpenFileState> {
+    match rt.block_on(View::load(storage, "pageviews")) {
+        Ok(view) => view.tasks.into_values().flat_map(|t| t.open).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn run_args<'a>(output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -155,8 +157,7 @@ fn kill_9_with_a_multipart_upload_open_recovers_exactly_once_and_aborts_the_orph
     let mut child = s3_bin().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Kill once a checkpoint records an open file with uploaded parts.
     wait_for("a checkpoint with an open multipart upload", Duration::from_secs(60), || {
-        newest_manifest(&rt, &storage)
-            .is_some_and(|m| m.open.iter().any(|f| f.table == Table::PageViews && !f.parts.is_empty()))
+        committed_open_files(&rt, &storage).iter().any(|f| f.table == Table::PageViews && !f.parts.is_empty())
     });
     child.kill().unwrap();
     child.wait().unwrap();

@@ -1,107 +1,172 @@
-//! Taking a checkpoint: close what must close, collect the writers' files, and commit one
-//! manifest through the commit protocol; then count what it committed.
+//! Taking a checkpoint: close what must close, collect every task's files and state, and
+//! commit them as one log entry; then publish, release revoked partitions, and report.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use pageviews_core::commit::{Manifest, Totals, MANIFEST_VERSION};
+use pageviews_core::commit::{TaskState, Totals, View};
 use pageviews_core::table::{Partition, Table};
-use pageviews_core::time::{format_timestamp, HOUR_MS};
+use pageviews_core::time::HOUR_MS;
 
 use super::worker::Pipeline;
 use super::PipelineError;
-use crate::window::NO_WATERMARK;
 
-impl Pipeline {
-    /// True once partition `p` can no longer get on-time rows: the watermark (dead
-    /// letters: the wall clock) has passed its end plus the commit delay.
-    pub(super) fn partition_complete(&self, p: Partition, wm: i64, wall: i64) -> bool {
-        if self.reached_end {
+/// What decides that an hour partition is complete.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Completion {
+    pub watermark_delay_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub commit_delay_ms: i64,
+}
+
+impl Completion {
+    /// True once every source partition's watermark (dead letters: the wall clock) has passed
+    /// the end of `p` plus the commit delay: no task will write an on-time row to it any
+    /// more. Finished and idle partitions, and partitions without events yet, hold nothing
+    /// back; when every partition is finished, every hour has passed.
+    pub fn passed(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
+        if !tasks.is_empty() && tasks.iter().all(|t| t.time.finished) {
             return true;
         }
-        let end = (p.hour + 1).saturating_mul(HOUR_MS).saturating_add(self.partition_commit_delay_ms);
-        match p.table {
-            Table::DeadLetters => wall >= end,
-            _ => wm != NO_WATERMARK && wm >= end.saturating_add(self.allowed_lateness_ms),
+        let end = (p.hour + 1).saturating_mul(HOUR_MS).saturating_add(self.commit_delay_ms);
+        if p.table == Table::DeadLetters {
+            return wall_ms >= end;
         }
+        let need = end.saturating_add(self.allowed_lateness_ms);
+        tasks.iter().all(|t| {
+            t.time.finished
+                || t.idle
+                || t.time.max_event_ms.is_none_or(|m| m.saturating_sub(self.watermark_delay_ms) >= need)
+        })
     }
 
-    /// Commits everything processed so far: files, positions, watermarks, open windows.
-    /// Skipped when nothing changed and no partition completed, unless `force` (the
-    /// source is waiting on it). `last` closes every file (the pipeline is stopping).
-    pub(super) fn checkpoint(&mut self, force: bool, last: bool) -> Result<(), PipelineError> {
-        let (wm, wall) = (self.watermarks.current(), self.clock.wall_ms());
-        let completed = |this: &Self| {
-            this.unmarked.iter().any(|p| this.partition_complete(*p, wm, wall))
-                || this.writers_open().any(|p| this.partition_complete(p, wm, wall))
+    /// True once `p` has passed and no task has a file of it open: its `_SUCCESS` can go.
+    pub fn complete(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
+        self.passed(p, tasks, wall_ms)
+            && !tasks.iter().any(|t| t.open.iter().any(|f| f.table == p.table && f.hour == p.hour))
+    }
+}
+
+impl Pipeline {
+    /// Commits everything processed so far. Skipped when nothing changed and no partition
+    /// completed, unless `force`. The files of tasks in `closing` close (their partitions
+    /// are being given up, or the pipeline stops), so all they committed is visible.
+    pub(super) fn checkpoint(&mut self, force: bool, closing: &[u32]) -> Result<(), PipelineError> {
+        let wall = self.clock.wall_ms();
+        let now = self.now_ms();
+        let rules = self.completion();
+        // Hours every task has passed, judged on the view's states of the other instances'
+        // tasks and on the running state of ours: their files close now.
+        let passed: BTreeSet<Partition> = {
+            let log = self.log.lock().map_err(|_| poisoned())?;
+            let mine = self.provisional_states(now);
+            let tasks = merged(log.view(), &mine);
+            let open: BTreeSet<Partition> = self.tasks.values().flat_map(|t| t.open_partitions()).collect();
+            open.into_iter()
+                .chain(log.view().unmarked.iter().copied())
+                .filter(|p| rules.passed(*p, &tasks, wall))
+                .collect()
         };
-        if !self.dirty && !force && !completed(self) {
+        let dirty = self.tasks.values().any(|t| t.dirty) || !closing.is_empty();
+        if !dirty && !force && passed.is_empty() {
             return Ok(());
         }
         // Real elapsed time: a measurement for metrics and logs, never a decision.
         let began = Instant::now();
-        let next = self.seq + 1;
-        let done: Vec<Partition> =
-            self.writers_open().filter(|p| self.partition_complete(*p, wm, wall)).collect();
-        for w in self.writers.all() {
-            let table = w.table();
-            w.close_complete(|hour| done.contains(&Partition { table, hour }));
-            if last {
-                w.close_all();
+        for task in self.tasks.values_mut() {
+            let close_all = closing.contains(&task.partition);
+            for w in task.writers.all() {
+                let table = w.table();
+                w.close_complete(|hour| passed.contains(&Partition { table, hour }));
+                if close_all {
+                    w.close_all();
+                }
             }
         }
-        for w in self.writers.all() {
-            w.start_checkpoint(self.seq)?;
+        for task in self.tasks.values_mut() {
+            let cp = task.cp + 1;
+            for w in task.writers.all() {
+                w.start_checkpoint(cp)?;
+            }
         }
-        let (mut files, mut open) = (Vec::new(), Vec::new());
-        for w in self.writers.all() {
-            let (closed, still_open) = w.finish_checkpoint(next)?;
-            files.extend(closed);
-            open.extend(still_open);
+        let mut states = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks.values_mut() {
+            let next = task.cp + 2;
+            let (mut files, mut open) = (std::mem::take(&mut task.sealed), Vec::new());
+            for w in task.writers.all() {
+                let (closed, still_open) = w.finish_checkpoint(next)?;
+                files.extend(closed);
+                open.extend(still_open);
+            }
+            task.sealed = files.clone();
+            let Some(position) = self.source.position(task.partition) else { continue };
+            let idle = now.saturating_sub(task.last_seen_ms) >= self.setup.rules.idle_timeout_ms;
+            states.push(task.state(position, files, open, idle));
         }
-        self.unmarked.extend(files.iter().map(|f| Partition { table: f.table, hour: f.hour }));
-        self.unmarked.extend(open.iter().map(|f| Partition { table: f.table, hour: f.hour }));
-        let still_open: BTreeSet<Partition> =
-            open.iter().map(|f| Partition { table: f.table, hour: f.hour }).collect();
-        let markers: Vec<Partition> = self
-            .unmarked
-            .iter()
-            .copied()
-            .filter(|p| !still_open.contains(p) && self.partition_complete(*p, wm, wall))
-            .collect();
-        for p in &markers {
-            self.unmarked.remove(p);
-        }
-        let mut totals = self.committed.clone();
-        totals.records_read += self.pending.records_read;
-        totals.page_views += self.pending.page_views;
-        totals.late_page_views += self.pending.late_page_views;
-        totals.page_view_aggregates += self.pending.page_view_aggregates;
-        totals.dead_letters += self.pending.dead_letters;
-        let manifest = Manifest {
-            version: MANIFEST_VERSION,
-            pipeline: self.pipeline_id.clone(),
-            seq: self.seq,
-            created_at: format_timestamp(self.clock.wall_ms()),
-            source: self.source.checkpoint(),
-            watermark: self.watermarks.current(),
-            partitions: self.watermarks.partitions(),
-            window_ms: self.windows.size_ms(),
-            open_windows: self.windows.snapshot(),
-            emitted_through: self.windows.emitted_through(),
-            files,
-            open,
-            unmarked: self.unmarked.iter().copied().collect(),
-            markers,
-            totals,
+        let committed_states = states.clone();
+        let committed = {
+            let mut log = self.log.lock().map_err(|_| poisoned())?;
+            log.commit(states, |view, mine| {
+                let tasks = merged(view, mine);
+                let touched = mine
+                    .iter()
+                    .flat_map(|t| t.files.iter().map(|f| Partition { table: f.table, hour: f.hour }));
+                let candidates: BTreeSet<Partition> = view.unmarked.iter().copied().chain(touched).collect();
+                candidates.into_iter().filter(|p| rules.complete(*p, &tasks, wall)).collect()
+            })?
         };
-        self.checkpoints.commit(&manifest)?;
-        self.source.committed(&manifest.source);
-        self.report_checkpoint(&manifest, began.elapsed());
-        self.committed = manifest.totals;
-        self.pending = Totals::default();
-        self.seq = next;
-        self.dirty = false;
+        self.drop_fenced(&committed.fenced);
+        let mut positions = BTreeMap::new();
+        let mut rows = Totals::default();
+        for state in &committed_states {
+            if committed.fenced.contains(&state.partition) {
+                continue;
+            }
+            positions.insert(state.partition, state.position.clone());
+            if let Some(task) = self.tasks.get_mut(&state.partition) {
+                rows.add(&task.pending);
+                task.committed();
+            }
+        }
+        for p in closing {
+            // Given up or stopping: everything read is committed and visible.
+            if self.source.revoking().contains(p) {
+                self.tasks.remove(p);
+            }
+        }
+        self.source.committed(&positions);
+        self.checkpoints += 1;
+        self.report_checkpoint(&committed_states, &rows, committed.version, began.elapsed());
         Ok(())
     }
+
+    fn completion(&self) -> Completion {
+        Completion {
+            watermark_delay_ms: self.setup.rules.watermark_delay_ms,
+            allowed_lateness_ms: self.setup.rules.allowed_lateness_ms,
+            commit_delay_ms: self.partition_commit_delay_ms,
+        }
+    }
+
+    /// Our tasks' states as they stand, for deciding completion before the checkpoint.
+    fn provisional_states(&self, now: u64) -> Vec<TaskState> {
+        self.tasks
+            .values()
+            .filter_map(|t| {
+                let position = self.source.position(t.partition)?;
+                let idle = now.saturating_sub(t.last_seen_ms) >= self.setup.rules.idle_timeout_ms;
+                Some(t.state(position, Vec::new(), Vec::new(), idle))
+            })
+            .collect()
+    }
+}
+
+/// The view's task states with `mine` in place of the ones they supersede.
+fn merged<'a>(view: &'a View, mine: &'a [TaskState]) -> Vec<&'a TaskState> {
+    let ours: BTreeSet<u32> = mine.iter().map(|t| t.partition).collect();
+    view.tasks.values().filter(|t| !ours.contains(&t.partition)).chain(mine.iter()).collect()
+}
+
+fn poisoned() -> PipelineError {
+    PipelineError::Incompatible("a thread panicked while holding the commit log".into())
 }

@@ -15,7 +15,10 @@
 //! watermarks and open windows together (`checkpoint`, over `pageviews_core::commit`).
 
 mod checkpoint;
+mod open;
 mod report;
+mod restore;
+mod task;
 mod worker;
 
 use std::net::SocketAddr;
@@ -263,7 +266,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("pageviews-pipeline".into())
         .spawn(move || {
-            let result = worker::Pipeline::start(&config, storage, m, st.clone())
+            let result = worker::Pipeline::open(&config, storage, m, st.clone())
                 .and_then(|mut pipeline| pipeline.run_loop(&stop));
             if let Ok(mut s) = st.lock() {
                 match &result {

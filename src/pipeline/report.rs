@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pageviews_core::commit::Manifest;
+use pageviews_core::commit::{TaskState, Totals};
 use pageviews_core::table::Table;
 use pageviews_core::time::format_timestamp;
 use tracing::{debug, warn};
@@ -14,22 +14,29 @@ use crate::metrics::TableLabel;
 use crate::window::NO_WATERMARK;
 
 impl Pipeline {
-    /// Counts what checkpoint `manifest` committed, `elapsed` after it began. Rows count when
-    /// their checkpoint commits; files and bytes when they roll.
-    pub(super) fn report_checkpoint(&self, manifest: &Manifest, elapsed: Duration) {
+    /// Counts what log entry `version` committed for this instance's tasks (`states`, with
+    /// `rows` new rows), `elapsed` after the checkpoint began. Rows count when their
+    /// checkpoint commits; files and bytes when they roll.
+    pub(super) fn report_checkpoint(
+        &self,
+        states: &[TaskState],
+        rows: &Totals,
+        version: u64,
+        elapsed: Duration,
+    ) {
         let m = &self.metrics;
-        let p = &self.pending;
-        for (table, rows) in [
-            (Table::PageViews, p.page_views),
-            (Table::PageViewAggregates, p.page_view_aggregates),
-            (Table::LatePageViews, p.late_page_views),
-            (Table::DeadLetters, p.dead_letters),
+        for (table, n) in [
+            (Table::PageViews, rows.page_views),
+            (Table::PageViewAggregates, rows.page_view_aggregates),
+            (Table::LatePageViews, rows.late_page_views),
+            (Table::DeadLetters, rows.dead_letters),
         ] {
-            m.rows_committed.get_or_create(&TableLabel { table: table.name() }).inc_by(rows);
-            let open = manifest.open.iter().filter(|f| f.table == table).count();
+            m.rows_committed.get_or_create(&TableLabel { table: table.name() }).inc_by(n);
+            let open = states.iter().flat_map(|s| &s.open).filter(|f| f.table == table).count();
             m.open_files.get_or_create(&TableLabel { table: table.name() }).set(open as i64);
         }
-        for f in &manifest.files {
+        let files = states.iter().flat_map(|s| &s.files);
+        for f in files.clone() {
             let label = TableLabel { table: f.table.name() };
             m.files_committed.get_or_create(&label).inc();
             m.bytes_committed.get_or_create(&label).inc_by(f.bytes);
@@ -37,22 +44,31 @@ impl Pipeline {
         m.checkpoints.inc();
         m.checkpoint_duration.observe(elapsed.as_secs_f64());
         m.last_checkpoint.set(self.clock.wall_ms() as f64 / 1000.0);
-        m.open_windows.set(manifest.open_windows.len() as i64);
+        let open_windows: usize =
+            states.iter().filter_map(|s| s.counting.as_ref()).map(|c| c.open_windows.len()).sum();
+        m.open_windows.set(open_windows as i64);
         if elapsed > self.checkpoint_interval {
             warn!(?elapsed, "checkpoint took longer than the checkpoint interval");
         }
         debug!(
-            seq = manifest.seq,
-            files = manifest.files.len(),
-            open = manifest.open.len(),
-            markers = manifest.markers.len(),
+            version,
+            tasks = states.len(),
+            files = files.count(),
+            open = states.iter().map(|s| s.open.len()).sum::<usize>(),
             ?elapsed,
             "checkpoint committed"
         );
+        let watermark = states
+            .iter()
+            .filter_map(|s| s.counting.as_ref())
+            .map(|c| c.watermark)
+            .filter(|w| *w != NO_WATERMARK)
+            .min();
+        let totals = self.log.lock().map(|l| l.view().totals()).unwrap_or_default();
         if let Ok(mut st) = self.status.lock() {
-            st.last_checkpoint = Some(manifest.seq);
-            st.totals = manifest.totals.clone();
-            st.watermark = (manifest.watermark != NO_WATERMARK).then(|| format_timestamp(manifest.watermark));
+            st.last_checkpoint = Some(version);
+            st.totals = totals;
+            st.watermark = watermark.map(format_timestamp);
         }
     }
 }

@@ -1,163 +1,68 @@
-//! The record loop: poll the source, decode, route each record to its tables, count
-//! windows, and checkpoint on schedule.
+//! The record loop: poll the source, decode, hand each record to the task of its partition,
+//! count it where its postcode is counted, and checkpoint on schedule.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pageviews_core::commit::{Checkpoints, Totals};
-use pageviews_core::storage::Storage;
-use pageviews_core::table::{Partition, Table};
-use pageviews_core::time::{format_timestamp, hour_of};
-use tracing::info;
+use pageviews_core::commit::Log;
+use pageviews_core::time::hour_of;
+use tracing::{info, warn};
 
-use super::{PipelineConfig, PipelineError, Shutdown, SourceConfig, Summary};
+use super::restore::LogRestorer;
+use super::task::{Task, TaskSetup};
+use super::{PipelineError, Shutdown, Summary};
 use crate::clock::Clock;
 use crate::event::{decode, oversized_prefix, DecodeError, Reason};
 use crate::http::Status;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::sink::jsonl::Origin;
-use crate::sink::{Row, TableWriter, WriterConfig};
-use crate::source::{Batch, FileSource, GeneratorSource, KafkaSource, PartitionEvent, Poll, Source};
-use crate::window::{TumblingCount, Watermarks, WindowCount, NO_WATERMARK};
+use crate::sink::Row;
+use crate::source::{Batch, PartitionEvent, Poll, Restored, Source};
+use crate::window::NO_WATERMARK;
 
-pub(super) struct Writers {
-    pub(super) page_views: TableWriter,
-    pub(super) aggregates: TableWriter,
-    pub(super) late: TableWriter,
-    pub(super) dead_letters: TableWriter,
-}
-
-impl Writers {
-    pub(super) fn all(&mut self) -> [&mut TableWriter; 4] {
-        [&mut self.page_views, &mut self.aggregates, &mut self.late, &mut self.dead_letters]
+/// Which counting partition counts a postcode's windows: a hash of the postcode modulo the
+/// pipeline's counting partitions. The same function in every instance and every run.
+#[inline]
+pub(super) fn counting_partition(postcode: &str, counting_partitions: u32) -> u32 {
+    if counting_partitions <= 1 {
+        return 0;
     }
+    crate::route::partition_of(postcode.as_bytes(), counting_partitions)
 }
 
+/// One instance's pipeline: its source, the tasks of the partitions it holds, and its
+/// handle on the commit log.
 pub(super) struct Pipeline {
-    pub(super) source: Box<dyn Source>,
-    pub(super) writers: Writers,
-    pub(super) watermarks: Watermarks,
-    pub(super) windows: TumblingCount,
-    pub(super) checkpoints: Checkpoints,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) status: Arc<Mutex<Status>>,
-    pub(super) pipeline_id: String,
-    /// The checkpoint the current files belong to.
-    pub(super) seq: u64,
-    pub(super) committed: Totals,
-    /// Counts since the last checkpoint.
-    pub(super) pending: Totals,
-    pub(super) dirty: bool,
-    pub(super) max_record_bytes: usize,
-    pub(super) batch_size: usize,
-    pub(super) checkpoint_interval: Duration,
-    pub(super) clock: Arc<dyn Clock>,
-    pub(super) fired: Vec<WindowCount>,
-    /// Partitions with rows whose `_SUCCESS` marker is not yet written.
-    pub(super) unmarked: BTreeSet<Partition>,
-    pub(super) allowed_lateness_ms: i64,
-    pub(super) partition_commit_delay_ms: i64,
+    pub source: Box<dyn Source>,
+    pub tasks: BTreeMap<u32, Task>,
+    pub log: Arc<Mutex<Log>>,
+    pub setup: TaskSetup,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Mutex<Status>>,
+    pub clock: Arc<dyn Clock>,
+    pub max_record_bytes: usize,
+    pub batch_size: usize,
+    pub checkpoint_interval: Duration,
+    pub partition_commit_delay_ms: i64,
     /// A bounded source was read to its end: every partition is complete.
-    pub(super) reached_end: bool,
+    pub reached_end: bool,
+    /// Checkpoints this instance committed in this run.
+    pub checkpoints: u64,
 }
 
 impl Pipeline {
-    /// Partitions with a file open, over all tables.
-    pub(super) fn writers_open(&self) -> impl Iterator<Item = Partition> + '_ {
-        let w = &self.writers;
-        [&w.page_views, &w.aggregates, &w.late, &w.dead_letters]
-            .into_iter()
-            .flat_map(|w| w.open_hours().map(move |hour| Partition { table: w.table(), hour }))
-    }
-
-    pub(super) fn start(
-        config: &PipelineConfig,
-        storage: Storage,
-        metrics: Arc<Metrics>,
-        status: Arc<Mutex<Status>>,
-    ) -> Result<Self, PipelineError> {
-        let checkpoints = Checkpoints::new(storage.clone(), &config.pipeline_id);
-        let resumed = checkpoints.recover()?;
-        if let Some(m) = &resumed {
-            if m.window_ms != config.window_ms {
-                return Err(PipelineError::Incompatible(format!(
-                    "checkpoint {} counted {} ms windows but --window is {} ms; keep the window size, or use another --output or --pipeline-id",
-                    m.seq, m.window_ms, config.window_ms
-                )));
-            }
-            info!(checkpoint = m.seq, watermark = %format_timestamp(m.watermark), open_windows = m.open_windows.len(), "resuming from checkpoint");
-        }
-        let resume_source = resumed.as_ref().map(|m| &m.source);
-        let source: Box<dyn Source> = match &config.source {
-            SourceConfig::Generator(g) => Box::new(GeneratorSource::new(g.clone(), resume_source)?),
-            SourceConfig::Files(paths) => {
-                Box::new(FileSource::new(paths, config.max_record_bytes, resume_source)?)
-            }
-            SourceConfig::Kafka(k) => {
-                Box::new(KafkaSource::new(k.clone(), &config.pipeline_id, resume_source, metrics.clone())?)
-            }
-        };
-        let watermarks = Watermarks::new(
-            config.watermark_delay_ms,
-            config.idle_timeout_ms,
-            resumed.as_ref().map(|m| (m.watermark, m.partitions.clone())),
-        );
-        let mut windows = TumblingCount::new(config.window_ms, config.allowed_lateness_ms);
-        if let Some(m) = &resumed {
-            windows.restore(&m.open_windows, m.emitted_through);
-        }
-        let seq = resumed.as_ref().map_or(1, |m| m.seq + 1);
-        let unmarked = resumed.as_ref().map(|m| m.unmarked.iter().copied().collect()).unwrap_or_default();
-        let committed = resumed.map(|m| m.totals).unwrap_or_default();
-        let wc = WriterConfig {
-            pipeline_id: config.pipeline_id.clone(),
-            format: config.format,
-            roll_bytes: config.roll_bytes,
-            roll_age_ms: config.roll_age.as_millis() as u64,
-            part_bytes: config.part_bytes,
-            max_open_files: config.max_open_files,
-            row_group_rows: config.row_group_rows,
-        };
-        let writer = |t| TableWriter::new(t, storage.clone(), wc.clone(), seq);
-        let writers = Writers {
-            page_views: writer(Table::PageViews),
-            aggregates: writer(Table::PageViewAggregates),
-            late: writer(Table::LatePageViews),
-            dead_letters: writer(Table::DeadLetters),
-        };
-        if let Ok(mut st) = status.lock() {
-            st.state = "running".into();
-            st.totals = committed.clone();
-            st.last_checkpoint = seq.checked_sub(1).filter(|s| *s > 0);
-        }
-        Ok(Pipeline {
-            source,
-            writers,
-            watermarks,
-            windows,
-            checkpoints,
-            metrics,
-            status,
-            pipeline_id: config.pipeline_id.clone(),
-            seq,
-            committed,
-            pending: Totals::default(),
-            dirty: false,
-            max_record_bytes: config.max_record_bytes,
-            batch_size: config.batch_size,
-            checkpoint_interval: config.checkpoint_interval,
-            clock: config.clock.clone(),
-            fired: Vec::new(),
-            unmarked,
-            allowed_lateness_ms: config.allowed_lateness_ms,
-            partition_commit_delay_ms: config.partition_commit_delay_ms,
-            reached_end: false,
-        })
-    }
-
     pub(super) fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Creates the tasks of partitions the source announced, from what was restored.
+    pub(super) fn add_tasks(&mut self, restored: Vec<(u32, Restored)>) {
+        let now = self.now_ms();
+        for (partition, r) in restored {
+            let task = Task::new(partition, r.claim, r.state, &self.setup, now);
+            self.tasks.insert(partition, task);
+        }
     }
 
     pub(super) fn run_loop(&mut self, shutdown: &Shutdown) -> Result<Summary, PipelineError> {
@@ -174,58 +79,76 @@ impl Pipeline {
             match self.source.poll(&mut batch, self.batch_size, now)? {
                 Poll::Ready => self.process(&batch, now)?,
                 Poll::Pending(wait) => {
-                    self.advance_watermark(now)?;
+                    self.advance_watermarks(now)?;
                     let until_cp = Duration::from_millis(next_checkpoint.saturating_sub(now));
                     self.clock.sleep(wait.min(until_cp).min(Duration::from_millis(50)));
                 }
                 Poll::End => {
-                    self.flush_windows(self.now_ms())?;
+                    // Every partition is read to its end: nothing can hold a window open.
+                    let now = self.now_ms();
+                    for task in self.tasks.values_mut() {
+                        task.finish();
+                    }
+                    self.forward_progress(now);
+                    for task in self.tasks.values_mut() {
+                        task.flush(now)?;
+                    }
                     self.reached_end = true;
                     break true;
                 }
             }
-            if self.source.needs_checkpoint() {
-                self.checkpoint(true, false)?;
+            let revoking = self.source.revoking();
+            if !revoking.is_empty() {
+                self.checkpoint(true, &revoking)?;
             }
             let now = self.now_ms();
             if now >= next_roll_check {
-                for w in self.writers.all() {
-                    w.roll_aged(now);
+                for task in self.tasks.values_mut() {
+                    for w in task.writers.all() {
+                        w.roll_aged(now);
+                    }
                 }
                 next_roll_check = now + 1_000;
             }
             if now >= next_checkpoint {
-                self.checkpoint(false, false)?;
+                self.checkpoint(false, &[])?;
                 next_checkpoint = self.now_ms() + self.checkpoint_interval.as_millis() as u64;
             }
         };
         // Stopping: every file closes, so all that is committed is visible.
-        self.checkpoint(true, true)?;
+        let all: Vec<u32> = self.tasks.keys().copied().collect();
+        self.checkpoint(true, &all)?;
+        let (version, totals) =
+            self.log.lock().map(|l| (l.view().version, l.view().totals())).unwrap_or_default();
         info!(
-            checkpoint = self.seq - 1,
-            records_read = self.committed.records_read,
-            page_views = self.committed.page_views,
-            late = self.committed.late_page_views,
-            aggregates = self.committed.page_view_aggregates,
-            dead_letters = self.committed.dead_letters,
+            version,
+            records_read = totals.records_read,
+            page_views = totals.page_views,
+            late = totals.late_page_views,
+            aggregates = totals.page_view_aggregates,
+            dead_letters = totals.dead_letters,
             "stopped with everything read committed"
         );
-        Ok(Summary { totals: self.committed.clone(), last_checkpoint: self.seq - 1, reached_end })
+        Ok(Summary { totals, last_checkpoint: version, reached_end })
     }
 
     /// Decode, route and count one batch. The per-record path allocates nothing unless a
     /// string needed unescaping or a new postcode opens a window slot.
     fn process(&mut self, batch: &Batch, now: u64) -> Result<(), PipelineError> {
-        self.dirty = true;
         let mut events = batch.events().iter().peekable();
         let received_at = self.clock.wall_ms();
-        let mut wm = self.watermarks.current();
-        let (mut accepted, mut late) = (0u64, 0u64);
+        let (mut accepted, mut late_before) = (0u64, self.late_pending());
         let mut dead = [0u64; 7];
         for (i, rec) in batch.records().iter().enumerate() {
             while let Some((_, event)) = events.next_if(|(at, _)| *at <= i) {
-                self.apply(*event, now);
+                self.apply(*event, now)?;
             }
+            let Some(task) = self.tasks.get_mut(&rec.partition) else {
+                // A record of a partition this instance does not hold (fenced meanwhile).
+                continue;
+            };
+            task.dirty = true;
+            task.pending.records_read += 1;
             let payload = batch.payload(rec);
             let decoded = if rec.len > self.max_record_bytes as u64 {
                 Err(DecodeError::Oversized { size: rec.len as usize, limit: self.max_record_bytes })
@@ -235,26 +158,27 @@ impl Pipeline {
             match decoded {
                 Ok(pv) => {
                     accepted += 1;
-                    let hour = hour_of(pv.timestamp);
-                    self.writers.page_views.append(hour, now, Row::View(&pv))?;
-                    if self.windows.is_late(pv.timestamp, wm) {
-                        late += 1;
-                        self.writers.late.append(hour, now, Row::Late(&pv, wm))?;
-                    } else {
-                        self.windows.add(pv.timestamp, &pv.postcode);
+                    task.pending.page_views += 1;
+                    task.writers.page_views.append(hour_of(pv.timestamp), now, Row::View(&pv))?;
+                    task.observe(pv.timestamp, now);
+                    let q = counting_partition(&pv.postcode, self.setup.counting_partitions);
+                    if q != rec.partition {
+                        task.forwarded_to.insert(q);
                     }
-                    if self.watermarks.observe(rec.partition, pv.timestamp, now) {
-                        let new = self.watermarks.advance(now);
-                        if new != wm {
-                            wm = new;
-                            if self.windows.next_end().is_some_and(|end| self.windows.fires(end, wm)) {
-                                self.fire_windows(wm, now)?;
-                            }
+                    match self.tasks.get_mut(&q) {
+                        Some(counter) => counter.count(rec.partition, rec.position, &pv, now)?,
+                        None => {
+                            return Err(PipelineError::Incompatible(format!(
+                                "records of partition {} are counted in partition {q}, which this instance does not hold; \
+                                 several instances need a topic keyed by postcode",
+                                rec.partition
+                            )))
                         }
                     }
                 }
                 Err(err) => {
                     dead[err.reason() as usize] += 1;
+                    task.pending.dead_letters += 1;
                     let payload = match err {
                         DecodeError::Oversized { limit, .. } => oversized_prefix(payload, limit),
                         _ => payload,
@@ -265,74 +189,104 @@ impl Pipeline {
                         offset: rec.position,
                     };
                     let row = Row::DeadLetter { payload, error: &err, origin, received_at };
-                    self.writers.dead_letters.append(hour_of(received_at), now, row)?;
+                    task.writers.dead_letters.append(hour_of(received_at), now, row)?;
                 }
             }
         }
         for (_, event) in events {
-            self.apply(*event, now);
+            self.apply(*event, now)?;
         }
+        self.forward_progress(now);
+        late_before = self.late_pending() - late_before;
         let read = batch.len() as u64;
-        self.pending.records_read += read;
-        self.pending.page_views += accepted;
-        self.pending.late_page_views += late;
         let m = &self.metrics;
         m.records_read.inc_by(read);
         m.records_accepted.inc_by(accepted);
-        m.late_events.inc_by(late);
+        m.late_events.inc_by(late_before);
         for reason in Reason::ALL {
             let n = dead[reason as usize];
             if n > 0 {
-                self.pending.dead_letters += n;
                 m.dead_letters.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc_by(n);
             }
         }
-        self.advance_watermark(now)
+        self.advance_watermarks(now)
     }
 
-    fn apply(&mut self, event: PartitionEvent, now: u64) {
+    fn late_pending(&self) -> u64 {
+        self.tasks.values().map(|t| t.pending.late_page_views).sum()
+    }
+
+    fn apply(&mut self, event: PartitionEvent, now: u64) -> Result<(), PipelineError> {
         match event {
-            PartitionEvent::Assigned(p) => self.watermarks.assign(p, now),
-            PartitionEvent::Finished(p) => self.watermarks.finish(p),
-            PartitionEvent::Revoked(p) => self.watermarks.revoke(p),
+            PartitionEvent::Assigned(p) => {
+                if let Some(restored) = self.source.take_restored(p) {
+                    self.add_tasks(vec![(p, restored)]);
+                } else if let Some(task) = self.tasks.get_mut(&p) {
+                    task.last_seen_ms = now;
+                }
+            }
+            PartitionEvent::Finished(p) => {
+                if let Some(task) = self.tasks.get_mut(&p) {
+                    task.finish();
+                }
+                self.forward_progress(now);
+            }
+            PartitionEvent::Revoked(p) => {
+                self.tasks.remove(&p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells each counting partition how far the sources that forward to it have come (the
+    /// watermark it may not pass while they might still send it something).
+    fn forward_progress(&mut self, now: u64) {
+        let progress: Vec<(u32, u32, pageviews_core::commit::PartitionTime)> = self
+            .tasks
+            .values()
+            .flat_map(|t| t.forwarded_to.iter().map(move |q| (*q, t.partition, t.time.clone())))
+            .collect();
+        for (q, source, time) in progress {
+            if let Some(counter) = self.tasks.get_mut(&q) {
+                counter.input_progress(source, &time, now);
+            }
         }
     }
 
-    /// Re-evaluates the watermark (idleness moves it without records) and fires windows.
-    fn advance_watermark(&mut self, now: u64) -> Result<(), PipelineError> {
-        let wm = self.watermarks.advance(now);
-        if wm != NO_WATERMARK {
+    /// Re-evaluates every counting watermark (idleness moves them without records).
+    fn advance_watermarks(&mut self, now: u64) -> Result<(), PipelineError> {
+        let mut lowest: Option<i64> = None;
+        for task in self.tasks.values_mut() {
+            if task.counter.is_some() {
+                let wm = task.advance(now)?;
+                if wm != NO_WATERMARK {
+                    lowest = Some(lowest.map_or(wm, |l| l.min(wm)));
+                }
+            }
+        }
+        if let Some(wm) = lowest {
             self.metrics.watermark.set(wm as f64 / 1000.0);
         }
-        if self.windows.next_end().is_some_and(|end| self.windows.fires(end, wm)) {
-            self.fire_windows(wm, now)?;
-        }
         Ok(())
     }
 
-    /// End of bounded input: every open window is emitted, as Flink does. The watermark
-    /// itself stays real, so a later run on more input goes on from it.
-    fn flush_windows(&mut self, now: u64) -> Result<(), PipelineError> {
-        self.fired.clear();
-        self.windows.flush(&mut self.fired);
-        self.write_fired(now)
-    }
-
-    fn fire_windows(&mut self, wm: i64, now: u64) -> Result<(), PipelineError> {
-        self.fired.clear();
-        self.windows.fire(wm, &mut self.fired);
-        self.write_fired(now)
-    }
-
-    fn write_fired(&mut self, now: u64) -> Result<(), PipelineError> {
-        let size = self.windows.size_ms();
-        for w in &self.fired {
-            self.writers.aggregates.append(hour_of(w.end), now, Row::Aggregate(w, size))?;
+    /// Drops the tasks of partitions another instance claimed: their uncommitted work is
+    /// abandoned (the new holder reads it again from the committed position).
+    pub(super) fn drop_fenced(&mut self, fenced: &[u32]) {
+        for &p in fenced {
+            warn!(partition = p, "another instance holds this partition now; giving it up");
+            self.tasks.remove(&p);
+            self.source.fenced(p);
         }
-        self.pending.page_view_aggregates += self.fired.len() as u64;
-        if !self.fired.is_empty() {
-            self.dirty = true;
-        }
-        Ok(())
     }
+}
+
+/// Restores what the newest committed states of `partitions` hold, for sources that know
+/// their partitions up front (the generator, files).
+pub(super) fn restore_all(
+    restorer: &mut LogRestorer,
+    partitions: &[u32],
+) -> Result<Vec<(u32, Restored)>, PipelineError> {
+    use crate::source::Restore;
+    Ok(restorer.restore(partitions)?)
 }

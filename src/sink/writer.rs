@@ -48,30 +48,43 @@ struct OpenFile {
     touched: u64,
 }
 
-/// Writes one table.
+/// Whose files a writer writes: a source partition under a claim. Its files' names carry
+/// both, so two owners of a partition never write the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// The source partition (for aggregates and late rows: the counting partition).
+    pub partition: u32,
+    /// The claim under which it is held.
+    pub claim: u64,
+}
+
+/// Writes one table for one source partition.
 pub struct TableWriter {
     table: Table,
     storage: Storage,
     config: WriterConfig,
+    owner: Owner,
     open: Vec<OpenFile>,
     closing: Vec<JoinHandle<Result<ClosedFile, StorageError>>>,
     tails: Vec<JoinHandle<Result<OpenFileState, StorageError>>>,
-    epoch: u64,
+    /// The task checkpoint new files are named after.
+    cp: u64,
     next_file: u32,
     writes: u64,
 }
 
 impl TableWriter {
-    /// A writer whose new files are named after checkpoint `epoch`.
-    pub fn new(table: Table, storage: Storage, config: WriterConfig, epoch: u64) -> Self {
+    /// A writer for `owner` whose new files are named after its checkpoint `cp`.
+    pub fn new(table: Table, storage: Storage, config: WriterConfig, owner: Owner, cp: u64) -> Self {
         TableWriter {
             table,
             storage,
             config,
+            owner,
             open: Vec::new(),
             closing: Vec::new(),
             tails: Vec::new(),
-            epoch,
+            cp,
             next_file: 0,
             writes: 0,
         }
@@ -114,8 +127,9 @@ impl TableWriter {
             }
         }
         let partition = Partition { table: self.table, hour };
-        let c = &self.config;
-        let path = file_path(partition, &c.pipeline_id, self.epoch, self.next_file, c.format);
+        let (c, o) = (&self.config, self.owner);
+        let path =
+            file_path(partition, &c.pipeline_id, o.partition, o.claim, self.cp, self.next_file, c.format);
         self.next_file += 1;
         let staged = upload_staging(&c.pipeline_id, &path);
         self.open.push(OpenFile {
@@ -182,10 +196,15 @@ impl TableWriter {
         self.open.iter().map(|f| f.hour)
     }
 
-    /// First half of checkpoint `seq`: ends row groups and starts writing every open
-    /// file's tail (all writers start before any waits, so tails upload in parallel).
-    pub fn start_checkpoint(&mut self, seq: u64) -> Result<(), StorageError> {
-        let prefix = tails_prefix(&self.config.pipeline_id, seq);
+    /// True when a file is open or closing.
+    pub fn is_busy(&self) -> bool {
+        !self.open.is_empty() || !self.closing.is_empty()
+    }
+
+    /// First half of the task's checkpoint `cp`: ends row groups and starts writing every
+    /// open file's tail (all writers start before any waits, so tails upload in parallel).
+    pub fn start_checkpoint(&mut self, cp: u64) -> Result<(), StorageError> {
+        let prefix = tails_prefix(&self.config.pipeline_id, self.owner.partition, self.owner.claim, cp);
         // Object stores take parts of at least 5 MiB, so a smaller rest goes into the tail;
         // local files take any part, so everything is written in place.
         let min_part = if self.storage.is_object_store() { self.config.part_bytes } else { 1 };
@@ -223,12 +242,11 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Second half: waits for closing files and tails. Returns the rolled files the
-    /// manifest completes and the open files it records. New files are named after
-    /// `next_epoch`.
+    /// Second half: waits for closing files and tails. Returns the rolled files the commit
+    /// completes and the open files it records. New files are named after `next_cp`.
     pub fn finish_checkpoint(
         &mut self,
-        next_epoch: u64,
+        next_cp: u64,
     ) -> Result<(Vec<ClosedFile>, Vec<OpenFileState>), StorageError> {
         let closing = std::mem::take(&mut self.closing);
         let tails = std::mem::take(&mut self.tails);
@@ -243,7 +261,7 @@ impl TableWriter {
             }
             Ok::<_, StorageError>((closed, open))
         })?;
-        self.epoch = next_epoch;
+        self.cp = next_cp;
         self.next_file = 0;
         Ok(out)
     }
@@ -270,7 +288,10 @@ mod tests {
             max_open_files: 4,
             row_group_rows: 1000,
         };
-        (rt, TableWriter::new(Table::PageViewAggregates, storage, config, 1))
+        (
+            rt,
+            TableWriter::new(Table::PageViewAggregates, storage, config, Owner { partition: 0, claim: 1 }, 1),
+        )
     }
 
     /// Aggregate rows of one fixed length.
@@ -387,37 +408,32 @@ mod tests {
     }
 }
 
-/// The writer and the commit protocol together: what recovery makes of an open file.
+/// The writer and the commit log together: what recovery makes of an open file.
 #[cfg(test)]
 mod recovery_tests {
     use super::*;
     use pageviews_core::commit::{
-        Checkpoints, Manifest, SourceCheckpoint, Totals, WindowCount, MANIFEST_VERSION,
+        Facts, Log, PartitionTime, Position, SourceIdentity, TaskState, Totals, WindowCount, LOG_VERSION,
     };
-    use std::collections::BTreeMap;
-
-    fn manifest(seq: u64, files: Vec<ClosedFile>, open: Vec<OpenFileState>) -> Manifest {
-        Manifest {
-            version: MANIFEST_VERSION,
-            pipeline: "t".into(),
-            seq,
-            created_at: String::new(),
-            source: SourceCheckpoint::Generator { seed: 1, start_ms: 0, next_seq: 0 },
-            watermark: pageviews_core::commit::NO_WATERMARK,
-            partitions: BTreeMap::new(),
-            window_ms: 60_000,
-            open_windows: Vec::new(),
-            emitted_through: pageviews_core::commit::NO_WATERMARK,
-            files,
-            open,
-            unmarked: Vec::new(),
-            markers: Vec::new(),
-            totals: Totals::default(),
-        }
-    }
 
     fn row(i: u64) -> WindowCount {
         WindowCount { end: 60_000, postcode: format!("P{i:03}"), views: i }
+    }
+
+    fn task(open: Vec<OpenFileState>) -> TaskState {
+        TaskState {
+            partition: 0,
+            claim: 1,
+            cp: 1,
+            position: Position::Generator { next_seq: 40 },
+            time: PartitionTime::default(),
+            idle: false,
+            counting: None,
+            forwarded_to: Default::default(),
+            files: Vec::new(),
+            open,
+            totals: Totals::default(),
+        }
     }
 
     /// Both formats: a file open at a checkpoint, written on past it (parts included) and
@@ -438,7 +454,18 @@ mod recovery_tests {
                 max_open_files: 4,
                 row_group_rows: 7,
             };
-            let mut w = TableWriter::new(Table::PageViewAggregates, storage.clone(), config, 1);
+            let facts = Facts {
+                version: LOG_VERSION,
+                pipeline: "t".into(),
+                source: SourceIdentity::Generator { seed: 1, start_ms: 0 },
+                counting_partitions: 1,
+                window_ms: 60_000,
+                created_at: String::new(),
+            };
+            let (mut log, _) = Log::open(&storage, "t", "a", "run-1", &facts).unwrap();
+            assert_eq!(log.claim(&[0]).unwrap(), vec![(0, 1)]);
+            let owner = Owner { partition: 0, claim: 1 };
+            let mut w = TableWriter::new(Table::PageViewAggregates, storage.clone(), config, owner, 1);
             let mut committed = Vec::new();
             for i in 0..40 {
                 w.append(0, 0, Row::Aggregate(&row(i), 60_000)).unwrap();
@@ -447,8 +474,7 @@ mod recovery_tests {
             w.start_checkpoint(1).unwrap();
             let (closed, open) = w.finish_checkpoint(2).unwrap();
             assert!(closed.is_empty() && open.len() == 1);
-            let checkpoints = Checkpoints::new(storage.clone(), "t");
-            checkpoints.commit(&manifest(1, closed, open.clone())).unwrap();
+            log.commit(vec![task(open.clone())], |_, _| Vec::new()).unwrap();
             // The run goes on past the checkpoint, uploading more parts, then dies.
             for i in 40..200 {
                 w.append(0, 0, Row::Aggregate(&row(i), 60_000)).unwrap();
@@ -456,8 +482,12 @@ mod recovery_tests {
             w.start_checkpoint(2).unwrap();
             drop(w);
 
-            let resumed = checkpoints.recover().unwrap().unwrap();
-            assert_eq!(resumed.seq, 1);
+            // Another run takes the partition over.
+            let (mut log, _) = Log::open(&storage, "t", "a", "run-2", &facts).unwrap();
+            assert_eq!(log.claim(&[0]).unwrap(), vec![(0, 2)]);
+            let resumed = log.recover_task(0).unwrap().unwrap();
+            assert_eq!(resumed.position, Position::Generator { next_seq: 40 });
+            assert_eq!(resumed.files.len(), 1, "the sealed file is reported for the next commit");
             let bytes = std::fs::read(dir.path().join(&open[0].path)).unwrap();
             assert_eq!(bytes.len() as u64, open[0].bytes, "{format:?}: the size the checkpoint recorded");
             let text = match format {
@@ -473,7 +503,7 @@ mod recovery_tests {
             );
             assert!(!dir.path().join("_staging/t").exists(), "{format:?}: staging is cleaned up");
             // Recovering again changes nothing.
-            checkpoints.recover().unwrap();
+            log.recover_task(0).unwrap();
             assert_eq!(std::fs::read(dir.path().join(&open[0].path)).unwrap().len() as u64, open[0].bytes);
         }
     }

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use super::{Batch, FilePosition, PartitionEvent, Poll, Source, SourceCheckpoint, SourceError};
+use super::{Batch, PartitionEvent, Poll, Position, Source, SourceError};
 
 const READ_CHUNK: usize = 1 << 20;
 
@@ -22,6 +22,8 @@ struct Skip {
 }
 
 struct Input {
+    /// The source partition this input is.
+    partition: u32,
     path: String,
     reader: Option<Box<dyn Read + Send>>,
     offset: u64,
@@ -44,39 +46,28 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens nothing yet; files are opened in turn as reading reaches them.
-    pub fn new(
-        paths: &[String],
-        max_record_bytes: usize,
-        resume: Option<&SourceCheckpoint>,
-    ) -> Result<Self, SourceError> {
-        let mut inputs: Vec<Input> = paths
-            .iter()
-            .map(|p| Input { path: p.clone(), reader: None, offset: 0, line: 0, done: false })
+    /// Reads `inputs` in order: each a source partition number, a path (`-` is stdin) and
+    /// where to resume in it (its committed position), or from the start. Opens nothing yet;
+    /// files are opened in turn as reading reaches them.
+    pub fn new(inputs: Vec<(u32, String, Option<Position>)>, max_record_bytes: usize) -> Self {
+        let inputs = inputs
+            .into_iter()
+            .map(|(partition, path, at)| {
+                let (offset, line) = match at {
+                    Some(Position::File { offset, line }) => (offset, line),
+                    _ => (0, 0),
+                };
+                Input { partition, path, reader: None, offset, line, done: false }
+            })
             .collect();
-        match resume {
-            None => {}
-            Some(SourceCheckpoint::Files { files }) if same_paths(files, paths) => {
-                for (input, pos) in inputs.iter_mut().zip(files) {
-                    input.offset = pos.offset;
-                    input.line = pos.line;
-                }
-            }
-            Some(other) => {
-                return Err(SourceError::Mismatch {
-                    checkpoint: other.describe(),
-                    this_run: format!("--input {}", paths.join(" --input ")),
-                })
-            }
-        }
-        Ok(FileSource {
+        FileSource {
             inputs,
             current: 0,
             pending: Vec::with_capacity(READ_CHUNK * 2),
             cursor: 0,
             max_record_bytes,
             skipping: None,
-        })
+        }
     }
 
     fn open(&mut self, idx: usize) -> Result<(), SourceError> {
@@ -125,14 +116,14 @@ impl FileSource {
 
     /// Hands out the line `pending[start..end]`; `newline` tells whether one follows it.
     fn emit(&mut self, batch: &mut Batch, start: usize, end: usize, newline: bool) {
-        let idx = self.current;
-        let input = &mut self.inputs[idx];
+        let input = &mut self.inputs[self.current];
+        let partition = input.partition;
         let consumed = (end - start + usize::from(newline)) as u64;
         input.line += 1;
         if let Some(skip) = self.skipping.take() {
             let total = skip.len + (end - start) as u64;
             input.offset += skip.len + consumed;
-            batch.push_truncated(idx as u32, input.line, &skip.prefix, total);
+            batch.push_truncated(partition, input.line, &skip.prefix, total);
             return;
         }
         input.offset += consumed;
@@ -141,13 +132,9 @@ impl FileSource {
             line = stripped;
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
-            batch.push(idx as u32, input.line, line);
+            batch.push(partition, input.line, line);
         }
     }
-}
-
-fn same_paths(files: &[FilePosition], paths: &[String]) -> bool {
-    files.len() == paths.len() && files.iter().zip(paths).all(|(f, p)| &f.path == p)
 }
 
 impl Source for FileSource {
@@ -162,7 +149,7 @@ impl Source for FileSource {
             }
             if self.inputs[self.current].reader.is_none() && !self.inputs[self.current].done {
                 self.open(self.current)?;
-                batch.push_event(PartitionEvent::Assigned(self.current as u32));
+                batch.push_event(PartitionEvent::Assigned(self.inputs[self.current].partition));
             }
             // Hand out the complete lines already buffered.
             while batch.len() < max_records {
@@ -198,7 +185,7 @@ impl Source for FileSource {
                 let input = &mut self.inputs[self.current];
                 input.reader = None;
                 input.done = true;
-                batch.push_event(PartitionEvent::Finished(self.current as u32));
+                batch.push_event(PartitionEvent::Finished(input.partition));
                 self.current += 1;
                 if !batch.is_empty() {
                     return Ok(Poll::Ready);
@@ -207,18 +194,13 @@ impl Source for FileSource {
         }
     }
 
-    fn checkpoint(&self) -> SourceCheckpoint {
-        SourceCheckpoint::Files {
-            files: self
-                .inputs
-                .iter()
-                .map(|i| FilePosition { path: i.path.clone(), offset: i.offset, line: i.line })
-                .collect(),
-        }
+    fn position(&self, partition: u32) -> Option<Position> {
+        let input = self.inputs.iter().find(|i| i.partition == partition)?;
+        Some(Position::File { offset: input.offset, line: input.line })
     }
 
     fn partition_name(&self, partition: u32) -> &str {
-        self.inputs.get(partition as usize).map_or("?", |i| i.path.as_str())
+        self.inputs.iter().find(|i| i.partition == partition).map_or("?", |i| i.path.as_str())
     }
 }
 
@@ -226,6 +208,10 @@ impl Source for FileSource {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn fresh(paths: &[String]) -> Vec<(u32, String, Option<Position>)> {
+        paths.iter().enumerate().map(|(i, p)| (i as u32, p.clone(), None)).collect()
+    }
 
     fn read_all(src: &mut FileSource, max: usize) -> Vec<(u32, u64, u64, Vec<u8>)> {
         let mut out = Vec::new();
@@ -247,13 +233,12 @@ mod tests {
         std::fs::write(&a, "one\r\n\ntwo\n").unwrap();
         std::fs::write(&b, "three").unwrap();
         let paths = vec![a.display().to_string(), b.display().to_string()];
-        let mut src = FileSource::new(&paths, 100, None).unwrap();
+        let mut src = FileSource::new(fresh(&paths), 100);
         let got = read_all(&mut src, 1);
         let lines: Vec<_> = got.iter().map(|(p, l, _, b)| (*p, *l, b.clone())).collect();
         assert_eq!(lines, vec![(0, 1, b"one".to_vec()), (0, 3, b"two".to_vec()), (1, 1, b"three".to_vec())]);
-        let SourceCheckpoint::Files { files } = src.checkpoint() else { panic!() };
-        assert_eq!((files[0].offset, files[0].line), (10, 3));
-        assert_eq!((files[1].offset, files[1].line), (5, 1));
+        assert_eq!(src.position(0), Some(Position::File { offset: 10, line: 3 }));
+        assert_eq!(src.position(1), Some(Position::File { offset: 5, line: 1 }));
     }
 
     #[test]
@@ -265,12 +250,12 @@ mod tests {
             writeln!(f, "line {i}").unwrap();
         }
         let paths = vec![a.display().to_string()];
-        let mut first = FileSource::new(&paths, 100, None).unwrap();
+        let mut first = FileSource::new(fresh(&paths), 100);
         let mut batch = Batch::default();
         first.poll(&mut batch, 4321, 0).unwrap();
         assert_eq!(batch.len(), 4321);
-        let cp = first.checkpoint();
-        let rest = read_all(&mut FileSource::new(&paths, 100, Some(&cp)).unwrap(), 1000);
+        let at = first.position(0);
+        let rest = read_all(&mut FileSource::new(vec![(0, paths[0].clone(), at)], 100), 1000);
         assert_eq!(rest.len(), 10_000 - 4321);
         assert_eq!(rest[0].1, 4322);
         assert_eq!(rest[0].3, b"line 4321");
@@ -283,7 +268,7 @@ mod tests {
         let big = "x".repeat(3 * READ_CHUNK + 17);
         std::fs::write(&a, format!("small\n{big}\nafter\n")).unwrap();
         let paths = vec![a.display().to_string()];
-        let got = read_all(&mut FileSource::new(&paths, 1000, None).unwrap(), 100);
+        let got = read_all(&mut FileSource::new(fresh(&paths), 1000), 100);
         assert_eq!(got.len(), 3);
         assert_eq!(got[1].1, 2);
         assert_eq!(got[1].2, big.len() as u64);
@@ -296,11 +281,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.jsonl");
         std::fs::write(&a, "x\n").unwrap();
-        let paths = vec![a.display().to_string()];
-        let cp = SourceCheckpoint::Files {
-            files: vec![FilePosition { path: paths[0].clone(), offset: 99, line: 9 }],
-        };
-        let mut src = FileSource::new(&paths, 100, Some(&cp)).unwrap();
+        let paths = [a.display().to_string()];
+        let at = Some(Position::File { offset: 99, line: 9 });
+        let mut src = FileSource::new(vec![(0, paths[0].clone(), at)], 100);
         let err = src.poll(&mut Batch::default(), 10, 0).unwrap_err();
         assert!(matches!(err, SourceError::Shrunk { .. }), "{err}");
     }

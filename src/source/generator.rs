@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{Batch, Poll, Source, SourceCheckpoint, SourceError};
+use super::{Batch, Poll, Position, Source, SourceError};
 use pageviews_core::time::write_timestamp;
 
 /// The 20 London postcodes of the original datagen.
@@ -99,29 +99,11 @@ pub struct GeneratorSource {
 }
 
 impl GeneratorSource {
-    /// A generator starting at record 0, or where `resume` says.
-    pub fn new(config: GeneratorConfig, resume: Option<&SourceCheckpoint>) -> Result<Self, SourceError> {
-        let mut config = config;
-        let next_seq = match resume {
-            None => 0,
-            Some(SourceCheckpoint::Generator { seed, start_ms, next_seq }) => {
-                if *seed != config.seed {
-                    return Err(SourceError::Mismatch {
-                        checkpoint: format!("the generator with --seed {seed}"),
-                        this_run: format!("the generator with --seed {}", config.seed),
-                    });
-                }
-                config.start_ms = *start_ms;
-                *next_seq
-            }
-            Some(other) => {
-                return Err(SourceError::Mismatch {
-                    checkpoint: other.describe(),
-                    this_run: "the built-in generator".into(),
-                })
-            }
-        };
-        Ok(GeneratorSource { config, next_seq, paced_from: None, started: false })
+    /// A generator of `config`'s stream whose next record is `next_seq` (0 for a new
+    /// stream; the committed position when resuming). The caller checks that `config` is
+    /// the stream the pipeline was created with.
+    pub fn new(config: GeneratorConfig, next_seq: u64) -> Self {
+        GeneratorSource { config, next_seq, paced_from: None, started: false }
     }
 
     /// The effective configuration (start time and seed as resumed).
@@ -159,12 +141,8 @@ impl Source for GeneratorSource {
         Ok(Poll::Ready)
     }
 
-    fn checkpoint(&self) -> SourceCheckpoint {
-        SourceCheckpoint::Generator {
-            seed: self.config.seed,
-            start_ms: self.config.start_ms,
-            next_seq: self.next_seq,
-        }
+    fn position(&self, partition: u32) -> Option<Position> {
+        (partition == 0).then_some(Position::Generator { next_seq: self.next_seq })
     }
 
     fn partition_name(&self, _partition: u32) -> &str {
@@ -194,7 +172,7 @@ mod tests {
     #[test]
     fn records_use_the_originals_value_ranges_and_decode() {
         let cfg = config(0, Some(5000));
-        let records = drain(&mut GeneratorSource::new(cfg.clone(), None).unwrap());
+        let records = drain(&mut GeneratorSource::new(cfg.clone(), 0));
         assert_eq!(records.len(), 5000);
         let mut postcodes = std::collections::HashSet::new();
         for (seq, bytes) in records.iter().enumerate() {
@@ -211,15 +189,14 @@ mod tests {
     #[test]
     fn resuming_at_a_sequence_number_replays_identical_records() {
         let cfg = config(0, Some(300));
-        let all = drain(&mut GeneratorSource::new(cfg.clone(), None).unwrap());
-        let resume = SourceCheckpoint::Generator { seed: 42, start_ms: cfg.start_ms, next_seq: 120 };
-        let tail = drain(&mut GeneratorSource::new(cfg, Some(&resume)).unwrap());
+        let all = drain(&mut GeneratorSource::new(cfg.clone(), 0));
+        let tail = drain(&mut GeneratorSource::new(cfg, 120));
         assert_eq!(tail, all[120..]);
     }
 
     #[test]
     fn pacing_follows_the_rate_in_processing_time() {
-        let mut src = GeneratorSource::new(config(1000, None), None).unwrap();
+        let mut src = GeneratorSource::new(config(1000, None), 0);
         let mut batch = Batch::default();
         src.poll(&mut batch, 1_000_000, 0).unwrap();
         assert_eq!(batch.len(), 1);
@@ -227,14 +204,5 @@ mod tests {
         assert!(matches!(src.poll(&mut batch, 1_000_000, 0).unwrap(), Poll::Pending(_)));
         src.poll(&mut batch, 1_000_000, 500).unwrap();
         assert_eq!(batch.len(), 500, "half a second at 1000/s");
-    }
-
-    #[test]
-    fn a_different_seed_refuses_to_resume() {
-        let resume = SourceCheckpoint::Generator { seed: 7, start_ms: 0, next_seq: 1 };
-        assert!(matches!(
-            GeneratorSource::new(config(0, None), Some(&resume)),
-            Err(SourceError::Mismatch { .. })
-        ));
     }
 }

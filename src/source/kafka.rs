@@ -27,7 +27,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
 use tracing::{info, warn};
 
-use super::{Batch, PartitionEvent, Poll, Source, SourceCheckpoint, SourceError};
+use super::{Batch, PartitionEvent, Poll, Position, Restore, Restored, Source, SourceError};
 use crate::metrics::{Metrics, PartitionLabel};
 
 /// How to reach and read the topic.
@@ -56,9 +56,19 @@ pub fn with_options(mut config: ClientConfig, options: &[(String, String)]) -> C
 /// Rebalance news from the callback, handed to the source on the pipeline thread.
 #[derive(Default)]
 struct Shared {
-    /// Next offset per partition: the manifest's, then advanced by every record handed out.
+    /// Next offset per partition: the committed state's, then advanced by every record
+    /// handed out.
     positions: BTreeMap<i32, i64>,
     assigned: Vec<i32>,
+    /// Claims and restored states of assigned partitions, until the pipeline takes them.
+    restored: BTreeMap<i32, Restored>,
+    /// Restoring assigned partitions failed: the pipeline stops with this.
+    restore_error: Option<String>,
+    /// Partitions this instance was fenced out of: their records are dropped until they are
+    /// assigned again.
+    fenced: std::collections::BTreeSet<i32>,
+    /// Partitions assigned to this instance now.
+    owned: std::collections::BTreeSet<i32>,
     revoked: Vec<i32>,
     revoke_pending: bool,
     /// The source is being dropped: librdkafka's close revokes everything and waits for the
@@ -72,6 +82,8 @@ struct Context {
     topic: String,
     shared: Arc<Mutex<Shared>>,
     metrics: Arc<Metrics>,
+    /// Claims and restores partitions as they are assigned, before they are read.
+    restorer: Mutex<Box<dyn Restore>>,
 }
 
 impl ClientContext for Context {
@@ -97,14 +109,39 @@ impl ConsumerContext for Context {
         let Ok(mut shared) = self.shared.lock() else { return };
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                for elem in tpl.elements() {
-                    shared.assigned.push(elem.partition());
-                }
+                // Claim the partitions and restore their committed state before a record is
+                // read, so each is read from where its newest commit (by any instance) ends.
+                let partitions: Vec<u32> = tpl.elements().iter().map(|e| e.partition() as u32).collect();
+                let restored = match self.restorer.lock() {
+                    Ok(mut restorer) => restorer.restore(&partitions).map_err(|e| e.to_string()),
+                    Err(_) => Err("the restorer panicked".to_string()),
+                };
                 let seeded = tpl.clone();
-                for (&partition, &offset) in &shared.positions {
-                    if let Some(mut elem) = seeded.find_partition(&self.topic, partition) {
-                        let _ = elem.set_offset(Offset::Offset(offset));
+                match restored {
+                    Ok(restored) => {
+                        for (partition, r) in restored {
+                            let p = partition as i32;
+                            // A negative offset: committed before any record was read.
+                            let offset = r.state.as_ref().and_then(|s| match s.position {
+                                Position::Kafka { offset } if offset >= 0 => Some(offset),
+                                _ => None,
+                            });
+                            if let (Some(offset), Some(mut elem)) =
+                                (offset, seeded.find_partition(&self.topic, p))
+                            {
+                                let _ = elem.set_offset(Offset::Offset(offset));
+                                shared.positions.insert(p, offset);
+                            } else {
+                                // Never committed: the group's offset, else the earliest.
+                                shared.positions.remove(&p);
+                            }
+                            shared.fenced.remove(&p);
+                            shared.owned.insert(p);
+                            shared.restored.insert(p, r);
+                            shared.assigned.push(p);
+                        }
                     }
+                    Err(e) => shared.restore_error = Some(e),
                 }
                 if let Err(e) = consumer.assign(&seeded) {
                     warn!(error = %e, "cannot assign partitions");
@@ -148,38 +185,31 @@ pub struct KafkaSource {
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl KafkaSource {
-    /// Joins the group and subscribes. Positions start from `resume` where it names them.
+    /// Joins the group and subscribes. Assigned partitions are claimed and restored by
+    /// `restorer` before they are read.
     ///
-    /// The pipeline id is the group member's static instance id (KIP-345): a pipeline
-    /// restarted after kill -9 takes its partitions back at once instead of waiting out the
-    /// dead member's session timeout (45 s), and a second process with the same pipeline id
-    /// is fenced by the broker rather than reading alongside the first.
+    /// `member_id` is the group member's static instance id (KIP-345): an instance restarted
+    /// after kill -9 takes its partitions back at once instead of waiting out the dead
+    /// member's session timeout (45 s), and a second process with the same id is fenced by the
+    /// broker rather than reading alongside the first.
     pub fn new(
         config: KafkaConfig,
-        pipeline_id: &str,
-        resume: Option<&SourceCheckpoint>,
+        member_id: &str,
+        restorer: Box<dyn Restore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SourceError> {
-        let positions = match resume {
-            None => BTreeMap::new(),
-            Some(SourceCheckpoint::Kafka { topic, partitions }) if *topic == config.topic => {
-                partitions.clone()
-            }
-            Some(other) => {
-                return Err(SourceError::Mismatch {
-                    checkpoint: other.describe(),
-                    this_run: format!("Kafka topic {}", config.topic),
-                })
-            }
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let context = Context {
+            topic: config.topic.clone(),
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            restorer: Mutex::new(restorer),
         };
-        let shared = Arc::new(Mutex::new(Shared { positions, ..Shared::default() }));
-        let context =
-            Context { topic: config.topic.clone(), shared: shared.clone(), metrics: metrics.clone() };
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
-            .set("group.instance.id", pipeline_id)
+            .set("group.instance.id", member_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -290,6 +320,39 @@ impl Drop for KafkaSource {
     }
 }
 
+/// The topic's partition count, waiting for the topic to exist unless `--until-end` is set
+/// (then a missing topic is an error).
+pub fn partition_count(config: &KafkaConfig) -> Result<u32, SourceError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    let consumer: BaseConsumer = with_options(client, &config.options)
+        .create()
+        .map_err(|e| kafka_error(config, "create a metadata client", e))?;
+    let mut waited = false;
+    loop {
+        match consumer.fetch_metadata(Some(&config.topic), METADATA_TIMEOUT) {
+            Ok(metadata) => {
+                let topic = metadata.topics().iter().find(|t| t.name() == config.topic);
+                let n = topic.filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len() as u32);
+                if n > 0 {
+                    return Ok(n);
+                }
+                if config.until_end {
+                    return Err(SourceError::NoTopic { topic: config.topic.clone() });
+                }
+                if !waited {
+                    info!(topic = %config.topic, "waiting for the topic to be created");
+                    waited = true;
+                }
+            }
+            Err(e) => {
+                warn!(brokers = %config.brokers, error = %e, "cannot read the topic's metadata; retrying")
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn kafka_error(config: &KafkaConfig, what: &str, e: KafkaError) -> SourceError {
     SourceError::Kafka { brokers: config.brokers.clone(), what: what.to_string(), source: Box::new(e) }
 }
@@ -311,6 +374,9 @@ impl Source for KafkaSource {
                 return Ok(Poll::Pending(Duration::from_secs(1)));
             }
         }
+        if let Some(e) = self.shared.lock().ok().and_then(|mut s| s.restore_error.take()) {
+            return Err(SourceError::Restore(e));
+        }
         if self.take_rebalance(batch) {
             return Ok(Poll::Ready);
         }
@@ -324,6 +390,9 @@ impl Source for KafkaSource {
                 None => break,
                 Some(Ok(msg)) => {
                     let (p, offset) = (msg.partition(), msg.offset());
+                    if self.shared.lock().is_ok_and(|s| s.fenced.contains(&p)) {
+                        continue;
+                    }
                     batch.push(p as u32, offset as u64, msg.payload().unwrap_or_default());
                     match positions.last_mut() {
                         Some((lp, lo)) if *lp == p => *lo = offset + 1,
@@ -366,31 +435,56 @@ impl Source for KafkaSource {
         Ok(Poll::Ready)
     }
 
-    fn checkpoint(&self) -> SourceCheckpoint {
-        let partitions = self.shared.lock().map(|s| s.positions.clone()).unwrap_or_default();
-        SourceCheckpoint::Kafka { topic: self.config.topic.clone(), partitions }
+    fn position(&self, partition: u32) -> Option<Position> {
+        let shared = self.shared.lock().ok()?;
+        let p = partition as i32;
+        match shared.positions.get(&p) {
+            Some(&offset) => Some(Position::Kafka { offset }),
+            // Held, but no record read and no committed offset: it starts from the group's
+            // offset or the earliest, whichever applies when it is next assigned.
+            None if shared.owned.contains(&p) => Some(Position::Kafka { offset: -1 }),
+            None => None,
+        }
     }
 
     fn partition_name(&self, _partition: u32) -> &str {
         &self.config.topic
     }
 
-    fn needs_checkpoint(&self) -> bool {
-        self.checkpoint_due
+    fn revoking(&self) -> Vec<u32> {
+        if !self.checkpoint_due {
+            return Vec::new();
+        }
+        let revoked = self.shared.lock().map(|s| s.revoked.clone()).unwrap_or_default();
+        revoked.into_iter().map(|p| p as u32).collect()
     }
 
-    fn committed(&mut self, checkpoint: &SourceCheckpoint) {
-        let SourceCheckpoint::Kafka { partitions, .. } = checkpoint else { return };
+    fn take_restored(&mut self, partition: u32) -> Option<Restored> {
+        self.shared.lock().ok()?.restored.remove(&(partition as i32))
+    }
+
+    fn fenced(&mut self, partition: u32) {
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.fenced.insert(partition as i32);
+            shared.owned.remove(&(partition as i32));
+            shared.positions.remove(&(partition as i32));
+        }
+    }
+
+    fn committed(&mut self, positions: &BTreeMap<u32, Position>) {
         let assigned = self.consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for elem in assigned.elements() {
-            if let Some(&next) = partitions.get(&elem.partition()) {
-                let _ = tpl.add_partition_offset(&self.config.topic, elem.partition(), Offset::Offset(next));
+            if let Some(Position::Kafka { offset }) =
+                positions.get(&(elem.partition() as u32)).filter(|p| p.ordinal() > 0)
+            {
+                let _ =
+                    tpl.add_partition_offset(&self.config.topic, elem.partition(), Offset::Offset(*offset));
             }
         }
         if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                // Advisory only: the manifest holds the truth.
+                // Advisory only: the commit log holds the truth.
                 warn!(error = %e, "cannot commit offsets to the consumer group");
             }
         }
@@ -404,6 +498,10 @@ impl Source for KafkaSource {
                 warn!(error = %e, "cannot give up revoked partitions");
             }
             for p in revoked.unwrap_or_default() {
+                if let Ok(mut shared) = self.shared.lock() {
+                    shared.owned.remove(&p);
+                    shared.positions.remove(&p);
+                }
                 self.events.push(PartitionEvent::Revoked(p as u32));
                 let label = PartitionLabel { topic: self.config.topic.clone(), partition: p };
                 self.metrics.kafka_consumer_lag.remove(&label);

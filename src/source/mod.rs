@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use pageviews_core::commit::{FilePosition, SourceCheckpoint};
+pub use pageviews_core::commit::Position;
+use pageviews_core::commit::{CheckpointError, TaskState};
 
 pub use file::FileSource;
 pub use generator::{GeneratorConfig, GeneratorSource};
@@ -166,6 +167,9 @@ pub enum SourceError {
         /// The topic.
         topic: String,
     },
+    /// Claiming or restoring assigned partitions failed.
+    #[error("cannot take over the assigned partitions: {0}")]
+    Restore(String),
     /// An input changed under us since the checkpoint (for example truncated).
     #[error(
         "{path} is {size} bytes, shorter than the {offset} bytes already committed from it; was it replaced?"
@@ -180,26 +184,53 @@ pub enum SourceError {
     },
 }
 
+/// A partition just taken by this instance: the claim it is held under and its newest
+/// committed state (after recovery), if it was ever committed.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The claim number.
+    pub claim: u64,
+    /// The committed state to go on from.
+    pub state: Option<TaskState>,
+}
+
+/// Claims source partitions for this instance and restores them: a source calls it when
+/// partitions are assigned to it (Kafka does so inside its rebalance callback), so that it
+/// can seek each to where its committed state says.
+pub trait Restore: Send {
+    /// Claims `partitions` and restores each.
+    fn restore(&mut self, partitions: &[u32]) -> Result<Vec<(u32, Restored)>, CheckpointError>;
+}
+
 /// A stream of records with replayable positions. Implemented by the generator, files and
-/// Kafka.
+/// Kafka. Partitions are the unit of state: each carries its own position.
 pub trait Source: Send {
     /// Appends available records (and partition events) to `batch`, at most about
     /// `max_records`. `now_ms` is processing time in milliseconds, for rate limiting.
     fn poll(&mut self, batch: &mut Batch, max_records: usize, now_ms: u64) -> Result<Poll, SourceError>;
 
-    /// Where to resume after everything polled so far is committed.
-    fn checkpoint(&self) -> SourceCheckpoint;
+    /// Where `partition` resumes after everything polled so far is committed.
+    fn position(&self, partition: u32) -> Option<Position>;
 
     /// A partition's name for dead letters: a topic, a file path, `generator`.
     fn partition_name(&self, partition: u32) -> &str;
 
-    /// True when the source needs a checkpoint before it can go on (Kafka: partitions are
-    /// being revoked and everything read from them must be committed first).
-    fn needs_checkpoint(&self) -> bool {
-        false
+    /// Partitions the source must give up once everything read from them is committed
+    /// (Kafka: a rebalance revokes them). Non-empty means a checkpoint is due now.
+    fn revoking(&self) -> Vec<u32> {
+        Vec::new()
     }
 
-    /// Called after a checkpoint is durable; Kafka commits offsets here (advisory) and gives
-    /// up revoked partitions.
-    fn committed(&mut self, _checkpoint: &SourceCheckpoint) {}
+    /// The claim and restored state of a partition the source announced as assigned.
+    fn take_restored(&mut self, _partition: u32) -> Option<Restored> {
+        None
+    }
+
+    /// Called after a checkpoint is durable with the committed positions; Kafka commits
+    /// offsets here (advisory) and gives up revoked partitions.
+    fn committed(&mut self, _positions: &std::collections::BTreeMap<u32, Position>) {}
+
+    /// This instance lost `partition` to another one (its commit was fenced): deliver
+    /// nothing more of it until it is assigned again.
+    fn fenced(&mut self, _partition: u32) {}
 }

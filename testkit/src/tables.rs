@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pageviews_core::commit::{Manifest, Totals};
+use pageviews_core::commit::index::read_index;
+use pageviews_core::commit::{Totals, View};
 use pageviews_core::storage::Storage;
 use pageviews_core::table::Table;
 
@@ -98,40 +99,62 @@ pub fn audit(root: &Path) -> pageviews::verify::Report {
     pageviews::verify::verify(&storage).expect("verify runs")
 }
 
-/// What the newest checkpoint under `root` committed (zeros before the first). Committed
+/// The commit log of every pipeline under `root`, folded (read through the same code as
+/// `verify` and the SQL client).
+pub fn views(root: &Path) -> Vec<(String, View)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let storage = Storage::open(&root.display().to_string(), rt.handle().clone()).expect("open output");
+    let mut ids: Vec<String> = std::fs::read_dir(root.join("_checkpoints"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids.into_iter()
+        .map(|id| {
+            let view = rt.block_on(View::load(&storage, &id)).unwrap_or_else(|e| panic!("{id}: {e}"));
+            (id, view)
+        })
+        .collect()
+}
+
+/// What the commit logs under `root` committed (zeros before the first commit). Committed
 /// rows may still sit in files that have not rolled, so this, not the visible rows, is
 /// what a test of a running pipeline waits for.
 pub fn committed(root: &Path) -> Totals {
-    files(&root.join("_checkpoints"))
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .max()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
-        .map(|m| m.totals)
-        .unwrap_or_default()
+    let mut totals = Totals::default();
+    for (_, view) in views(root) {
+        totals.add(&view.totals());
+    }
+    totals
 }
 
-/// Number of committed manifests under `root`.
-pub fn manifest_count(root: &Path) -> usize {
-    files(&root.join("_checkpoints")).iter().filter(|p| p.extension().is_some_and(|e| e == "json")).count()
+/// Checkpoints committed under `root`, over every pipeline and instance.
+pub fn commit_count(root: &Path) -> u64 {
+    views(root).iter().map(|(_, v)| v.commits).sum()
 }
 
-/// Asserts the part of the guarantees that must hold at every instant, even right after a kill -9:
-/// every file in a table folder is named by a committed manifest, as a rolled file, as an
-/// open one (which recovery seals) or as a `_SUCCESS` marker.
+/// Asserts the part of the guarantees that must hold at every instant, even right after a
+/// kill -9: every file in a table folder is one a commit names — completed, or open (which
+/// recovery seals) — or a `_SUCCESS` marker.
 pub fn assert_only_committed_files(root: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let storage = Storage::open(&root.display().to_string(), rt.handle().clone()).expect("open output");
     let mut named = std::collections::HashSet::new();
-    for m in files(&root.join("_checkpoints")) {
-        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
-        named.extend(manifest.files.iter().map(|f| f.path().to_string()));
-        named.extend(manifest.open.iter().map(|f| f.path.clone()));
-        named.extend(manifest.markers.iter().map(|p| p.marker().to_string()));
+    for (_, view) in views(root) {
+        let indexed =
+            rt.block_on(read_index(&storage, &view.index, &view.recent_files)).expect("read the index");
+        named.extend(indexed.into_iter().map(|f| f.path));
+        for task in view.tasks.values() {
+            named.extend(task.open.iter().map(|f| f.path.clone()));
+            named.extend(task.files.iter().map(|f| f.path().to_string()));
+        }
     }
     for table in ["page_views", "page_view_aggregates", "late_page_views", "dead_letters"] {
         for f in files(&root.join(table)) {
-            let rel = f.strip_prefix(root).unwrap().display().to_string();
-            assert!(named.contains(&rel), "{rel} is visible but no committed checkpoint names it");
+            if f.file_name().is_some_and(|n| n == "_SUCCESS") {
+                continue;
+            }
+            let rel = f.strip_prefix(root).expect("under the root").display().to_string();
+            assert!(named.contains(&rel), "{rel} is visible but no commit names it");
         }
     }
 }
@@ -144,4 +167,9 @@ pub fn aggregate_lines(root: &Path) -> Vec<String> {
         .collect();
     aggs.sort();
     aggs
+}
+
+/// Where each source partition resumes, as committed under `root` (one pipeline).
+pub fn positions(root: &Path) -> std::collections::BTreeMap<u32, pageviews_core::commit::Position> {
+    views(root).into_iter().flat_map(|(_, v)| v.tasks.into_iter().map(|(p, t)| (p, t.position))).collect()
 }

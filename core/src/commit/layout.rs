@@ -1,33 +1,73 @@
 //! Where everything lives under the table root.
 //!
 //! ```text
-//! <root>/<table>/day=YYYY-MM-DD/hour=HH/part-<pipeline>-<epoch>-<n>.<ext>   committed files
-//! <root>/<table>/day=…/hour=…/_SUCCESS                                      complete partitions
-//! <root>/_checkpoints/<pipeline>/<seq>.json                                 the commit log
-//! <root>/_staging/<pipeline>/uploads/<table>/…                              local uploads in progress
-//! <root>/_staging/<pipeline>/tails/<seq>/<table>/…                          open files' tails
+//! <root>/<table>/day=YYYY-MM-DD/hour=HH/part-<pipeline>-p<P>-<claim>-<cp>-<n>.<ext>   committed files
+//! <root>/<table>/day=…/hour=…/_SUCCESS                         complete partitions
+//! <root>/_checkpoints/<pipeline>/pipeline.json                 facts fixed at creation
+//! <root>/_checkpoints/<pipeline>/log/<version>.json            the commit log (recent entries)
+//! <root>/_checkpoints/<pipeline>/snapshot/<version>.json       the log folded up to a version
+//! <root>/_checkpoints/<pipeline>/index/<from>-<to>.json        every file completed, for audits
+//! <root>/_staging/<pipeline>/uploads/<table>/…                 local uploads in progress
+//! <root>/_staging/<pipeline>/tails/p<P>/<claim>-<cp>/<table>/… open files' tails
 //! ```
 //!
 //! Only committed files and markers are ever in a table folder; everything in progress is
 //! under `_staging/` or in an unfinished S3 multipart upload, so no reader globbing the table
-//! folders sees it.
+//! folders sees it. A file's name carries the source partition whose records it holds and the
+//! claim and checkpoint under which it was opened, so two owners of a partition (a restarted
+//! one and its zombie) never write the same name.
 
 use object_store::path::Path;
 
 use crate::table::{Format, Partition};
 
-/// The folder of a pipeline's manifests.
-pub fn manifest_dir(pipeline_id: &str) -> Path {
+/// The folder of a pipeline's commit log, snapshots and index.
+pub fn checkpoints_dir(pipeline_id: &str) -> Path {
     Path::from(format!("_checkpoints/{pipeline_id}"))
 }
 
-/// The manifest of checkpoint `seq`.
-pub fn manifest_path(pipeline_id: &str, seq: u64) -> Path {
-    Path::from(format!("_checkpoints/{pipeline_id}/{seq:020}.json"))
+/// The pipeline's fixed facts.
+pub fn facts_path(pipeline_id: &str) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/pipeline.json"))
 }
 
-/// The sequence number of a manifest path, if it is one.
-pub fn manifest_seq(path: &Path) -> Option<u64> {
+/// The folder of log entries.
+pub fn log_dir(pipeline_id: &str) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/log"))
+}
+
+/// Log entry `version`.
+pub fn entry_path(pipeline_id: &str, version: u64) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/log/{version:020}.json"))
+}
+
+/// The folder of snapshots.
+pub fn snapshot_dir(pipeline_id: &str) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/snapshot"))
+}
+
+/// The snapshot of the log as of `version`.
+pub fn snapshot_path(pipeline_id: &str, version: u64) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/snapshot/{version:020}.json"))
+}
+
+/// The folder of index segments.
+pub fn index_dir(pipeline_id: &str) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/index"))
+}
+
+/// The index segment of files completed by entries `from..=to`.
+pub fn index_path(pipeline_id: &str, from: u64, to: u64) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/index/{from:020}-{to:020}.json"))
+}
+
+/// Where an instance on a store without create-only writes records that it runs.
+pub fn lease_path(pipeline_id: &str) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/lease.json"))
+}
+
+/// The version a log entry or snapshot path names, if it is one.
+pub fn version_of(path: &Path) -> Option<u64> {
     path.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
@@ -36,29 +76,72 @@ pub fn staging_prefix(pipeline_id: &str) -> Path {
     Path::from(format!("_staging/{pipeline_id}"))
 }
 
+/// The prefix of a pipeline's staged local uploads.
+pub fn uploads_prefix(pipeline_id: &str) -> Path {
+    Path::from(format!("_staging/{pipeline_id}/uploads"))
+}
+
 /// Where a local upload of the file `rel` is written until it completes.
 pub fn upload_staging(pipeline_id: &str, rel: &str) -> Path {
-    Path::from(format!("{}/uploads/{rel}", staging_prefix(pipeline_id)))
+    Path::from(format!("_staging/{pipeline_id}/uploads/{rel}"))
 }
 
-/// Where the tails of checkpoint `seq` live.
-pub fn tails_prefix(pipeline_id: &str, seq: u64) -> Path {
-    Path::from(format!("_staging/{pipeline_id}/tails/{seq:020}"))
+/// Where every tail of source partition `partition` lives.
+pub fn partition_tails_prefix(pipeline_id: &str, partition: u32) -> Path {
+    Path::from(format!("_staging/{pipeline_id}/tails/p{partition}"))
 }
 
-/// A table file's path relative to the root: `<table>/<partition>/part-<pipeline>-<epoch>-<n>.<ext>`,
-/// where `epoch` is the checkpoint the file was opened after and `n` counts files opened since.
-pub fn file_path(partition: Partition, pipeline_id: &str, epoch: u64, n: u32, format: Format) -> String {
-    format!("{}/part-{pipeline_id}-{epoch:08}-{n:04}.{}", partition.dir(), format.extension())
+/// Where the tails of one checkpoint of a task live.
+pub fn tails_prefix(pipeline_id: &str, partition: u32, claim: u64, cp: u64) -> Path {
+    Path::from(format!("_staging/{pipeline_id}/tails/p{partition}/{claim:08}-{cp:08}"))
 }
 
-/// The pipeline id in a table file name `part-<pipeline>-<epoch>-<n>.<ext>`.
-pub fn file_pipeline(path: &str) -> Option<&str> {
-    let name = path.rsplit('/').next()?.strip_prefix("part-")?;
-    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
-    let mut it = stem.rsplitn(3, '-');
-    let (_n, _epoch, pipeline) = (it.next()?, it.next()?, it.next()?);
-    Some(pipeline)
+/// What a table file's name says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName<'a> {
+    /// The pipeline that wrote it.
+    pub pipeline: &'a str,
+    /// The source partition whose records (or, for aggregates and late rows, whose counting
+    /// partition's windows) it holds.
+    pub partition: u32,
+    /// The claim it was opened under.
+    pub claim: u64,
+    /// The task checkpoint it was opened after.
+    pub cp: u64,
+    /// Files opened since that checkpoint.
+    pub n: u32,
+}
+
+impl<'a> FileName<'a> {
+    /// Parses `…/part-<pipeline>-p<P>-<claim>-<cp>-<n>.<ext>`.
+    pub fn parse(path: &'a str) -> Option<FileName<'a>> {
+        let name = path.rsplit('/').next()?.strip_prefix("part-")?;
+        let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+        let mut it = stem.rsplitn(5, '-');
+        let n = it.next()?.parse().ok()?;
+        let cp = it.next()?.parse().ok()?;
+        let claim = it.next()?.parse().ok()?;
+        let partition = it.next()?.strip_prefix('p')?.parse().ok()?;
+        let pipeline = it.next()?;
+        Some(FileName { pipeline, partition, claim, cp, n })
+    }
+}
+
+/// A table file's path relative to the root.
+pub fn file_path(
+    partition: Partition,
+    pipeline_id: &str,
+    source_partition: u32,
+    claim: u64,
+    cp: u64,
+    n: u32,
+    format: Format,
+) -> String {
+    format!(
+        "{}/part-{pipeline_id}-p{source_partition}-{claim:06}-{cp:08}-{n:04}.{}",
+        partition.dir(),
+        format.extension()
+    )
 }
 
 #[cfg(test)]
@@ -67,23 +150,21 @@ mod tests {
     use crate::table::Table;
 
     #[test]
-    fn file_names_give_back_their_pipeline() {
-        assert_eq!(
-            file_pipeline("page_views/day=2020-01-01/hour=00/part-a-b-00000003-0001.parquet"),
-            Some("a-b")
-        );
-        assert_eq!(file_pipeline("x/part-p-00000001-0000.jsonl"), Some("p"));
-        assert_eq!(file_pipeline("x/other.jsonl"), None);
-        let path = file_path(Partition { table: Table::PageViews, hour: 0 }, "a-b", 3, 1, Format::Parquet);
-        assert_eq!(path, "page_views/day=1970-01-01/hour=00/part-a-b-00000003-0001.parquet");
-        assert_eq!(file_pipeline(&path), Some("a-b"));
+    fn file_names_give_back_who_wrote_them() {
+        let hour = Partition { table: Table::PageViews, hour: 0 };
+        let path = file_path(hour, "a-b", 7, 3, 12, 1, Format::Parquet);
+        assert_eq!(path, "page_views/day=1970-01-01/hour=00/part-a-b-p7-000003-00000012-0001.parquet");
+        let name = FileName::parse(&path).unwrap();
+        assert_eq!(name, FileName { pipeline: "a-b", partition: 7, claim: 3, cp: 12, n: 1 });
+        assert_eq!(FileName::parse("x/other.jsonl"), None);
+        assert_eq!(FileName::parse("x/part-p-00000001-0000.jsonl"), None, "an old-style name");
     }
 
     #[test]
-    fn manifests_sort_by_name_and_give_back_their_sequence_number() {
-        let (a, b) = (manifest_path("p", 9), manifest_path("p", 10));
+    fn log_entries_sort_by_name_and_give_back_their_version() {
+        let (a, b) = (entry_path("p", 9), entry_path("p", 10));
         assert!(a.as_ref() < b.as_ref());
-        assert_eq!((manifest_seq(&a), manifest_seq(&b)), (Some(9), Some(10)));
-        assert_eq!(manifest_seq(&Path::from("_checkpoints/p/x.tmp")), None);
+        assert_eq!((version_of(&a), version_of(&b)), (Some(9), Some(10)));
+        assert_eq!(version_of(&Path::from("_checkpoints/p/log/x.tmp")), None);
     }
 }

@@ -1,15 +1,78 @@
-//! The commit log: what a checkpoint writes, where, and how a restart finishes it.
+//! The commit log: what a checkpoint writes, where, and how instances share it.
 //!
-//! [`layout`] says where everything lives under the table root, [`manifest`] is the on-disk
-//! form of one checkpoint, and [`protocol`] writes, publishes and recovers checkpoints. The
-//! pipeline calls [`Checkpoints`]; `verify` and the SQL client read manifests.
+//! [`layout`] says where everything lives under the table root; [`state`] is the on-disk
+//! form of the pipeline's facts and of each source partition's committed state; [`log`]
+//! writes the log (claims, commits, snapshots, pruning) and is the fence between instances;
+//! [`view`] folds the log into the newest state of everything; [`recover`] publishes
+//! committed files and finishes what a crash left; [`index`] keeps the list of completed
+//! files that audits need. The pipeline writes through [`Log`]; `verify` and the SQL client
+//! read a [`View`].
 
+pub mod index;
 pub mod layout;
-pub mod manifest;
-pub mod protocol;
+pub mod log;
+pub mod recover;
+pub mod state;
+pub mod view;
 
-pub use manifest::{
-    ClosedFile, FilePosition, Manifest, OpenFileState, PartitionTime, SourceCheckpoint, Totals, WindowCount,
-    MANIFEST_VERSION, NO_WATERMARK,
+use thiserror::Error;
+
+pub use log::{Committed, Log};
+pub use state::{
+    Claim, ClosedFile, Counting, Entry, Facts, InputProgress, OpenFileState, PartitionTime, Position,
+    SourceIdentity, TaskState, Totals, WindowCount, LOG_VERSION, NO_WATERMARK,
 };
-pub use protocol::{CheckpointError, Checkpoints};
+pub use view::{IndexedFile, View};
+
+use crate::storage::StorageError;
+
+/// Why the commit log could not be written, read or recovered.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A log entry, snapshot or facts file is unreadable.
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt {
+        /// The object.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Written by a pageviews with another format.
+    #[error("{path} has format version {found}, this pageviews reads version {}; use a new --output or --pipeline-id", state::LOG_VERSION)]
+    Format {
+        /// The object.
+        path: String,
+        /// Its format version.
+        found: u32,
+    },
+    /// A file a committed entry names is missing from both staging and the table.
+    #[error("{path}, committed by log entry {seq}, is missing from the table and from staging; the output was modified outside pageviews")]
+    Lost {
+        /// The file's final path.
+        path: String,
+        /// The entry that names it.
+        seq: u64,
+    },
+    /// Other instances kept winning the race for the next log entry.
+    #[error("could not append to the commit log of {pipeline} after {attempts} attempts: other instances keep writing it")]
+    Contended {
+        /// The pipeline.
+        pipeline: String,
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// The store cannot fence two instances, and another one runs.
+    #[error("instance {other} of pipeline {pipeline} is running on this output, and this store does not refuse a second create-only write, so two instances cannot be kept apart safely; stop the other instance, or use a store with conditional writes (S3, MinIO, local disk)")]
+    Unfenced {
+        /// The pipeline.
+        pipeline: String,
+        /// The other instance.
+        other: String,
+    },
+}
+
+#[cfg(test)]
+mod tests;

@@ -235,6 +235,25 @@ impl Storage {
         found
     }
 
+    /// Deletes one object; one that does not exist is fine.
+    pub async fn delete(&self, path: &Path) -> Result<(), StorageError> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StorageError::store("delete", path)(source)),
+        }
+    }
+
+    /// Removes the empty folders under `prefix` (local disk; object stores have none), so
+    /// finished staging leaves nothing behind.
+    pub async fn remove_empty_dirs(&self, prefix: &Path) -> Result<(), StorageError> {
+        let Backend::Local(root) = &self.backend else { return Ok(()) };
+        let top = root.join(prefix.as_ref());
+        tokio::task::spawn_blocking(move || remove_empty_below(&top))
+            .await
+            .map_err(|e| local_error("remove empty folders", prefix, std::io::Error::other(e)))?
+            .map_err(|e| local_error("remove empty folders", prefix, e))
+    }
+
     /// Removes everything under `prefix`, including unfinished uploads.
     pub async fn remove_all(&self, prefix: &Path) -> Result<(), StorageError> {
         if let Backend::Local(root) = &self.backend {
@@ -249,6 +268,24 @@ impl Storage {
             self.store.delete(&path).await.map_err(StorageError::store("delete", &path))?;
         }
         Ok(())
+    }
+}
+
+/// Removes empty folders below `dir` (deepest first), and `dir` itself if it ends up empty.
+fn remove_empty_below(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_below(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        // Not empty, or gone meanwhile: both are fine.
+        Ok(()) | Err(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,355 @@
+//! Writing the commit log: claims, commits, snapshots, pruning — and the fence.
+//!
+//! The log is a sequence of entries `_checkpoints/<pipeline>/log/<version>.json`, each
+//! written **create-only**: of two instances writing the same version, one wins and the other
+//! learns it lost. That is the only coordination between instances, and what fences zombies:
+//! - to take a source partition, an instance appends a *claim* (the partition's claim number
+//!   plus one), then restores the partition from the newest committed state — whoever wrote
+//!   it — which the claim entry orders after;
+//! - to commit, an instance first reads every entry it has not seen; a partition claimed since
+//!   by someone else is dropped from its commit (it is fenced there) and reported, and only
+//!   then is the entry appended. A zombie therefore never commits a partition after the
+//!   claim that took it away.
+//!
+//! Every [`SNAPSHOT_EVERY`] entries the committer writes a snapshot (the view) and an index
+//! segment, and deletes entries and snapshots the newer snapshot covers, so what lies under
+//! `_checkpoints` stays bounded however long the run.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+
+use super::index;
+use super::layout::{entry_path, facts_path, lease_path, log_dir, snapshot_dir, snapshot_path, version_of};
+use super::state::{Entry, Facts, TaskState, LOG_VERSION};
+use super::view::View;
+use super::CheckpointError;
+use crate::storage::{Storage, StorageError};
+use crate::table::Partition;
+
+/// Entries between snapshots.
+pub const SNAPSHOT_EVERY: u64 = 16;
+
+/// Appends attempted before a commit gives up on a log that other instances keep writing.
+const MAX_ATTEMPTS: usize = 1000;
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The entry's version (0 when nothing was left to commit).
+    pub version: u64,
+    /// Partitions dropped from the commit because another instance claimed them since.
+    pub fenced: Vec<u32>,
+}
+
+/// One instance's handle on a pipeline's commit log.
+pub struct Log {
+    storage: Storage,
+    pipeline: String,
+    member: String,
+    run: String,
+    view: View,
+    /// The store refuses a second create of the same key (checked at open).
+    fencing: bool,
+}
+
+impl Log {
+    /// Opens the log of `pipeline` for instance `member` (run `run`): checks or creates the
+    /// facts, probes whether the store fences, and reads the log.
+    pub fn open(
+        storage: &Storage,
+        pipeline: &str,
+        member: &str,
+        run: &str,
+        facts: &Facts,
+    ) -> Result<(Log, Facts), CheckpointError> {
+        storage.block_on(async {
+            let facts = settle_facts(storage, pipeline, facts).await?;
+            let fencing = probe_fencing(storage, pipeline, run).await?;
+            let view = View::load(storage, pipeline).await?;
+            let log = Log {
+                storage: storage.clone(),
+                pipeline: pipeline.to_string(),
+                member: member.to_string(),
+                run: run.to_string(),
+                view,
+                fencing,
+            };
+            Ok((log, facts))
+        })
+    }
+
+    /// The folded log as last read.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// True when the store refuses a second create of the same key, so instances fence each
+    /// other through the log.
+    pub fn fencing(&self) -> bool {
+        self.fencing
+    }
+
+    /// The storage the log lives in.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The pipeline whose log this is.
+    pub fn pipeline_id(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// Reads what other instances committed since.
+    pub fn catch_up(&mut self) -> Result<(), CheckpointError> {
+        let (storage, pipeline) = (&self.storage, &self.pipeline);
+        storage.block_on(self.view.catch_up(storage, pipeline))
+    }
+
+    /// Claims `partitions` for this instance: their claim numbers go up by one, so whoever
+    /// held them can no longer commit them. Returns the new claim numbers.
+    pub fn claim(&mut self, partitions: &[u32]) -> Result<Vec<(u32, u64)>, CheckpointError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            self.catch_up()?;
+            let claims = partitions.iter().map(|&p| (p, self.view.claim_of(p) + 1)).collect();
+            let entry = self.entry(claims, Vec::new(), Vec::new());
+            if self.append(&entry)? {
+                return Ok(entry.claims.into_iter().collect());
+            }
+        }
+        Err(self.contended())
+    }
+
+    /// Commits `tasks` (each under the claim it carries) and the markers `markers` picks
+    /// from the up-to-date view. Tasks whose partition was claimed by someone else since are
+    /// left out and reported in [`Committed::fenced`]. Then publishes the committed files and
+    /// markers and, every [`SNAPSHOT_EVERY`] versions, snapshots and prunes.
+    pub fn commit(
+        &mut self,
+        mut tasks: Vec<TaskState>,
+        markers: impl Fn(&View, &[TaskState]) -> Vec<Partition>,
+    ) -> Result<Committed, CheckpointError> {
+        let mut fenced = Vec::new();
+        for _ in 0..MAX_ATTEMPTS {
+            self.catch_up()?;
+            let view = &self.view;
+            let (keep, lost): (Vec<TaskState>, Vec<TaskState>) = tasks
+                .into_iter()
+                .partition(|t| view.claims.get(&t.partition).is_some_and(|c| c.claim == t.claim));
+            fenced.extend(lost.iter().map(|t| t.partition));
+            tasks = keep;
+            let markers = markers(&self.view, &tasks);
+            if tasks.is_empty() && markers.is_empty() {
+                return Ok(Committed { version: 0, fenced });
+            }
+            let entry = self.entry(Default::default(), tasks.clone(), markers);
+            if self.append(&entry)? {
+                self.storage.block_on(super::recover::publish(&self.storage, &entry))?;
+                if self.view.version - self.view.snapshot_version >= SNAPSHOT_EVERY {
+                    self.snapshot()?;
+                }
+                return Ok(Committed { version: entry.version, fenced });
+            }
+        }
+        Err(self.contended())
+    }
+
+    fn entry(
+        &self,
+        claims: std::collections::BTreeMap<u32, u64>,
+        tasks: Vec<TaskState>,
+        markers: Vec<Partition>,
+    ) -> Entry {
+        Entry {
+            format: LOG_VERSION,
+            version: self.view.version + 1,
+            member: self.member.clone(),
+            run: self.run.clone(),
+            created_at: now_text(),
+            claims,
+            tasks,
+            markers,
+        }
+    }
+
+    /// Writes `entry` create-only; false when another instance wrote that version first.
+    fn append(&mut self, entry: &Entry) -> Result<bool, CheckpointError> {
+        let path = entry_path(&self.pipeline, entry.version);
+        let json = serde_json::to_vec_pretty(entry)
+            .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
+        let storage = &self.storage;
+        match storage.block_on(storage.put_new(&path, Bytes::from(json))) {
+            Ok(()) => {
+                self.view.apply(entry);
+                Ok(true)
+            }
+            Err(StorageError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn contended(&self) -> CheckpointError {
+        CheckpointError::Contended { pipeline: self.pipeline.clone(), attempts: MAX_ATTEMPTS }
+    }
+
+    /// Writes the view as a snapshot with a new index segment, then deletes what it covers:
+    /// entries up to the previous snapshot, older snapshots, merged index segments.
+    fn snapshot(&mut self) -> Result<(), CheckpointError> {
+        let (storage, pipeline) = (&self.storage, self.pipeline.as_str());
+        let view = &self.view;
+        let previous = view.snapshot_version;
+        storage
+            .block_on(async {
+                let segments = index::append_segment(
+                    storage,
+                    pipeline,
+                    &view.index,
+                    previous + 1,
+                    view.version,
+                    &view.recent_files,
+                )
+                .await?;
+                let snapshot = view.to_snapshot(segments.clone());
+                let json = serde_json::to_vec(&snapshot).map_err(|e| CheckpointError::Corrupt {
+                    path: snapshot_path(pipeline, view.version).to_string(),
+                    reason: e.to_string(),
+                })?;
+                storage.put(&snapshot_path(pipeline, view.version), Bytes::from(json)).await?;
+                // Readers that started from the previous snapshot may still need its entries for a
+                // moment; entries it covers (up to `previous`) are no longer needed by anyone.
+                for path in storage.list(&log_dir(pipeline)).await? {
+                    if version_of(&path).is_some_and(|v| v <= previous) {
+                        storage.delete(&path).await?;
+                    }
+                }
+                for path in storage.list(&snapshot_dir(pipeline)).await? {
+                    if version_of(&path).is_some_and(|v| v < previous) {
+                        storage.delete(&path).await?;
+                    }
+                }
+                let mut keep = segments.clone();
+                // The previous snapshot's segments stay for readers still on it.
+                keep.extend(view.index.iter().cloned());
+                index::prune_segments(storage, pipeline, &keep).await?;
+                Ok::<_, CheckpointError>(snapshot)
+            })
+            .map(|snapshot| {
+                self.view.index = snapshot.index;
+                self.view.snapshot_version = snapshot.version;
+                self.view.recent_files.clear();
+            })
+    }
+
+    /// On a store that does not fence: refuses to run beside another live instance, and
+    /// records this one. `lease_ms` is how long a silent instance counts as live.
+    pub fn take_lease(&self, wall_ms: i64, lease_ms: i64) -> Result<(), CheckpointError> {
+        if self.fencing {
+            return Ok(());
+        }
+        let storage = &self.storage;
+        let path = lease_path(&self.pipeline);
+        storage.block_on(async {
+            if let Some(lease) = read_lease(storage, &path).await? {
+                if lease.run != self.run && wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms {
+                    return Err(CheckpointError::Unfenced {
+                        pipeline: self.pipeline.clone(),
+                        other: lease.member,
+                    });
+                }
+            }
+            self.write_lease(&path, wall_ms).await
+        })
+    }
+
+    /// Renews the lease (stores that do not fence), failing if another instance took it.
+    pub fn renew_lease(&self, wall_ms: i64) -> Result<(), CheckpointError> {
+        if self.fencing {
+            return Ok(());
+        }
+        let storage = &self.storage;
+        let path = lease_path(&self.pipeline);
+        storage.block_on(async {
+            if let Some(lease) = read_lease(storage, &path).await? {
+                if lease.run != self.run {
+                    return Err(CheckpointError::Unfenced {
+                        pipeline: self.pipeline.clone(),
+                        other: lease.member,
+                    });
+                }
+            }
+            self.write_lease(&path, wall_ms).await
+        })
+    }
+
+    async fn write_lease(&self, path: &Path, wall_ms: i64) -> Result<(), CheckpointError> {
+        let lease = Lease { member: self.member.clone(), run: self.run.clone(), heartbeat_ms: wall_ms };
+        let json = serde_json::to_vec(&lease)
+            .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
+        self.storage.put(path, Bytes::from(json)).await?;
+        Ok(())
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Lease {
+    member: String,
+    run: String,
+    heartbeat_ms: i64,
+}
+
+async fn read_lease(storage: &Storage, path: &Path) -> Result<Option<Lease>, CheckpointError> {
+    match storage.get(path).await {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the facts file, or reads it and checks this run agrees with it.
+async fn settle_facts(storage: &Storage, pipeline: &str, facts: &Facts) -> Result<Facts, CheckpointError> {
+    let path = facts_path(pipeline);
+    let json = serde_json::to_vec_pretty(facts)
+        .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
+    match storage.put_new(&path, Bytes::from(json)).await {
+        Ok(()) => return Ok(facts.clone()),
+        Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let bytes = storage.get(&path).await?;
+    let stored: Facts = serde_json::from_slice(&bytes)
+        .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
+    if stored.version != LOG_VERSION {
+        return Err(CheckpointError::Format { path: path.to_string(), found: stored.version });
+    }
+    Ok(stored)
+}
+
+/// Creates a probe object twice: a store that fences refuses the second create.
+async fn probe_fencing(storage: &Storage, pipeline: &str, run: &str) -> Result<bool, CheckpointError> {
+    let path = Path::from(format!("_checkpoints/{pipeline}/probe-{run}"));
+    storage.put_new(&path, Bytes::from_static(b"probe")).await?;
+    let fences = match storage.put_new(&path, Bytes::from_static(b"probe")).await {
+        Err(StorageError::AlreadyExists(_)) => true,
+        Ok(()) => false,
+        Err(e) => return Err(e.into()),
+    };
+    storage.delete(&path).await?;
+    if !fences {
+        tracing::warn!(
+            "this store accepted a second create-only write of the same key: it does not fence, so only one instance may run on this output"
+        );
+    }
+    Ok(fences)
+}
+
+fn now_text() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64;
+    crate::time::format_timestamp(ms)
+}

@@ -1,0 +1,146 @@
+//! The log's promises, on a local root: claims fence, views fold the same from any reader,
+//! snapshots keep the log bounded without losing anything an audit needs.
+
+use super::*;
+use crate::storage::Storage;
+
+fn facts() -> Facts {
+    Facts {
+        version: LOG_VERSION,
+        pipeline: "p".into(),
+        source: SourceIdentity::Kafka { topic: "t".into() },
+        counting_partitions: 3,
+        window_ms: 60_000,
+        created_at: String::new(),
+    }
+}
+
+struct Root {
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+    storage: Storage,
+}
+
+fn root() -> Root {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let storage = Storage::open(&dir.path().display().to_string(), rt.handle().clone()).unwrap();
+    Root { _dir: dir, _rt: rt, storage }
+}
+
+fn open(root: &Root, member: &str, run: &str) -> Log {
+    Log::open(&root.storage, "p", member, run, &facts()).unwrap().0
+}
+
+fn task(partition: u32, claim: u64, offset: i64) -> TaskState {
+    TaskState {
+        partition,
+        claim,
+        cp: offset as u64,
+        position: Position::Kafka { offset },
+        time: PartitionTime::default(),
+        idle: false,
+        counting: None,
+        forwarded_to: Default::default(),
+        files: Vec::new(),
+        open: Vec::new(),
+        totals: Totals { records_read: offset as u64, page_views: offset as u64, ..Totals::default() },
+    }
+}
+
+fn no_markers(_: &View, _: &[TaskState]) -> Vec<crate::table::Partition> {
+    Vec::new()
+}
+
+#[test]
+fn a_partition_claimed_by_another_instance_is_fenced_out_of_the_zombies_commit() {
+    let root = root();
+    let mut a = open(&root, "a", "run-a");
+    let claims = a.claim(&[0, 1]).unwrap();
+    assert_eq!(claims, vec![(0, 1), (1, 1)]);
+    a.commit(vec![task(0, 1, 10), task(1, 1, 20)], no_markers).unwrap();
+
+    // b takes partition 1 while a still believes it holds it.
+    let mut b = open(&root, "b", "run-b");
+    assert_eq!(b.claim(&[1]).unwrap(), vec![(1, 2)]);
+    assert_eq!(b.view().tasks[&1].position, Position::Kafka { offset: 20 }, "b restores a's commit");
+
+    let done = a.commit(vec![task(0, 1, 11), task(1, 1, 25)], no_markers).unwrap();
+    assert_eq!(done.fenced, vec![1], "a may no longer commit partition 1");
+    b.commit(vec![task(1, 2, 30)], no_markers).unwrap();
+
+    let view = View::load(&root.storage, "p").await_in(&root);
+    assert_eq!(view.tasks[&0].position, Position::Kafka { offset: 11 });
+    assert_eq!(view.tasks[&1].position, Position::Kafka { offset: 30 }, "only b's commit of 1 counts");
+    assert_eq!(view.claims[&1].member, "b");
+}
+
+#[test]
+fn snapshots_keep_the_log_bounded_and_every_reader_folds_the_same_view() {
+    let root = root();
+    let mut a = open(&root, "a", "run-a");
+    a.claim(&[0]).unwrap();
+    for i in 1..=200 {
+        let mut t = task(0, 1, i);
+        t.files.push(ClosedFile {
+            table: crate::table::Table::PageViews,
+            hour: i,
+            upload: crate::storage::UploadRef {
+                path: format!("page_views/x/part-p-p0-000001-{i:08}-0000.jsonl"),
+                id: String::new(),
+                staged: format!("_staging/p/uploads/page_views/x/part-p-p0-000001-{i:08}-0000.jsonl"),
+            },
+            parts: Vec::new(),
+            rows: 1,
+            bytes: 1,
+        });
+        // Nothing was staged: publishing would fail, so stage an empty upload first.
+        let up = &t.files[0].upload;
+        root.storage
+            .block_on(root.storage.begin_upload(
+                &object_store::path::Path::from(up.path.as_str()),
+                &object_store::path::Path::from(up.staged.as_str()),
+            ))
+            .unwrap();
+        a.commit(vec![t], no_markers).unwrap();
+    }
+    let objects = root.storage.block_on(root.storage.list(&layout::checkpoints_dir("p"))).unwrap();
+    assert!(
+        objects.len() <= 2 * log::SNAPSHOT_EVERY as usize + 2 + index::MAX_SEGMENTS + 2,
+        "{} objects",
+        objects.len()
+    );
+
+    let view = View::load(&root.storage, "p").await_in(&root);
+    assert_eq!(view.version, a.view().version);
+    assert_eq!(view.tasks, a.view().tasks);
+    let files =
+        root.storage.block_on(index::read_index(&root.storage, &view.index, &view.recent_files)).unwrap();
+    assert_eq!(files.len(), 200, "the index still lists every completed file");
+}
+
+#[test]
+fn a_commit_that_loses_the_race_for_a_version_retries_after_the_winner() {
+    let root = root();
+    let mut a = open(&root, "a", "run-a");
+    let mut b = open(&root, "b", "run-b");
+    a.claim(&[0]).unwrap();
+    b.claim(&[1]).unwrap();
+    // Both views are now stale for one of the two entries; both commits must land.
+    a.commit(vec![task(0, 1, 5)], no_markers).unwrap();
+    b.commit(vec![task(1, 1, 7)], no_markers).unwrap();
+    let view = View::load(&root.storage, "p").await_in(&root);
+    assert_eq!(view.version, 4);
+    assert_eq!(view.totals().records_read, 12);
+}
+
+/// Runs a view load on the root's runtime.
+trait AwaitIn {
+    fn await_in(self, root: &Root) -> View;
+}
+
+impl<F: std::future::Future<Output = Result<View, CheckpointError>>> AwaitIn for F {
+    fn await_in(self, root: &Root) -> View {
+        root.storage.block_on(self).unwrap()
+    }
+}

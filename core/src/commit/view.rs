@@ -1,0 +1,226 @@
+//! The log folded up: the newest committed state of every task, who holds each partition,
+//! the hour partitions awaiting `_SUCCESS`, and where the index of completed files is.
+//!
+//! Every instance keeps a view and brings it up to date before it commits (so it sees whether
+//! another instance claimed one of its partitions); readers (`verify`, the SQL client) load one.
+//! A view is a pure function of the log: applying the same entries in order gives the same view.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use super::layout::{entry_path, log_dir, snapshot_dir, snapshot_path, version_of};
+use super::state::{Claim, ClosedFile, Entry, TaskState, Totals, LOG_VERSION};
+use super::CheckpointError;
+use crate::storage::{Storage, StorageError};
+use crate::table::{Partition, Table};
+
+/// A completed file, as the index remembers it for audits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedFile {
+    /// Where it is, relative to the table root.
+    pub path: String,
+    /// Its table.
+    pub table: Table,
+    /// Its partition hour.
+    pub hour: i64,
+    /// Rows in it.
+    pub rows: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// The checkpoint (counted over the pipeline's commits, from 1) that completed it.
+    #[serde(default)]
+    pub checkpoint: u64,
+}
+
+impl IndexedFile {
+    fn of(f: &ClosedFile, checkpoint: u64) -> Self {
+        IndexedFile {
+            path: f.path().to_string(),
+            table: f.table,
+            hour: f.hour,
+            rows: f.rows,
+            bytes: f.bytes,
+            checkpoint,
+        }
+    }
+}
+
+/// The log folded up to `version`. Serialized, it is a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// Format version.
+    pub format: u32,
+    /// The last entry folded in (0: none).
+    pub version: u64,
+    /// Entries that committed task states (claims alone do not count).
+    #[serde(default)]
+    pub commits: u64,
+    /// The newest committed state of every source partition.
+    pub tasks: BTreeMap<u32, TaskState>,
+    /// Who holds each source partition.
+    pub claims: BTreeMap<u32, Claim>,
+    /// Hour partitions with completed files and no `_SUCCESS` written since.
+    pub unmarked: BTreeSet<Partition>,
+    /// The index segments holding every file completed up to the snapshot (paths).
+    pub index: Vec<String>,
+    /// The version of the snapshot this view started from.
+    pub snapshot_version: u64,
+    /// Files completed by entries after the snapshot: the next index segment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_files: Vec<IndexedFile>,
+}
+
+impl View {
+    /// Folds in one entry; entries must come in version order.
+    pub fn apply(&mut self, entry: &Entry) {
+        for (&partition, &claim) in &entry.claims {
+            let claim = Claim { claim, member: entry.member.clone(), run: entry.run.clone() };
+            self.claims.insert(partition, claim);
+        }
+        if !entry.tasks.is_empty() {
+            self.commits += 1;
+        }
+        for task in &entry.tasks {
+            for f in &task.files {
+                self.unmarked.insert(Partition { table: f.table, hour: f.hour });
+                self.recent_files.push(IndexedFile::of(f, self.commits));
+            }
+            self.tasks.insert(task.partition, task.clone());
+        }
+        for marker in &entry.markers {
+            self.unmarked.remove(marker);
+        }
+        self.version = entry.version;
+    }
+
+    /// Committed totals over every task.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for task in self.tasks.values() {
+            t.add(&task.totals);
+        }
+        t
+    }
+
+    /// The claim number under which `partition` is held now (0: never claimed).
+    pub fn claim_of(&self, partition: u32) -> u64 {
+        self.claims.get(&partition).map_or(0, |c| c.claim)
+    }
+
+    /// Reads the newest snapshot and every entry after it.
+    pub async fn load(storage: &Storage, pipeline: &str) -> Result<View, CheckpointError> {
+        let mut view = newest_snapshot(storage, pipeline)
+            .await?
+            .unwrap_or_else(|| View { format: LOG_VERSION, ..View::default() });
+        view.catch_up(storage, pipeline).await?;
+        Ok(view)
+    }
+
+    /// Folds in every entry written since. When the entries this view needs were pruned
+    /// meanwhile (a newer snapshot covers them), starts over from that snapshot.
+    pub async fn catch_up(&mut self, storage: &Storage, pipeline: &str) -> Result<(), CheckpointError> {
+        for _ in 0..8 {
+            let offset = entry_path(pipeline, self.version);
+            let dir = log_dir(pipeline);
+            let mut listed: Vec<(u64, Path)> = storage
+                .store()
+                .list_with_offset(Some(&dir), &offset)
+                .map_ok(|m| m.location)
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|source| StorageError::Store { op: "list", path: dir.to_string(), source })?
+                .into_iter()
+                .filter_map(|p| Some((version_of(&p)?, p)))
+                .filter(|(v, _)| *v > self.version)
+                .collect();
+            listed.sort_by_key(|(v, _)| *v);
+            let mut gap = false;
+            for (v, path) in listed {
+                if v != self.version + 1 {
+                    gap = true;
+                    break;
+                }
+                match read_entry(storage, &path).await {
+                    Ok(entry) => self.apply(&entry),
+                    Err(CheckpointError::Storage(e)) if e.is_not_found() => {
+                        gap = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !gap {
+                return Ok(());
+            }
+            // Entries we need were pruned: a snapshot past them exists.
+            match newest_snapshot(storage, pipeline).await? {
+                Some(snapshot) if snapshot.version > self.version => *self = snapshot,
+                _ => {
+                    return Err(CheckpointError::Corrupt {
+                        path: log_dir(pipeline).to_string(),
+                        reason: format!("entry {} is missing and no snapshot covers it", self.version + 1),
+                    })
+                }
+            }
+        }
+        Err(CheckpointError::Corrupt {
+            path: log_dir(pipeline).to_string(),
+            reason: "the log kept being pruned under this reader".into(),
+        })
+    }
+
+    /// This view as a snapshot file: without the files of recent entries, which go to the
+    /// index segment written with it.
+    pub fn to_snapshot(&self, index: Vec<String>) -> View {
+        View {
+            format: LOG_VERSION,
+            version: self.version,
+            commits: self.commits,
+            tasks: self.tasks.clone(),
+            claims: self.claims.clone(),
+            unmarked: self.unmarked.clone(),
+            index,
+            snapshot_version: self.version,
+            recent_files: Vec::new(),
+        }
+    }
+}
+
+async fn read_entry(storage: &Storage, path: &Path) -> Result<Entry, CheckpointError> {
+    let bytes = storage.get(path).await?;
+    let entry: Entry = serde_json::from_slice(&bytes)
+        .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
+    if entry.format != LOG_VERSION {
+        return Err(CheckpointError::Format { path: path.to_string(), found: entry.format });
+    }
+    Ok(entry)
+}
+
+/// The newest snapshot, if any.
+pub async fn newest_snapshot(storage: &Storage, pipeline: &str) -> Result<Option<View>, CheckpointError> {
+    let dir = snapshot_dir(pipeline);
+    let mut versions: Vec<u64> = storage.list(&dir).await?.iter().filter_map(version_of).collect();
+    versions.sort_unstable();
+    // Newest first; an older one if the newest was pruned between listing and reading.
+    for v in versions.into_iter().rev() {
+        let path = snapshot_path(pipeline, v);
+        match storage.get(&path).await {
+            Ok(bytes) => {
+                let view: View = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })?;
+                if view.format != LOG_VERSION {
+                    return Err(CheckpointError::Format { path: path.to_string(), found: view.format });
+                }
+                return Ok(Some(view));
+            }
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,156 @@
+//! Starting an instance: agree with the pipeline's fixed facts, open the commit log, take the
+//! partitions a bounded source has (a Kafka source takes them as the group assigns them),
+//! and build the record loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use pageviews_core::commit::{Facts, Log, Position, SourceIdentity, LOG_VERSION};
+use pageviews_core::storage::Storage;
+use pageviews_core::time::format_timestamp;
+use tracing::info;
+
+use super::restore::LogRestorer;
+use super::task::{TaskSetup, WindowRules};
+use super::worker::{restore_all, Pipeline};
+use super::{PipelineConfig, PipelineError, SourceConfig};
+use crate::http::Status;
+use crate::metrics::Metrics;
+use crate::sink::WriterConfig;
+use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
+
+/// How long an instance on a store that cannot fence counts as live after its last renewal.
+const LEASE_MS: i64 = 60_000;
+
+impl Pipeline {
+    /// Opens the pipeline's commit log for this instance and restores what it holds.
+    pub(super) fn open(
+        config: &PipelineConfig,
+        storage: Storage,
+        metrics: Arc<Metrics>,
+        status: Arc<Mutex<Status>>,
+    ) -> Result<Pipeline, PipelineError> {
+        let wall = config.clock.wall_ms();
+        let (identity, partitions) = match &config.source {
+            SourceConfig::Generator(g) => {
+                (SourceIdentity::Generator { seed: g.seed, start_ms: g.start_ms }, 1)
+            }
+            SourceConfig::Files(paths) => (SourceIdentity::Files { paths: paths.clone() }, 1),
+            SourceConfig::Kafka(k) => {
+                (SourceIdentity::Kafka { topic: k.topic.clone() }, crate::source::kafka::partition_count(k)?)
+            }
+        };
+        let facts = Facts {
+            version: LOG_VERSION,
+            pipeline: config.pipeline_id.clone(),
+            source: identity.clone(),
+            counting_partitions: partitions,
+            window_ms: config.window_ms,
+            created_at: format_timestamp(wall),
+        };
+        let run = run_id(wall);
+        let member = config.pipeline_id.clone();
+        let (log, facts) = Log::open(&storage, &config.pipeline_id, &member, &run, &facts)?;
+        if facts.source != identity {
+            return Err(SourceError::Mismatch {
+                checkpoint: facts.source.describe(),
+                this_run: identity.describe(),
+            }
+            .into());
+        }
+        if facts.window_ms != config.window_ms {
+            return Err(PipelineError::Incompatible(format!(
+                "pipeline {} counts {} ms windows but --window is {} ms; keep the window size, or use another --output or --pipeline-id",
+                facts.pipeline, facts.window_ms, config.window_ms
+            )));
+        }
+        log.take_lease(wall, LEASE_MS)?;
+        if log.view().version > 0 {
+            info!(
+                version = log.view().version,
+                tasks = log.view().tasks.len(),
+                "resuming from the commit log"
+            );
+        }
+        let log = Arc::new(Mutex::new(log));
+        let mut restorer =
+            LogRestorer { log: log.clone(), resumable: !matches!(config.source, SourceConfig::Files(_)) };
+        let mut restored: Vec<(u32, Restored)> = Vec::new();
+        let source: Box<dyn Source> = match &config.source {
+            SourceConfig::Generator(g) => {
+                restored = restore_all(&mut restorer, &[0])?;
+                let next_seq = match restored.first().and_then(|(_, r)| r.state.as_ref()).map(|s| &s.position)
+                {
+                    Some(Position::Generator { next_seq }) => *next_seq,
+                    _ => 0,
+                };
+                Box::new(GeneratorSource::new(g.clone(), next_seq))
+            }
+            SourceConfig::Files(paths) => {
+                let ids: Vec<u32> = (0..paths.len() as u32).collect();
+                restored = restore_all(&mut restorer, &ids)?;
+                let at: BTreeMap<u32, Position> = restored
+                    .iter()
+                    .filter_map(|(p, r)| Some((*p, r.state.as_ref()?.position.clone())))
+                    .collect();
+                let inputs = paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (i as u32, p.clone(), at.get(&(i as u32)).cloned()))
+                    .collect();
+                Box::new(FileSource::new(inputs, config.max_record_bytes))
+            }
+            SourceConfig::Kafka(k) => {
+                Box::new(KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?)
+            }
+        };
+        let writer_config = WriterConfig {
+            pipeline_id: config.pipeline_id.clone(),
+            format: config.format,
+            roll_bytes: config.roll_bytes,
+            roll_age_ms: config.roll_age.as_millis() as u64,
+            part_bytes: config.part_bytes,
+            max_open_files: config.max_open_files,
+            row_group_rows: config.row_group_rows,
+        };
+        let rules = WindowRules {
+            window_ms: config.window_ms,
+            allowed_lateness_ms: config.allowed_lateness_ms,
+            watermark_delay_ms: config.watermark_delay_ms,
+            idle_timeout_ms: config.idle_timeout_ms,
+        };
+        let totals = log.lock().map(|l| l.view().totals()).unwrap_or_default();
+        if let Ok(mut st) = status.lock() {
+            st.state = "running".into();
+            st.totals = totals;
+            st.last_checkpoint = log.lock().ok().map(|l| l.view().version).filter(|v| *v > 0);
+        }
+        let mut pipeline = Pipeline {
+            source,
+            tasks: BTreeMap::new(),
+            log,
+            setup: TaskSetup {
+                storage,
+                writer_config,
+                rules,
+                counting_partitions: facts.counting_partitions,
+            },
+            metrics,
+            status,
+            clock: config.clock.clone(),
+            max_record_bytes: config.max_record_bytes,
+            batch_size: config.batch_size,
+            checkpoint_interval: config.checkpoint_interval,
+            partition_commit_delay_ms: config.partition_commit_delay_ms,
+            reached_end: false,
+            checkpoints: 0,
+        };
+        pipeline.add_tasks(restored);
+        Ok(pipeline)
+    }
+}
+
+/// An id for this process's run of an instance: tells a restarted instance from its zombie.
+fn run_id(wall_ms: i64) -> String {
+    format!("{wall_ms:x}-{:x}", std::process::id())
+}

@@ -1,0 +1,329 @@
+//! A task: everything the pipeline holds for one source partition, so that the partition can
+//! move between instances with its state.
+//!
+//! A task writes its partition's page_views and dead_letters, tracks its event time, and —
+//! if its number is below the pipeline's counting partitions — hosts the counting partition
+//! with the same number: the windows of every postcode routed there, from its own records and
+//! from records other tasks forward, with the late rows and aggregates they produce.
+//! Everything a task writes goes to files named after its partition and claim.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pageviews_core::commit::{
+    ClosedFile, Counting, OpenFileState, PartitionTime, Position, TaskState, Totals,
+};
+use pageviews_core::storage::{Storage, StorageError};
+use pageviews_core::table::{Partition, Table};
+use pageviews_core::time::hour_of;
+
+use crate::event::PageView;
+use crate::sink::writer::Owner;
+use crate::sink::{Row, TableWriter, WriterConfig};
+use crate::window::{TumblingCount, Watermarks, WindowCount, NO_WATERMARK};
+
+/// How windows are counted; the same for every task of a pipeline.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WindowRules {
+    pub window_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub watermark_delay_ms: i64,
+    pub idle_timeout_ms: u64,
+}
+
+/// What every task of an instance is made with.
+pub(super) struct TaskSetup {
+    pub storage: Storage,
+    pub writer_config: WriterConfig,
+    pub rules: WindowRules,
+    pub counting_partitions: u32,
+}
+
+/// The four writers of a task.
+pub(super) struct Writers {
+    pub page_views: TableWriter,
+    pub aggregates: TableWriter,
+    pub late: TableWriter,
+    pub dead_letters: TableWriter,
+}
+
+impl Writers {
+    fn new(storage: &Storage, config: &WriterConfig, owner: Owner, cp: u64) -> Self {
+        let writer = |t| TableWriter::new(t, storage.clone(), config.clone(), owner, cp);
+        Writers {
+            page_views: writer(Table::PageViews),
+            aggregates: writer(Table::PageViewAggregates),
+            late: writer(Table::LatePageViews),
+            dead_letters: writer(Table::DeadLetters),
+        }
+    }
+
+    pub fn all(&mut self) -> [&mut TableWriter; 4] {
+        [&mut self.page_views, &mut self.aggregates, &mut self.late, &mut self.dead_letters]
+    }
+
+    pub fn iter(&self) -> [&TableWriter; 4] {
+        [&self.page_views, &self.aggregates, &self.late, &self.dead_letters]
+    }
+}
+
+/// A counting partition: the windows of the postcodes routed to it.
+pub(super) struct Counter {
+    /// The counting watermark: the minimum over the sources that feed it (this task's own
+    /// partition, and every task that forwarded events here), idle and finished ones excluded.
+    pub watermarks: Watermarks,
+    pub windows: TumblingCount,
+    /// Per forwarding source, the highest record ordinal counted: a record that arrives
+    /// again after a restart is dropped.
+    pub high_water: BTreeMap<u32, u64>,
+    pub exchange_offset: Option<i64>,
+    fired: Vec<WindowCount>,
+}
+
+/// One source partition's running state.
+pub(super) struct Task {
+    pub partition: u32,
+    pub claim: u64,
+    /// Checkpoints committed: names the next files and tails.
+    pub cp: u64,
+    /// The source partition's own event time (what it tells counting partitions).
+    pub time: PartitionTime,
+    pub last_seen_ms: u64,
+    pub writers: Writers,
+    pub counter: Option<Counter>,
+    pub forwarded_to: BTreeSet<u32>,
+    /// Committed totals, and counts since the last checkpoint.
+    pub totals: Totals,
+    pub pending: Totals,
+    /// Files recovery sealed, which the next commit records.
+    pub sealed: Vec<ClosedFile>,
+    /// Anything to commit since the last checkpoint.
+    pub dirty: bool,
+}
+
+impl Task {
+    /// A task for `partition` under `claim`, restored from `state` (its newest committed
+    /// state, after recovery) or new. Hosts counting partition `partition` when it is below
+    /// the pipeline's counting partitions.
+    pub fn new(partition: u32, claim: u64, state: Option<TaskState>, setup: &TaskSetup, now_ms: u64) -> Task {
+        let (counting_partitions, rules) = (setup.counting_partitions, setup.rules);
+        let (storage, config) = (&setup.storage, &setup.writer_config);
+        let owner = Owner { partition, claim };
+        let (cp, time, totals, sealed, counting, forwarded_to) = match state {
+            Some(s) => (s.cp, s.time, s.totals, s.files, s.counting, s.forwarded_to),
+            None => (0, PartitionTime::default(), Totals::default(), Vec::new(), None, BTreeSet::new()),
+        };
+        let counter = (partition < counting_partitions).then(|| {
+            let c = counting.unwrap_or_else(|| Counting {
+                emitted_through: NO_WATERMARK,
+                watermark: NO_WATERMARK,
+                ..Counting::default()
+            });
+            let inputs = c.inputs.iter().map(|(p, i)| (*p, i.time.clone()));
+            let mut watermarks = Watermarks::new(
+                rules.watermark_delay_ms,
+                rules.idle_timeout_ms,
+                Some((c.watermark, inputs.collect())),
+            );
+            // The task's own partition always feeds its counting partition, and so do the
+            // sources that forwarded to it before: they hold its watermark back again from
+            // now (until idle), as they did when the state was committed.
+            watermarks.assign(partition, now_ms);
+            for p in c.inputs.keys() {
+                watermarks.assign(*p, now_ms);
+            }
+            let mut windows = TumblingCount::new(rules.window_ms, rules.allowed_lateness_ms);
+            windows.restore(&c.open_windows, c.emitted_through);
+            let high_water = c.inputs.iter().filter_map(|(p, i)| Some((*p, i.high_water?))).collect();
+            Counter { watermarks, windows, high_water, exchange_offset: c.exchange_offset, fired: Vec::new() }
+        });
+        let dirty = !sealed.is_empty();
+        Task {
+            partition,
+            claim,
+            cp,
+            time,
+            last_seen_ms: now_ms,
+            writers: Writers::new(storage, config, owner, cp + 1),
+            counter,
+            forwarded_to,
+            totals,
+            pending: Totals::default(),
+            sealed,
+            dirty,
+        }
+    }
+
+    /// Notes one valid record of this task's own partition.
+    #[inline]
+    pub fn observe(&mut self, event_ms: i64, now_ms: u64) {
+        self.last_seen_ms = now_ms;
+        if self.time.max_event_ms.is_none_or(|m| m < event_ms) {
+            self.time.max_event_ms = Some(event_ms);
+        }
+    }
+
+    /// Counts one valid event routed to this task's counting partition, from source partition
+    /// `source` at `ordinal`; writes a late row instead when its window was emitted. Fires the
+    /// windows the event's progress closes. An event counted before (a replay) is dropped.
+    #[inline]
+    pub fn count(
+        &mut self,
+        source: u32,
+        ordinal: u64,
+        pv: &PageView<'_>,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        let Some(c) = self.counter.as_mut() else { return Ok(()) };
+        if source != self.partition {
+            match c.high_water.get_mut(&source) {
+                Some(hw) if ordinal <= *hw => return Ok(()),
+                Some(hw) => *hw = ordinal,
+                None => {
+                    c.high_water.insert(source, ordinal);
+                    c.watermarks.assign(source, now_ms);
+                }
+            }
+        }
+        self.dirty = true;
+        let wm = c.watermarks.current();
+        if c.windows.is_late(pv.timestamp, wm) {
+            self.pending.late_page_views += 1;
+            self.writers.late.append(hour_of(pv.timestamp), now_ms, Row::Late(pv, wm))?;
+        } else {
+            c.windows.add(pv.timestamp, &pv.postcode);
+        }
+        if c.watermarks.observe(source, pv.timestamp, now_ms) {
+            let new = c.watermarks.advance(now_ms);
+            if new != wm && c.windows.next_end().is_some_and(|end| c.windows.fires(end, new)) {
+                self.fire(new, now_ms)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-evaluates the counting watermark (idleness moves it without records) and fires.
+    pub fn advance(&mut self, now_ms: u64) -> Result<i64, StorageError> {
+        let Some(c) = self.counter.as_mut() else { return Ok(NO_WATERMARK) };
+        let wm = c.watermarks.advance(now_ms);
+        if c.windows.next_end().is_some_and(|end| c.windows.fires(end, wm)) {
+            self.fire(wm, now_ms)?;
+        }
+        Ok(wm)
+    }
+
+    /// Updates what this counting partition knows of forwarding source `source`.
+    pub fn input_progress(&mut self, source: u32, time: &PartitionTime, now_ms: u64) {
+        let Some(c) = self.counter.as_mut() else { return };
+        if !c.high_water.contains_key(&source) && source != self.partition {
+            return;
+        }
+        if let Some(max) = time.max_event_ms {
+            c.watermarks.observe(source, max, now_ms);
+        }
+        if time.finished {
+            c.watermarks.finish(source);
+        }
+    }
+
+    /// Marks this task's own partition finished (its input is exhausted).
+    pub fn finish(&mut self) {
+        self.time.finished = true;
+        if let Some(c) = self.counter.as_mut() {
+            c.watermarks.finish(self.partition);
+        }
+    }
+
+    /// End of bounded input: emits every open window, as Flink does. The watermark stays
+    /// real, so a later run on more input goes on from it.
+    pub fn flush(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        let Some(c) = self.counter.as_mut() else { return Ok(()) };
+        c.fired.clear();
+        c.windows.flush(&mut c.fired);
+        self.write_fired(now_ms)
+    }
+
+    fn fire(&mut self, wm: i64, now_ms: u64) -> Result<(), StorageError> {
+        let Some(c) = self.counter.as_mut() else { return Ok(()) };
+        c.fired.clear();
+        c.windows.fire(wm, &mut c.fired);
+        self.write_fired(now_ms)
+    }
+
+    fn write_fired(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        let Some(c) = self.counter.as_mut() else { return Ok(()) };
+        let size = c.windows.size_ms();
+        for w in &c.fired {
+            self.writers.aggregates.append(hour_of(w.end), now_ms, Row::Aggregate(w, size))?;
+        }
+        if !c.fired.is_empty() {
+            self.pending.page_view_aggregates += c.fired.len() as u64;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Hour partitions this task has files open in, over all tables.
+    pub fn open_partitions(&self) -> impl Iterator<Item = Partition> + '_ {
+        self.writers
+            .iter()
+            .into_iter()
+            .flat_map(|w| w.open_hours().map(move |hour| Partition { table: w.table(), hour }))
+    }
+
+    /// The counting state as committed.
+    fn counting_state(&self) -> Option<Counting> {
+        let c = self.counter.as_ref()?;
+        let times = c.watermarks.partitions();
+        let inputs = times
+            .into_iter()
+            .filter(|(p, _)| *p != self.partition)
+            .map(|(p, time)| {
+                let progress =
+                    pageviews_core::commit::InputProgress { high_water: c.high_water.get(&p).copied(), time };
+                (p, progress)
+            })
+            .collect();
+        Some(Counting {
+            open_windows: c.windows.snapshot(),
+            emitted_through: c.windows.emitted_through(),
+            watermark: c.watermarks.current(),
+            inputs,
+            exchange_offset: c.exchange_offset,
+        })
+    }
+
+    /// This task's state as its next checkpoint commits it: `position` from the source,
+    /// `files` and `open` from its writers' checkpoint.
+    pub fn state(
+        &self,
+        position: Position,
+        files: Vec<ClosedFile>,
+        open: Vec<OpenFileState>,
+        idle: bool,
+    ) -> TaskState {
+        let mut totals = self.totals.clone();
+        totals.add(&self.pending);
+        TaskState {
+            partition: self.partition,
+            claim: self.claim,
+            cp: self.cp + 1,
+            position,
+            time: self.time.clone(),
+            idle,
+            counting: self.counting_state(),
+            forwarded_to: self.forwarded_to.clone(),
+            files,
+            open,
+            totals,
+        }
+    }
+
+    /// The checkpoint committed: pending counts become committed ones.
+    pub fn committed(&mut self) {
+        self.totals.add(&self.pending);
+        self.pending = Totals::default();
+        self.cp += 1;
+        self.sealed.clear();
+        self.dirty = false;
+    }
+}

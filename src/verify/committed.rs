@@ -1,0 +1,131 @@
+//! What the commit logs under a root say is committed: per pipeline, every completed file
+//! (from the index and recent entries), every file still open, and every task's totals.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use object_store::path::Path;
+use pageviews_core::commit::index::read_index;
+use pageviews_core::commit::layout::{facts_path, FileName};
+use pageviews_core::commit::{Facts, TaskState, Totals, View};
+use pageviews_core::storage::Storage;
+use pageviews_core::table::Table;
+
+use super::{Report, VerifyError};
+
+/// What a commit says of one file.
+#[derive(Debug, Clone)]
+pub(super) struct FileRecord {
+    pub table: Table,
+    pub hour: i64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Recorded as open by its task's newest state: a running instance or the next recovery
+    /// completes it.
+    pub open: bool,
+    /// The checkpoint that completed it (0 for open files).
+    pub checkpoint: u64,
+}
+
+/// One pipeline's committed state.
+pub(super) struct PipelineCommits {
+    pub window_ms: i64,
+    pub totals: Totals,
+    pub tasks: BTreeMap<u32, TaskState>,
+    pub files: HashMap<String, FileRecord>,
+}
+
+/// Every pipeline's committed state under a root.
+pub(super) struct Committed {
+    pub entries: usize,
+    pub pipelines: BTreeMap<String, PipelineCommits>,
+}
+
+/// Rows committed into files still open, and the hours they are in, whose checks must wait.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub hours: HashSet<(String, Table, i64)>,
+}
+
+impl Committed {
+    /// Reads every pipeline's log under the root.
+    pub fn read(storage: &Storage) -> Result<Committed, VerifyError> {
+        let listed = storage.block_on(storage.list(&Path::from("_checkpoints")))?;
+        let ids: std::collections::BTreeSet<String> =
+            listed.iter().filter_map(|p| p.parts().nth(1).map(|s| s.as_ref().to_string())).collect();
+        let mut pipelines = BTreeMap::new();
+        let mut entries = 0;
+        for id in ids {
+            let view = storage.block_on(View::load(storage, &id))?;
+            let facts: Option<Facts> = storage
+                .block_on(storage.get(&facts_path(&id)))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            let indexed = storage.block_on(read_index(storage, &view.index, &view.recent_files))?;
+            let mut files: HashMap<String, FileRecord> = indexed
+                .into_iter()
+                .map(|f| {
+                    let record = FileRecord {
+                        table: f.table,
+                        hour: f.hour,
+                        rows: f.rows,
+                        bytes: f.bytes,
+                        open: false,
+                        checkpoint: f.checkpoint,
+                    };
+                    (f.path, record)
+                })
+                .collect();
+            for task in view.tasks.values() {
+                for f in &task.open {
+                    let record = FileRecord {
+                        table: f.table,
+                        hour: f.hour,
+                        rows: f.rows,
+                        bytes: f.bytes,
+                        open: true,
+                        checkpoint: 0,
+                    };
+                    files.entry(f.path.clone()).or_insert(record);
+                }
+            }
+            entries += view.version as usize;
+            let commits = PipelineCommits {
+                window_ms: facts.map_or(60_000, |f| f.window_ms),
+                totals: view.totals(),
+                tasks: view.tasks,
+                files,
+            };
+            pipelines.insert(id, commits);
+        }
+        Ok(Committed { entries, pipelines })
+    }
+
+    /// The commit record of the file at `path`, if its pipeline committed it.
+    pub fn file(&self, path: &str) -> Option<&FileRecord> {
+        let name = FileName::parse(path)?;
+        self.pipelines.get(name.pipeline)?.files.get(path)
+    }
+
+    /// Reports committed files that are missing; returns the rows and hours of files still
+    /// open, whose checks wait.
+    pub fn missing_or_pending(&self, present: &HashSet<&str>, report: &mut Report) -> Pending {
+        let mut pending = Pending::default();
+        for (id, p) in &self.pipelines {
+            for (path, rec) in &p.files {
+                if present.contains(path.as_str()) {
+                    continue;
+                }
+                if rec.open {
+                    *report.pending.entry(rec.table.name()).or_default() += rec.rows;
+                    pending.hours.insert((id.clone(), rec.table, rec.hour));
+                } else {
+                    report.violation(format!(
+                        "{path} is named by checkpoint {} of {id} but missing",
+                        rec.checkpoint
+                    ));
+                }
+            }
+        }
+        pending
+    }
+}
