@@ -176,6 +176,17 @@ pub struct RunArgs {
     #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_record_bytes: u64,
 
+    /// This instance of the deployment. Instances of one deployment share --pipeline-id,
+    /// --group and --output, and the consumer group spreads the topic's partitions over them;
+    /// each needs its own id (a second process with the same id is fenced).
+    #[arg(long, env = "PAGEVIEWS_INSTANCE_ID", default_value = "0", value_name = "ID")]
+    pub instance_id: String,
+
+    /// Workers in this process, each a member of the consumer group over its own partitions
+    /// (Kafka): the same as that many instances, in one process.
+    #[arg(long, env = "PAGEVIEWS_WORKERS", default_value_t = 1, value_name = "N")]
+    pub workers: usize,
+
     /// Names this pipeline's checkpoints and files; two pipelines may share an --output
     /// only with different ids.
     #[arg(long, env = "PAGEVIEWS_PIPELINE_ID", default_value = "pageviews", value_name = "ID")]
@@ -400,6 +411,19 @@ impl RunArgs {
         config.max_record_bytes =
             usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
         config.http = http;
+        if self.instance_id.is_empty()
+            || !self.instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("--instance-id {:?} may hold only letters, digits, '-' and '_'", self.instance_id);
+        }
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        if self.workers > 1 && !matches!(config.source, SourceConfig::Kafka(_)) {
+            bail!("--workers above 1 needs a Kafka source (--brokers): files and the generator run in one worker");
+        }
+        config.instance_id = self.instance_id;
+        config.workers = self.workers;
         Ok(config)
     }
 }

@@ -73,6 +73,7 @@ impl Pipeline {
         }
         // Real elapsed time: a measurement for metrics and logs, never a decision.
         let began = Instant::now();
+        self.settle_exchange()?;
         for task in self.tasks.values_mut() {
             let close_all = closing.contains(&task.partition);
             for w in task.writers.all() {
@@ -115,7 +116,7 @@ impl Pipeline {
                 candidates.into_iter().filter(|p| rules.complete(*p, &tasks, wall)).collect()
             })?
         };
-        self.drop_fenced(&committed.fenced);
+        self.drop_fenced(&committed.fenced)?;
         let mut positions = BTreeMap::new();
         let mut rows = Totals::default();
         for state in &committed_states {
@@ -134,6 +135,7 @@ impl Pipeline {
                 self.tasks.remove(p);
             }
         }
+        self.sync_exchange()?;
         self.source.committed(&positions);
         self.checkpoints += 1;
         self.report_checkpoint(&committed_states, &rows, committed.version, began.elapsed());

@@ -92,6 +92,10 @@ pub struct PipelineConfig {
     pub clock: Arc<dyn Clock>,
     /// The `AWS_*` settings an s3:// output is opened with (the process's, unless given).
     pub s3_env: S3Env,
+    /// This instance of the deployment (one `--pipeline-id`, `--group` and `--output`).
+    pub instance_id: String,
+    /// Workers in this process, each over its own partitions.
+    pub workers: usize,
 }
 
 impl PipelineConfig {
@@ -118,6 +122,8 @@ impl PipelineConfig {
             batch_size: 8192,
             clock: Arc::new(SystemClock::new()),
             s3_env: S3Env::process(),
+            instance_id: "0".into(),
+            workers: 1,
         }
     }
 }
@@ -266,8 +272,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("pageviews-pipeline".into())
         .spawn(move || {
-            let result = worker::Pipeline::open(&config, storage, m, st.clone())
-                .and_then(|mut pipeline| pipeline.run_loop(&stop));
+            let result = run_workers(&config, &storage, &m, &st, &stop);
             if let Ok(mut s) = st.lock() {
                 match &result {
                     Ok(_) => s.state = "stopped".into(),
@@ -283,6 +288,56 @@ pub fn start(
         })
         .map_err(PipelineError::Runtime)?;
     Ok(RunHandle { http, status, shutdown, metrics, thread })
+}
+
+/// Runs `config.workers` workers, each on its own thread over its own partitions, until all
+/// end. A worker that fails stops the others (they checkpoint first): the instance runs whole
+/// or not at all, and a supervisor's restart takes every partition back.
+fn run_workers(
+    config: &PipelineConfig,
+    storage: &Storage,
+    metrics: &Arc<Metrics>,
+    status: &Arc<Mutex<Status>>,
+    shutdown: &Shutdown,
+) -> Result<Summary, PipelineError> {
+    let results: Vec<Result<Summary, PipelineError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..config.workers.max(1))
+            .map(|k| {
+                let (storage, metrics, status) = (storage.clone(), metrics.clone(), status.clone());
+                std::thread::Builder::new().name(format!("pageviews-worker-{k}")).spawn_scoped(
+                    scope,
+                    move || {
+                        let result = worker::Pipeline::open(config, k, storage, metrics, status)
+                            .and_then(|mut pipeline| pipeline.run_loop(shutdown));
+                        if result.is_err() {
+                            shutdown.trigger();
+                        }
+                        result
+                    },
+                )
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| match w {
+                Ok(handle) => handle.join().unwrap_or(Err(PipelineError::Panicked)),
+                Err(e) => Err(PipelineError::Runtime(e)),
+            })
+            .collect()
+    });
+    let mut summary: Option<Summary> = None;
+    for result in results {
+        let s = result?;
+        summary = Some(match summary {
+            None => s,
+            Some(prev) => Summary {
+                totals: if s.last_checkpoint >= prev.last_checkpoint { s.totals } else { prev.totals },
+                last_checkpoint: s.last_checkpoint.max(prev.last_checkpoint),
+                reached_end: prev.reached_end && s.reached_end,
+            },
+        });
+    }
+    summary.ok_or(PipelineError::Panicked)
 }
 
 /// Runs the pipeline until the source ends or `shutdown` fires, committing as it goes.

@@ -17,15 +17,18 @@ use super::{PipelineConfig, PipelineError, SourceConfig};
 use crate::http::Status;
 use crate::metrics::Metrics;
 use crate::sink::WriterConfig;
+use crate::source::exchange::Exchange;
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
 
 /// How long an instance on a store that cannot fence counts as live after its last renewal.
 const LEASE_MS: i64 = 60_000;
 
 impl Pipeline {
-    /// Opens the pipeline's commit log for this instance and restores what it holds.
+    /// Opens the pipeline's commit log for worker `worker` of this instance and restores what
+    /// it holds.
     pub(super) fn open(
         config: &PipelineConfig,
+        worker: usize,
         storage: Storage,
         metrics: Arc<Metrics>,
         status: Arc<Mutex<Status>>,
@@ -48,8 +51,15 @@ impl Pipeline {
             window_ms: config.window_ms,
             created_at: format_timestamp(wall),
         };
-        let run = run_id(wall);
-        let member = config.pipeline_id.clone();
+        let run = run_id(wall, worker);
+        // One member of the deployment per worker: in the commit log, and in Kafka's group
+        // as a static member (`group.instance.id`), so a restarted instance gets its
+        // partitions back at once and a second process with the same id is fenced.
+        let member = if config.workers > 1 {
+            format!("{}-w{worker}", config.instance_id)
+        } else {
+            config.instance_id.clone()
+        };
         let (log, facts) = Log::open(&storage, &config.pipeline_id, &member, &run, &facts)?;
         if facts.source != identity {
             return Err(SourceError::Mismatch {
@@ -104,6 +114,12 @@ impl Pipeline {
                 Box::new(KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?)
             }
         };
+        let exchange = match &config.source {
+            SourceConfig::Kafka(k) => {
+                Some(Exchange::open(k, &config.pipeline_id, facts.counting_partitions)?)
+            }
+            _ => None,
+        };
         let writer_config = WriterConfig {
             pipeline_id: config.pipeline_id.clone(),
             format: config.format,
@@ -142,15 +158,16 @@ impl Pipeline {
             batch_size: config.batch_size,
             checkpoint_interval: config.checkpoint_interval,
             partition_commit_delay_ms: config.partition_commit_delay_ms,
+            exchange,
             reached_end: false,
             checkpoints: 0,
         };
-        pipeline.add_tasks(restored);
+        pipeline.add_tasks(restored)?;
         Ok(pipeline)
     }
 }
 
-/// An id for this process's run of an instance: tells a restarted instance from its zombie.
-fn run_id(wall_ms: i64) -> String {
-    format!("{wall_ms:x}-{:x}", std::process::id())
+/// An id for this process's run of a worker: tells a restarted instance from its zombie.
+fn run_id(wall_ms: i64, worker: usize) -> String {
+    format!("{wall_ms:x}-{:x}-{worker}", std::process::id())
 }

@@ -225,6 +225,13 @@ impl Task {
         }
     }
 
+    /// Notes how far this counting partition has read the exchange.
+    pub fn set_exchange_offset(&mut self, next: i64) {
+        if let Some(c) = self.counter.as_mut() {
+            c.exchange_offset = Some(next);
+        }
+    }
+
     /// Marks this task's own partition finished (its input is exhausted).
     pub fn finish(&mut self) {
         self.time.finished = true;

@@ -18,6 +18,7 @@ use crate::http::Status;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::sink::jsonl::Origin;
 use crate::sink::Row;
+use crate::source::exchange::{Exchange, Item};
 use crate::source::{Batch, PartitionEvent, Poll, Restored, Source};
 use crate::window::NO_WATERMARK;
 
@@ -41,6 +42,10 @@ pub(super) struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Mutex<Status>>,
     pub clock: Arc<dyn Clock>,
+    /// Where events go that another partition counts (Kafka sources); without it they are
+    /// counted in memory, by a task of this instance (files and the generator, whose
+    /// partitions are all in one process).
+    pub exchange: Option<Exchange>,
     pub max_record_bytes: usize,
     pub batch_size: usize,
     pub checkpoint_interval: Duration,
@@ -57,12 +62,13 @@ impl Pipeline {
     }
 
     /// Creates the tasks of partitions the source announced, from what was restored.
-    pub(super) fn add_tasks(&mut self, restored: Vec<(u32, Restored)>) {
+    pub(super) fn add_tasks(&mut self, restored: Vec<(u32, Restored)>) -> Result<(), PipelineError> {
         let now = self.now_ms();
         for (partition, r) in restored {
             let task = Task::new(partition, r.claim, r.state, &self.setup, now);
             self.tasks.insert(partition, task);
         }
+        self.sync_exchange()
     }
 
     pub(super) fn run_loop(&mut self, shutdown: &Shutdown) -> Result<Summary, PipelineError> {
@@ -76,7 +82,9 @@ impl Pipeline {
             }
             batch.clear();
             let now = self.now_ms();
-            match self.source.poll(&mut batch, self.batch_size, now)? {
+            let polled = self.source.poll(&mut batch, self.batch_size, now)?;
+            self.poll_exchange(now)?;
+            match polled {
                 Poll::Ready => self.process(&batch, now)?,
                 Poll::Pending(wait) => {
                     self.advance_watermarks(now)?;
@@ -90,6 +98,7 @@ impl Pipeline {
                         task.finish();
                     }
                     self.forward_progress(now);
+                    self.drain_exchange(shutdown)?;
                     for task in self.tasks.values_mut() {
                         task.flush(now)?;
                     }
@@ -162,17 +171,19 @@ impl Pipeline {
                     task.writers.page_views.append(hour_of(pv.timestamp), now, Row::View(&pv))?;
                     task.observe(pv.timestamp, now);
                     let q = counting_partition(&pv.postcode, self.setup.counting_partitions);
-                    if q != rec.partition {
-                        task.forwarded_to.insert(q);
+                    if q == rec.partition {
+                        task.count(rec.partition, rec.position, &pv, now)?;
+                        continue;
                     }
-                    match self.tasks.get_mut(&q) {
-                        Some(counter) => counter.count(rec.partition, rec.position, &pv, now)?,
-                        None => {
-                            return Err(PipelineError::Incompatible(format!(
-                                "records of partition {} are counted in partition {q}, which this instance does not hold; \
-                                 several instances need a topic keyed by postcode",
-                                rec.partition
-                            )))
+                    task.forwarded_to.insert(q);
+                    if let Some(exchange) = self.exchange.as_mut() {
+                        // Through Kafka, even when this instance counts q too: one way per pair
+                        // of partitions keeps their events in order.
+                        exchange.forward(q, rec.partition, rec.position, pv.postcode.as_bytes(), payload)?;
+                    } else {
+                        match self.tasks.get_mut(&q) {
+                            Some(counter) => counter.count(rec.partition, rec.position, &pv, now)?,
+                            None => return Err(missing_counter(rec.partition, q)),
                         }
                     }
                 }
@@ -220,7 +231,7 @@ impl Pipeline {
         match event {
             PartitionEvent::Assigned(p) => {
                 if let Some(restored) = self.source.take_restored(p) {
-                    self.add_tasks(vec![(p, restored)]);
+                    self.add_tasks(vec![(p, restored)])?;
                 } else if let Some(task) = self.tasks.get_mut(&p) {
                     task.last_seen_ms = now;
                 }
@@ -233,14 +244,99 @@ impl Pipeline {
             }
             PartitionEvent::Revoked(p) => {
                 self.tasks.remove(&p);
+                self.sync_exchange()?;
             }
         }
+        Ok(())
+    }
+
+    /// Counts what the exchange brought for the counting partitions this instance hosts.
+    pub(super) fn poll_exchange(&mut self, now: u64) -> Result<(), PipelineError> {
+        let Some(exchange) = self.exchange.as_mut() else { return Ok(()) };
+        let mut items = Vec::new();
+        exchange.poll(&mut items, self.batch_size)?;
+        for item in items {
+            match item {
+                Item::Record { counting, offset, source, ordinal, payload } => {
+                    let Some(task) = self.tasks.get_mut(&counting) else { continue };
+                    // Decoded where it was read already: a forwarded event is a page view.
+                    if let Ok(pv) = decode(&payload, usize::MAX) {
+                        task.count(source, ordinal, &pv, now)?;
+                    }
+                    task.set_exchange_offset(offset + 1);
+                }
+                Item::Progress { counting, offset, source, time } => {
+                    let Some(task) = self.tasks.get_mut(&counting) else { continue };
+                    task.input_progress(source, &time, now);
+                    task.set_exchange_offset(offset + 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End of bounded input with an exchange: tells the counting partitions that this
+    /// instance's sources are done, then reads the counting partitions it hosts until every
+    /// source that forwards to them is done too and nothing is left in the exchange.
+    fn drain_exchange(&mut self, shutdown: &Shutdown) -> Result<(), PipelineError> {
+        if self.exchange.is_none() {
+            return Ok(());
+        }
+        self.settle_exchange()?;
+        let mut waiting_since: Option<u64> = None;
+        loop {
+            let now = self.now_ms();
+            self.poll_exchange(now)?;
+            let Some(exchange) = self.exchange.as_ref() else { return Ok(()) };
+            let mut done = true;
+            for task in self.tasks.values() {
+                let Some(c) = task.counter.as_ref() else { continue };
+                let end = exchange.end_offset(task.partition)?;
+                let read = c.exchange_offset.unwrap_or(0);
+                let inputs_done =
+                    c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
+                done &= read >= end && inputs_done;
+            }
+            if done || shutdown.is_triggered() {
+                return Ok(());
+            }
+            if waiting_since.is_none_or(|t| now.saturating_sub(t) >= 30_000) {
+                info!("--until-end: waiting for the sources that forward to this instance to finish");
+                waiting_since = Some(now);
+            }
+            self.clock.sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Points the exchange consumer at the counting partitions this instance hosts now.
+    pub(super) fn sync_exchange(&mut self) -> Result<(), PipelineError> {
+        let Some(exchange) = self.exchange.as_mut() else { return Ok(()) };
+        let hosted =
+            self.tasks.values().filter_map(|t| Some((t.partition, t.counter.as_ref()?.exchange_offset)));
+        exchange.assign(hosted.collect())?;
+        Ok(())
+    }
+
+    /// Before a checkpoint: every source tells the counting partitions it forwards to how far
+    /// it has come, and everything forwarded is made durable, so no committed position is
+    /// ahead of what the exchange holds.
+    pub(super) fn settle_exchange(&mut self) -> Result<(), PipelineError> {
+        let Some(exchange) = self.exchange.as_mut() else { return Ok(()) };
+        for task in self.tasks.values() {
+            for &q in &task.forwarded_to {
+                exchange.progress(q, task.partition, &task.time)?;
+            }
+        }
+        exchange.flush()?;
         Ok(())
     }
 
     /// Tells each counting partition how far the sources that forward to it have come (the
     /// watermark it may not pass while they might still send it something).
     fn forward_progress(&mut self, now: u64) {
+        if self.exchange.is_some() {
+            return;
+        }
         let progress: Vec<(u32, u32, pageviews_core::commit::PartitionTime)> = self
             .tasks
             .values()
@@ -272,13 +368,20 @@ impl Pipeline {
 
     /// Drops the tasks of partitions another instance claimed: their uncommitted work is
     /// abandoned (the new holder reads it again from the committed position).
-    pub(super) fn drop_fenced(&mut self, fenced: &[u32]) {
+    pub(super) fn drop_fenced(&mut self, fenced: &[u32]) -> Result<(), PipelineError> {
         for &p in fenced {
             warn!(partition = p, "another instance holds this partition now; giving it up");
             self.tasks.remove(&p);
             self.source.fenced(p);
         }
+        self.sync_exchange()
     }
+}
+
+fn missing_counter(source: u32, q: u32) -> PipelineError {
+    PipelineError::Incompatible(format!(
+        "records of partition {source} are counted in partition {q}, which this instance does not hold"
+    ))
 }
 
 /// Restores what the newest committed states of `partitions` hold, for sources that know

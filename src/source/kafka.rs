@@ -69,6 +69,8 @@ struct Shared {
     fenced: std::collections::BTreeSet<i32>,
     /// Partitions assigned to this instance now.
     owned: std::collections::BTreeSet<i32>,
+    /// The group has assigned this member its partitions at least once (maybe none).
+    assigned_once: bool,
     revoked: Vec<i32>,
     revoke_pending: bool,
     /// The source is being dropped: librdkafka's close revokes everything and waits for the
@@ -116,6 +118,7 @@ impl ConsumerContext for Context {
                     Ok(mut restorer) => restorer.restore(&partitions).map_err(|e| e.to_string()),
                     Err(_) => Err("the restorer panicked".to_string()),
                 };
+                shared.assigned_once = true;
                 let seeded = tpl.clone();
                 match restored {
                     Ok(restored) => {
@@ -271,10 +274,18 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// `--until-end`: every partition this member holds has reached the end offset seen at
+    /// start. Partitions held by other members are theirs to finish; a partition that moves
+    /// away counts as done here. Nothing is done before the group's first assignment.
     fn reached_end(&self) -> bool {
         let Some(targets) = &self.targets else { return false };
         let Ok(shared) = self.shared.lock() else { return false };
-        targets.iter().all(|(p, &end)| {
+        if !shared.assigned_once || !shared.assigned.is_empty() || shared.revoke_pending {
+            return false;
+        }
+        shared.owned.iter().all(|p| {
+            // A partition created after the start has no target: what it held then was nothing.
+            let end = targets.get(p).copied().unwrap_or(0);
             let at = shared.positions.get(p).copied().or_else(|| self.floors.get(p).copied()).unwrap_or(0);
             at >= end
         })
@@ -353,7 +364,7 @@ pub fn partition_count(config: &KafkaConfig) -> Result<u32, SourceError> {
     }
 }
 
-fn kafka_error(config: &KafkaConfig, what: &str, e: KafkaError) -> SourceError {
+pub(super) fn kafka_error(config: &KafkaConfig, what: &str, e: KafkaError) -> SourceError {
     SourceError::Kafka { brokers: config.brokers.clone(), what: what.to_string(), source: Box::new(e) }
 }
 

@@ -9,6 +9,7 @@
 //! The shape is Kafka's: partitions come and go ([`PartitionEvent`]), each carries its own
 //! watermark, and positions are restored from the checkpoint manifest, which is the truth.
 
+pub mod exchange;
 pub mod file;
 pub mod generator;
 pub mod kafka;
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use pageviews_core::commit::Position;
 use pageviews_core::commit::{CheckpointError, TaskState};
+pub use pageviews_core::commit::{PartitionTime, Position};
 
 pub use file::FileSource;
 pub use generator::{GeneratorConfig, GeneratorSource};
@@ -166,6 +167,14 @@ pub enum SourceError {
     NoTopic {
         /// The topic.
         topic: String,
+    },
+    /// Events forwarded to the exchange topic were not delivered.
+    #[error("{failed} event(s) forwarded to the exchange topic {topic} were not delivered; the checkpoint is not taken")]
+    Exchange {
+        /// The exchange topic.
+        topic: String,
+        /// Undelivered events.
+        failed: u64,
     },
     /// Claiming or restoring assigned partitions failed.
     #[error("cannot take over the assigned partitions: {0}")]

@@ -48,6 +48,8 @@ pub fn command(exe: &str) -> std::process::Command {
         "PAGEVIEWS_OUTPUT",
         "PAGEVIEWS_HTTP",
         "PAGEVIEWS_PIPELINE_ID",
+        "PAGEVIEWS_INSTANCE_ID",
+        "PAGEVIEWS_WORKERS",
     ] {
         cmd.env_remove(var);
     }

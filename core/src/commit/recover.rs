@@ -10,7 +10,6 @@
 //! recorded size, so the file holds the committed rows and no others — and removes every
 //! upload, staged file and tail of the partition that no committed state needs.
 
-use bytes::Bytes;
 use object_store::path::Path;
 
 use super::layout::{partition_tails_prefix, staging_prefix, upload_staging, uploads_prefix, FileName};
@@ -27,7 +26,7 @@ pub async fn publish(storage: &Storage, entry: &Entry) -> Result<(), CheckpointE
         storage.complete_upload(&f.upload, &f.parts, f.bytes).await.map_err(lost(f.path(), entry.version))
     });
     futures::future::try_join_all(completions).await?;
-    let markers = entry.markers.iter().map(|p| async move { storage.put(&p.marker(), Bytes::new()).await });
+    let markers = entry.markers.iter().map(|p| async move { storage.put_marker(&p.marker()).await });
     futures::future::try_join_all(markers).await?;
     Ok(())
 }

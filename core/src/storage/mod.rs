@@ -172,6 +172,21 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes an empty `_SUCCESS`-style marker. On local disk the file is created directly:
+    /// object_store writes through a temporary `<name>#<n>` beside it, which a kill at the
+    /// wrong instant would leave in a table folder, where readers would see it.
+    pub async fn put_marker(&self, path: &Path) -> Result<(), StorageError> {
+        let Backend::Local(root) = &self.backend else { return self.put(path, Bytes::new()).await };
+        let file = root.join(path.as_ref());
+        let io = async {
+            if let Some(dir) = file.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::File::create(&file).await.map(drop)
+        };
+        io.await.map_err(|e| local_error("put marker", path, e))
+    }
+
     /// Writes a whole object only if none exists: the atomic commit point of a checkpoint.
     pub async fn put_new(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };

@@ -1,0 +1,318 @@
+//! The exchange: how an event reaches the partition that counts its postcode when that is not
+//! the partition it was read from — a topic not keyed by postcode. Kafka Streams' way: an
+//! internal topic, `<topic>.<pipeline>.exchange`, with one partition per counting partition.
+//!
+//! Exactly once without transactions: every forwarded event carries its source partition and
+//! the ordinal (offset) it had there, and the counting side keeps, per source, the highest
+//! ordinal it counted in its committed state and drops anything at or below it. The forwarding
+//! side flushes the producer before it commits a position, so everything before a committed
+//! position is in the topic; after a crash it forwards again from that position, and what
+//! arrives twice is dropped. The producer is idempotent, so one producer's events to one
+//! counting partition stay in order.
+//!
+//! Progress markers travel the same way: at each checkpoint a source tells every counting
+//! partition it forwards to how far its event time has come, so their watermarks can pass
+//! even when it has nothing more for them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message};
+use tracing::info;
+
+use super::kafka::{kafka_error, with_options, KafkaConfig};
+use super::{PartitionTime, SourceError};
+
+const RECORD: u8 = b'R';
+const PROGRESS: u8 = b'P';
+const HEADER: usize = 1 + 4 + 8;
+
+/// The exchange topic of a pipeline reading `topic`.
+pub fn exchange_topic(topic: &str, pipeline: &str) -> String {
+    format!("{topic}.{pipeline}.exchange")
+}
+
+/// One item read from the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A forwarded event: the original record's bytes.
+    Record {
+        /// The counting partition.
+        counting: u32,
+        /// Its offset in the exchange topic.
+        offset: i64,
+        /// The source partition it was read from.
+        source: u32,
+        /// Its ordinal there.
+        ordinal: u64,
+        /// The record as read.
+        payload: Vec<u8>,
+    },
+    /// How far a source has come.
+    Progress {
+        /// The counting partition.
+        counting: u32,
+        /// Its offset in the exchange topic.
+        offset: i64,
+        /// The source partition.
+        source: u32,
+        /// The source's event time.
+        time: PartitionTime,
+    },
+}
+
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+}
+
+struct Context(Arc<Deliveries>);
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One instance's end of the exchange: a producer for what its sources forward, and a
+/// consumer of the counting partitions it hosts.
+pub struct Exchange {
+    config: KafkaConfig,
+    topic: String,
+    producer: ThreadedProducer<Context>,
+    deliveries: Arc<Deliveries>,
+    consumer: BaseConsumer,
+    /// Hosted counting partitions and the next offset to read in each.
+    assigned: BTreeMap<u32, Option<i64>>,
+    scratch: Vec<u8>,
+}
+
+impl Exchange {
+    /// Opens the exchange of `pipeline`, creating its topic with `partitions` partitions
+    /// (the pipeline's counting partitions) when it is missing.
+    pub fn open(config: &KafkaConfig, pipeline: &str, partitions: u32) -> Result<Exchange, SourceError> {
+        let topic = exchange_topic(&config.topic, pipeline);
+        ensure_topic(config, &topic, partitions)?;
+        let deliveries = Arc::new(Deliveries::default());
+        let mut producer = ClientConfig::new();
+        producer
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("client.id", "pageviews-exchange");
+        let producer = with_options(producer, &config.options)
+            .create_with_context(Context(deliveries.clone()))
+            .map_err(|e| kafka_error(config, "create the exchange producer", e))?;
+        let mut consumer = ClientConfig::new();
+        consumer
+            .set("bootstrap.servers", &config.brokers)
+            // Positions live in the commit log; the group is only a name librdkafka wants.
+            .set("group.id", format!("{}.exchange", config.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.queue.backoff.ms", "10")
+            .set("client.id", "pageviews-exchange");
+        let consumer = with_options(consumer, &config.options)
+            .create()
+            .map_err(|e| kafka_error(config, "create the exchange consumer", e))?;
+        Ok(Exchange {
+            config: config.clone(),
+            topic,
+            producer,
+            deliveries,
+            consumer,
+            assigned: BTreeMap::new(),
+            scratch: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Forwards one event read from `source` at `ordinal` to counting partition `counting`.
+    pub fn forward(
+        &mut self,
+        counting: u32,
+        source: u32,
+        ordinal: u64,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<(), SourceError> {
+        self.scratch.clear();
+        self.scratch.push(RECORD);
+        self.scratch.extend_from_slice(&source.to_be_bytes());
+        self.scratch.extend_from_slice(&ordinal.to_be_bytes());
+        self.scratch.extend_from_slice(payload);
+        self.send(counting, Some(key))
+    }
+
+    /// Tells counting partition `counting` how far `source` has come.
+    pub fn progress(&mut self, counting: u32, source: u32, time: &PartitionTime) -> Result<(), SourceError> {
+        self.scratch.clear();
+        self.scratch.push(PROGRESS);
+        self.scratch.extend_from_slice(&source.to_be_bytes());
+        self.scratch.extend_from_slice(&time.max_event_ms.unwrap_or(i64::MIN).to_be_bytes());
+        self.scratch.push(u8::from(time.finished));
+        self.send(counting, None)
+    }
+
+    fn send(&mut self, partition: u32, key: Option<&[u8]>) -> Result<(), SourceError> {
+        let mut record =
+            BaseRecord::<[u8], [u8]>::to(&self.topic).partition(partition as i32).payload(&self.scratch);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(kafka_error(&self.config, "forward to the exchange", e)),
+            }
+        }
+    }
+
+    /// Waits until everything forwarded so far is in the topic: before a position is
+    /// committed, every event before it must be where the counting side can find it.
+    pub fn flush(&self) -> Result<(), SourceError> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| kafka_error(&self.config, "flush the exchange", e))?;
+        let failed = self.deliveries.failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            return Err(SourceError::Exchange { topic: self.topic.clone(), failed });
+        }
+        Ok(())
+    }
+
+    /// Reads the hosted counting partitions from these offsets (`None`: the beginning).
+    pub fn assign(&mut self, assigned: BTreeMap<u32, Option<i64>>) -> Result<(), SourceError> {
+        if assigned == self.assigned {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&p, offset) in &assigned {
+            let at = offset.map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(&self.topic, p as i32, at)
+                .map_err(|e| kafka_error(&self.config, "assign the exchange", e))?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| kafka_error(&self.config, "assign the exchange", e))?;
+        self.assigned = assigned;
+        Ok(())
+    }
+
+    /// Appends up to `max` items read from the hosted counting partitions.
+    pub fn poll(&mut self, out: &mut Vec<Item>, max: usize) -> Result<(), SourceError> {
+        if self.assigned.is_empty() {
+            return Ok(());
+        }
+        while out.len() < max {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(msg)) => {
+                    let counting = msg.partition() as u32;
+                    let offset = msg.offset();
+                    if let Some(item) = decode(counting, offset, msg.payload().unwrap_or_default()) {
+                        self.assigned.insert(counting, Some(offset + 1));
+                        out.push(item);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "exchange consumer");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The offset past the last item of counting partition `counting` now.
+    pub fn end_offset(&self, counting: u32) -> Result<i64, SourceError> {
+        let (_, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, counting as i32, Duration::from_secs(5))
+            .map_err(|e| kafka_error(&self.config, "read the exchange's end offsets", e))?;
+        Ok(high)
+    }
+}
+
+fn decode(counting: u32, offset: i64, value: &[u8]) -> Option<Item> {
+    let (&kind, rest) = value.split_first()?;
+    let source = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    match kind {
+        RECORD => {
+            let ordinal = u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
+            Some(Item::Record { counting, offset, source, ordinal, payload: value.get(HEADER..)?.to_vec() })
+        }
+        PROGRESS => {
+            let max = i64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
+            let finished = *rest.get(12)? != 0;
+            let time = PartitionTime { max_event_ms: (max != i64::MIN).then_some(max), finished };
+            Some(Item::Progress { counting, offset, source, time })
+        }
+        _ => None,
+    }
+}
+
+/// Creates the exchange topic when it is missing, with the broker's default replication.
+fn ensure_topic(config: &KafkaConfig, topic: &str, partitions: u32) -> Result<(), SourceError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    let admin: AdminClient<DefaultClientContext> = with_options(client, &config.options)
+        .create()
+        .map_err(|e| kafka_error(config, "create an admin client", e))?;
+    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics([&new], &opts))
+        .map_err(|e| kafka_error(config, "create the exchange topic", e))?;
+    for result in results {
+        match result {
+            Ok(name) => info!(topic = %name, partitions, "created the exchange topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(kafka_error(config, "create the exchange topic", KafkaError::AdminOp(code)))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_read_back_as_they_were_forwarded() {
+        let mut v = vec![RECORD];
+        v.extend_from_slice(&7u32.to_be_bytes());
+        v.extend_from_slice(&42u64.to_be_bytes());
+        v.extend_from_slice(b"{}");
+        assert_eq!(
+            decode(2, 9, &v),
+            Some(Item::Record { counting: 2, offset: 9, source: 7, ordinal: 42, payload: b"{}".to_vec() })
+        );
+        let mut p = vec![PROGRESS];
+        p.extend_from_slice(&3u32.to_be_bytes());
+        p.extend_from_slice(&i64::MIN.to_be_bytes());
+        p.push(1);
+        let time = PartitionTime { max_event_ms: None, finished: true };
+        assert_eq!(decode(0, 1, &p), Some(Item::Progress { counting: 0, offset: 1, source: 3, time }));
+        assert_eq!(decode(0, 1, b"X"), None);
+    }
+}
