@@ -17,7 +17,7 @@ use super::{PipelineConfig, PipelineError, SourceConfig};
 use crate::http::Status;
 use crate::metrics::Metrics;
 use crate::sink::WriterConfig;
-use crate::source::exchange::Exchange;
+use crate::source::exchange::{exchange_topic, Exchange};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
 
 /// How long an instance on a store that cannot fence counts as live after its last renewal.
@@ -43,15 +43,16 @@ impl Pipeline {
                 (SourceIdentity::Kafka { topic: k.topic.clone() }, crate::source::kafka::partition_count(k)?)
             }
         };
+        let run = run_id(wall, worker);
         let facts = Facts {
             version: LOG_VERSION,
             pipeline: config.pipeline_id.clone(),
+            id: run.clone(),
             source: identity.clone(),
             counting_partitions: partitions,
             window_ms: config.window_ms,
             created_at: format_timestamp(wall),
         };
-        let run = run_id(wall, worker);
         // One member of the deployment per worker: in the commit log, and in Kafka's group
         // as a static member (`group.instance.id`), so a restarted instance gets its
         // partitions back at once and a second process with the same id is fenced.
@@ -116,7 +117,7 @@ impl Pipeline {
         };
         let exchange = match &config.source {
             SourceConfig::Kafka(k) => {
-                Some(Exchange::open(k, &config.pipeline_id, facts.counting_partitions)?)
+                Some(Exchange::open(k, &exchange_topic(&facts), facts.counting_partitions)?)
             }
             _ => None,
         };

@@ -457,6 +457,7 @@ mod recovery_tests {
             let facts = Facts {
                 version: LOG_VERSION,
                 pipeline: "t".into(),
+                id: "i".into(),
                 source: SourceIdentity::Generator { seed: 1, start_ms: 0 },
                 counting_partitions: 1,
                 window_ms: 60_000,

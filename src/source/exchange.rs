@@ -1,6 +1,7 @@
 //! The exchange: how an event reaches the partition that counts its postcode when that is not
 //! the partition it was read from — a topic not keyed by postcode. Kafka Streams' way: an
-//! internal topic, `<topic>.<pipeline>.exchange`, with one partition per counting partition.
+//! internal topic, `pageviews-<pipeline>-<id>-exchange` (`id` is made when the pipeline is
+//! created), with one partition per counting partition.
 //!
 //! Exactly once without transactions: every forwarded event carries its source partition and
 //! the ordinal (offset) it had there, and the counting side keeps, per source, the highest
@@ -37,9 +38,10 @@ const RECORD: u8 = b'R';
 const PROGRESS: u8 = b'P';
 const HEADER: usize = 1 + 4 + 8;
 
-/// The exchange topic of a pipeline reading `topic`.
-pub fn exchange_topic(topic: &str, pipeline: &str) -> String {
-    format!("{topic}.{pipeline}.exchange")
+/// The exchange topic of a pipeline: unique to its creation, so that a new pipeline with the
+/// same id (on another output, say) never reads what an old one forwarded.
+pub fn exchange_topic(facts: &pageviews_core::commit::Facts) -> String {
+    format!("pageviews-{}-{}-exchange", facts.pipeline, facts.id)
 }
 
 /// One item read from the exchange.
@@ -103,10 +105,10 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Opens the exchange of `pipeline`, creating its topic with `partitions` partitions
-    /// (the pipeline's counting partitions) when it is missing.
-    pub fn open(config: &KafkaConfig, pipeline: &str, partitions: u32) -> Result<Exchange, SourceError> {
-        let topic = exchange_topic(&config.topic, pipeline);
+    /// Opens the exchange topic `topic`, creating it with `partitions` partitions (the
+    /// pipeline's counting partitions) when it is missing.
+    pub fn open(config: &KafkaConfig, topic: &str, partitions: u32) -> Result<Exchange, SourceError> {
+        let topic = topic.to_string();
         ensure_topic(config, &topic, partitions)?;
         let deliveries = Arc::new(Deliveries::default());
         let mut producer = ClientConfig::new();

@@ -26,6 +26,9 @@ pub struct Facts {
     pub version: u32,
     /// The pipeline id.
     pub pipeline: String,
+    /// Unique to this pipeline's creation: names what it keeps outside the table root (its
+    /// exchange topic), so a new pipeline with the same id never reads an old one's.
+    pub id: String,
     /// What the pipeline reads.
     pub source: SourceIdentity,
     /// Counting partitions: a postcode's windows are counted by partition

@@ -8,6 +8,7 @@ fn facts() -> Facts {
     Facts {
         version: LOG_VERSION,
         pipeline: "p".into(),
+        id: "i".into(),
         source: SourceIdentity::Kafka { topic: "t".into() },
         counting_partitions: 3,
         window_ms: 60_000,
