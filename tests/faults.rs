@@ -6,65 +6,22 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pageviews::source::GeneratorConfig;
 use pageviews_testkit::kafka::*;
 
 /// The pipeline binary reading `topic`, committing every `interval`; stderr goes to `log`.
 fn spawn_run(brokers: &str, topic: &str, group: &str, out: &Path, interval: &str, extra: &[&str]) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path(out)).expect("open log");
-    bin()
-        .args(["run", "--brokers", brokers, "--topic", topic, "--group", group])
-        .args(["--checkpoint-interval", interval])
-        .args(if extra.contains(&"--http") { &[][..] } else { &["--http", "off"][..] })
-        .arg("--output")
-        .arg(out)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn pageviews")
-}
-
-fn log_path(out: &Path) -> PathBuf {
-    out.with_extension("log")
-}
-
-fn log_text(out: &Path) -> String {
-    std::fs::read_to_string(log_path(out)).unwrap_or_default()
+    spawn_kafka_run(bin(), brokers, topic, group, out, interval, extra)
 }
 
 /// Runs to the end of the topic and exits 0, as an operator's last run would.
 fn drain(brokers: &str, topic: &str, group: &str, out: &Path) {
     let status = spawn_run(brokers, topic, group, out, "500ms", &["--until-end"]).wait().unwrap();
     assert!(status.success(), "the draining run failed: {status}\n{}", log_text(out));
-}
-
-/// A generated stream produced at `rate` events/s.
-fn paced(seed: u64, count: u64, rate: u64) -> GeneratorConfig {
-    GeneratorConfig { rate, ..generator(seed, "2020-01-01 00:00:00", count) }
-}
-
-/// Both tables against what was produced: nothing lost, nothing twice, and `verify` clean
-/// (aggregates equal page views minus late ones, per postcode and window).
-fn assert_exactly_once(out: &Path, streams: &[(GeneratorConfig, f64)]) -> usize {
-    let (want_rows, want_bad) = expected(streams);
-    let got = page_view_lines(out);
-    let (lost, duplicated) = lost_and_duplicated(&got, &want_rows);
-    let dead = rows(out, "dead_letters").len() as u64;
-    eprintln!(
-        "records {}, lost {lost}, duplicated {duplicated}, dead letters {dead}",
-        want_rows.len() as u64 + want_bad
-    );
-    assert_eq!((lost, duplicated), (0, 0), "page_views against what was produced");
-    assert_eq!(dead, want_bad, "dead letters against the malformed records produced");
-    assert_verified(out);
-    want_rows.len() + want_bad as usize
 }
 
 fn kill_budget() -> usize {

@@ -115,3 +115,165 @@ fn produce_unkeyed(topic: &str, stream: pageviews::source::GeneratorConfig, part
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
+
+/// Instances join, leave, die and come back, and the topic grows, while events arrive: the
+/// deployment's tables equal a single process's on the same topic. Before the topic grows
+/// every partition counts its own postcodes (no event moves), so the aggregates must be
+/// identical; after it grows, postcodes arrive in new partitions and travel through the
+/// exchange, where the same events are counted once (page views identical, views + late per
+/// postcode and window identical).
+#[test]
+fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("moving"), unique("group"));
+    let out = dir.path().join("out");
+    create_topic(&topic, 6);
+    let a_stream = paced(81, 24_000, 4_000);
+    let producer = {
+        let (topic, stream) = (topic.clone(), a_stream.clone());
+        std::thread::spawn(move || produce(&topic, stream, 0.01))
+    };
+    let spawn = |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--instance-id", id]);
+    let held_by = |id: &str| holders(&out).values().filter(|m| m.as_str() == id).count();
+    let mut a = spawn("a");
+    wait_for("a holds every partition", Duration::from_secs(60), || held_by("a") == 6);
+    let mut b = spawn("b");
+    wait_for("b takes partitions", Duration::from_secs(60), || held_by("b") > 0);
+    let mut c = spawn("c");
+    wait_for("c takes partitions", Duration::from_secs(60), || held_by("c") > 0);
+    // kill -9 b mid-stream; restarted with its id, it takes its partitions back.
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let mut b = spawn("b");
+    wait_for("b is back", Duration::from_secs(90), || held_by("b") > 0 && commit_count(&out) > 0);
+    // c leaves the group for good.
+    sigterm(&mut c);
+    producer.join().unwrap();
+    // One process through the same history, for comparison: created before the topic grows.
+    let (single, one) = (dir.path().join("single"), unique("one"));
+    pageviews::run(kafka_config(&topic, &one, &single, true), Shutdown::default()).unwrap();
+
+    // The topic grows; the next events are keyed over nine partitions.
+    add_partitions(&topic, 9);
+    let b_stream = pageviews::source::GeneratorConfig {
+        rate: 4_000,
+        max_late_ms: 0,
+        ..generator(82, "2020-01-01 00:30:00", 12_000)
+    };
+    produce(&topic, b_stream.clone(), 0.0);
+    let total = expected(&[(a_stream.clone(), 0.01)]).0.len() + expected(&[(b_stream.clone(), 0.0)]).0.len();
+    wait_for("every event committed", Duration::from_secs(120), || {
+        committed(&out).page_views as usize == total
+    });
+    assert!(held_by("a") + held_by("b") == 9, "the new partitions are read: {:?}", holders(&out));
+    sigterm(&mut a);
+    sigterm(&mut b);
+    // The operator's last run reads to the end and emits the windows still open.
+    let status = spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--instance-id", "a", "--until-end"])
+        .wait()
+        .unwrap();
+    assert!(status.success(), "the draining run failed\n{}", log_text(&out));
+    assert_exactly_once(&out, &[(a_stream.clone(), 0.01), (b_stream, 0.0)]);
+
+    // The single process reads the rest.
+    pageviews::run(kafka_config(&topic, &one, &single, true), Shutdown::default()).unwrap();
+    assert_verified(&single);
+    for table in ["page_views", "dead_letters"] {
+        let drop: &[&str] = if table == "dead_letters" { &["received_at"] } else { &[] };
+        assert!(row_multiset(&out, table, drop) == row_multiset(&single, table, drop), "{table} differs");
+    }
+    let split = |root: &Path| -> (Vec<String>, std::collections::BTreeMap<String, u64>) {
+        let mut before = Vec::new();
+        let mut after = std::collections::BTreeMap::new();
+        for r in rows(root, "page_view_aggregates") {
+            let key = format!("{} {}", r.value["postcode"], r.value["window"]);
+            if r.value["window"].as_str().unwrap() < "2020-01-01 00:30:00" {
+                before.push(format!("{key} {}", r.value["views"]));
+            } else {
+                *after.entry(key).or_default() += r.value["views"].as_u64().unwrap();
+            }
+        }
+        for r in rows(root, "late_page_views") {
+            let ts = r.value["timestamp"].as_str().unwrap().to_string();
+            if ts.as_str() >= "2020-01-01 00:30:00" {
+                let end = pageviews::core::time::parse_timestamp(&ts).unwrap().div_euclid(60_000) * 60_000 + 60_000;
+                let key = format!("{} \"{}\"", r.value["postcode"], pageviews::core::time::format_timestamp(end));
+                *after.entry(key).or_default() += 1;
+            }
+        }
+        before.sort();
+        (before, after)
+    };
+    let (got_before, got_after) = split(&out);
+    let (want_before, want_after) = split(&single);
+    assert_eq!(got_before.len(), want_before.len(), "windows before the topic grew");
+    assert!(got_before == want_before, "the aggregates before the topic grew differ from one process's");
+    assert_eq!(got_after, want_after, "views + late per postcode and window after the topic grew");
+}
+
+fn sigterm(child: &mut std::process::Child) {
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    assert!(child.wait().unwrap().success(), "SIGTERM must exit 0");
+}
+
+/// Kills and rebalances across three instances while events arrive: at every step one
+/// instance is killed with SIGKILL and restarted (its partitions come back to it), or
+/// stopped for good and another started (the group rebalances). Afterwards every produced
+/// record is in the tables exactly once and `verify` is clean. `PAGEVIEWS_SOAK_KILLS=N`
+/// raises the number of steps (scripts/soak does, outside CI).
+#[test]
+fn kill_9_and_rebalances_across_instances_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("soak"), unique("group"));
+    let out = dir.path().join("out");
+    let steps: usize = std::env::var("PAGEVIEWS_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    create_topic(&topic, 6);
+    let stream = paced(91, 1_500 * steps as u64 + 6_000, 4_000);
+    let producer = {
+        let (topic, stream) = (topic.clone(), stream.clone());
+        std::thread::spawn(move || produce(&topic, stream, 0.01))
+    };
+    let spawn = |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "200ms", &["--instance-id", id]);
+    let mut running: Vec<(String, std::process::Child)> =
+        ["a", "b", "c"].iter().map(|id| (id.to_string(), spawn(id))).collect();
+    let mut rng = Lcg::from_env_or_clock();
+    let (mut kills, mut rebalances, mut next_id) = (0, 0, 0);
+    for _ in 0..steps {
+        // Let the group settle and commit a little, then strike at a random instant.
+        let before = commit_count(&out);
+        poll_until(Duration::from_secs(5), || commit_count(&out) > before);
+        std::thread::sleep(Duration::from_millis(rng.below(400)));
+        let victim = rng.below(running.len() as u64) as usize;
+        let (id, mut child) = running.swap_remove(victim);
+        if rng.below(3) == 0 {
+            // Leave for good (SIGTERM) and let a new instance join.
+            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            child.wait().unwrap();
+            next_id += 1;
+            let id = format!("n{next_id}");
+            running.push((id.clone(), spawn(&id)));
+            rebalances += 2;
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            running.push((id.clone(), spawn(&id)));
+            rebalances += 1;
+        }
+    }
+    producer.join().unwrap();
+    let total = expected(&[(stream.clone(), 0.01)]);
+    wait_for("every record committed", Duration::from_secs(180), || {
+        let c = committed(&out);
+        c.page_views as usize == total.0.len() && c.dead_letters == total.1
+    });
+    for (_, mut child) in running {
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().unwrap();
+    }
+    let status = spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--until-end"]).wait().unwrap();
+    assert!(status.success(), "the draining run failed\n{}", log_text(&out));
+    let records = assert_exactly_once(&out, &[(stream, 0.01)]);
+    eprintln!("kills {kills}, rebalances {rebalances}, records {records}, lost 0, duplicated 0");
+}

@@ -215,3 +215,72 @@ pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
         .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
         .collect()
 }
+
+/// A generated stream from 2020-01-01 00:00:00, produced at `rate` events/s.
+pub fn paced(seed: u64, count: u64, rate: u64) -> GeneratorConfig {
+    GeneratorConfig { rate, ..generator(seed, "2020-01-01 00:00:00", count) }
+}
+
+/// Both tables against what was produced: nothing lost, nothing twice, and `verify` clean
+/// (aggregates equal page views minus late ones, per postcode and window). Returns the
+/// records produced.
+pub fn assert_exactly_once(out: &Path, streams: &[(GeneratorConfig, f64)]) -> usize {
+    let (want_rows, want_bad) = expected(streams);
+    let got = page_view_lines(out);
+    let (lost, duplicated) = lost_and_duplicated(&got, &want_rows);
+    let dead = crate::rows(out, "dead_letters").len() as u64;
+    eprintln!(
+        "records {}, lost {lost}, duplicated {duplicated}, dead letters {dead}",
+        want_rows.len() as u64 + want_bad
+    );
+    assert_eq!((lost, duplicated), (0, 0), "page_views against what was produced");
+    assert_eq!(dead, want_bad, "dead letters against the malformed records produced");
+    crate::assert_verified(out);
+    want_rows.len() + want_bad as usize
+}
+
+/// The log file of a pipeline writing `out`.
+pub fn log_path(out: &Path) -> std::path::PathBuf {
+    out.with_extension("log")
+}
+
+/// What the pipelines writing `out` logged.
+pub fn log_text(out: &Path) -> String {
+    std::fs::read_to_string(log_path(out)).unwrap_or_default()
+}
+
+/// Spawns `cmd` (the pageviews binary) reading `topic` into `out`, committing every
+/// `interval`, logging at info to `log_path(out)`.
+pub fn spawn_kafka_run(
+    mut cmd: std::process::Command,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    out: &Path,
+    interval: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path(out)).expect("open log");
+    cmd.args(["run", "--brokers", brokers, "--topic", topic, "--group", group])
+        .args(["--checkpoint-interval", interval])
+        .args(if extra.contains(&"--http") { &[][..] } else { &["--http", "off"][..] })
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn pageviews")
+}
+
+/// Adds partitions to `topic`, with Kafka's own kafka-topics tool.
+pub fn add_partitions(topic: &str, partitions: u32) {
+    let status = std::process::Command::new(workspace().join("scripts/kafka-local"))
+        .current_dir(workspace())
+        .args(["topics", "--alter", "--topic", topic, "--partitions", &partitions.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run scripts/kafka-local topics");
+    assert!(status.success(), "adding partitions to {topic} failed");
+}

@@ -173,3 +173,8 @@ pub fn aggregate_lines(root: &Path) -> Vec<String> {
 pub fn positions(root: &Path) -> std::collections::BTreeMap<u32, pageviews_core::commit::Position> {
     views(root).into_iter().flat_map(|(_, v)| v.tasks.into_iter().map(|(p, t)| (p, t.position))).collect()
 }
+
+/// Which instance (member) holds each source partition now, per the commit log under `root`.
+pub fn holders(root: &Path) -> std::collections::BTreeMap<u32, String> {
+    views(root).into_iter().flat_map(|(_, v)| v.claims.into_iter().map(|(p, c)| (p, c.member))).collect()
+}
