@@ -75,6 +75,9 @@ impl Pipeline {
         let mut batch = Batch::default();
         let mut next_checkpoint = self.now_ms() + self.checkpoint_interval.as_millis() as u64;
         let mut next_roll_check = 0;
+        // Bounded input: this instance's sources reached their end (and said so to the
+        // counting partitions they forward to); since when it waits for other instances'.
+        let (mut ended, mut waiting_since) = (false, None::<u64>);
         let reached_end = loop {
             if shutdown.is_triggered() {
                 info!("shutdown requested: taking a final checkpoint");
@@ -85,25 +88,44 @@ impl Pipeline {
             let polled = self.source.poll(&mut batch, self.batch_size, now)?;
             self.poll_exchange(now)?;
             match polled {
-                Poll::Ready => self.process(&batch, now)?,
+                Poll::Ready => {
+                    ended = false;
+                    self.process(&batch, now)?
+                }
                 Poll::Pending(wait) => {
+                    ended = false;
                     self.advance_watermarks(now)?;
                     let until_cp = Duration::from_millis(next_checkpoint.saturating_sub(now));
                     self.clock.sleep(wait.min(until_cp).min(Duration::from_millis(50)));
                 }
                 Poll::End => {
-                    // Every partition is read to its end: nothing can hold a window open.
+                    // Every partition this instance reads is at its end: nothing of its own
+                    // can hold a window open. The source keeps being polled while counting
+                    // partitions wait for other instances' sources, so a rebalance that hands
+                    // this instance more partitions is served (and read) rather than stalled.
                     let now = self.now_ms();
-                    for task in self.tasks.values_mut() {
-                        task.finish();
+                    if !ended {
+                        for task in self.tasks.values_mut() {
+                            task.finish();
+                        }
+                        self.forward_progress(now);
+                        self.settle_exchange()?;
+                        ended = true;
                     }
-                    self.forward_progress(now);
-                    self.drain_exchange(shutdown)?;
-                    for task in self.tasks.values_mut() {
-                        task.flush(now)?;
+                    if self.exchange_drained()? {
+                        for task in self.tasks.values_mut() {
+                            task.flush(now)?;
+                        }
+                        self.reached_end = true;
+                        break true;
                     }
-                    self.reached_end = true;
-                    break true;
+                    if waiting_since.is_none_or(|t| now.saturating_sub(t) >= 30_000) {
+                        info!("--until-end: waiting for the sources that forward to this instance to finish");
+                        waiting_since = Some(now);
+                    }
+                    self.advance_watermarks(now)?;
+                    let until_cp = Duration::from_millis(next_checkpoint.saturating_sub(now));
+                    self.clock.sleep(until_cp.min(Duration::from_millis(50)));
                 }
             }
             let revoking = self.source.revoking();
@@ -275,37 +297,21 @@ impl Pipeline {
         Ok(())
     }
 
-    /// End of bounded input with an exchange: tells the counting partitions that this
-    /// instance's sources are done, then reads the counting partitions it hosts until every
-    /// source that forwards to them is done too and nothing is left in the exchange.
-    fn drain_exchange(&mut self, shutdown: &Shutdown) -> Result<(), PipelineError> {
-        if self.exchange.is_none() {
-            return Ok(());
+    /// End of bounded input with an exchange: whether every counting partition this
+    /// instance hosts has read the exchange to its end and heard every source that forwards
+    /// to it say it is done. Without an exchange there is nothing to wait for.
+    fn exchange_drained(&self) -> Result<bool, PipelineError> {
+        let Some(exchange) = self.exchange.as_ref() else { return Ok(true) };
+        for task in self.tasks.values() {
+            let Some(c) = task.counter.as_ref() else { continue };
+            let end = exchange.end_offset(task.partition)?;
+            let read = c.exchange_offset.unwrap_or(0);
+            let inputs_done = c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
+            if read < end || !inputs_done {
+                return Ok(false);
+            }
         }
-        self.settle_exchange()?;
-        let mut waiting_since: Option<u64> = None;
-        loop {
-            let now = self.now_ms();
-            self.poll_exchange(now)?;
-            let Some(exchange) = self.exchange.as_ref() else { return Ok(()) };
-            let mut done = true;
-            for task in self.tasks.values() {
-                let Some(c) = task.counter.as_ref() else { continue };
-                let end = exchange.end_offset(task.partition)?;
-                let read = c.exchange_offset.unwrap_or(0);
-                let inputs_done =
-                    c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
-                done &= read >= end && inputs_done;
-            }
-            if done || shutdown.is_triggered() {
-                return Ok(());
-            }
-            if waiting_since.is_none_or(|t| now.saturating_sub(t) >= 30_000) {
-                info!("--until-end: waiting for the sources that forward to this instance to finish");
-                waiting_since = Some(now);
-            }
-            self.clock.sleep(Duration::from_millis(50));
-        }
+        Ok(true)
     }
 
     /// Points the exchange consumer at the counting partitions this instance hosts now.
