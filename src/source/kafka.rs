@@ -71,6 +71,12 @@ struct Shared {
     owned: std::collections::BTreeSet<i32>,
     /// The group has assigned this member its partitions at least once (maybe none).
     assigned_once: bool,
+    /// Partitions were revoked and the assignment that follows (under the eager protocol,
+    /// every rebalance revokes everything first) has not come yet: holding nothing now does
+    /// not mean this member is done.
+    awaiting_assignment: bool,
+    /// When this member's assignment last changed (assigned, or given up).
+    changed_at: Option<Instant>,
     revoked: Vec<i32>,
     revoke_pending: bool,
     /// The source is being dropped: librdkafka's close revokes everything and waits for the
@@ -119,6 +125,8 @@ impl ConsumerContext for Context {
                     Err(_) => Err("the restorer panicked".to_string()),
                 };
                 shared.assigned_once = true;
+                shared.awaiting_assignment = false;
+                shared.changed_at = Some(Instant::now());
                 let seeded = tpl.clone();
                 match restored {
                     Ok(restored) => {
@@ -158,6 +166,7 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
                 shared.revoke_pending = true;
+                shared.awaiting_assignment = true;
             }
             other => {
                 warn!(error = ?other, "rebalance failed; giving up the assignment");
@@ -186,6 +195,8 @@ pub struct KafkaSource {
 }
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after an assignment change a closing consumer lets the fetchers settle.
+const ASSIGNMENT_SETTLE: Duration = Duration::from_millis(500);
 
 impl KafkaSource {
     /// Joins the group and subscribes. Assigned partitions are claimed and restored by
@@ -193,7 +204,7 @@ impl KafkaSource {
     ///
     /// `member_id` is the group member's static instance id (KIP-345): an instance restarted
     /// after kill -9 takes its partitions back at once instead of waiting out the dead
-    /// member's session timeout (45 s), and a second process with the same id is fenced by the
+    /// member's session timeout (10 s), and a second process with the same id is fenced by the
     /// broker rather than reading alongside the first.
     pub fn new(
         config: KafkaConfig,
@@ -213,6 +224,11 @@ impl KafkaSource {
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
             .set("group.instance.id", member_id)
+            // A static member that stops (kill -9, or SIGTERM: static members do not leave
+            // the group on close) holds its partitions until its session times out. Heartbeats
+            // come from librdkafka's own thread, so a busy loop never misses one; 10 s rather
+            // than the default 45 s hands a stopped instance's partitions on sooner.
+            .set("session.timeout.ms", "10000")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -280,7 +296,11 @@ impl KafkaSource {
     fn reached_end(&self) -> bool {
         let Some(targets) = &self.targets else { return false };
         let Ok(shared) = self.shared.lock() else { return false };
-        if !shared.assigned_once || !shared.assigned.is_empty() || shared.revoke_pending {
+        if !shared.assigned_once
+            || shared.awaiting_assignment
+            || !shared.assigned.is_empty()
+            || shared.revoke_pending
+        {
             return false;
         }
         shared.owned.iter().all(|p| {
@@ -325,8 +345,20 @@ impl KafkaSource {
 impl Drop for KafkaSource {
     fn drop(&mut self) {
         // Runs before the consumer field is dropped, which closes the consumer.
-        if let Ok(mut shared) = self.shared.lock() {
+        let changed_at = self.shared.lock().ok().and_then(|mut shared| {
             shared.closing = true;
+            shared.changed_at
+        });
+        // librdkafka 2.12 aborts when a partition is removed from the assignment again before
+        // the fetcher confirmed the previous stop (confluentinc/librdkafka#5573, fixed after
+        // the 2.12 that rdkafka-sys bundles): closing right after a rebalance did that. So
+        // the consumer is served for a moment after a recent assignment change; what it
+        // returns lies past the last checkpoint and is read again by the next holder.
+        if let Some(at) = changed_at {
+            let settle = at + ASSIGNMENT_SETTLE;
+            while Instant::now() < settle {
+                let _ = self.consumer.poll(Duration::from_millis(20));
+            }
         }
     }
 }
@@ -392,6 +424,11 @@ impl Source for KafkaSource {
             return Ok(Poll::Ready);
         }
         if self.reached_end() {
+            // The consumer is still polled: that is where librdkafka runs the rebalance
+            // callback, and a member that stops polling never receives the partitions a
+            // departed member leaves behind. A record it returns lies past the end this run
+            // reads to; it is not taken (no position moves), so the next run reads it.
+            let _ = self.consumer.poll(Duration::ZERO);
             return Ok(Poll::End);
         }
         let mut positions: Vec<(i32, i64)> = Vec::new();
@@ -503,6 +540,7 @@ impl Source for KafkaSource {
             self.checkpoint_due = false;
             let revoked = self.shared.lock().map(|mut s| {
                 s.revoke_pending = false;
+                s.changed_at = Some(Instant::now());
                 std::mem::take(&mut s.revoked)
             });
             if let Err(e) = self.consumer.unassign() {

@@ -284,3 +284,13 @@ pub fn add_partitions(topic: &str, partitions: u32) {
         .expect("run scripts/kafka-local topics");
     assert!(status.success(), "adding partitions to {topic} failed");
 }
+
+/// How many members the consumer group `group` has now (static members that stopped stay
+/// members until their session times out).
+pub fn group_members(group: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
+    consumer
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .map(|list| list.groups().iter().map(|g| g.members().len()).sum())
+        .unwrap_or(usize::MAX)
+}

@@ -178,3 +178,14 @@ pub fn positions(root: &Path) -> std::collections::BTreeMap<u32, pageviews_core:
 pub fn holders(root: &Path) -> std::collections::BTreeMap<u32, String> {
     views(root).into_iter().flat_map(|(_, v)| v.claims.into_iter().map(|(p, c)| (p, c.member))).collect()
 }
+
+/// The runs holding partitions of the pipelines under `root`, per member: a restarted
+/// instance shows up as a new run once it has claimed something.
+pub fn runs_of(root: &Path, member: &str) -> std::collections::BTreeSet<String> {
+    views(root)
+        .into_iter()
+        .flat_map(|(_, v)| v.claims.into_values())
+        .filter(|c| c.member == member)
+        .map(|c| c.run)
+        .collect()
+}

@@ -61,14 +61,19 @@ pub async fn append_segment(
     Ok(vec![merged.to_string()])
 }
 
-/// Deletes index segments no snapshot in `keep` names (those of older snapshots, merged away).
+/// Deletes index segments no snapshot in `keep` names (those of older snapshots, merged
+/// away), sparing segments that end after `up_to`: another member's, written for a newer
+/// snapshot that does not exist yet.
 pub async fn prune_segments(
     storage: &Storage,
     pipeline: &str,
     keep: &[String],
+    up_to: u64,
 ) -> Result<(), CheckpointError> {
     for path in storage.list(&index_dir(pipeline)).await? {
-        if !keep.iter().any(|k| k == path.as_ref()) {
+        let ends =
+            path.filename().and_then(|n| n.strip_suffix(".json")?.split_once('-')?.1.parse::<u64>().ok());
+        if ends.is_some_and(|to| to <= up_to) && !keep.iter().any(|k| k == path.as_ref()) {
             storage.delete(&path).await?;
         }
     }

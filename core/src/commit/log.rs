@@ -11,7 +11,7 @@
 //!   then is the entry appended. A zombie therefore never commits a partition after the
 //!   claim that took it away.
 //!
-//! Every [`SNAPSHOT_EVERY`] entries the committer writes a snapshot (the view) and an index
+//! The committer of every [`SNAPSHOT_EVERY`]-th version writes a snapshot (the view) and an index
 //! segment, and deletes entries and snapshots the newer snapshot covers, so what lies under
 //! `_checkpoints` stays bounded however long the run.
 
@@ -23,7 +23,7 @@ use object_store::path::Path;
 use super::index;
 use super::layout::{entry_path, facts_path, lease_path, log_dir, snapshot_dir, snapshot_path, version_of};
 use super::state::{Entry, Facts, TaskState, LOG_VERSION};
-use super::view::View;
+use super::view::{newest_snapshot, View};
 use super::CheckpointError;
 use crate::storage::{Storage, StorageError};
 use crate::table::Partition;
@@ -149,7 +149,9 @@ impl Log {
             let entry = self.entry(Default::default(), tasks.clone(), markers);
             if self.append(&entry)? {
                 self.storage.block_on(super::recover::publish(&self.storage, &entry))?;
-                if self.view.version - self.view.snapshot_version >= SNAPSHOT_EVERY {
+                // The committer of every SNAPSHOT_EVERY-th version snapshots: one snapshotter
+                // per version however many members share the log.
+                if entry.version % SNAPSHOT_EVERY == 0 {
                     self.snapshot()?;
                 }
                 return Ok(Committed { version: entry.version, fenced });
@@ -198,16 +200,31 @@ impl Log {
 
     /// Writes the view as a snapshot with a new index segment, then deletes what it covers:
     /// entries up to the previous snapshot, older snapshots, merged index segments.
+    ///
+    /// Several members share the log, each snapshotting now and then, so the previous
+    /// snapshot is the newest in the store, not this member's own: its segments are the base
+    /// of the new one. Deletion spares every segment a remaining snapshot names, and every
+    /// segment newer than this snapshot (another member's, about to be named).
     fn snapshot(&mut self) -> Result<(), CheckpointError> {
         let (storage, pipeline) = (&self.storage, self.pipeline.as_str());
         let view = &self.view;
-        let previous = view.snapshot_version;
         storage
             .block_on(async {
+                let (mut previous, mut base) = (view.snapshot_version, view.index.clone());
+                if let Some(newest) = newest_snapshot(storage, pipeline).await? {
+                    if newest.version >= view.version {
+                        return Ok(None);
+                    }
+                    if newest.version > previous {
+                        (previous, base) = (newest.version, newest.index);
+                    }
+                }
+                // The recent files go back to this member's own last snapshot, at or before
+                // `previous`: a superset of what the segment needs, and readers dedupe.
                 let segments = index::append_segment(
                     storage,
                     pipeline,
-                    &view.index,
+                    &base,
                     previous + 1,
                     view.version,
                     &view.recent_files,
@@ -226,21 +243,23 @@ impl Log {
                         storage.delete(&path).await?;
                     }
                 }
+                let mut keep = segments.clone();
                 for path in storage.list(&snapshot_dir(pipeline)).await? {
-                    if version_of(&path).is_some_and(|v| v < previous) {
-                        storage.delete(&path).await?;
+                    match version_of(&path) {
+                        Some(v) if v < previous => storage.delete(&path).await?,
+                        Some(_) => keep.extend(snapshot_segments(storage, &path).await?),
+                        None => {}
                     }
                 }
-                let mut keep = segments.clone();
-                // The previous snapshot's segments stay for readers still on it.
-                keep.extend(view.index.iter().cloned());
-                index::prune_segments(storage, pipeline, &keep).await?;
-                Ok::<_, CheckpointError>(snapshot)
+                index::prune_segments(storage, pipeline, &keep, view.version).await?;
+                Ok::<_, CheckpointError>(Some(snapshot))
             })
             .map(|snapshot| {
-                self.view.index = snapshot.index;
-                self.view.snapshot_version = snapshot.version;
-                self.view.recent_files.clear();
+                if let Some(snapshot) = snapshot {
+                    self.view.index = snapshot.index;
+                    self.view.snapshot_version = snapshot.version;
+                    self.view.recent_files.clear();
+                }
             })
     }
 
@@ -352,4 +371,19 @@ fn now_text() -> String {
         .unwrap_or(Duration::ZERO)
         .as_millis() as i64;
     crate::time::format_timestamp(ms)
+}
+
+/// The index segments a snapshot names; none when it was pruned meanwhile.
+async fn snapshot_segments(storage: &Storage, path: &Path) -> Result<Vec<String>, CheckpointError> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        index: Vec<String>,
+    }
+    match storage.get(path).await {
+        Ok(bytes) => serde_json::from_slice::<Named>(&bytes)
+            .map(|n| n.index)
+            .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() }),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
 }
