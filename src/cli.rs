@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::pipeline::{PipelineConfig, SourceConfig};
-use crate::source::{GeneratorConfig, KafkaConfig};
+use crate::source::{GeneratorConfig, KafkaConfig, OffsetReset};
 use pageviews_core::time::parse_timestamp;
 
 /// Turns page-view events into two consistent, Hive-partitioned tables: every raw event,
@@ -123,6 +123,13 @@ pub struct RunArgs {
     /// Kafka: stop after reaching the end offsets seen at start, commit, and exit 0.
     #[arg(long)]
     pub until_end: bool,
+
+    /// Kafka: when a checkpoint's position does not fit its partition any more (outside its
+    /// offsets, or another record before it: the topic was deleted and created again, or
+    /// truncated): `fail` stops with the topic, partition and offsets; `earliest` reads the
+    /// partition from its start; `latest` from its end. Logged and counted either way.
+    #[arg(long, env = "PAGEVIEWS_ON_OFFSET_RESET", value_enum, default_value_t = OffsetReset::Fail, value_name = "DECISION")]
+    pub on_offset_reset: OffsetReset,
 
     /// A librdkafka property for the consumer, e.g. security.protocol=SASL_SSL or
     /// fetch.max.bytes=104857600; repeatable, and applied over pageviews' own settings.
@@ -357,6 +364,7 @@ impl RunArgs {
                     topic: self.topic.clone(),
                     group: self.group.clone(),
                     until_end: self.until_end,
+                    on_offset_reset: self.on_offset_reset,
                     options: self.kafka_options.clone(),
                 })
             }

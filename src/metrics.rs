@@ -70,6 +70,17 @@ pub struct Metrics {
     pub open_windows: Gauge,
     /// Kafka consumer lag per partition (messages), from librdkafka's statistics.
     pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Checkpoint positions that did not fit their partition, by `--on-offset-reset` decision.
+    pub kafka_offset_resets: Family<OffsetResetLabel, Counter>,
+}
+
+/// Labels of [`Metrics::kafka_offset_resets`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OffsetResetLabel {
+    /// The partition.
+    pub partition: i32,
+    /// `fail`, `earliest` or `latest`.
+    pub decision: String,
 }
 
 impl Default for Metrics {
@@ -97,6 +108,7 @@ impl Metrics {
             last_checkpoint: Gauge::default(),
             open_windows: Gauge::default(),
             kafka_consumer_lag: Family::default(),
+            kafka_offset_resets: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -145,6 +157,11 @@ impl Metrics {
             "pageviews_kafka_consumer_lag",
             "Messages behind the end of each Kafka partition",
             m.kafka_consumer_lag.clone(),
+        );
+        r.register(
+            "pageviews_kafka_offset_resets",
+            "Checkpoint positions that did not fit their Kafka partition (topic recreated or truncated), by --on-offset-reset decision",
+            m.kafka_offset_resets.clone(),
         );
         // Zero-valued series exist from the start, so dashboards and rate() see every label.
         for reason in Reason::ALL {

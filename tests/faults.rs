@@ -165,7 +165,7 @@ fn sigterm_takes_a_final_checkpoint_and_commits_its_offsets_to_the_group() {
     let positions: std::collections::BTreeMap<i32, i64> = positions(&out)
         .into_iter()
         .map(|(p, at)| match at {
-            pageviews::core::commit::Position::Kafka { offset } => (p as i32, offset),
+            pageviews::core::commit::Position::Kafka { offset, .. } => (p as i32, offset),
             other => panic!("a Kafka position, not {other:?}"),
         })
         .collect();

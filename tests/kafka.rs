@@ -155,3 +155,54 @@ fn restarting_with_the_same_group_continues_where_it_stopped() {
     assert_verified(&out);
     assert_eq!(committed_offsets(&topic, &group, 3), end_offsets(&topic, 3));
 }
+
+/// A checkpoint's positions are checked against the partition before they are trusted: a
+/// topic deleted and created again is refused, whether it came back longer (the saved
+/// offset fits, the record before it does not) or shorter (the offset is past its end), and
+/// `--on-offset-reset` decides where to read instead.
+#[test]
+fn a_topic_deleted_and_created_again_is_refused_until_told_where_to_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("recreated"), unique("group"));
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["run", "--brokers", broker(), "--topic", &topic, "--group", &group, "--until-end"])
+            .args(["--http", "off", "--checkpoint-interval", "1s", "--output"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    create_topic(&topic, 1);
+    produce(&topic, generator(1, "2020-01-01 00:00:00", 500), 0.0);
+    assert!(run(&[]).status.success());
+    assert_eq!(committed(&out).page_views, 500);
+
+    // Created again, longer: offset 500 exists, but the record before it is another one.
+    recreate_topic(&topic, 1);
+    produce(&topic, generator(2, "2020-01-01 01:00:00", 2000), 0.0);
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a recreated topic must not be read from a stale offset:\n{stderr}");
+    assert!(
+        stderr.contains("partition 0")
+            && stderr.contains("position 500")
+            && stderr.contains("--on-offset-reset"),
+        "the error names the partition, the offset and the way out:\n{stderr}"
+    );
+    assert_eq!(committed(&out).page_views, 500, "nothing is read before the decision");
+    assert!(run(&["--on-offset-reset", "earliest"]).status.success());
+    assert_eq!(committed(&out).page_views, 2500, "earliest reads the new topic whole");
+
+    // Created again, shorter: offset 2000 is past its end.
+    recreate_topic(&topic, 1);
+    produce(&topic, generator(3, "2020-01-01 02:00:00", 100), 0.0);
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("outside its offsets [0, 100]"), "{stderr}");
+    assert!(run(&["--on-offset-reset", "latest"]).status.success());
+    assert_eq!(committed(&out).page_views, 2500, "latest reads only what comes next");
+    assert_verified(&out);
+}

@@ -43,6 +43,31 @@ pub struct KafkaConfig {
     pub until_end: bool,
     /// librdkafka properties from `--kafka-option`, applied over ours (security, tuning).
     pub options: Vec<(String, String)>,
+    /// What to do when a checkpoint's position does not belong to the partition as it is now.
+    pub on_offset_reset: OffsetReset,
+}
+
+/// What to do when a committed position is outside the partition's offsets, or the record
+/// before it is not the one read (the topic was deleted and created again, or truncated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OffsetReset {
+    /// Stop with an error naming the topic, partition and offsets.
+    #[default]
+    Fail,
+    /// Read the partition from its first offset.
+    Earliest,
+    /// Read only what arrives from now on.
+    Latest,
+}
+
+impl OffsetReset {
+    fn label(self) -> &'static str {
+        match self {
+            OffsetReset::Fail => "fail",
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
 }
 
 /// Applies user-given librdkafka properties last, so they override the built-in ones.
@@ -77,6 +102,14 @@ struct Shared {
     awaiting_assignment: bool,
     /// When this member's assignment last changed (assigned, or given up).
     changed_at: Option<Instant>,
+    /// Timestamp of the last record read per partition (the position's fingerprint).
+    last_ts: BTreeMap<i32, i64>,
+    /// Restored partitions whose first record must be the one read last: (its offset, its
+    /// timestamp). The partition was sought one record back to check it.
+    verify: BTreeMap<i32, (i64, i64)>,
+    /// Restored positions outside their partition's offsets, to decide on the pipeline
+    /// thread: (partition, position, low, high).
+    out_of_range: Vec<(i32, i64, i64, i64)>,
     revoked: Vec<i32>,
     revoke_pending: bool,
     /// The source is being dropped: librdkafka's close revokes everything and waits for the
@@ -133,15 +166,37 @@ impl ConsumerContext for Context {
                         for (partition, r) in restored {
                             let p = partition as i32;
                             // A negative offset: committed before any record was read.
-                            let offset = r.state.as_ref().and_then(|s| match s.position {
-                                Position::Kafka { offset } if offset >= 0 => Some(offset),
+                            let saved = r.state.as_ref().and_then(|s| match s.position {
+                                Position::Kafka { offset, last_ts } if offset >= 0 => Some((offset, last_ts)),
                                 _ => None,
                             });
-                            if let (Some(offset), Some(mut elem)) =
-                                (offset, seeded.find_partition(&self.topic, p))
+                            if let (Some((offset, last_ts)), Some(mut elem)) =
+                                (saved, seeded.find_partition(&self.topic, p))
                             {
-                                let _ = elem.set_offset(Offset::Offset(offset));
+                                // A position is trusted only once it fits the partition as it
+                                // is: within its offsets, and after the same record.
+                                let seek = match consumer.fetch_watermarks(&self.topic, p, METADATA_TIMEOUT) {
+                                    Ok((low, high)) if offset < low || offset > high => {
+                                        shared.out_of_range.push((p, offset, low, high));
+                                        offset.clamp(low, high)
+                                    }
+                                    Ok((low, _)) => match last_ts {
+                                        Some(ts) if offset > low => {
+                                            shared.verify.insert(p, (offset - 1, ts));
+                                            offset - 1
+                                        }
+                                        _ => offset,
+                                    },
+                                    Err(e) => {
+                                        warn!(partition = p, error = %e, "cannot check the restored position against the broker");
+                                        offset
+                                    }
+                                };
+                                let _ = elem.set_offset(Offset::Offset(seek));
                                 shared.positions.insert(p, offset);
+                                if let Some(ts) = last_ts {
+                                    shared.last_ts.insert(p, ts);
+                                }
                             } else {
                                 // Never committed: the group's offset, else the earliest.
                                 shared.positions.remove(&p);
@@ -311,6 +366,91 @@ impl KafkaSource {
         })
     }
 
+    /// Whether the record at `offset` of partition `p`, the first since it was restored
+    /// with `check` (offset and timestamp of the record read last), is to be read. A restored partition
+    /// starts one record back, at the record read last: the same timestamp there proves the
+    /// position belongs to this partition, and that record is skipped. A different one means
+    /// the topic was created again: `--on-offset-reset` decides. A gap (compaction) cannot be
+    /// checked, and the record is read.
+    fn verified(
+        &self,
+        p: i32,
+        offset: i64,
+        ts: i64,
+        (expected, want_ts): (i64, i64),
+    ) -> Result<bool, SourceError> {
+        if offset > expected {
+            return Ok(true);
+        }
+        if offset == expected && ts == want_ts {
+            return Ok(false);
+        }
+        let problem = format!(
+            "the record before the checkpoint's position {} has timestamp {ts}, not {want_ts} as when it was read",
+            expected + 1
+        );
+        self.reset(p, expected + 1, problem)?;
+        Ok(false)
+    }
+
+    /// Restored positions outside their partition's offsets: `--on-offset-reset` decides.
+    fn decide_out_of_range(&mut self) -> Result<(), SourceError> {
+        let found = self.shared.lock().map(|mut s| std::mem::take(&mut s.out_of_range)).unwrap_or_default();
+        for (p, offset, low, high) in found {
+            self.reset(
+                p,
+                offset,
+                format!("the checkpoint's position {offset} is outside its offsets [{low}, {high}]"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Applies `--on-offset-reset` to partition `p`, whose saved position does not fit it:
+    /// an error, or a seek to its first or next offset. Logged and counted either way.
+    fn reset(&self, p: i32, saved: i64, problem: String) -> Result<(), SourceError> {
+        let (topic, policy) = (self.config.topic.clone(), self.config.on_offset_reset);
+        self.metrics
+            .kafka_offset_resets
+            .get_or_create(&crate::metrics::OffsetResetLabel {
+                partition: p,
+                decision: policy.label().into(),
+            })
+            .inc();
+        if policy == OffsetReset::Fail {
+            tracing::error!(
+                topic,
+                partition = p,
+                saved,
+                problem,
+                "the checkpoint's position does not fit the partition"
+            );
+            return Err(SourceError::OffsetReset { topic, partition: p, problem });
+        }
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+            .map_err(|e| kafka_error(&self.config, "fetch the partition's offsets", e))?;
+        let to = if policy == OffsetReset::Earliest { low } else { high };
+        warn!(
+            topic,
+            partition = p,
+            saved,
+            to,
+            problem,
+            decision = policy.label(),
+            "--on-offset-reset: reading the partition from {to}"
+        );
+        self.consumer
+            .seek(&topic, p, Offset::Offset(to), METADATA_TIMEOUT)
+            .map_err(|e| kafka_error(&self.config, "seek to the reset position", e))?;
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.positions.insert(p, to);
+            shared.last_ts.remove(&p);
+        }
+        Ok(())
+    }
+
     /// Logs an outage once, then every minute while it lasts.
     fn report_outage(&mut self, what: String) {
         let due = match &self.outage {
@@ -423,6 +563,8 @@ impl Source for KafkaSource {
         if self.take_rebalance(batch) {
             return Ok(Poll::Ready);
         }
+        // Before the end is judged: a position past a recreated partition's end is no end.
+        self.decide_out_of_range()?;
         if self.reached_end() {
             // The consumer is still polled: that is where librdkafka runs the rebalance
             // callback, and a member that stops polling never receives the partitions a
@@ -431,20 +573,34 @@ impl Source for KafkaSource {
             let _ = self.consumer.poll(Duration::ZERO);
             return Ok(Poll::End);
         }
-        let mut positions: Vec<(i32, i64)> = Vec::new();
+        let mut positions: Vec<(i32, i64, i64)> = Vec::new();
         let mut timeout = Duration::from_millis(100);
         while batch.len() < max_records {
             match self.consumer.poll(timeout) {
                 None => break,
                 Some(Ok(msg)) => {
                     let (p, offset) = (msg.partition(), msg.offset());
-                    if self.shared.lock().is_ok_and(|s| s.fenced.contains(&p)) {
+                    // One lock per record: fenced partitions, and a restored one's first record.
+                    let (fenced, check) = match self.shared.lock() {
+                        Ok(mut s) => (
+                            s.fenced.contains(&p),
+                            if s.verify.is_empty() { None } else { s.verify.remove(&p) },
+                        ),
+                        Err(_) => (false, None),
+                    };
+                    if fenced {
                         continue;
+                    }
+                    let ts = msg.timestamp().to_millis().unwrap_or(i64::MIN);
+                    if let Some(check) = check {
+                        if !self.verified(p, offset, ts, check)? {
+                            continue;
+                        }
                     }
                     batch.push(p as u32, offset as u64, msg.payload().unwrap_or_default());
                     match positions.last_mut() {
-                        Some((lp, lo)) if *lp == p => *lo = offset + 1,
-                        _ => positions.push((p, offset + 1)),
+                        Some((lp, lo, lt)) if *lp == p => (*lo, *lt) = (offset + 1, ts),
+                        _ => positions.push((p, offset + 1, ts)),
                     }
                     timeout = Duration::ZERO;
                 }
@@ -469,9 +625,12 @@ impl Source for KafkaSource {
         if !batch.is_empty() {
             self.recovered();
             if let Ok(mut shared) = self.shared.lock() {
-                for (p, next) in positions {
+                for (p, next, ts) in positions {
                     let slot = shared.positions.entry(p).or_insert(next);
-                    *slot = (*slot).max(next);
+                    if next >= *slot {
+                        *slot = next;
+                        shared.last_ts.insert(p, ts);
+                    }
                 }
             }
         }
@@ -487,10 +646,10 @@ impl Source for KafkaSource {
         let shared = self.shared.lock().ok()?;
         let p = partition as i32;
         match shared.positions.get(&p) {
-            Some(&offset) => Some(Position::Kafka { offset }),
+            Some(&offset) => Some(Position::Kafka { offset, last_ts: shared.last_ts.get(&p).copied() }),
             // Held, but no record read and no committed offset: it starts from the group's
             // offset or the earliest, whichever applies when it is next assigned.
-            None if shared.owned.contains(&p) => Some(Position::Kafka { offset: -1 }),
+            None if shared.owned.contains(&p) => Some(Position::Kafka { offset: -1, last_ts: None }),
             None => None,
         }
     }
@@ -523,7 +682,7 @@ impl Source for KafkaSource {
         let assigned = self.consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for elem in assigned.elements() {
-            if let Some(Position::Kafka { offset }) =
+            if let Some(Position::Kafka { offset, .. }) =
                 positions.get(&(elem.partition() as u32)).filter(|p| p.ordinal() > 0)
             {
                 let _ =
@@ -550,6 +709,8 @@ impl Source for KafkaSource {
                 if let Ok(mut shared) = self.shared.lock() {
                     shared.owned.remove(&p);
                     shared.positions.remove(&p);
+                    shared.last_ts.remove(&p);
+                    shared.verify.remove(&p);
                 }
                 self.events.push(PartitionEvent::Revoked(p as u32));
                 let label = PartitionLabel { topic: self.config.topic.clone(), partition: p };

@@ -23,7 +23,7 @@ pub use pageviews_core::commit::{PartitionTime, Position};
 
 pub use file::FileSource;
 pub use generator::{GeneratorConfig, GeneratorSource};
-pub use kafka::{KafkaConfig, KafkaSource};
+pub use kafka::{KafkaConfig, KafkaSource, OffsetReset};
 
 /// One record inside a [`Batch`]: where its bytes are and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +175,16 @@ pub enum SourceError {
         topic: String,
         /// Undelivered events.
         failed: u64,
+    },
+    /// A checkpoint's Kafka position does not belong to the partition as it is now.
+    #[error("topic {topic:?} partition {partition}: {problem}; the topic was deleted and created again, or truncated. Choose where to read with --on-offset-reset earliest|latest (or use another --output or --pipeline-id)")]
+    OffsetReset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What does not fit, with the offsets.
+        problem: String,
     },
     /// Claiming or restoring assigned partitions failed.
     #[error("cannot take over the assigned partitions: {0}")]

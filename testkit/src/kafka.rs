@@ -75,6 +75,26 @@ pub fn create_topic(topic: &str, partitions: u32) {
     assert!(status.success(), "creating topic {topic} failed");
 }
 
+/// Deletes `topic` and creates it again, empty, with `partitions` partitions (the broker
+/// refuses the creation while the deletion is under way, so it is retried).
+pub fn recreate_topic(topic: &str, partitions: u32) {
+    let kafka_local = |args: &[&str]| {
+        std::process::Command::new(workspace().join("scripts/kafka-local"))
+            .current_dir(workspace())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run scripts/kafka-local topics")
+            .success()
+    };
+    assert!(kafka_local(&["topics", "--delete", "--topic", topic]), "deleting topic {topic} failed");
+    let n = partitions.to_string();
+    crate::wait_for("the topic is created again", Duration::from_secs(60), || {
+        kafka_local(&["topics", "--create", "--topic", topic, "--partitions", &n])
+    });
+}
+
 /// Rows missing from `got` and rows `got` holds more often than `want`: (lost, duplicated).
 /// Both must be sorted.
 pub fn lost_and_duplicated(got: &[String], want: &[String]) -> (usize, usize) {
@@ -185,6 +205,7 @@ pub fn kafka_config_at(
         group: group.to_string(),
         until_end,
         options: Vec::new(),
+        on_offset_reset: Default::default(),
     });
     let mut config = PipelineConfig::new(source, out.display().to_string());
     config.checkpoint_interval = Duration::from_millis(500);

@@ -50,6 +50,7 @@ pub fn command(exe: &str) -> std::process::Command {
         "PAGEVIEWS_PIPELINE_ID",
         "PAGEVIEWS_INSTANCE_ID",
         "PAGEVIEWS_WORKERS",
+        "PAGEVIEWS_ON_OFFSET_RESET",
     ] {
         cmd.env_remove(var);
     }

@@ -87,6 +87,10 @@ pub enum Position {
     Kafka {
         /// The offset.
         offset: i64,
+        /// The timestamp of the record before `offset`, the last one read: a fingerprint
+        /// that tells the same partition from one of a topic deleted and created again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<i64>,
     },
     /// A file: bytes and lines consumed.
     File {
@@ -103,7 +107,7 @@ impl Position {
     pub fn ordinal(&self) -> u64 {
         match self {
             Position::Generator { next_seq } => *next_seq,
-            Position::Kafka { offset } => (*offset).max(0) as u64,
+            Position::Kafka { offset, .. } => (*offset).max(0) as u64,
             Position::File { offset, .. } => *offset,
         }
     }

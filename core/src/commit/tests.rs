@@ -38,7 +38,7 @@ fn task(partition: u32, claim: u64, offset: i64) -> TaskState {
         partition,
         claim,
         cp: offset as u64,
-        position: Position::Kafka { offset },
+        position: Position::Kafka { offset, last_ts: None },
         time: PartitionTime::default(),
         idle: false,
         counting: None,
@@ -64,15 +64,23 @@ fn a_partition_claimed_by_another_instance_is_fenced_out_of_the_zombies_commit()
     // b takes partition 1 while a still believes it holds it.
     let mut b = open(&root, "b", "run-b");
     assert_eq!(b.claim(&[1]).unwrap(), vec![(1, 2)]);
-    assert_eq!(b.view().tasks[&1].position, Position::Kafka { offset: 20 }, "b restores a's commit");
+    assert_eq!(
+        b.view().tasks[&1].position,
+        Position::Kafka { offset: 20, last_ts: None },
+        "b restores a's commit"
+    );
 
     let done = a.commit(vec![task(0, 1, 11), task(1, 1, 25)], no_markers).unwrap();
     assert_eq!(done.fenced, vec![1], "a may no longer commit partition 1");
     b.commit(vec![task(1, 2, 30)], no_markers).unwrap();
 
     let view = View::load(&root.storage, "p").await_in(&root);
-    assert_eq!(view.tasks[&0].position, Position::Kafka { offset: 11 });
-    assert_eq!(view.tasks[&1].position, Position::Kafka { offset: 30 }, "only b's commit of 1 counts");
+    assert_eq!(view.tasks[&0].position, Position::Kafka { offset: 11, last_ts: None });
+    assert_eq!(
+        view.tasks[&1].position,
+        Position::Kafka { offset: 30, last_ts: None },
+        "only b's commit of 1 counts"
+    );
     assert_eq!(view.claims[&1].member, "b");
 }
 
