@@ -188,3 +188,23 @@ fn with_two_workers_the_status_shows_every_partition_under_its_holder() {
     assert_eq!(st["state"], "stopped");
     run.join().unwrap();
 }
+
+#[test]
+fn the_screenshot_script_renders_the_page_of_a_kafka_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("status.png");
+    // The suite's broker (the script leaves a running broker running, and stops one it
+    // started itself). The script fails unless the page rendered /api/status before the
+    // screenshot.
+    pageviews_testkit::kafka::broker();
+    let status = std::process::Command::new(workspace().join("scripts/screenshot-status"))
+        .arg(&png)
+        .env("PAGEVIEWS_BIN", env!("CARGO_BIN_EXE_pageviews"))
+        .status()
+        .expect("run scripts/screenshot-status");
+    assert!(status.success(), "scripts/screenshot-status failed: {status}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!((be(16), be(20)), (1280, 1060), "IHDR width and height");
+}
