@@ -42,8 +42,8 @@ fn healthz_fails_after_three_intervals_without_a_checkpoint_and_recovers_when_th
     let run = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new("pageviews"))).unwrap();
     let addr = run.http_addr().unwrap();
 
-    wait_for("the loop to reach the hold after 4 checkpoints", Duration::from_secs(60), || {
-        clock.now_ms() == 5_000 && run.status().last_checkpoint >= Some(4)
+    wait_for("the loop to wait at the hold after 4 checkpoints", Duration::from_secs(60), || {
+        clock.held() == 1 && run.status().last_checkpoint >= Some(4)
     });
     assert_eq!(http_get(addr, "/healthz"), (200, "ok".to_string()));
     let stuck_at = run.status().last_checkpoint;
