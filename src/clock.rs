@@ -57,7 +57,7 @@ impl Clock for SystemClock {
 ///
 /// A test can also hold time at a point ([`ManualClock::hold_at`]): a wait that would pass it
 /// blocks until [`ManualClock::release`], so the test looks at the pipeline frozen at an
-/// exact instant of its run.
+/// exact instant of its run ([`ManualClock::held`] tells when it is).
 #[derive(Debug)]
 pub struct ManualClock {
     state: Mutex<ManualState>,
@@ -69,13 +69,15 @@ pub struct ManualClock {
 struct ManualState {
     now_ms: u64,
     hold_at_ms: u64,
+    /// Waits blocked at the hold.
+    held: usize,
 }
 
 impl ManualClock {
     /// A clock at processing time 0 whose wall clock reads `wall_start_ms`.
     pub fn new(wall_start_ms: i64) -> Self {
         ManualClock {
-            state: Mutex::new(ManualState { now_ms: 0, hold_at_ms: u64::MAX }),
+            state: Mutex::new(ManualState { now_ms: 0, hold_at_ms: u64::MAX, held: 0 }),
             moved: Condvar::new(),
             wall_start_ms,
         }
@@ -102,6 +104,13 @@ impl ManualClock {
     pub fn release(&self) {
         self.hold_at(u64::MAX);
     }
+
+    /// How many waits are blocked at the hold now. Time reaching the hold is not enough to
+    /// know the pipeline is frozen: the wait that moved it there may have returned, and the
+    /// loop may still be working at that instant.
+    pub fn held(&self) -> usize {
+        self.state().held
+    }
 }
 
 impl Clock for ManualClock {
@@ -117,12 +126,16 @@ impl Clock for ManualClock {
         let mut st = self.state();
         // At least a millisecond, so a loop that waits for time to pass always sees it pass.
         let target = st.now_ms + (d.as_millis() as u64).max(1);
-        while target > st.hold_at_ms {
-            if st.now_ms < st.hold_at_ms {
-                st.now_ms = st.hold_at_ms;
-                self.moved.notify_all();
+        if target > st.hold_at_ms {
+            st.held += 1;
+            while target > st.hold_at_ms {
+                if st.now_ms < st.hold_at_ms {
+                    st.now_ms = st.hold_at_ms;
+                    self.moved.notify_all();
+                }
+                st = self.moved.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            st = self.moved.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.held -= 1;
         }
         st.now_ms = st.now_ms.max(target);
         self.moved.notify_all();
@@ -152,7 +165,7 @@ mod tests {
             let clock = clock.clone();
             std::thread::spawn(move || clock.sleep(Duration::from_secs(5)))
         };
-        while clock.now_ms() < 1_000 {
+        while clock.held() == 0 {
             std::thread::yield_now();
         }
         assert!(!sleeper.is_finished(), "the wait is held at 1 s");

@@ -1,38 +1,43 @@
-//! The HTTP side: `/metrics` for Prometheus, `/healthz`, and `/api/status`.
+//! The HTTP side: `/metrics` for Prometheus, `/healthz` for orchestrators, `/api/status`
+//! for tools, and `/`, a status page for people.
 //!
 //! The router is built by [`router`] so tests exercise it without a socket; [`serve`] binds
-//! it on the I/O runtime beside the pipeline.
+//! it on the I/O runtime beside the pipeline. The page is one HTML file with its CSS and
+//! script inline (`http/status.html`, compiled in): no build step, nothing fetched from
+//! elsewhere; it polls `/api/status`.
+//!
+//! Connections are served by hyper directly rather than `axum::serve`, for a header read
+//! timeout: a client that opens a connection and sends half a request (or nothing) is
+//! disconnected after it instead of holding a socket and a task forever.
+
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use pageviews_core::time::format_timestamp;
 
-use crate::metrics::Metrics;
+pub use status::{
+    CheckpointStatus, Health, PartitionStatus, Progress, Status, TableStatus, STALLED_INTERVALS,
+};
 
-/// What `/api/status` reports; the pipeline updates it at every checkpoint.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
-    /// Pipeline id.
-    pub pipeline: String,
-    /// Table root.
-    pub output: String,
-    /// `starting`, `running`, `stopping`, `stopped` or `failed`.
-    pub state: String,
-    /// Pipeline watermark (`yyyy-MM-dd HH:mm:ss.SSS`), once there is one.
-    pub watermark: Option<String>,
-    /// Last committed checkpoint.
-    pub last_checkpoint: Option<u64>,
-    /// Committed totals.
-    pub totals: pageviews_core::commit::Totals,
-    /// The error that stopped the pipeline, if any.
-    pub error: Option<String>,
-}
+use crate::clock::Clock;
+use crate::metrics::{Metrics, PartitionLabel};
+
+/// How long a client may take to send a request's headers, from the moment the server
+/// starts waiting for them (a new connection, or the next request on a kept-alive one).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The status page.
+const STATUS_PAGE: &str = include_str!("http/status.html");
 
 /// Shared state behind the routes.
 #[derive(Clone)]
@@ -41,46 +46,110 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The live status.
     pub status: Arc<Mutex<Status>>,
+    /// The pipeline's clock: health and ages are judged on it, so tests drive them.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl HttpState {
+    /// The state for a pipeline's metrics, status and clock.
+    pub fn new(metrics: Arc<Metrics>, status: Arc<Mutex<Status>>, clock: Arc<dyn Clock>) -> Self {
+        HttpState { metrics, status, clock }
+    }
+
+    /// A copy of the status as of now: the time, health and Kafka lag filled in.
+    pub fn snapshot(&self) -> Status {
+        let mut st = self.status.lock().map(|st| st.clone()).unwrap_or_else(|e| {
+            // A panic while the status was locked: report what is there, as failed.
+            let mut st = e.into_inner().clone();
+            st.state = "failed".into();
+            st
+        });
+        st.health = st.health(self.clock.now_ms());
+        st.now_ms = self.clock.wall_ms();
+        st.now = Some(format_timestamp(st.now_ms));
+        for p in &mut st.partitions {
+            // Only a Kafka source registers lag; other sources' names match no label.
+            let label = PartitionLabel { topic: p.source.clone(), partition: p.partition as i32 };
+            p.kafka_lag = self.metrics.kafka_consumer_lag.get(&label).map(|g| g.get());
+        }
+        st
+    }
 }
 
 /// Builds the router.
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/status", get(status))
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        s.metrics.encode(),
-    )
+async fn page() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-store")], Html(STATUS_PAGE))
+}
+
+/// OpenMetrics when the client asks for it (Prometheus does), else the classic text format,
+/// as Prometheus's own client libraries negotiate.
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            s.metrics.encode(),
+        )
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode_text())
+    }
 }
 
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
-    let state = s.status.lock().map(|st| st.state.clone()).unwrap_or_else(|_| "failed".into());
-    if state == "failed" {
-        (StatusCode::SERVICE_UNAVAILABLE, state)
-    } else {
-        (StatusCode::OK, "ok".to_string())
+    let health = s.snapshot().health;
+    match health.reason {
+        Some(reason) if !health.ok => (StatusCode::SERVICE_UNAVAILABLE, reason),
+        _ => (StatusCode::OK, "ok".to_string()),
     }
 }
 
 async fn status(State(s): State<HttpState>) -> impl IntoResponse {
-    let snapshot = s.status.lock().map(|st| st.clone()).unwrap_or_default();
-    Json(snapshot)
+    ([(header::CACHE_CONTROL, "no-store")], Json(s.snapshot()))
 }
 
-/// Binds `addr` and serves until the runtime shuts down. Returns the bound address (useful
-/// with port 0).
+/// Binds `addr` and serves until the runtime shuts down, with the default header read
+/// timeout. Returns the bound address (useful with port 0).
 pub async fn serve(addr: SocketAddr, state: HttpState) -> std::io::Result<SocketAddr> {
+    serve_with_timeout(addr, state, DEFAULT_HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with a header read timeout of `header_read_timeout`.
+pub async fn serve_with_timeout(
+    addr: SocketAddr,
+    state: HttpState,
+    header_read_timeout: Duration,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let app = router(state);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state)).await {
-            tracing::error!(error = %e, "HTTP server stopped");
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: passes when connections close.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+                if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
+                    tracing::debug!(error = %e, "HTTP connection closed");
+                }
+            });
         }
     });
     Ok(bound)

@@ -29,7 +29,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = args.into_config()?;
             let shutdown = Shutdown::default();
             watch_signals(shutdown.clone());
-            let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new());
+            let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));
             let summary = pageviews::start(config, shutdown, metrics)?.join()?;
             tracing::debug!(?summary, "run finished");
             Ok(())

@@ -1,8 +1,19 @@
 //! Every metric the pipeline exports, defined in one place and passed around as a handle.
 //!
-//! Names follow Prometheus conventions: units in the name, counters end in `_total` (the
-//! encoder appends it). The record loop counts into plain integers per batch and adds them
-//! here once per batch, so the hot path touches no atomics per record.
+//! Names follow Prometheus conventions: base units in the name (`_seconds`, `_bytes`),
+//! counters end in `_total` (the encoder appends it), and no label takes values from the
+//! data (no postcodes): a series per table, reason, partition is bounded. Every
+//! `pageviews_*` series carries a `pipeline` label with the pipeline id (a constant label of
+//! the registry), so one Prometheus tells pipelines apart without relabelling; the
+//! `process_*` series describe the process and carry none (the dashboards join them to a
+//! pipeline through `pageviews_build_info`).
+//!
+//! The record loop counts into plain integers per batch and adds them here once per batch,
+//! so the hot path touches no atomics per record. `/metrics` serves OpenMetrics to clients
+//! that ask for it (Prometheus does) and the classic text format otherwise (`text`).
+
+mod process;
+mod text;
 
 use std::sync::atomic::AtomicU64;
 
@@ -11,6 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::event::Reason;
@@ -42,6 +54,7 @@ pub struct ReasonLabel {
 /// The pipeline's metrics and the registry that exports them.
 pub struct Metrics {
     registry: Registry,
+    pipeline: String,
     /// Records read from the source.
     pub records_read: Counter,
     /// Records decoded into page views.
@@ -72,6 +85,8 @@ pub struct Metrics {
     pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
     /// Checkpoint positions that did not fit their partition, by `--on-offset-reset` decision.
     pub kafka_offset_resets: Family<OffsetResetLabel, Counter>,
+    /// The configured checkpoint interval, so alerts can judge checkpoint age against it.
+    pub checkpoint_interval: Gauge<f64, AtomicU64>,
 }
 
 /// Labels of [`Metrics::kafka_offset_resets`].
@@ -83,16 +98,15 @@ pub struct OffsetResetLabel {
     pub decision: String,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The version of this build, as `pageviews_build_info` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Self {
+    /// Creates and registers every metric, labelled with pipeline id `pipeline` (the run's
+    /// `--pipeline-id`; [`crate::start`] refuses a handle made for another id).
+    pub fn new(pipeline: &str) -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(process::ProcessCollector));
         let m = Metrics {
             records_read: Counter::default(),
             records_accepted: Counter::default(),
@@ -109,9 +123,16 @@ impl Metrics {
             open_windows: Gauge::default(),
             kafka_consumer_lag: Family::default(),
             kafka_offset_resets: Family::default(),
+            checkpoint_interval: Gauge::default(),
             registry: Registry::default(),
+            pipeline: pipeline.to_string(),
         };
-        let r = &mut registry;
+        let r = registry.sub_registry_with_label(("pipeline".into(), pipeline.to_string().into()));
+        r.register(
+            "pageviews_build",
+            "The build of pageviews serving this pipeline (always 1)",
+            Info::new(vec![("version", VERSION)]),
+        );
         r.register("pageviews_records_read", "Records read from the source", m.records_read.clone());
         r.register(
             "pageviews_records_accepted",
@@ -149,8 +170,14 @@ impl Metrics {
         r.register("pageviews_watermark_seconds", "Pipeline watermark (Unix seconds)", m.watermark.clone());
         r.register(
             "pageviews_last_checkpoint_timestamp_seconds",
-            "When the last checkpoint committed (Unix seconds)",
+            "When the tables last caught up with everything read: a checkpoint committed, or \
+             one fell due with nothing new to commit (Unix seconds)",
             m.last_checkpoint.clone(),
+        );
+        r.register(
+            "pageviews_checkpoint_interval_seconds",
+            "How often the pipeline checkpoints (--checkpoint-interval)",
+            m.checkpoint_interval.clone(),
         );
         r.register("pageviews_open_windows", "Windows counted but not yet emitted", m.open_windows.clone());
         r.register(
@@ -177,11 +204,46 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The Prometheus/OpenMetrics text exposition.
+    /// The pipeline id every `pageviews_*` series is labelled with.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The OpenMetrics text exposition (what Prometheus asks for).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The classic Prometheus text exposition (format 0.0.4), for clients that do not ask
+    /// for OpenMetrics: `curl`, `promtool check metrics`, older scrapers.
+    pub fn encode_text(&self) -> String {
+        text::from_openmetrics(&self.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pageviews_series_carries_the_pipeline_label_and_process_series_none() {
+        let m = Metrics::new("eu-1");
+        m.records_read.inc_by(3);
+        let text = m.encode();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.contains(&"pageviews_records_read_total{pipeline=\"eu-1\"} 3"), "{text}");
+        for line in &samples {
+            if line.starts_with("pageviews_") {
+                assert!(line.contains("pipeline=\"eu-1\""), "no pipeline label: {line}");
+            } else {
+                assert!(line.starts_with("process_"), "unexpected series {line}");
+                assert!(!line.contains("pipeline="), "process series are per process: {line}");
+            }
+        }
+        let build = format!("pageviews_build_info{{pipeline=\"eu-1\",version=\"{VERSION}\"}} 1");
+        assert!(samples.contains(&build.as_str()), "{text}");
     }
 }

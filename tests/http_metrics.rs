@@ -1,14 +1,40 @@
-//! `/metrics`, `/healthz` and `/api/status` over a real socket, and metric values that
-//! match what a run did.
+//! `/metrics`, `/healthz` and `/api/status` over a real socket, metric values that match
+//! what a run did, an exposition `promtool check metrics` accepts, and the header read
+//! timeout.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
+use pageviews::clock::SystemClock;
 use pageviews::http::{serve, HttpState, Status};
 use pageviews::metrics::Metrics;
-use pageviews::{PipelineConfig, Shutdown, SourceConfig};
+use pageviews::{PipelineConfig, RunHandle, Shutdown, SourceConfig};
+
+/// The Accept header Prometheus 2.x scrapes with.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// A finished run over a small input with good, late and bad records, still serving HTTP
+/// on a loopback port.
+fn finished_run(dir: &std::path::Path, header_timeout: Duration) -> RunHandle {
+    let mut lines: Vec<String> =
+        (0..10).map(|i| view(i, "SW1A 1AA", &format!("2020-01-01 00:00:{i:02}"))).collect();
+    lines.push("not json".into());
+    lines.push(r#"{"user_id": 1}"#.into());
+    lines.push(view(99, "SW1A 1AA", "2019-12-31 00:00:00"));
+    let input = write_input(dir, "in.jsonl", &lines);
+    let mut config =
+        PipelineConfig::new(SourceConfig::Files(vec![input]), dir.join("out").display().to_string());
+    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http_header_timeout = header_timeout;
+    let run = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new("pageviews"))).unwrap();
+    wait_for("the run to end", Duration::from_secs(60), || run.is_finished());
+    run
+}
 
 #[test]
 fn metrics_count_what_the_run_read_accepted_rejected_and_committed() {
@@ -19,26 +45,26 @@ fn metrics_count_what_the_run_read_accepted_rejected_and_committed() {
     lines.push(r#"{"user_id": 1}"#.into());
     lines.push(view(99, "SW1A 1AA", "2019-12-31 00:00:00"));
     let input = write_input(dir.path(), "in.jsonl", &lines);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new("pageviews"));
     let config =
         PipelineConfig::new(SourceConfig::Files(vec![input]), dir.path().join("out").display().to_string());
     pageviews::pipeline::run_with_metrics(config, Shutdown::default(), metrics.clone()).unwrap();
 
     let text = metrics.encode();
     for line in [
-        "pageviews_records_read_total 13",
-        "pageviews_records_accepted_total 11",
-        "pageviews_late_events_total 1",
-        "pageviews_dead_letters_total{reason=\"invalid_json\"} 1",
-        "pageviews_dead_letters_total{reason=\"missing_field\"} 1",
-        "pageviews_dead_letters_total{reason=\"oversized\"} 0",
-        "pageviews_rows_committed_total{table=\"page_views\"} 11",
-        "pageviews_rows_committed_total{table=\"page_view_aggregates\"} 1",
-        "pageviews_rows_committed_total{table=\"late_page_views\"} 1",
-        "pageviews_rows_committed_total{table=\"dead_letters\"} 2",
-        "pageviews_files_committed_total{table=\"page_views\"} 2",
-        "pageviews_checkpoints_total 1",
-        "pageviews_checkpoint_duration_seconds_count 1",
+        "pageviews_records_read_total{pipeline=\"pageviews\"} 13",
+        "pageviews_records_accepted_total{pipeline=\"pageviews\"} 11",
+        "pageviews_late_events_total{pipeline=\"pageviews\"} 1",
+        "pageviews_dead_letters_total{pipeline=\"pageviews\",reason=\"invalid_json\"} 1",
+        "pageviews_dead_letters_total{pipeline=\"pageviews\",reason=\"missing_field\"} 1",
+        "pageviews_dead_letters_total{pipeline=\"pageviews\",reason=\"oversized\"} 0",
+        "pageviews_rows_committed_total{pipeline=\"pageviews\",table=\"page_views\"} 11",
+        "pageviews_rows_committed_total{pipeline=\"pageviews\",table=\"page_view_aggregates\"} 1",
+        "pageviews_rows_committed_total{pipeline=\"pageviews\",table=\"late_page_views\"} 1",
+        "pageviews_rows_committed_total{pipeline=\"pageviews\",table=\"dead_letters\"} 2",
+        "pageviews_files_committed_total{pipeline=\"pageviews\",table=\"page_views\"} 2",
+        "pageviews_checkpoints_total{pipeline=\"pageviews\"} 1",
+        "pageviews_checkpoint_duration_seconds_count{pipeline=\"pageviews\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }
@@ -47,20 +73,27 @@ fn metrics_count_what_the_run_read_accepted_rejected_and_committed() {
 #[test]
 fn the_http_endpoints_answer_over_a_socket() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new("pageviews"));
     metrics.records_read.inc_by(42);
     let status = Arc::new(Mutex::new(Status {
         state: "running".into(),
         last_checkpoint: Some(7),
         ..Status::default()
     }));
-    let state = HttpState { metrics, status: status.clone() };
+    let state = HttpState::new(metrics, status.clone(), Arc::new(SystemClock::new()));
     let addr = rt.block_on(serve("127.0.0.1:0".parse().unwrap(), state)).unwrap();
 
+    // Prometheus asks for OpenMetrics.
+    let (code, body) = http_get_with(addr, "/metrics", &[("Accept", PROMETHEUS_ACCEPT)]);
+    assert_eq!(code, 200);
+    assert!(body.contains("pageviews_records_read_total{pipeline=\"pageviews\"} 42"), "{body}");
+    assert!(body.contains("# EOF"), "OpenMetrics ends with # EOF");
+    // Anyone else (curl, promtool) gets the classic text format, where a counter's
+    // metadata names its samples.
     let (code, body) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
-    assert!(body.contains("pageviews_records_read_total 42"), "{body}");
-    assert!(body.contains("# EOF"), "OpenMetrics ends with # EOF");
+    assert!(body.contains("# TYPE pageviews_records_read_total counter\n"), "{body}");
+    assert!(!body.contains("# EOF"), "{body}");
     assert_eq!(http_get(addr, "/healthz"), (200, "ok".to_string()));
     let (code, body) = http_get(addr, "/api/status");
     assert_eq!(code, 200);
@@ -68,4 +101,71 @@ fn the_http_endpoints_answer_over_a_socket() {
     assert_eq!(v["last_checkpoint"], 7);
     status.lock().unwrap().state = "failed".into();
     assert_eq!(http_get(addr, "/healthz").0, 503, "a failed pipeline is unhealthy");
+}
+
+#[test]
+fn curl_metrics_piped_to_promtool_check_metrics_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path(), Duration::from_secs(10));
+    let url = format!("http://{}/metrics", run.http_addr().unwrap());
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &format!("curl -sSf {url} | promtool check metrics")])
+        .output()
+        .expect("run curl and promtool (scripts/setup installs promtool)");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {}\n{said}", out.status);
+
+    let (_, text) = http_get(run.http_addr().unwrap(), "/metrics");
+    for series in [
+        "pageviews_build_info{pipeline=\"pageviews\",version=\"",
+        "pageviews_checkpoint_interval_seconds{pipeline=\"pageviews\"} 10",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_virtual_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(series)), "no `{series}…` in:\n{text}");
+    }
+    run.join().unwrap();
+}
+
+#[test]
+fn a_half_sent_request_is_disconnected_after_the_header_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_secs(1);
+    let run = finished_run(dir.path(), timeout);
+    let addr = run.http_addr().unwrap();
+
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.write_all(b"GET /api/status HTTP/1.1\r\nHost: test\r\n").unwrap();
+    let sent = Instant::now();
+    // Far longer than the server's timeout: a server without one keeps this read waiting.
+    socket.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut answer = Vec::new();
+    let closed = match socket.read_to_end(&mut answer) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    let waited = sent.elapsed();
+    assert!(closed, "the server kept the half-sent request's connection open for {waited:?}");
+    assert!(waited >= timeout - Duration::from_millis(100), "closed after {waited:?}, before the timeout");
+    assert!(waited < timeout * 5, "closed only after {waited:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains("200 OK"), "a half-sent request got an answer: {answer}");
+    assert_eq!(http_get(addr, "/healthz").0, 200, "the server still serves whole requests");
+    run.join().unwrap();
+}
+
+#[test]
+fn a_metrics_handle_made_for_another_pipeline_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), "in.jsonl", &[view(1, "SW1A 1AA", "2020-01-01 00:00:00")]);
+    let mut config =
+        PipelineConfig::new(SourceConfig::Files(vec![input]), dir.path().join("out").display().to_string());
+    config.pipeline_id = "eu-1".into();
+    let err = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new("pageviews"))).err();
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("\"pageviews\"") && msg.contains("\"eu-1\""), "{msg}");
 }

@@ -69,6 +69,7 @@ impl Pipeline {
         };
         let dirty = self.tasks.values().any(|t| t.dirty) || !closing.is_empty();
         if !dirty && !force && passed.is_empty() {
+            self.report_caught_up();
             return Ok(());
         }
         // Real elapsed time: a measurement for metrics and logs, never a decision.

@@ -33,8 +33,8 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock};
-use crate::http::{HttpState, Status};
-use crate::metrics::Metrics;
+use crate::http::{HttpState, Status, DEFAULT_HEADER_READ_TIMEOUT};
+use crate::metrics::{Metrics, VERSION};
 use crate::source::{GeneratorConfig, KafkaConfig, SourceError};
 
 /// Where records come from.
@@ -84,8 +84,11 @@ pub struct PipelineConfig {
     pub partition_commit_delay_ms: i64,
     /// Larger records are dead letters.
     pub max_record_bytes: usize,
-    /// Where to serve `/metrics`; `None` serves nothing.
+    /// Where to serve `/metrics`, `/healthz`, `/api/status` and `/`; `None` serves nothing.
     pub http: Option<SocketAddr>,
+    /// How long an HTTP client may take to send a request's headers before it is
+    /// disconnected.
+    pub http_header_timeout: Duration,
     /// Records per poll.
     pub batch_size: usize,
     /// Where processing and wall-clock time come from (tests drive it).
@@ -119,11 +122,24 @@ impl PipelineConfig {
             partition_commit_delay_ms: 0,
             max_record_bytes: 1 << 20,
             http: None,
+            http_header_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             batch_size: 8192,
             clock: Arc::new(SystemClock::new()),
             s3_env: S3Env::process(),
             instance_id: "0".into(),
             workers: 1,
+        }
+    }
+}
+
+impl SourceConfig {
+    /// The source in words, for the status page.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Generator(g) if g.rate == 0 => "generator (unthrottled)".to_string(),
+            SourceConfig::Generator(g) => format!("generator ({} events/s)", g.rate),
+            SourceConfig::Files(paths) => format!("files {}", paths.join(", ")),
+            SourceConfig::Kafka(k) => format!("Kafka topic {} at {} (group {})", k.topic, k.brokers, k.group),
         }
     }
 }
@@ -190,12 +206,17 @@ pub enum PipelineError {
 }
 
 /// A running pipeline: where it serves HTTP, what it is doing, and how to stop it.
+///
+/// The HTTP endpoint outlives the pipeline thread: after a bounded run ends, `/api/status`
+/// and `/` still show its final state until the handle is joined or dropped.
 pub struct RunHandle {
     http: Option<SocketAddr>,
     status: Arc<Mutex<Status>>,
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
     thread: std::thread::JoinHandle<Result<Summary, PipelineError>>,
+    /// Storage I/O and the HTTP server run here.
+    runtime: tokio::runtime::Runtime,
 }
 
 impl RunHandle {
@@ -225,9 +246,12 @@ impl RunHandle {
         self.thread.is_finished()
     }
 
-    /// Waits for the pipeline to end.
+    /// Waits for the pipeline to end, then stops serving HTTP.
     pub fn join(self) -> Result<Summary, PipelineError> {
-        self.thread.join().unwrap_or_else(|_| Err(PipelineError::Panicked))
+        let result = self.thread.join().unwrap_or_else(|_| Err(PipelineError::Panicked));
+        // Let in-flight uploads of a failed run finish or fail; nothing uncommitted is visible.
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+        result
     }
 }
 
@@ -251,19 +275,32 @@ pub fn start(
             MIN_PART_BYTES >> 20
         )));
     }
+    if metrics.pipeline() != config.pipeline_id {
+        return Err(PipelineError::Incompatible(format!(
+            "the metrics handle labels series with pipeline {:?} but this run's --pipeline-id is {:?}; create it with Metrics::new(&config.pipeline_id)",
+            metrics.pipeline(),
+            config.pipeline_id
+        )));
+    }
     let status = Arc::new(Mutex::new(Status {
         pipeline: config.pipeline_id.clone(),
+        instance: config.instance_id.clone(),
+        workers: config.workers.max(1),
+        version: VERSION.to_string(),
+        source: config.source.describe(),
         output: config.output.clone(),
         state: "starting".into(),
+        checkpoint_interval_seconds: config.checkpoint_interval.as_secs_f64(),
+        watermark_delay_seconds: config.watermark_delay_ms as f64 / 1000.0,
         ..Status::default()
     }));
     let http = match config.http {
         Some(addr) => {
-            let state = HttpState { metrics: metrics.clone(), status: status.clone() };
+            let state = HttpState::new(metrics.clone(), status.clone(), config.clock.clone());
             let bound = rt
-                .block_on(crate::http::serve(addr, state))
+                .block_on(crate::http::serve_with_timeout(addr, state, config.http_header_timeout))
                 .map_err(|source| PipelineError::Http { addr, source })?;
-            info!(%bound, "serving /metrics, /healthz and /api/status");
+            info!(%bound, "serving the status page at /, /metrics, /healthz and /api/status");
             Some(bound)
         }
         None => None,
@@ -282,12 +319,10 @@ pub fn start(
                     }
                 }
             }
-            // Let in-flight uploads of a failed run finish or fail; nothing uncommitted is visible.
-            rt.shutdown_timeout(Duration::from_secs(5));
             result
         })
         .map_err(PipelineError::Runtime)?;
-    Ok(RunHandle { http, status, shutdown, metrics, thread })
+    Ok(RunHandle { http, status, shutdown, metrics, thread, runtime: rt })
 }
 
 /// Runs `config.workers` workers, each on its own thread over its own partitions, until all
@@ -307,8 +342,13 @@ fn run_workers(
                 std::thread::Builder::new().name(format!("pageviews-worker-{k}")).spawn_scoped(
                     scope,
                     move || {
-                        let result = worker::Pipeline::open(config, k, storage, metrics, status)
-                            .and_then(|mut pipeline| pipeline.run_loop(shutdown));
+                        let result = worker::Pipeline::open(config, k, storage, metrics, status).and_then(
+                            |mut pipeline| {
+                                let result = pipeline.run_loop(shutdown);
+                                pipeline.report_stopped();
+                                result
+                            },
+                        );
                         if result.is_err() {
                             shutdown.trigger();
                         }
@@ -342,7 +382,8 @@ fn run_workers(
 
 /// Runs the pipeline until the source ends or `shutdown` fires, committing as it goes.
 pub fn run(config: PipelineConfig, shutdown: Shutdown) -> Result<Summary, PipelineError> {
-    run_with_metrics(config, shutdown, Arc::new(Metrics::new()))
+    let metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    run_with_metrics(config, shutdown, metrics)
 }
 
 /// [`run`] with a caller-supplied metrics handle (tests read it afterwards).

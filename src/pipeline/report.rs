@@ -1,20 +1,128 @@
-//! What a committed checkpoint tells the outside: metrics, the status behind `/api/status`
-//! and `/`, and a debug log line. Kept apart from the commit itself, which must not depend on
-//! how it is reported.
+//! What a worker tells the outside: metrics, the status behind `/api/status` and `/`, and a
+//! debug log line. Kept apart from the loop and the commit, which must not depend on how
+//! they are reported.
+//!
+//! The loop calls in at five points, each a single line there: when it starts running
+//! ([`Pipeline::report_running`]), after each batch ([`Pipeline::report_batch`]: live
+//! per-partition state), after each commit ([`Pipeline::report_checkpoint`]), when a
+//! checkpoint fell due with nothing new to commit ([`Pipeline::report_caught_up`]), and when
+//! it ends ([`Pipeline::report_stopped`]). The middle three are what `/healthz` judges
+//! progress by.
+//!
+//! Every worker of an instance shares one [`Status`]; each writes only the partitions it
+//! holds (under its member name) and its own progress, and the instance-wide figures — the
+//! watermark, open files and windows — are recomputed from all partitions' entries, so
+//! workers never overwrite each other.
 
 use std::time::Duration;
 
-use pageviews_core::commit::{TaskState, Totals};
+use pageviews_core::commit::{Position, TaskState, Totals};
 use pageviews_core::table::Table;
 use pageviews_core::time::format_timestamp;
 use tracing::{debug, warn};
 
 use super::worker::Pipeline;
-use crate::metrics::TableLabel;
+use crate::event::Reason;
+use crate::http::{CheckpointStatus, Progress, Status, TableStatus};
+use crate::metrics::{ReasonLabel, TableLabel};
+use crate::source::Batch;
 use crate::window::NO_WATERMARK;
 
+/// How many recent checkpoints the status keeps.
+pub const RECENT_CHECKPOINTS: usize = 10;
+
+/// Rates are measured over the checkpoints of about this last stretch of wall time.
+const RATE_WINDOW_MS: i64 = 60_000;
+
+/// Rows of `table` in `totals`.
+fn table_rows(totals: &Totals, table: Table) -> u64 {
+    match table {
+        Table::PageViews => totals.page_views,
+        Table::PageViewAggregates => totals.page_view_aggregates,
+        Table::LatePageViews => totals.late_page_views,
+        Table::DeadLetters => totals.dead_letters,
+    }
+}
+
+/// Rows per second of `table` between the oldest checkpoint within [`RATE_WINDOW_MS`] of
+/// the newest and the newest (`recent` is newest first).
+fn rows_per_second(recent: &[CheckpointStatus], table: Table) -> f64 {
+    let Some(newest) = recent.first() else { return 0.0 };
+    let oldest = recent.iter().rev().find(|c| newest.at_ms - c.at_ms <= RATE_WINDOW_MS);
+    match oldest {
+        Some(old) if newest.at_ms > old.at_ms => {
+            let rows = table_rows(&newest.totals, table).saturating_sub(table_rows(&old.totals, table));
+            rows as f64 * 1000.0 / (newest.at_ms - old.at_ms) as f64
+        }
+        _ => 0.0,
+    }
+}
+
+/// A position as one number: the generator's next sequence number, the next Kafka offset,
+/// a file's byte offset.
+fn position_number(position: &Position) -> u64 {
+    match position {
+        Position::Generator { next_seq } => *next_seq,
+        Position::Kafka { offset, .. } => (*offset).max(0) as u64,
+        Position::File { offset, .. } => *offset,
+    }
+}
+
 impl Pipeline {
-    /// Counts what log entry `version` committed for this instance's tasks (`states`, with
+    /// This worker's member name in the group and the commit log.
+    fn member(&self) -> String {
+        self.log.lock().map(|l| l.member().to_string()).unwrap_or_default()
+    }
+
+    fn progress(&self) -> Progress {
+        Progress { at_ms: self.clock.now_ms(), wall_ms: self.clock.wall_ms() }
+    }
+
+    /// The loop starts: this worker's progress (for `/healthz`) is measured from here.
+    pub(super) fn report_running(&self) {
+        let (member, progress) = (self.member(), self.progress());
+        self.metrics.checkpoint_interval.set(self.checkpoint_interval.as_secs_f64());
+        if let Ok(mut st) = self.status.lock() {
+            st.progress.insert(member, progress);
+        }
+    }
+
+    /// The loop ended: a worker done with its input is not a stalled one while the others
+    /// go on.
+    pub(super) fn report_stopped(&self) {
+        let member = self.member();
+        if let Ok(mut st) = self.status.lock() {
+            st.progress.remove(&member);
+        }
+    }
+
+    /// After each batch: records read and event time per partition this worker holds.
+    /// Cheap next to decoding the batch: a pass over the records' partition numbers, which
+    /// come in runs, and one over the worker's few tasks.
+    pub(super) fn report_batch(&self, batch: &Batch) {
+        let member = self.member();
+        let Ok(mut st) = self.status.lock() else { return };
+        for run in batch.records().chunk_by(|a, b| a.partition == b.partition) {
+            let partition = run[0].partition;
+            if self.tasks.contains_key(&partition) {
+                let name = self.source.partition_name(partition);
+                st.partition_mut(partition, name, &member).records_read += run.len() as u64;
+            }
+        }
+        self.report_tasks(&mut st, &member);
+    }
+
+    /// A checkpoint fell due but nothing changed since the last one: the tables hold
+    /// everything read, as if it had committed (an idle source is not a stalled pipeline).
+    pub(super) fn report_caught_up(&self) {
+        let (member, progress) = (self.member(), self.progress());
+        if let Ok(mut st) = self.status.lock() {
+            st.progress.insert(member, progress);
+            self.report_caught_up_gauge(&st);
+        }
+    }
+
+    /// Counts what log entry `version` committed for this worker's tasks (`states`, with
     /// `rows` new rows), `elapsed` after the checkpoint began. Rows count when their
     /// checkpoint commits; files and bytes when they roll.
     pub(super) fn report_checkpoint(
@@ -32,8 +140,6 @@ impl Pipeline {
             (Table::DeadLetters, rows.dead_letters),
         ] {
             m.rows_committed.get_or_create(&TableLabel { table: table.name() }).inc_by(n);
-            let open = states.iter().flat_map(|s| &s.open).filter(|f| f.table == table).count();
-            m.open_files.get_or_create(&TableLabel { table: table.name() }).set(open as i64);
         }
         let files = states.iter().flat_map(|s| &s.files);
         for f in files.clone() {
@@ -43,32 +149,148 @@ impl Pipeline {
         }
         m.checkpoints.inc();
         m.checkpoint_duration.observe(elapsed.as_secs_f64());
-        m.last_checkpoint.set(self.clock.wall_ms() as f64 / 1000.0);
-        let open_windows: usize =
-            states.iter().filter_map(|s| s.counting.as_ref()).map(|c| c.open_windows.len()).sum();
-        m.open_windows.set(open_windows as i64);
         if elapsed > self.checkpoint_interval {
             warn!(?elapsed, "checkpoint took longer than the checkpoint interval");
         }
+        let open = states.iter().map(|s| s.open.len()).sum::<usize>();
         debug!(
             version,
             tasks = states.len(),
-            files = files.count(),
-            open = states.iter().map(|s| s.open.len()).sum::<usize>(),
+            files = files.clone().count(),
+            open,
             ?elapsed,
             "checkpoint committed"
         );
-        let watermark = states
-            .iter()
-            .filter_map(|s| s.counting.as_ref())
-            .map(|c| c.watermark)
-            .filter(|w| *w != NO_WATERMARK)
-            .min();
         let totals = self.log.lock().map(|l| l.view().totals()).unwrap_or_default();
-        if let Ok(mut st) = self.status.lock() {
-            st.last_checkpoint = Some(version);
-            st.totals = totals;
-            st.watermark = watermark.map(format_timestamp);
+        let (member, progress) = (self.member(), self.progress());
+        let Ok(mut st) = self.status.lock() else { return };
+        st.progress.insert(member.clone(), progress);
+        // Version 0: everything this worker held was fenced, nothing was written.
+        if version > 0 {
+            let at = format_timestamp(progress.wall_ms);
+            if st.last_checkpoint.is_none_or(|v| v <= version) {
+                // Workers report concurrently: the newest version's totals win.
+                st.last_checkpoint = Some(version);
+                st.last_checkpoint_at = Some(at.clone());
+                st.last_checkpoint_ms = Some(progress.wall_ms);
+                st.totals = totals.clone();
+            }
+            let checkpoint = CheckpointStatus {
+                version,
+                member: member.clone(),
+                tasks: states.len(),
+                at,
+                at_ms: progress.wall_ms,
+                duration_seconds: elapsed.as_secs_f64(),
+                files: files.count(),
+                open_files: open,
+                rows: rows.page_views + rows.page_view_aggregates + rows.late_page_views + rows.dead_letters,
+                totals,
+            };
+            st.add_checkpoint(checkpoint, RECENT_CHECKPOINTS);
         }
+        for state in states.iter().filter(|s| self.tasks.contains_key(&s.partition)) {
+            let entry =
+                st.partition_mut(state.partition, self.source.partition_name(state.partition), &member);
+            entry.position = Some(position_number(&state.position));
+            entry.open_files = Table::ALL.map(|t| state.open.iter().filter(|f| f.table == t).count() as u64);
+            entry.open_windows = state.counting.as_ref().map_or(0, |c| c.open_windows.len() as u64);
+        }
+        self.report_tasks(&mut st, &member);
+        self.report_tables(&mut st);
+        self.report_caught_up_gauge(&st);
+    }
+
+    /// The partitions this worker holds, as they stand: claim, event time, watermarks; and
+    /// the instance's watermark over every worker's partitions.
+    fn report_tasks(&self, st: &mut Status, member: &str) {
+        st.retain_held(member, |p| self.tasks.contains_key(&p));
+        let delay_ms = self.setup.rules.watermark_delay_ms;
+        for task in self.tasks.values() {
+            let p = st.partition_mut(task.partition, self.source.partition_name(task.partition), member);
+            p.claim = task.claim;
+            p.finished = task.time.finished;
+            if let Some(max) = task.time.max_event_ms {
+                if p.watermark_ms != Some(max - delay_ms) {
+                    p.max_event_time = Some(format_timestamp(max));
+                    p.watermark_ms = Some(max - delay_ms);
+                    p.watermark = Some(format_timestamp(max - delay_ms));
+                }
+            }
+            let counting =
+                task.counter.as_ref().map(|c| c.watermarks.current()).filter(|w| *w != NO_WATERMARK);
+            if p.counting_watermark_ms != counting {
+                p.counting_watermark_ms = counting;
+                p.counting_watermark = counting.map(format_timestamp);
+            }
+        }
+        let lowest = st.partitions.iter().filter_map(|p| p.counting_watermark_ms).min();
+        if st.watermark_ms != lowest {
+            st.watermark_ms = lowest;
+            st.watermark = lowest.map(format_timestamp);
+        }
+    }
+
+    /// Per-table rows, rates and files, and dead letters by reason, into the status; the
+    /// instance's open files and windows into their gauges (summed over every worker's
+    /// partitions, so one worker's commit does not hide another's files).
+    fn report_tables(&self, st: &mut Status) {
+        let m = &self.metrics;
+        let tables: Vec<TableStatus> = Table::ALL
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| {
+                let label = TableLabel { table: table.name() };
+                let open_files = st.partitions.iter().map(|p| p.open_files[i]).sum::<u64>();
+                m.open_files.get_or_create(&label).set(open_files as i64);
+                TableStatus {
+                    table: table.name().to_string(),
+                    rows: table_rows(&st.totals, table),
+                    rows_per_second: rows_per_second(&st.checkpoints, table),
+                    open_files,
+                    files_committed: m.files_committed.get_or_create(&label).get(),
+                    bytes_committed: m.bytes_committed.get_or_create(&label).get(),
+                }
+            })
+            .collect();
+        st.tables = tables;
+        m.open_windows.set(st.partitions.iter().map(|p| p.open_windows).sum::<u64>() as i64);
+        // The loop counts dead letters as it writes them, and a commit covers everything
+        // written, so right after one the counters equal what this process committed.
+        st.dead_letters_by_reason = Reason::ALL
+            .into_iter()
+            .map(|r| {
+                let n = m.dead_letters.get_or_create(&ReasonLabel { reason: r.as_str() }).get();
+                (r.as_str().to_string(), n)
+            })
+            .collect();
+    }
+
+    /// `pageviews_last_checkpoint_timestamp_seconds`: when the instance's tables last
+    /// caught up, i.e. the oldest of its running workers' last progress — a stuck worker
+    /// ages it even while the others commit.
+    fn report_caught_up_gauge(&self, st: &Status) {
+        if let Some(wall) = st.progress.values().map(|p| p.wall_ms).min() {
+            self.metrics.last_checkpoint.set(wall as f64 / 1000.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(at_ms: i64, page_views: u64) -> CheckpointStatus {
+        CheckpointStatus { at_ms, totals: Totals { page_views, ..Totals::default() }, ..Default::default() }
+    }
+
+    #[test]
+    fn rates_span_the_checkpoints_of_the_last_minute() {
+        // Newest first: 1000 rows in the last 10 s, but the checkpoint 100 s ago is too old
+        // to count.
+        let recent = [cp(200_000, 5_000), cp(195_000, 4_500), cp(190_000, 4_000), cp(100_000, 0)];
+        assert_eq!(rows_per_second(&recent, Table::PageViews), 100.0);
+        assert_eq!(rows_per_second(&recent[..1], Table::PageViews), 0.0, "one checkpoint has no rate");
+        assert_eq!(rows_per_second(&[], Table::DeadLetters), 0.0);
     }
 }

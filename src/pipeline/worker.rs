@@ -72,6 +72,7 @@ impl Pipeline {
     }
 
     pub(super) fn run_loop(&mut self, shutdown: &Shutdown) -> Result<Summary, PipelineError> {
+        self.report_running();
         let mut batch = Batch::default();
         let mut next_checkpoint = self.now_ms() + self.checkpoint_interval.as_millis() as u64;
         let mut next_roll_check = 0;
@@ -230,6 +231,7 @@ impl Pipeline {
             self.apply(*event, now)?;
         }
         self.forward_progress(now);
+        self.report_batch(batch);
         late_before = self.late_pending() - late_before;
         let read = batch.len() as u64;
         let m = &self.metrics;

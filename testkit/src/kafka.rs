@@ -30,6 +30,13 @@ pub fn broker() -> &'static str {
     })
 }
 
+/// `HOST:PORT` of the JMX exporter agent on [`broker`] (`scripts/kafka-local metrics`, with
+/// the `KAFKA_LOCAL_DIR` scripts/test exports, so it is the same broker).
+pub fn broker_metrics() -> String {
+    broker();
+    crate::script("kafka-local", &["metrics"])
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();

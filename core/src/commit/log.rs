@@ -101,6 +101,11 @@ impl Log {
         &self.pipeline
     }
 
+    /// The member (instance, or instance's worker) this handle commits as.
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
     /// Reads what other instances committed since.
     pub fn catch_up(&mut self) -> Result<(), CheckpointError> {
         let (storage, pipeline) = (&self.storage, &self.pipeline);
