@@ -229,6 +229,18 @@ impl Pipeline {
             st.watermark_ms = lowest;
             st.watermark = lowest.map(format_timestamp);
         }
+        if let Some(wm) = lowest {
+            self.metrics.watermark.set(wm as f64 / 1000.0);
+        }
+    }
+
+    /// After the watermarks moved: this worker's partitions into the status, and the
+    /// instance's watermark (the lowest over every worker's) into its gauge.
+    pub(super) fn report_watermarks(&self) {
+        let member = self.member();
+        if let Ok(mut st) = self.status.lock() {
+            self.report_tasks(&mut st, &member);
+        }
     }
 
     /// Per-table rows, rates and files, and dead letters by reason, into the status; the

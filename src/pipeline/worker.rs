@@ -20,7 +20,6 @@ use crate::sink::jsonl::Origin;
 use crate::sink::Row;
 use crate::source::exchange::{Exchange, Item};
 use crate::source::{Batch, PartitionEvent, Poll, Restored, Source};
-use crate::window::NO_WATERMARK;
 
 /// Which counting partition counts a postcode's windows: a hash of the postcode modulo the
 /// pipeline's counting partitions. The same function in every instance and every run.
@@ -360,18 +359,12 @@ impl Pipeline {
 
     /// Re-evaluates every counting watermark (idleness moves them without records).
     fn advance_watermarks(&mut self, now: u64) -> Result<(), PipelineError> {
-        let mut lowest: Option<i64> = None;
         for task in self.tasks.values_mut() {
             if task.counter.is_some() {
-                let wm = task.advance(now)?;
-                if wm != NO_WATERMARK {
-                    lowest = Some(lowest.map_or(wm, |l| l.min(wm)));
-                }
+                task.advance(now)?;
             }
         }
-        if let Some(wm) = lowest {
-            self.metrics.watermark.set(wm as f64 / 1000.0);
-        }
+        self.report_watermarks();
         Ok(())
     }
 
