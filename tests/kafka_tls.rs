@@ -27,7 +27,17 @@ fn tls_config(options: &[(&str, &str)]) -> KafkaConfig {
 fn ca_file(dir: &std::path::Path) -> String {
     let (key, cert) = (dir.join("ca.key"), dir.join("ca.pem"));
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=pageviews-test-ca"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pageviews-test-ca",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

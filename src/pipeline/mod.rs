@@ -32,13 +32,13 @@ use tracing::info;
 use crate::clock::{Clock, SystemClock};
 use crate::http::{HttpState, Status};
 use crate::metrics::Metrics;
-use crate::source::{GeneratorConfig, KafkaConfig, SourceError};
+use crate::source::{GeneratorSpec, KafkaConfig, SourceError};
 
 /// Where records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
-    /// The built-in generator.
-    Generator(GeneratorConfig),
+    /// The built-in generator (a resumed run continues the checkpoint's stream).
+    Generator(GeneratorSpec),
     /// JSON-lines files (`-` is stdin), read in order.
     Files(Vec<String>),
     /// A Kafka topic, as a consumer group member.
@@ -81,6 +81,9 @@ pub struct PipelineConfig {
     pub partition_commit_delay_ms: i64,
     /// Larger records are dead letters.
     pub max_record_bytes: usize,
+    /// Events more than this far ahead of the wall clock are dead letters
+    /// (`future_timestamp`), so they never move a watermark.
+    pub max_future_ms: i64,
     /// Where to serve `/metrics`; `None` serves nothing.
     pub http: Option<SocketAddr>,
     /// Records per poll.
@@ -111,6 +114,7 @@ impl PipelineConfig {
             row_group_rows: 1 << 17,
             partition_commit_delay_ms: 0,
             max_record_bytes: 1 << 20,
+            max_future_ms: crate::event::DEFAULT_MAX_FUTURE.as_millis() as i64,
             http: None,
             batch_size: 8192,
             clock: Arc::new(SystemClock::new()),

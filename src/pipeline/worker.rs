@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::{PipelineConfig, PipelineError, Shutdown, SourceConfig, Summary};
 use crate::clock::Clock;
-use crate::event::{decode, oversized_prefix, DecodeError, Reason};
+use crate::event::{decode, oversized_prefix, DecodeError, EventTimeBounds, Reason};
 use crate::http::Status;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::sink::jsonl::Origin;
@@ -50,6 +50,8 @@ pub(super) struct Pipeline {
     pub(super) pending: Totals,
     pub(super) dirty: bool,
     pub(super) max_record_bytes: usize,
+    /// Refuses event times too far ahead of the clock or whose window cannot be written.
+    pub(super) event_time: EventTimeBounds,
     pub(super) batch_size: usize,
     pub(super) checkpoint_interval: Duration,
     pub(super) clock: Arc<dyn Clock>,
@@ -90,13 +92,16 @@ impl Pipeline {
         }
         let resume_source = resumed.as_ref().map(|m| &m.source);
         let source: Box<dyn Source> = match &config.source {
-            SourceConfig::Generator(g) => Box::new(GeneratorSource::new(g.clone(), resume_source)?),
+            SourceConfig::Generator(g) => {
+                Box::new(GeneratorSource::resume(g, resumed.as_ref(), config.allowed_lateness_ms)?)
+            }
             SourceConfig::Files(paths) => {
                 Box::new(FileSource::new(paths, config.max_record_bytes, resume_source)?)
             }
-            SourceConfig::Kafka(k) => {
-                Box::new(KafkaSource::new(k.clone(), &config.pipeline_id, resume_source, metrics.clone())?)
-            }
+            SourceConfig::Kafka(k) => Box::new(
+                KafkaSource::new(k.clone(), &config.pipeline_id, resume_source, metrics.clone())?
+                    .with_max_record_bytes(config.max_record_bytes),
+            ),
         };
         let watermarks = Watermarks::new(
             config.watermark_delay_ms,
@@ -145,6 +150,7 @@ impl Pipeline {
             pending: Totals::default(),
             dirty: false,
             max_record_bytes: config.max_record_bytes,
+            event_time: EventTimeBounds::new(config.max_future_ms, config.window_ms),
             batch_size: config.batch_size,
             checkpoint_interval: config.checkpoint_interval,
             clock: config.clock.clone(),
@@ -221,7 +227,7 @@ impl Pipeline {
         let received_at = self.clock.wall_ms();
         let mut wm = self.watermarks.current();
         let (mut accepted, mut late) = (0u64, 0u64);
-        let mut dead = [0u64; 7];
+        let mut dead = [0u64; Reason::ALL.len()];
         for (i, rec) in batch.records().iter().enumerate() {
             while let Some((_, event)) = events.next_if(|(at, _)| *at <= i) {
                 self.apply(*event, now);
@@ -230,7 +236,7 @@ impl Pipeline {
             let decoded = if rec.len > self.max_record_bytes as u64 {
                 Err(DecodeError::Oversized { size: rec.len as usize, limit: self.max_record_bytes })
             } else {
-                decode(payload, self.max_record_bytes)
+                decode(payload, self.max_record_bytes).and_then(|pv| self.event_time.check(pv, received_at))
             };
             match decoded {
                 Ok(pv) => {

@@ -402,7 +402,7 @@ mod recovery_tests {
             pipeline: "t".into(),
             seq,
             created_at: String::new(),
-            source: SourceCheckpoint::Generator { seed: 1, start_ms: 0, next_seq: 0 },
+            source: SourceCheckpoint::Generator { seed: 1, start_ms: 0, next_seq: 0, shift_ms: 0 },
             watermark: pageviews_core::commit::NO_WATERMARK,
             partitions: BTreeMap::new(),
             window_ms: 60_000,

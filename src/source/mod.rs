@@ -20,7 +20,7 @@ use thiserror::Error;
 pub use pageviews_core::commit::{FilePosition, SourceCheckpoint};
 
 pub use file::FileSource;
-pub use generator::{GeneratorConfig, GeneratorSource};
+pub use generator::{GeneratorConfig, GeneratorSource, GeneratorSpec};
 pub use kafka::{KafkaConfig, KafkaSource};
 
 /// One record inside a [`Batch`]: where its bytes are and where it came from.
@@ -78,6 +78,17 @@ impl Batch {
         self.data.extend_from_slice(prefix);
         let end = self.data.len();
         self.records.push(Record { partition, position, len, start, end });
+    }
+
+    /// Appends a record, or when it is longer than `max_bytes` only the prefix a dead letter
+    /// keeps, with its full length: an oversized record is never copied whole.
+    pub fn push_capped(&mut self, partition: u32, position: u64, payload: &[u8], max_bytes: usize) {
+        if payload.len() > max_bytes {
+            let keep = max_bytes.min(crate::event::OVERSIZED_KEEP);
+            self.push_truncated(partition, position, &payload[..keep], payload.len() as u64);
+        } else {
+            self.push(partition, position, payload);
+        }
     }
 
     /// Appends a record whose bytes `write` appends to the buffer (no intermediate copy).
@@ -165,6 +176,12 @@ pub enum SourceError {
     NoTopic {
         /// The topic.
         topic: String,
+    },
+    /// The generator's stream left the years the tables can hold.
+    #[error("the generator's record {seq} would be stamped outside years 0000..=9999; give an earlier --start-time or a smaller --count")]
+    GeneratorRange {
+        /// The first record out of range.
+        seq: u64,
     },
     /// An input changed under us since the checkpoint (for example truncated).
     #[error(

@@ -66,6 +66,8 @@ pub fn produce_to(brokers: &str, topic: &str, generator: GeneratorConfig, bad_ra
 
 /// Creates a topic with Kafka's own kafka-topics tool.
 pub fn create_topic(topic: &str, partitions: u32) {
+    // The broker must be up first; a test may create a topic before anything else.
+    let _ = broker();
     let status = std::process::Command::new(workspace().join("scripts/kafka-local"))
         .current_dir(workspace())
         .args(["topics", "--create", "--topic", topic, "--partitions", &partitions.to_string()])

@@ -48,6 +48,8 @@ pub fn command(exe: &str) -> std::process::Command {
         "PAGEVIEWS_OUTPUT",
         "PAGEVIEWS_HTTP",
         "PAGEVIEWS_PIPELINE_ID",
+        "PAGEVIEWS_LOG_FORMAT",
+        "PAGEVIEWS_MAX_FUTURE",
     ] {
         cmd.env_remove(var);
     }

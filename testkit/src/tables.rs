@@ -98,18 +98,21 @@ pub fn audit(root: &Path) -> pageviews::verify::Report {
     pageviews::verify::verify(&storage).expect("verify runs")
 }
 
-/// What the newest checkpoint under `root` committed (zeros before the first). Committed
-/// rows may still sit in files that have not rolled, so this, not the visible rows, is
-/// what a test of a running pipeline waits for.
-pub fn committed(root: &Path) -> Totals {
+/// The newest committed manifest under a local `root`, if any.
+pub fn newest_manifest(root: &Path) -> Option<Manifest> {
     files(&root.join("_checkpoints"))
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .max()
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
-        .map(|m| m.totals)
-        .unwrap_or_default()
+}
+
+/// What the newest checkpoint under `root` committed (zeros before the first). Committed
+/// rows may still sit in files that have not rolled, so this, not the visible rows, is
+/// what a test of a running pipeline waits for.
+pub fn committed(root: &Path) -> Totals {
+    newest_manifest(root).map(|m| m.totals).unwrap_or_default()
 }
 
 /// Number of committed manifests under `root`.

@@ -156,6 +156,11 @@ pub enum SourceCheckpoint {
         start_ms: i64,
         /// Next sequence number.
         next_seq: u64,
+        /// How far the event time of records from `next_seq` on is moved past their nominal
+        /// time: a run continuing a stream whose bounded end emitted every window starts
+        /// after those windows. 0 for a stream never continued that way.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        shift_ms: i64,
     },
     /// A Kafka topic: the next offset to read per partition.
     Kafka {
@@ -193,6 +198,10 @@ mod partition_keys {
             })
             .collect()
     }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// How far one input file has been consumed.
