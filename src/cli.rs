@@ -188,6 +188,12 @@ pub struct RunArgs {
     #[arg(long, env = "PAGEVIEWS_MAX_FUTURE", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub max_future: Duration,
 
+    /// How long a storage call is retried in place when it fails for a reason that passes
+    /// (timeouts, refused or reset connections, 5xx, S3's SlowDown) before the run stops.
+    /// Failures that do not pass (access denied, no such bucket, disk full) stop it at once.
+    #[arg(long, env = "PAGEVIEWS_STORAGE_RETRY_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub storage_retry_timeout: Duration,
+
     /// Names this pipeline's checkpoints and files; two pipelines may share an --output
     /// only with different ids.
     #[arg(long, env = "PAGEVIEWS_PIPELINE_ID", default_value = "pageviews", value_name = "ID")]
@@ -473,6 +479,7 @@ impl RunArgs {
         config.max_record_bytes =
             usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
         config.max_future_ms = millis(self.max_future, "--max-future")?;
+        config.storage_retry_timeout = self.storage_retry_timeout;
         config.http = http;
         Ok(config)
     }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pageviews_core::commit::{CheckpointError, Totals};
-use pageviews_core::storage::{S3Env, Storage, StorageError, MIN_PART_BYTES};
+use pageviews_core::storage::{RetryPolicy, S3Env, Storage, StorageError, MIN_PART_BYTES};
 use pageviews_core::table::Format;
 use thiserror::Error;
 use tracing::info;
@@ -92,6 +92,9 @@ pub struct PipelineConfig {
     pub clock: Arc<dyn Clock>,
     /// The `AWS_*` settings an s3:// output is opened with (the process's, unless given).
     pub s3_env: S3Env,
+    /// How long a storage call is retried after failures that pass (timeouts, 5xx,
+    /// throttling, refused connections) before the run stops.
+    pub storage_retry_timeout: Duration,
 }
 
 impl PipelineConfig {
@@ -119,6 +122,7 @@ impl PipelineConfig {
             batch_size: 8192,
             clock: Arc::new(SystemClock::new()),
             s3_env: S3Env::process(),
+            storage_retry_timeout: RetryPolicy::default().timeout,
         }
     }
 }
@@ -239,7 +243,9 @@ pub fn start(
         .enable_all()
         .build()
         .map_err(PipelineError::Runtime)?;
-    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?;
+    let retries = RetryPolicy { timeout: config.storage_retry_timeout, ..RetryPolicy::default() };
+    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?
+        .with_retries(retries, metrics.clone());
     if storage.is_object_store() && config.part_bytes < MIN_PART_BYTES {
         return Err(PipelineError::Incompatible(format!(
             "object stores need upload parts of at least {} MiB; raise --part-size",
