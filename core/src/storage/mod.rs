@@ -87,8 +87,8 @@ pub enum StorageError {
         op: &'static str,
         /// The path, relative to the table root.
         path: String,
-        /// The store's error.
-        source: object_store::Error,
+        /// The store's error (boxed: it is large and rare).
+        source: Box<object_store::Error>,
     },
     /// The store does not implement an optional call.
     #[error("{what} is not implemented by this store: {reason}")]
@@ -112,8 +112,12 @@ impl StorageError {
                 object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists(path),
                 _ if text.contains("NoSuchBucket") => StorageError::NoSuchBucket { op, path },
                 object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. } => StorageError::Denied { op, path, source },
-                _ if text.contains("status code: 403") => StorageError::Denied { op, path, source },
+                | object_store::Error::Unauthenticated { .. } => {
+                    StorageError::Denied { op, path, source: Box::new(source) }
+                }
+                _ if text.contains("status code: 403") => {
+                    StorageError::Denied { op, path, source: Box::new(source) }
+                }
                 source => StorageError::Store { op, path, source },
             }
         }
