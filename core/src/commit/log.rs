@@ -309,17 +309,24 @@ async fn read_lease(storage: &Storage, path: &Path) -> Result<Option<Lease>, Che
     }
 }
 
-/// Creates the facts file, or reads it and checks this run agrees with it.
+/// Reads the facts file, or creates it. Reading first matters on a store that does not
+/// fence (s3rver), where a create-only put of an existing key replaces it: a second
+/// instance must learn the pipeline's facts, not overwrite them, before its lease is refused.
 async fn settle_facts(storage: &Storage, pipeline: &str, facts: &Facts) -> Result<Facts, CheckpointError> {
     let path = facts_path(pipeline);
-    let json = serde_json::to_vec_pretty(facts)
-        .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
-    match storage.put_new(&path, Bytes::from(json)).await {
-        Ok(()) => return Ok(facts.clone()),
-        Err(StorageError::AlreadyExists(_)) => {}
+    let bytes = match storage.get(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => {
+            let json = serde_json::to_vec_pretty(facts)
+                .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
+            match storage.put_new(&path, Bytes::from(json)).await {
+                Ok(()) => return Ok(facts.clone()),
+                Err(StorageError::AlreadyExists(_)) => storage.get(&path).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
         Err(e) => return Err(e.into()),
-    }
-    let bytes = storage.get(&path).await?;
+    };
     let stored: Facts = serde_json::from_slice(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
     if stored.version != LOG_VERSION {
