@@ -213,8 +213,9 @@ fn an_oversized_kafka_record_is_handed_out_cut_to_the_prefix_its_dead_letter_kee
     let config = kafka_config(&topic, &group, std::path::Path::new("/unused"), true);
     let pageviews::SourceConfig::Kafka(k) = config.source else { unreachable!() };
     let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new());
-    let mut source =
-        KafkaSource::new(k, &unique("member"), pageviews_testkit::kafka::no_restore(), metrics).unwrap().with_max_record_bytes(1024);
+    let mut source = KafkaSource::new(k, &unique("member"), pageviews_testkit::kafka::no_restore(), metrics)
+        .unwrap()
+        .with_max_record_bytes(1024);
     let mut batch = Batch::default();
     let mut got = Vec::new();
     wait_for("both records", Duration::from_secs(30), || {

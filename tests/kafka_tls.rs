@@ -59,7 +59,12 @@ fn a_consumer_with_ssl_settings_is_created() {
         if protocol == "SASL_SSL" {
             options.extend([("sasl.mechanism", "PLAIN"), ("sasl.username", "u"), ("sasl.password", "p")]);
         }
-        let source = KafkaSource::new(tls_config(&options), "tls-test", pageviews_testkit::kafka::no_restore(), Arc::new(Metrics::new()));
+        let source = KafkaSource::new(
+            tls_config(&options),
+            "tls-test",
+            pageviews_testkit::kafka::no_restore(),
+            Arc::new(Metrics::new()),
+        );
         if let Err(e) = source {
             panic!("{protocol}: the consumer must be created: {}", pageviews::core::error_chain(&e));
         }
@@ -71,10 +76,15 @@ fn an_unreadable_ca_file_is_refused_with_its_path() {
     // Through the library: librdkafka's own refusal, at creation.
     let missing = "/nonexistent/pageviews/ca.pem";
     let options = [("security.protocol", "SSL"), ("ssl.ca.location", missing)];
-    let err = KafkaSource::new(tls_config(&options), "tls-test", pageviews_testkit::kafka::no_restore(), Arc::new(Metrics::new()))
-        .err()
-        .map(|e| pageviews::core::error_chain(&e))
-        .expect("a missing CA file must fail");
+    let err = KafkaSource::new(
+        tls_config(&options),
+        "tls-test",
+        pageviews_testkit::kafka::no_restore(),
+        Arc::new(Metrics::new()),
+    )
+    .err()
+    .map(|e| pageviews::core::error_chain(&e))
+    .expect("a missing CA file must fail");
     assert!(err.contains("ssl.ca.location"), "{err}");
     assert!(!err.contains("not available at build time"), "{err}");
 

@@ -27,7 +27,8 @@ fn generator_position(out: &Path) -> (u64, i64) {
 
 /// The stream the pipeline under `out` was created with (its facts).
 fn generator_stream(out: &Path) -> (u64, i64) {
-    let bytes = std::fs::read(out.join("_checkpoints/pageviews/pipeline.json")).expect("the pipeline's facts");
+    let bytes =
+        std::fs::read(out.join("_checkpoints/pageviews/pipeline.json")).expect("the pipeline's facts");
     match serde_json::from_slice::<Facts>(&bytes).expect("facts parse").source {
         SourceIdentity::Generator { seed, start_ms } => (seed, start_ms),
         other => panic!("a generator pipeline expected, found {other:?}"),

@@ -185,7 +185,11 @@ fn kill_9_with_a_multipart_upload_open_recovers_exactly_once_and_aborts_the_orph
     let started = Instant::now();
     run_to_end(&args);
     eprintln!("restart ran to the end in {:?}", started.elapsed());
-    assert!(uploads(&rt, &storage).is_empty(), "recovery completed or aborted every upload");
+    let left = uploads(&rt, &storage);
+    assert!(
+        left.is_empty(),
+        "recovery completed or aborted every upload: {left:?} (before: {open_before:?})"
+    );
     assert!(
         objects(&rt, &storage).iter().all(|o| !o.starts_with("_staging/")),
         "no staged object left: {:?}",
@@ -341,7 +345,10 @@ fn create_only_writes_are_refused_the_second_time_except_on_s3rver() {
     rt.block_on(storage.put_new(&path, bytes::Bytes::from_static(b"a"))).unwrap();
     let second = rt.block_on(storage.put_new(&path, bytes::Bytes::from_static(b"b")));
     if s3::server() == "s3rver" {
-        assert!(second.is_ok(), "s3rver started fencing: {second:?}; the lease may no longer be needed there");
+        assert!(
+            second.is_ok(),
+            "s3rver started fencing: {second:?}; the lease may no longer be needed there"
+        );
     } else {
         assert!(
             matches!(second, Err(pageviews::core::storage::StorageError::AlreadyExists(_))),
@@ -395,7 +402,10 @@ fn on_a_store_that_does_not_fence_a_second_instance_is_refused_while_the_first_r
     let mut first_log = String::new();
     log.reopen().unwrap().read_to_string(&mut first_log).unwrap();
     assert!(status.success(), "{first_log}");
-    assert!(first_log.contains("does not fence"), "the first instance says why a lease is taken:\n{first_log}");
+    assert!(
+        first_log.contains("does not fence"),
+        "the first instance says why a lease is taken:\n{first_log}"
+    );
     let report = pageviews::verify::verify(&storage).unwrap();
     assert!(report.is_clean(), "{report}");
 }

@@ -36,10 +36,9 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let wall = config.clock.wall_ms();
         let (identity, partitions) = match &config.source {
-            SourceConfig::Generator(g) => (
-                SourceIdentity::Generator { seed: g.stream.seed, start_ms: g.stream.start_ms },
-                1,
-            ),
+            SourceConfig::Generator(g) => {
+                (SourceIdentity::Generator { seed: g.stream.seed, start_ms: g.stream.start_ms }, 1)
+            }
             SourceConfig::Files(paths) => (SourceIdentity::Files { paths: paths.clone() }, 1),
             SourceConfig::Kafka(k) => {
                 (SourceIdentity::Kafka { topic: k.topic.clone() }, crate::source::kafka::partition_count(k)?)
@@ -119,12 +118,10 @@ impl Pipeline {
                     .collect();
                 Box::new(FileSource::new(inputs, config.max_record_bytes))
             }
-            SourceConfig::Kafka(k) => {
-                Box::new(
-                    KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?
-                        .with_max_record_bytes(config.max_record_bytes),
-                )
-            }
+            SourceConfig::Kafka(k) => Box::new(
+                KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?
+                    .with_max_record_bytes(config.max_record_bytes),
+            ),
         };
         let exchange = match &config.source {
             SourceConfig::Kafka(k) => {

@@ -151,6 +151,7 @@ impl Pipeline {
         // Stopping: every file closes, so all that is committed is visible.
         let all: Vec<u32> = self.tasks.keys().copied().collect();
         self.checkpoint(true, &all)?;
+        self.log.lock().map_err(|_| super::checkpoint::poisoned())?.release_lease()?;
         let (version, totals) =
             self.log.lock().map(|l| (l.view().version, l.view().totals())).unwrap_or_default();
         info!(
@@ -308,7 +309,8 @@ impl Pipeline {
             let Some(c) = task.counter.as_ref() else { continue };
             let end = exchange.end_offset(task.partition)?;
             let read = c.exchange_offset.unwrap_or(0);
-            let inputs_done = c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
+            let inputs_done =
+                c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
             if read < end || !inputs_done {
                 return Ok(false);
             }

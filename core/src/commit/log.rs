@@ -245,7 +245,10 @@ impl Log {
     }
 
     /// On a store that does not fence: refuses to run beside another live instance, and
-    /// records this one. `lease_ms` is how long a silent instance counts as live.
+    /// records this one. `lease_ms` is how long a silent instance counts as live. A lease of
+    /// the same instance id is taken over at once: that is the instance restarted (after a
+    /// kill -9 too), as static group membership would have it; its zombie, if any, is refused
+    /// at its next renewal.
     pub fn take_lease(&self, wall_ms: i64, lease_ms: i64) -> Result<(), CheckpointError> {
         if self.fencing {
             return Ok(());
@@ -254,7 +257,8 @@ impl Log {
         let path = lease_path(&self.pipeline);
         storage.block_on(async {
             if let Some(lease) = read_lease(storage, &path).await? {
-                if lease.run != self.run && wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms {
+                let live = wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms;
+                if lease.member != self.member && live {
                     return Err(CheckpointError::Unfenced {
                         pipeline: self.pipeline.clone(),
                         other: lease.member,
@@ -282,6 +286,22 @@ impl Log {
                 }
             }
             self.write_lease(&path, wall_ms).await
+        })
+    }
+
+    /// Gives the lease up on a clean stop (stores that do not fence), so another instance
+    /// may start at once. Only this run's own lease is removed.
+    pub fn release_lease(&self) -> Result<(), CheckpointError> {
+        if self.fencing {
+            return Ok(());
+        }
+        let storage = &self.storage;
+        let path = lease_path(&self.pipeline);
+        storage.block_on(async {
+            match read_lease(storage, &path).await? {
+                Some(lease) if lease.run == self.run => Ok(storage.delete(&path).await?),
+                _ => Ok(()),
+            }
         })
     }
 
