@@ -26,6 +26,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::event::Reason;
+use pageviews_core::storage::StorageObserver;
 use pageviews_core::table::Table;
 
 /// Label set naming a table.
@@ -87,6 +88,10 @@ pub struct Metrics {
     pub kafka_offset_resets: Family<OffsetResetLabel, Counter>,
     /// The configured checkpoint interval, so alerts can judge checkpoint age against it.
     pub checkpoint_interval: Gauge<f64, AtomicU64>,
+    /// 1 while storage calls are failing and being retried, else 0.
+    pub storage_retrying: Gauge,
+    /// Storage calls tried again after a failure that passes.
+    pub storage_retries: Counter,
 }
 
 /// Labels of [`Metrics::kafka_offset_resets`].
@@ -124,6 +129,8 @@ impl Metrics {
             kafka_consumer_lag: Family::default(),
             kafka_offset_resets: Family::default(),
             checkpoint_interval: Gauge::default(),
+            storage_retrying: Gauge::default(),
+            storage_retries: Counter::default(),
             registry: Registry::default(),
             pipeline: pipeline.to_string(),
         };
@@ -188,7 +195,17 @@ impl Metrics {
         r.register(
             "pageviews_kafka_offset_resets",
             "Checkpoint positions that did not fit their Kafka partition (topic recreated or truncated), by --on-offset-reset decision",
-            m.kafka_offset_resets.clone(),
+            m.kafka_offset_resets.clone()
+        );
+        r.register(
+            "pageviews_storage_retrying",
+            "1 while storage calls fail for a passing reason (timeouts, 5xx, throttling, refused connections) and are retried",
+            m.storage_retrying.clone(),
+        );
+        r.register(
+            "pageviews_storage_retries",
+            "Storage calls tried again after a failure that passes",
+            m.storage_retries.clone(),
         );
         // Zero-valued series exist from the start, so dashboards and rate() see every label.
         for reason in Reason::ALL {
@@ -245,5 +262,17 @@ mod tests {
         }
         let build = format!("pageviews_build_info{{pipeline=\"eu-1\",version=\"{VERSION}\"}} 1");
         assert!(samples.contains(&build.as_str()), "{text}");
+    }
+}
+
+/// Storage outages, reported by `pageviews-core`'s retry loop (which does not know
+/// prometheus-client).
+impl StorageObserver for Metrics {
+    fn retry(&self, _op: &'static str) {
+        self.storage_retries.inc();
+    }
+
+    fn outage(&self, ongoing: bool) {
+        self.storage_retrying.set(i64::from(ongoing));
     }
 }

@@ -77,7 +77,7 @@ fn every_dashboard_query_returns_data_and_no_alert_fires() {
     // steady stream with a few malformed records, under the dead-letter alert's 1%).
     let generator = start(
         PipelineConfig::new(
-            SourceConfig::Generator(stream(1, 500)),
+            SourceConfig::Generator(stream(1, 500).into()),
             dir.path().join("gen").display().to_string(),
         ),
         &unique("dash-gen"),

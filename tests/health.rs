@@ -35,7 +35,7 @@ fn healthz_fails_after_three_intervals_without_a_checkpoint_and_recovers_when_th
     // blocked on a hung store or source would be.
     clock.hold_at(5_000);
     let mut config =
-        PipelineConfig::new(SourceConfig::Generator(generator), dir.path().display().to_string());
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), dir.path().display().to_string());
     config.checkpoint_interval = Duration::from_secs(1);
     config.clock = clock.clone();
     config.http = Some("127.0.0.1:0".parse().unwrap());

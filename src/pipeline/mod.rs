@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pageviews_core::commit::{CheckpointError, Totals};
-use pageviews_core::storage::{S3Env, Storage, StorageError, MIN_PART_BYTES};
+use pageviews_core::storage::{RetryPolicy, S3Env, Storage, StorageError, MIN_PART_BYTES};
 use pageviews_core::table::Format;
 use thiserror::Error;
 use tracing::info;
@@ -35,13 +35,13 @@ use tracing::info;
 use crate::clock::{Clock, SystemClock};
 use crate::http::{HttpState, Status, DEFAULT_HEADER_READ_TIMEOUT};
 use crate::metrics::{Metrics, VERSION};
-use crate::source::{GeneratorConfig, KafkaConfig, SourceError};
+use crate::source::{GeneratorSpec, KafkaConfig, SourceError};
 
 /// Where records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
-    /// The built-in generator.
-    Generator(GeneratorConfig),
+    /// The built-in generator (a resumed run continues the checkpoint's stream).
+    Generator(GeneratorSpec),
     /// JSON-lines files (`-` is stdin), read in order.
     Files(Vec<String>),
     /// A Kafka topic, as a consumer group member.
@@ -84,6 +84,9 @@ pub struct PipelineConfig {
     pub partition_commit_delay_ms: i64,
     /// Larger records are dead letters.
     pub max_record_bytes: usize,
+    /// Events more than this far ahead of the wall clock are dead letters
+    /// (`future_timestamp`), so they never move a watermark.
+    pub max_future_ms: i64,
     /// Where to serve `/metrics`, `/healthz`, `/api/status` and `/`; `None` serves nothing.
     pub http: Option<SocketAddr>,
     /// How long an HTTP client may take to send a request's headers before it is
@@ -99,6 +102,9 @@ pub struct PipelineConfig {
     pub instance_id: String,
     /// Workers in this process, each over its own partitions.
     pub workers: usize,
+    /// How long a storage call is retried after failures that pass (timeouts, 5xx,
+    /// throttling, refused connections) before the run stops.
+    pub storage_retry_timeout: Duration,
 }
 
 impl PipelineConfig {
@@ -121,6 +127,7 @@ impl PipelineConfig {
             row_group_rows: 1 << 17,
             partition_commit_delay_ms: 0,
             max_record_bytes: 1 << 20,
+            max_future_ms: crate::event::DEFAULT_MAX_FUTURE.as_millis() as i64,
             http: None,
             http_header_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             batch_size: 8192,
@@ -128,6 +135,7 @@ impl PipelineConfig {
             s3_env: S3Env::process(),
             instance_id: "0".into(),
             workers: 1,
+            storage_retry_timeout: RetryPolicy::default().timeout,
         }
     }
 }
@@ -136,8 +144,8 @@ impl SourceConfig {
     /// The source in words, for the status page.
     pub fn describe(&self) -> String {
         match self {
-            SourceConfig::Generator(g) if g.rate == 0 => "generator (unthrottled)".to_string(),
-            SourceConfig::Generator(g) => format!("generator ({} events/s)", g.rate),
+            SourceConfig::Generator(g) if g.stream.rate == 0 => "generator (unthrottled)".to_string(),
+            SourceConfig::Generator(g) => format!("generator ({} events/s)", g.stream.rate),
             SourceConfig::Files(paths) => format!("files {}", paths.join(", ")),
             SourceConfig::Kafka(k) => format!("Kafka topic {} at {} (group {})", k.topic, k.brokers, k.group),
         }
@@ -268,7 +276,9 @@ pub fn start(
         .enable_all()
         .build()
         .map_err(PipelineError::Runtime)?;
-    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?;
+    let retries = RetryPolicy { timeout: config.storage_retry_timeout, ..RetryPolicy::default() };
+    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?
+        .with_retries(retries, metrics.clone());
     if storage.is_object_store() && config.part_bytes < MIN_PART_BYTES {
         return Err(PipelineError::Incompatible(format!(
             "object stores need upload parts of at least {} MiB; raise --part-size",

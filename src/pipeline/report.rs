@@ -62,7 +62,7 @@ fn rows_per_second(recent: &[CheckpointStatus], table: Table) -> f64 {
 /// a file's byte offset.
 fn position_number(position: &Position) -> u64 {
     match position {
-        Position::Generator { next_seq } => *next_seq,
+        Position::Generator { next_seq, .. } => *next_seq,
         Position::Kafka { offset, .. } => (*offset).max(0) as u64,
         Position::File { offset, .. } => *offset,
     }
