@@ -241,6 +241,18 @@ impl Metrics {
     }
 }
 
+/// Storage outages, reported by `pageviews-core`'s retry loop (which does not know
+/// prometheus-client).
+impl StorageObserver for Metrics {
+    fn retry(&self, _op: &'static str) {
+        self.storage_retries.inc();
+    }
+
+    fn outage(&self, ongoing: bool) {
+        self.storage_retrying.set(i64::from(ongoing));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,17 +274,5 @@ mod tests {
         }
         let build = format!("pageviews_build_info{{pipeline=\"eu-1\",version=\"{VERSION}\"}} 1");
         assert!(samples.contains(&build.as_str()), "{text}");
-    }
-}
-
-/// Storage outages, reported by `pageviews-core`'s retry loop (which does not know
-/// prometheus-client).
-impl StorageObserver for Metrics {
-    fn retry(&self, _op: &'static str) {
-        self.storage_retries.inc();
-    }
-
-    fn outage(&self, ongoing: bool) {
-        self.storage_retrying.set(i64::from(ongoing));
     }
 }
