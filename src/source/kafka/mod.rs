@@ -19,13 +19,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Message};
+use rdkafka::Message;
 use tracing::{info, warn};
+
+mod offsets;
+mod rebalance;
+
+pub use offsets::OffsetReset;
+use rebalance::{Context, Shared};
 
 use super::{Batch, PartitionEvent, Poll, Position, Restore, Restored, Source, SourceError};
 use crate::metrics::{Metrics, PartitionLabel};
@@ -47,189 +51,12 @@ pub struct KafkaConfig {
     pub on_offset_reset: OffsetReset,
 }
 
-/// What to do when a committed position is outside the partition's offsets, or the record
-/// before it is not the one read (the topic was deleted and created again, or truncated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum OffsetReset {
-    /// Stop with an error naming the topic, partition and offsets.
-    #[default]
-    Fail,
-    /// Read the partition from its first offset.
-    Earliest,
-    /// Read only what arrives from now on.
-    Latest,
-}
-
-impl OffsetReset {
-    fn label(self) -> &'static str {
-        match self {
-            OffsetReset::Fail => "fail",
-            OffsetReset::Earliest => "earliest",
-            OffsetReset::Latest => "latest",
-        }
-    }
-}
-
 /// Applies user-given librdkafka properties last, so they override the built-in ones.
 pub fn with_options(mut config: ClientConfig, options: &[(String, String)]) -> ClientConfig {
     for (key, value) in options {
         config.set(key, value);
     }
     config
-}
-
-/// Rebalance news from the callback, handed to the source on the pipeline thread.
-#[derive(Default)]
-struct Shared {
-    /// Next offset per partition: the committed state's, then advanced by every record
-    /// handed out.
-    positions: BTreeMap<i32, i64>,
-    assigned: Vec<i32>,
-    /// Claims and restored states of assigned partitions, until the pipeline takes them.
-    restored: BTreeMap<i32, Restored>,
-    /// Restoring assigned partitions failed: the pipeline stops with this.
-    restore_error: Option<String>,
-    /// Partitions this instance was fenced out of: their records are dropped until they are
-    /// assigned again.
-    fenced: std::collections::BTreeSet<i32>,
-    /// Partitions assigned to this instance now.
-    owned: std::collections::BTreeSet<i32>,
-    /// The group has assigned this member its partitions at least once (maybe none).
-    assigned_once: bool,
-    /// Partitions were revoked and the assignment that follows (under the eager protocol,
-    /// every rebalance revokes everything first) has not come yet: holding nothing now does
-    /// not mean this member is done.
-    awaiting_assignment: bool,
-    /// When this member's assignment last changed (assigned, or given up).
-    changed_at: Option<Instant>,
-    /// Timestamp of the last record read per partition (the position's fingerprint).
-    last_ts: BTreeMap<i32, i64>,
-    /// Restored partitions whose first record must be the one read last: (its offset, its
-    /// timestamp). The partition was sought one record back to check it.
-    verify: BTreeMap<i32, (i64, i64)>,
-    /// Restored positions outside their partition's offsets, to decide on the pipeline
-    /// thread: (partition, position, low, high).
-    out_of_range: Vec<(i32, i64, i64, i64)>,
-    revoked: Vec<i32>,
-    revoke_pending: bool,
-    /// The source is being dropped: librdkafka's close revokes everything and waits for the
-    /// unassign, and no checkpoint can come any more (the pipeline took its last one), so a
-    /// revocation is honoured at once.
-    closing: bool,
-}
-
-/// librdkafka callbacks: rebalances and statistics.
-struct Context {
-    topic: String,
-    shared: Arc<Mutex<Shared>>,
-    metrics: Arc<Metrics>,
-    /// Claims and restores partitions as they are assigned, before they are read.
-    restorer: Mutex<Box<dyn Restore>>,
-}
-
-impl ClientContext for Context {
-    fn stats(&self, stats: Statistics) {
-        let Some(topic) = stats.topics.get(&self.topic) else { return };
-        for (partition, p) in &topic.partitions {
-            if *partition >= 0 && p.consumer_lag >= 0 {
-                let label = PartitionLabel { topic: self.topic.clone(), partition: *partition };
-                self.metrics.kafka_consumer_lag.get_or_create(&label).set(p.consumer_lag);
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        // Transport errors repeat every few seconds during an outage; the source logs the
-        // outage once, so keep these at debug.
-        tracing::debug!(%error, reason, "librdkafka");
-    }
-}
-
-impl ConsumerContext for Context {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let Ok(mut shared) = self.shared.lock() else { return };
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                // Claim the partitions and restore their committed state before a record is
-                // read, so each is read from where its newest commit (by any instance) ends.
-                let partitions: Vec<u32> = tpl.elements().iter().map(|e| e.partition() as u32).collect();
-                let restored = match self.restorer.lock() {
-                    Ok(mut restorer) => restorer.restore(&partitions).map_err(|e| e.to_string()),
-                    Err(_) => Err("the restorer panicked".to_string()),
-                };
-                shared.assigned_once = true;
-                shared.awaiting_assignment = false;
-                shared.changed_at = Some(Instant::now());
-                let seeded = tpl.clone();
-                match restored {
-                    Ok(restored) => {
-                        for (partition, r) in restored {
-                            let p = partition as i32;
-                            // A negative offset: committed before any record was read.
-                            let saved = r.state.as_ref().and_then(|s| match s.position {
-                                Position::Kafka { offset, last_ts } if offset >= 0 => Some((offset, last_ts)),
-                                _ => None,
-                            });
-                            if let (Some((offset, last_ts)), Some(mut elem)) =
-                                (saved, seeded.find_partition(&self.topic, p))
-                            {
-                                // A position is trusted only once it fits the partition as it
-                                // is: within its offsets, and after the same record.
-                                let seek = match consumer.fetch_watermarks(&self.topic, p, METADATA_TIMEOUT) {
-                                    Ok((low, high)) if offset < low || offset > high => {
-                                        shared.out_of_range.push((p, offset, low, high));
-                                        offset.clamp(low, high)
-                                    }
-                                    Ok((low, _)) => match last_ts {
-                                        Some(ts) if offset > low => {
-                                            shared.verify.insert(p, (offset - 1, ts));
-                                            offset - 1
-                                        }
-                                        _ => offset,
-                                    },
-                                    Err(e) => {
-                                        warn!(partition = p, error = %e, "cannot check the restored position against the broker");
-                                        offset
-                                    }
-                                };
-                                let _ = elem.set_offset(Offset::Offset(seek));
-                                shared.positions.insert(p, offset);
-                                if let Some(ts) = last_ts {
-                                    shared.last_ts.insert(p, ts);
-                                }
-                            } else {
-                                // Never committed: the group's offset, else the earliest.
-                                shared.positions.remove(&p);
-                            }
-                            shared.fenced.remove(&p);
-                            shared.owned.insert(p);
-                            shared.restored.insert(p, r);
-                            shared.assigned.push(p);
-                        }
-                    }
-                    Err(e) => shared.restore_error = Some(e),
-                }
-                if let Err(e) = consumer.assign(&seeded) {
-                    warn!(error = %e, "cannot assign partitions");
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if shared.closing => {
-                if let Err(e) = consumer.unassign() {
-                    warn!(error = %e, "cannot give up partitions while closing");
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
-                shared.revoke_pending = true;
-                shared.awaiting_assignment = true;
-            }
-            other => {
-                warn!(error = ?other, "rebalance failed; giving up the assignment");
-                shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
-                shared.revoke_pending = true;
-            }
-        }
-    }
 }
 
 /// The Kafka source.
@@ -374,91 +201,6 @@ impl KafkaSource {
             let at = shared.positions.get(p).copied().or_else(|| self.floors.get(p).copied()).unwrap_or(0);
             at >= end
         })
-    }
-
-    /// Whether the record at `offset` of partition `p`, the first since it was restored
-    /// with `check` (offset and timestamp of the record read last), is to be read. A restored partition
-    /// starts one record back, at the record read last: the same timestamp there proves the
-    /// position belongs to this partition, and that record is skipped. A different one means
-    /// the topic was created again: `--on-offset-reset` decides. A gap (compaction) cannot be
-    /// checked, and the record is read.
-    fn verified(
-        &self,
-        p: i32,
-        offset: i64,
-        ts: i64,
-        (expected, want_ts): (i64, i64),
-    ) -> Result<bool, SourceError> {
-        if offset > expected {
-            return Ok(true);
-        }
-        if offset == expected && ts == want_ts {
-            return Ok(false);
-        }
-        let problem = format!(
-            "the record before the checkpoint's position {} has timestamp {ts}, not {want_ts} as when it was read",
-            expected + 1
-        );
-        self.reset(p, expected + 1, problem)?;
-        Ok(false)
-    }
-
-    /// Restored positions outside their partition's offsets: `--on-offset-reset` decides.
-    fn decide_out_of_range(&mut self) -> Result<(), SourceError> {
-        let found = self.shared.lock().map(|mut s| std::mem::take(&mut s.out_of_range)).unwrap_or_default();
-        for (p, offset, low, high) in found {
-            self.reset(
-                p,
-                offset,
-                format!("the checkpoint's position {offset} is outside its offsets [{low}, {high}]"),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Applies `--on-offset-reset` to partition `p`, whose saved position does not fit it:
-    /// an error, or a seek to its first or next offset. Logged and counted either way.
-    fn reset(&self, p: i32, saved: i64, problem: String) -> Result<(), SourceError> {
-        let (topic, policy) = (self.config.topic.clone(), self.config.on_offset_reset);
-        self.metrics
-            .kafka_offset_resets
-            .get_or_create(&crate::metrics::OffsetResetLabel {
-                partition: p,
-                decision: policy.label().into(),
-            })
-            .inc();
-        if policy == OffsetReset::Fail {
-            tracing::error!(
-                topic,
-                partition = p,
-                saved,
-                problem,
-                "the checkpoint's position does not fit the partition"
-            );
-            return Err(SourceError::OffsetReset { topic, partition: p, problem });
-        }
-        let (low, high) = self
-            .consumer
-            .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
-            .map_err(|e| kafka_error(&self.config, "fetch the partition's offsets", e))?;
-        let to = if policy == OffsetReset::Earliest { low } else { high };
-        warn!(
-            topic,
-            partition = p,
-            saved,
-            to,
-            problem,
-            decision = policy.label(),
-            "--on-offset-reset: reading the partition from {to}"
-        );
-        self.consumer
-            .seek(&topic, p, Offset::Offset(to), METADATA_TIMEOUT)
-            .map_err(|e| kafka_error(&self.config, "seek to the reset position", e))?;
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.positions.insert(p, to);
-            shared.last_ts.remove(&p);
-        }
-        Ok(())
     }
 
     /// Logs an outage once, then every minute while it lasts.

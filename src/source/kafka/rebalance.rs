@@ -1,0 +1,173 @@
+//! The librdkafka side of the Kafka source: what the rebalance callback does (claim and
+//! restore assigned partitions, check their positions against the broker, note
+//! revocations) and the state it shares with the source on the pipeline thread.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tracing::warn;
+
+use super::METADATA_TIMEOUT;
+use crate::metrics::{Metrics, PartitionLabel};
+use crate::source::{Position, Restore, Restored};
+
+/// Rebalance news from the callback, handed to the source on the pipeline thread.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Next offset per partition: the committed state's, then advanced by every record
+    /// handed out.
+    pub(super) positions: BTreeMap<i32, i64>,
+    pub(super) assigned: Vec<i32>,
+    /// Claims and restored states of assigned partitions, until the pipeline takes them.
+    pub(super) restored: BTreeMap<i32, Restored>,
+    /// Restoring assigned partitions failed: the pipeline stops with this.
+    pub(super) restore_error: Option<String>,
+    /// Partitions this instance was fenced out of: their records are dropped until they are
+    /// assigned again.
+    pub(super) fenced: std::collections::BTreeSet<i32>,
+    /// Partitions assigned to this instance now.
+    pub(super) owned: std::collections::BTreeSet<i32>,
+    /// The group has assigned this member its partitions at least once (maybe none).
+    pub(super) assigned_once: bool,
+    /// Partitions were revoked and the assignment that follows (under the eager protocol,
+    /// every rebalance revokes everything first) has not come yet: holding nothing now does
+    /// not mean this member is done.
+    pub(super) awaiting_assignment: bool,
+    /// When this member's assignment last changed (assigned, or given up).
+    pub(super) changed_at: Option<Instant>,
+    /// Timestamp of the last record read per partition (the position's fingerprint).
+    pub(super) last_ts: BTreeMap<i32, i64>,
+    /// Restored partitions whose first record must be the one read last: (its offset, its
+    /// timestamp). The partition was sought one record back to check it.
+    pub(super) verify: BTreeMap<i32, (i64, i64)>,
+    /// Restored positions outside their partition's offsets, to decide on the pipeline
+    /// thread: (partition, position, low, high).
+    pub(super) out_of_range: Vec<(i32, i64, i64, i64)>,
+    pub(super) revoked: Vec<i32>,
+    pub(super) revoke_pending: bool,
+    /// The source is being dropped: librdkafka's close revokes everything and waits for the
+    /// unassign, and no checkpoint can come any more (the pipeline took its last one), so a
+    /// revocation is honoured at once.
+    pub(super) closing: bool,
+}
+
+/// librdkafka callbacks: rebalances and statistics.
+pub(super) struct Context {
+    pub(super) topic: String,
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Claims and restores partitions as they are assigned, before they are read.
+    pub(super) restorer: Mutex<Box<dyn Restore>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else { return };
+        for (partition, p) in &topic.partitions {
+            if *partition >= 0 && p.consumer_lag >= 0 {
+                let label = PartitionLabel { topic: self.topic.clone(), partition: *partition };
+                self.metrics.kafka_consumer_lag.get_or_create(&label).set(p.consumer_lag);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Transport errors repeat every few seconds during an outage; the source logs the
+        // outage once, so keep these at debug.
+        tracing::debug!(%error, reason, "librdkafka");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let Ok(mut shared) = self.shared.lock() else { return };
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Claim the partitions and restore their committed state before a record is
+                // read, so each is read from where its newest commit (by any instance) ends.
+                let partitions: Vec<u32> = tpl.elements().iter().map(|e| e.partition() as u32).collect();
+                let restored = match self.restorer.lock() {
+                    Ok(mut restorer) => restorer.restore(&partitions).map_err(|e| e.to_string()),
+                    Err(_) => Err("the restorer panicked".to_string()),
+                };
+                shared.assigned_once = true;
+                shared.awaiting_assignment = false;
+                shared.changed_at = Some(Instant::now());
+                let seeded = tpl.clone();
+                match restored {
+                    Ok(restored) => {
+                        for (partition, r) in restored {
+                            let p = partition as i32;
+                            // A negative offset: committed before any record was read.
+                            let saved = r.state.as_ref().and_then(|s| match s.position {
+                                Position::Kafka { offset, last_ts } if offset >= 0 => Some((offset, last_ts)),
+                                _ => None,
+                            });
+                            if let (Some((offset, last_ts)), Some(mut elem)) =
+                                (saved, seeded.find_partition(&self.topic, p))
+                            {
+                                // A position is trusted only once it fits the partition as it
+                                // is: within its offsets, and after the same record.
+                                let seek = match consumer.fetch_watermarks(&self.topic, p, METADATA_TIMEOUT) {
+                                    Ok((low, high)) if offset < low || offset > high => {
+                                        shared.out_of_range.push((p, offset, low, high));
+                                        offset.clamp(low, high)
+                                    }
+                                    Ok((low, _)) => match last_ts {
+                                        Some(ts) if offset > low => {
+                                            shared.verify.insert(p, (offset - 1, ts));
+                                            offset - 1
+                                        }
+                                        _ => offset,
+                                    },
+                                    Err(e) => {
+                                        warn!(partition = p, error = %e, "cannot check the restored position against the broker");
+                                        offset
+                                    }
+                                };
+                                let _ = elem.set_offset(Offset::Offset(seek));
+                                shared.positions.insert(p, offset);
+                                if let Some(ts) = last_ts {
+                                    shared.last_ts.insert(p, ts);
+                                }
+                            } else {
+                                // Never committed: the group's offset, else the earliest.
+                                shared.positions.remove(&p);
+                            }
+                            shared.fenced.remove(&p);
+                            shared.owned.insert(p);
+                            shared.restored.insert(p, r);
+                            shared.assigned.push(p);
+                        }
+                    }
+                    Err(e) => shared.restore_error = Some(e),
+                }
+                if let Err(e) = consumer.assign(&seeded) {
+                    warn!(error = %e, "cannot assign partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if shared.closing => {
+                if let Err(e) = consumer.unassign() {
+                    warn!(error = %e, "cannot give up partitions while closing");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+                shared.revoke_pending = true;
+                shared.awaiting_assignment = true;
+            }
+            other => {
+                warn!(error = ?other, "rebalance failed; giving up the assignment");
+                shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+                shared.revoke_pending = true;
+            }
+        }
+    }
+}
