@@ -4,6 +4,7 @@
 //! project's scripts start), and waiting for conditions with deadlines.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod bins;
 pub mod fixtures;
 pub mod kafka;
 pub mod s3;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+pub use bins::Binaries;
 pub use fixtures::*;
 pub use tables::*;
 
