@@ -32,6 +32,29 @@ pub struct Status {
     pub totals: pageviews_core::commit::Totals,
     /// The error that stopped the pipeline, if any.
     pub error: Option<String>,
+    /// How current what each kind of reader sees is.
+    pub freshness: Freshness,
+}
+
+/// How far behind the newest event each kind of reader sees is, on `/api/status` and as
+/// `pageviews_freshness_seconds{reader}`. The newest event is the newest `timestamp` among
+/// the page_views rows the reader can see (every valid event is one); behind is the wall
+/// clock minus it, so it includes how far the source itself is behind. Unknown (`null`)
+/// until the pipeline has committed a page view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Freshness {
+    /// `pageviews sql`, which sees every committed row: seconds behind.
+    pub sql_seconds: Option<f64>,
+    /// The newest event it sees (`yyyy-MM-dd HH:mm:ss.SSS`, UTC).
+    pub sql_newest_event: Option<String>,
+    /// Readers of the table folders (DuckDB, Spark, pyarrow), which see rolled files only:
+    /// seconds behind.
+    pub folders_seconds: Option<f64>,
+    /// The newest event they see.
+    pub folders_newest_event: Option<String>,
+    /// The newest event times behind those, UTC ms, kept between checkpoints.
+    #[serde(skip)]
+    pub(crate) newest_ms: [Option<i64>; 2],
 }
 
 /// Shared state behind the routes.

@@ -32,6 +32,13 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Label set naming a kind of reader: `sql` (every committed row) or `folders` (rolled files).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderLabel {
+    /// `sql` or `folders`.
+    pub reader: &'static str,
+}
+
 /// Label set naming a dead-letter reason.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub open_windows: Gauge,
     /// Kafka consumer lag per partition (messages), from librdkafka's statistics.
     pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Wall clock minus the newest page_views event time each kind of reader sees.
+    pub freshness: Family<ReaderLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -97,6 +106,7 @@ impl Metrics {
             last_checkpoint: Gauge::default(),
             open_windows: Gauge::default(),
             kafka_consumer_lag: Family::default(),
+            freshness: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -145,6 +155,13 @@ impl Metrics {
             "pageviews_kafka_consumer_lag",
             "Messages behind the end of each Kafka partition",
             m.kafka_consumer_lag.clone(),
+        );
+        r.register(
+            "pageviews_freshness_seconds",
+            "Wall clock minus the newest page_views event time a reader sees: reader=sql is every \
+             committed row (pageviews sql), reader=folders the rows of rolled files (DuckDB, Spark, \
+             pyarrow on the table folders); absent until a page view is committed",
+            m.freshness.clone(),
         );
         // Zero-valued series exist from the start, so dashboards and rate() see every label.
         for reason in Reason::ALL {

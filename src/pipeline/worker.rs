@@ -139,6 +139,7 @@ impl Pipeline {
                         w.roll_aged(now);
                     }
                 }
+                self.report_freshness();
                 next_roll_check = now + 1_000;
             }
             if now >= next_checkpoint {
@@ -306,7 +307,8 @@ impl Pipeline {
             let Some(c) = task.counter.as_ref() else { continue };
             let end = exchange.end_offset(task.partition)?;
             let read = c.exchange_offset.unwrap_or(0);
-            let inputs_done = c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
+            let inputs_done =
+                c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
             if read < end || !inputs_done {
                 return Ok(false);
             }
