@@ -137,7 +137,9 @@ impl PipelineConfig {
             allowed_lateness_ms: 0,
             idle_timeout_ms: 1_000,
             roll_bytes: 128 << 20,
-            roll_age: Duration::from_secs(300),
+            // What a person watching can live with: folder readers a minute behind, 60
+            // files an hour per table at 1000 events/s (`examples/roll_age.rs`).
+            roll_age: Duration::from_secs(60),
             part_bytes: 8 << 20,
             max_open_files: 16,
             row_group_rows: 1 << 17,
