@@ -17,9 +17,10 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS chef
 # rdkafka builds its bundled librdkafka with its own configure script: a C/C++ compiler,
-# make, pkg-config, zlib's headers and python3 (scripts/setup installs the same on a laptop).
+# make, pkg-config, zlib's and OpenSSL's headers (TLS to brokers) and python3 (scripts/setup
+# installs the same on a laptop).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config zlib1g-dev g++ make python3 \
+ && apt-get install -y --no-install-recommends pkg-config zlib1g-dev libssl-dev g++ make python3 \
  && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
@@ -44,10 +45,11 @@ RUN scripts/build \
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # ca-certificates: TLS to S3 and to Kafka brokers with security.protocol=SSL.
+# libssl3: the OpenSSL librdkafka links against for that TLS (dynamically, from libssl-dev).
 # curl: the container's health check (`curl -fsS http://127.0.0.1:9249/healthz`); distroless
 # has no shell or HTTP client to run one with, and pageviews has no health subcommand.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
  && rm -rf /var/lib/apt/lists/*
 # A fixed uid, so a host folder mounted at /data can be given to it: chown 10001 data/.
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin pageviews \

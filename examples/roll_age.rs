@@ -76,7 +76,8 @@ fn run(out: &Path, format: Format, roll_age: Duration) -> anyhow::Result<()> {
         seed: 1,
         start_ms,
     };
-    let mut config = PipelineConfig::new(SourceConfig::Generator(generator), out.display().to_string());
+    let mut config =
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
     config.format = format;
     config.roll_age = roll_age;
     config.clock = Arc::new(ManualClock::new(start_ms));

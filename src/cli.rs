@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::logging::LogFormat;
 use crate::pipeline::{PipelineConfig, SourceConfig};
-use crate::source::{GeneratorConfig, KafkaConfig};
+use crate::source::{GeneratorConfig, GeneratorSpec, KafkaConfig};
 use pageviews_core::time::parse_timestamp;
 
 /// Turns page-view events into two consistent, Hive-partitioned tables: every raw event,
@@ -16,6 +17,11 @@ use pageviews_core::time::parse_timestamp;
 #[derive(Debug, Parser)]
 #[command(name = "pageviews", version, propagate_version = true)]
 pub struct Cli {
+    /// How log lines on stderr look: `text` for people (coloured only on a terminal), or
+    /// `json`, one object per line, for log shippers. RUST_LOG filters them (default info).
+    #[arg(long, global = true, env = "PAGEVIEWS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -188,6 +194,17 @@ pub struct RunArgs {
     /// (Kafka): the same as that many instances, in one process.
     #[arg(long, env = "PAGEVIEWS_WORKERS", default_value_t = 1, value_name = "N")]
     pub workers: usize,
+    /// Events dated more than this ahead of this machine's clock become dead letters
+    /// (reason future_timestamp) instead of moving the watermark there, which would make
+    /// every later event late. The default is Kafka's for record timestamps.
+    #[arg(long, env = "PAGEVIEWS_MAX_FUTURE", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_future: Duration,
+
+    /// How long a storage call is retried in place when it fails for a reason that passes
+    /// (timeouts, refused or reset connections, 5xx, S3's SlowDown) before the run stops.
+    /// Failures that do not pass (access denied, no such bucket, disk full) stop it at once.
+    #[arg(long, env = "PAGEVIEWS_STORAGE_RETRY_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub storage_retry_timeout: Duration,
 
     /// Names this pipeline's checkpoints and files; two pipelines may share an --output
     /// only with different ids. Default: from the source, `generator`, `files` or
@@ -203,27 +220,38 @@ pub struct RunArgs {
 /// The generator's flags, shared by `run` and `datagen` so both make the same stream.
 #[derive(Debug, Args)]
 pub struct GeneratorArgs {
-    /// Generator: events per second (0 = as fast as possible).
+    /// Generator: events per second (0 = as fast as possible). Event time advances 1000/N ms
+    /// per event (1 ms at 0), so at 0 it runs ahead of the clock.
     #[arg(long, env = "ROWS_PER_SECOND", default_value_t = 1000, value_name = "N")]
     pub rate: u64,
 
-    /// Generator: stop after N events in total.
+    /// Generator: the stream's total number of events. A run on an --output that already
+    /// holds part of the stream produces only the rest (after a crash too, so N stays N),
+    /// and says so and exits when nothing is left; give a larger N to add events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
-    /// Generator: timestamps lie up to N ms before the event's nominal time.
-    #[arg(long, env = "MAX_LATE_RECORD", default_value_t = 1000, value_name = "N")]
+    /// Generator: timestamps lie up to N ms before the event's nominal time (at most a
+    /// year).
+    #[arg(long, env = "MAX_LATE_RECORD", default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(..=MAX_LATE_MS))]
     pub max_late_ms: u64,
 
-    /// Generator: seed for a reproducible stream (default: random; `run` keeps it in the
-    /// checkpoint).
+    /// Generator: seed for a reproducible stream (default: random for a new output; a run
+    /// that resumes a checkpoint continues its stream, and refuses a different --seed).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
 
-    /// Generator: event time of the first event, e.g. "2020-01-01 00:00:00" (default: now).
+    /// Generator: event time of the first event, e.g. "2020-01-01 00:00:00" (default: now;
+    /// with --rate 0 and --count, so that the last event is stamped now). A resumed run
+    /// continues its checkpoint's stream, and refuses a different --start-time.
     #[arg(long, value_name = "TIMESTAMP")]
     pub start_time: Option<String>,
 }
+
+/// The largest --max-late-ms: a year, far more than any test of lateness needs, and far
+/// from the ends of the supported years.
+const MAX_LATE_MS: u64 = 365 * 24 * 3600 * 1000;
 
 impl GeneratorArgs {
     /// True when any generator flag was given explicitly.
@@ -231,13 +259,29 @@ impl GeneratorArgs {
         self.count.is_some() || self.seed.is_some() || self.start_time.is_some()
     }
 
-    /// The generator configuration these flags describe.
+    /// The stream these flags describe, for a new output (unset seed: random; unset start:
+    /// now, or with `--rate 0 --count N` now minus N ms so the stream does not run ahead of
+    /// the clock).
     pub fn config(&self) -> anyhow::Result<GeneratorConfig> {
         let start_ms = match &self.start_time {
             Some(t) => parse_timestamp(t).map_err(|e| anyhow::anyhow!("--start-time {t:?}: {e}"))?,
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            None => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                match (self.rate, self.count) {
+                    (0, Some(n)) => now.saturating_sub(i64::try_from(n).unwrap_or(i64::MAX)),
+                    (0, None) => {
+                        tracing::warn!(
+                            "--rate 0 without --count or --start-time: event time runs ahead of the clock \
+                             (1 s per 1000 events), and events more than --max-future ahead become dead \
+                             letters; give --start-time in the past for long runs"
+                        );
+                        now
+                    }
+                    _ => now,
+                }
+            }
         };
         Ok(GeneratorConfig {
             rate: self.rate,
@@ -245,6 +289,16 @@ impl GeneratorArgs {
             max_late_ms: self.max_late_ms,
             seed: self.seed.unwrap_or_else(random_seed),
             start_ms,
+        })
+    }
+
+    /// [`GeneratorArgs::config`] with which of seed and start time were given, for `run`,
+    /// which continues a checkpoint's stream unless told otherwise.
+    pub fn spec(&self) -> anyhow::Result<GeneratorSpec> {
+        Ok(GeneratorSpec {
+            stream: self.config()?,
+            seed_given: self.seed.is_some(),
+            start_given: self.start_time.is_some(),
         })
     }
 }
@@ -331,6 +385,29 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// librdkafka properties that name a file (or, for the CA, a folder) to read at start.
+const TLS_FILE_OPTIONS: [&str; 5] = [
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.keystore.location",
+    "ssl.crl.location",
+];
+
+/// Refuses a TLS file option whose file does not exist, naming it: librdkafka's own refusal
+/// ("ssl.ca.location failed: x509 certificate routines::system lib") does not say which
+/// file. `probe` (the CA) asks librdkafka to search the system's usual places.
+fn check_tls_files(options: &[(String, String)]) -> anyhow::Result<()> {
+    for (key, value) in options {
+        if TLS_FILE_OPTIONS.contains(&key.as_str()) && value != "probe" {
+            if let Err(e) = std::fs::metadata(value) {
+                bail!("--kafka-option {key}={value}: cannot read {value}: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn millis(d: Duration, what: &str) -> anyhow::Result<i64> {
     i64::try_from(d.as_millis()).with_context(|| format!("{what} is too large"))
 }
@@ -372,11 +449,12 @@ impl RunArgs {
                 }
                 SourceConfig::Files(self.input.clone())
             }
-            (None, true) => SourceConfig::Generator(self.generator.config()?),
+            (None, true) => SourceConfig::Generator(self.generator.spec()?),
         };
         if !self.kafka_options.is_empty() && !matches!(source, SourceConfig::Kafka(_)) {
             bail!("--kafka-option configures the Kafka consumer; it needs --brokers");
         }
+        check_tls_files(&self.kafka_options)?;
         if self.until_end && !matches!(source, SourceConfig::Kafka(_)) {
             bail!("--until-end applies to Kafka (--brokers); files and --count end by themselves");
         }
@@ -415,6 +493,8 @@ impl RunArgs {
         config.partition_commit_delay_ms = millis(self.partition_commit_delay, "--partition-commit-delay")?;
         config.max_record_bytes =
             usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
+        config.max_future_ms = millis(self.max_future, "--max-future")?;
+        config.storage_retry_timeout = self.storage_retry_timeout;
         config.http = http;
         if self.instance_id.is_empty()
             || !self.instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -466,8 +546,9 @@ mod tests {
         assert_eq!((c.watermark_delay_ms, c.window_ms, c.idle_timeout_ms), (5_000, 60_000, 1_000));
         assert_eq!(c.http, Some("127.0.0.1:9249".parse().unwrap()));
         assert_eq!(c.pipeline_id, "generator");
-        let SourceConfig::Generator(g) = c.source else { panic!("generator expected") };
-        assert!(g.seed == 1);
+        let SourceConfig::Generator(spec) = c.source else { panic!("generator expected") };
+        let g = spec.stream;
+        assert!(g.seed == 1 && spec.seed_given && !spec.start_given);
         assert_eq!((g.rate, g.max_late_ms, g.count), (1000, 1000, None));
     }
 

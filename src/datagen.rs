@@ -22,7 +22,7 @@ use tracing::info;
 
 use crate::pipeline::Shutdown;
 use crate::source::kafka::with_options;
-use crate::source::{Batch, GeneratorConfig, GeneratorSource, Poll, Source};
+use crate::source::{Batch, GeneratorConfig, GeneratorSource, Poll, Source, SourceError};
 
 /// What to produce, and where.
 #[derive(Debug, Clone)]
@@ -64,6 +64,15 @@ pub enum DatagenError {
         what: &'static str,
         /// The client's error.
         source: KafkaError,
+    },
+    /// The generator cannot go on (its stream left the years the tables can hold). What was
+    /// produced before is flushed first.
+    #[error("the generator stopped after {sent} records: {source}")]
+    Source {
+        /// Records sent before it stopped.
+        sent: u64,
+        /// Why.
+        source: SourceError,
     },
     /// Some records were not delivered before the flush timeout.
     #[error("{failed} of {total} records were not delivered")]
@@ -176,6 +185,7 @@ pub fn run_datagen(
     let (mut sent, mut malformed) = (0u64, 0u64);
     let mut payload = Vec::with_capacity(256);
     let mut next_report = Duration::from_secs(1);
+    let mut failed = None;
     while !shutdown.is_triggered() {
         batch.clear();
         match source.poll(&mut batch, 10_000, started.elapsed().as_millis() as u64) {
@@ -184,7 +194,11 @@ pub fn run_datagen(
                 std::thread::sleep(wait);
                 continue;
             }
-            Ok(Poll::End) | Err(_) => break,
+            Ok(Poll::End) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
         for rec in batch.records() {
             let seq = rec.position;
@@ -220,6 +234,9 @@ pub fn run_datagen(
         }
     }
     producer.flush(Duration::from_secs(60)).map_err(|e| kafka("flush", e))?;
+    if let Some(source) = failed {
+        return Err(DatagenError::Source { sent, source });
+    }
     let summary = DatagenSummary {
         delivered: deliveries.ok.load(Ordering::Relaxed),
         malformed,

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod datagen;
 pub mod event;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod route;

@@ -5,19 +5,22 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use pageviews::cli::{Cli, Command};
+use pageviews::logging::LogFormat;
 use pageviews::Shutdown;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let format = cli.log_format;
+    pageviews::logging::init(format);
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", pageviews::core::error_chain(e.as_ref()));
+            let message = pageviews::core::error_chain(e.as_ref());
+            // A log shipper reading JSON lines gets the final error as one of them.
+            match format {
+                LogFormat::Json => tracing::error!(error = %message, "pageviews stopped with an error"),
+                LogFormat::Text => eprintln!("error: {message}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::event::Reason;
+use pageviews_core::storage::StorageObserver;
 use pageviews_core::table::Table;
 
 /// Label set naming a table.
@@ -79,6 +80,10 @@ pub struct Metrics {
     pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
     /// Wall clock minus the newest page_views event time each kind of reader sees.
     pub freshness: Family<ReaderLabel, Gauge<f64, AtomicU64>>,
+    /// 1 while storage calls are failing and being retried, else 0.
+    pub storage_retrying: Gauge,
+    /// Storage calls tried again after a failure that passes.
+    pub storage_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -107,6 +112,8 @@ impl Metrics {
             open_windows: Gauge::default(),
             kafka_consumer_lag: Family::default(),
             freshness: Family::default(),
+            storage_retrying: Gauge::default(),
+            storage_retries: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -163,6 +170,16 @@ impl Metrics {
              pyarrow on the table folders); absent until a page view is committed",
             m.freshness.clone(),
         );
+        r.register(
+            "pageviews_storage_retrying",
+            "1 while storage calls fail for a passing reason (timeouts, 5xx, throttling, refused connections) and are retried",
+            m.storage_retrying.clone(),
+        );
+        r.register(
+            "pageviews_storage_retries",
+            "Storage calls tried again after a failure that passes",
+            m.storage_retries.clone(),
+        );
         // Zero-valued series exist from the start, so dashboards and rate() see every label.
         for reason in Reason::ALL {
             let _ = m.dead_letters.get_or_create(&ReasonLabel { reason: reason.as_str() });
@@ -183,5 +200,17 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Storage outages, reported by `pageviews-core`'s retry loop (which does not know
+/// prometheus-client).
+impl StorageObserver for Metrics {
+    fn retry(&self, _op: &'static str) {
+        self.storage_retries.inc();
+    }
+
+    fn outage(&self, ongoing: bool) {
+        self.storage_retrying.set(i64::from(ongoing));
     }
 }

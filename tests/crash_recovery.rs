@@ -158,7 +158,8 @@ fn sigterm_takes_a_final_checkpoint_and_exits_zero_within_the_interval() {
     assert!(sent.elapsed() < Duration::from_secs(2), "took {:?} to stop", sent.elapsed());
     assert_eq!(commit_count(&out), before + 1, "exactly one final checkpoint");
     // Everything generated up to the final position is committed, and nothing beyond it.
-    let Some(pageviews::core::commit::Position::Generator { next_seq }) = positions(&out).get(&0).cloned()
+    let Some(pageviews::core::commit::Position::Generator { next_seq, .. }) =
+        positions(&out).get(&0).cloned()
     else {
         panic!("the generator's partition is committed")
     };

@@ -89,7 +89,7 @@ fn freshness_says_how_far_behind_sql_and_folder_readers_are() {
     let generator = GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 1, start_ms };
     let clock = Arc::new(ManualClock::new(start_ms));
     let mut config =
-        PipelineConfig::new(SourceConfig::Generator(generator), dir.path().display().to_string());
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), dir.path().display().to_string());
     config.roll_age = Duration::from_secs(60);
     config.clock = clock.clone();
     let metrics = Arc::new(Metrics::new());

@@ -155,3 +155,75 @@ fn restarting_with_the_same_group_continues_where_it_stopped() {
     assert_verified(&out);
     assert_eq!(committed_offsets(&topic, &group, 3), end_offsets(&topic, 3));
 }
+
+#[test]
+fn datagen_reports_a_generator_that_cannot_go_on_after_flushing_what_it_produced() {
+    let topic = unique("range");
+    // Stamps pass 9999-12-31 23:59:59.999 after 2000 records: datagen must say so and fail,
+    // not stop quietly as if --count had been reached.
+    let out = bin()
+        .args(["datagen", "--brokers", broker(), "--topic", &topic, "--partitions", "1", "--rate", "0"])
+        .args(["--count", "5000", "--max-late-ms", "0", "--start-time", "9999-12-31 23:59:58"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("after 2000 records") && stderr.contains("outside years 0000..=9999"),
+        "{stderr}"
+    );
+    assert_eq!(
+        end_offsets(&topic, 1),
+        [(0, 2000)].into_iter().collect(),
+        "the records before it were delivered"
+    );
+}
+
+#[test]
+fn a_max_late_ms_too_large_to_compute_with_is_refused_not_a_panic() {
+    for sub in [
+        &["run", "--http", "off", "--output", "/nonexistent/never"][..],
+        &["datagen", "--brokers", "127.0.0.1:9"][..],
+    ] {
+        let out = bin()
+            .args(sub)
+            .args(["--count", "10", "--max-late-ms", "18446744073709551615"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sub:?}: a usage error: {stderr}");
+        assert!(stderr.contains("--max-late-ms") && !stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_oversized_kafka_record_is_handed_out_cut_to_the_prefix_its_dead_letter_keeps() {
+    use pageviews::source::{Batch, KafkaSource, Poll, Source};
+    let (topic, group) = (unique("big"), unique("group"));
+    create_topic(&topic, 1);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
+    let big = format!(r#"{{"user_id": 1, "pad": "{}"}}"#, "x".repeat(200_000));
+    let small = view(1, "A", "2020-01-01 00:00:00");
+    for payload in [&big, &small] {
+        producer.send(BaseRecord::<(), _>::to(&topic).payload(payload.as_str())).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let config = kafka_config(&topic, &group, std::path::Path::new("/unused"), true);
+    let pageviews::SourceConfig::Kafka(k) = config.source else { unreachable!() };
+    let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new());
+    let mut source = KafkaSource::new(k, &unique("member"), pageviews_testkit::kafka::no_restore(), metrics)
+        .unwrap()
+        .with_max_record_bytes(1024);
+    let mut batch = Batch::default();
+    let mut got = Vec::new();
+    wait_for("both records", Duration::from_secs(30), || {
+        batch.clear();
+        assert!(source.poll(&mut batch, 100, 0).unwrap() != Poll::End || got.len() == 2);
+        got.extend(batch.records().iter().map(|r| (r.len, batch.payload(r).len())));
+        got.len() >= 2
+    });
+    assert_eq!(got[0], (big.len() as u64, 1024), "only the kept prefix is copied, with the full length");
+    assert_eq!(got[1], (small.len() as u64, small.len()));
+}

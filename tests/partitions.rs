@@ -29,7 +29,8 @@ fn an_hour_gets_success_markers_and_visible_files_once_the_watermark_passes_its_
     };
     let clock = Arc::new(ManualClock::new(generator.start_ms));
     clock.hold_at(5_000);
-    let mut config = PipelineConfig::new(SourceConfig::Generator(generator), out.display().to_string());
+    let mut config =
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
     config.watermark_delay_ms = 1_000;
     config.checkpoint_interval = Duration::from_millis(500);
     config.format = pageviews::sink::Format::Parquet;

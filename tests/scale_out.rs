@@ -133,7 +133,8 @@ fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process()
         let (topic, stream) = (topic.clone(), a_stream.clone());
         std::thread::spawn(move || produce(&topic, stream, 0.01))
     };
-    let spawn = |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--instance-id", id]);
+    let spawn =
+        |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--instance-id", id]);
     let held_by = |id: &str| holders(&out).values().filter(|m| m.as_str() == id).count();
     let mut a = spawn("a");
     wait_for("a holds every partition", Duration::from_secs(60), || held_by("a") == 6);
@@ -169,9 +170,17 @@ fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process()
     sigterm(&mut a);
     sigterm(&mut b);
     // The operator's last run reads to the end and emits the windows still open.
-    let status = spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--instance-id", "a", "--until-end"])
-        .wait()
-        .unwrap();
+    let status = spawn_kafka_run(
+        bin(),
+        broker(),
+        &topic,
+        &group,
+        &out,
+        "300ms",
+        &["--instance-id", "a", "--until-end"],
+    )
+    .wait()
+    .unwrap();
     assert!(status.success(), "the draining run failed\n{}", log_text(&out));
     assert_exactly_once(&out, &[(a_stream.clone(), 0.01), (b_stream, 0.0)]);
 
@@ -196,8 +205,10 @@ fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process()
         for r in rows(root, "late_page_views") {
             let ts = r.value["timestamp"].as_str().unwrap().to_string();
             if ts.as_str() >= "2020-01-01 00:30:00" {
-                let end = pageviews::core::time::parse_timestamp(&ts).unwrap().div_euclid(60_000) * 60_000 + 60_000;
-                let key = format!("{} \"{}\"", r.value["postcode"], pageviews::core::time::format_timestamp(end));
+                let end =
+                    pageviews::core::time::parse_timestamp(&ts).unwrap().div_euclid(60_000) * 60_000 + 60_000;
+                let key =
+                    format!("{} \"{}\"", r.value["postcode"], pageviews::core::time::format_timestamp(end));
                 *after.entry(key).or_default() += 1;
             }
         }
@@ -234,7 +245,8 @@ fn kill_9_and_rebalances_across_instances_lose_and_duplicate_nothing() {
         let (topic, stream) = (topic.clone(), stream.clone());
         std::thread::spawn(move || produce(&topic, stream, 0.01))
     };
-    let spawn = |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "200ms", &["--instance-id", id]);
+    let spawn =
+        |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "200ms", &["--instance-id", id]);
     let mut running: Vec<(String, std::process::Child)> =
         ["a", "b", "c"].iter().map(|id| (id.to_string(), spawn(id))).collect();
     let mut rng = Lcg::from_env_or_clock();
@@ -272,7 +284,8 @@ fn kill_9_and_rebalances_across_instances_lose_and_duplicate_nothing() {
         let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         child.wait().unwrap();
     }
-    let status = spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--until-end"]).wait().unwrap();
+    let status =
+        spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--until-end"]).wait().unwrap();
     assert!(status.success(), "the draining run failed\n{}", log_text(&out));
     let records = assert_exactly_once(&out, &[(stream, 0.01)]);
     eprintln!("kills {kills}, rebalances {rebalances}, records {records}, lost 0, duplicated 0");

@@ -37,6 +37,10 @@ pub enum TimestampError {
     /// The instant lies outside years 0000..=9999.
     #[error("outside years 0000..=9999")]
     OutOfRange,
+    /// The instant is in range, but its event-time window starts before year 0000 or ends
+    /// after 9999-12-31 23:59:59.999, so the window cannot be written.
+    #[error("its window crosses the edge of years 0000..=9999")]
+    WindowOutOfRange,
     /// Epoch milliseconds given as a non-integral or too large number.
     #[error("epoch milliseconds must be an integer")]
     NotInteger,

@@ -335,7 +335,7 @@ mod tests {
             partition: 0,
             claim: 1,
             cp: 2,
-            position: Position::Generator { next_seq: 0 },
+            position: Position::Generator { next_seq: 0, shift_ms: 0 },
             time: PartitionTime::default(),
             idle: false,
             counting: None,

@@ -195,7 +195,8 @@ fn reads_during_checkpoints_see_one_checkpoint_each(format: WriteFormat) {
         seed: 5,
         start_ms: BASE_MS + 57_000,
     };
-    let mut config = PipelineConfig::new(SourceConfig::Generator(generator), out.display().to_string());
+    let mut config =
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
     config.format = format;
     config.checkpoint_interval = Duration::from_millis(100);
     config.roll_age = Duration::from_secs(1);
@@ -253,7 +254,8 @@ fn frozen_mid_run(
         GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 9, start_ms: BASE_MS + 3_585_000 };
     let clock = Arc::new(ManualClock::new(BASE_MS));
     clock.hold_at(35_000);
-    let mut config = PipelineConfig::new(SourceConfig::Generator(generator), out.display().to_string());
+    let mut config =
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
     config.format = format;
     config.roll_age = Duration::from_secs(600);
     config.clock = clock.clone();

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::PageView;
-use pageviews_core::time::{check_range, parse_timestamp, TimestampError};
+use pageviews_core::time::{check_range, format_timestamp, parse_timestamp, TimestampError};
 
 /// Why a record is a dead letter rather than a page view.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -50,6 +50,22 @@ pub enum DecodeError {
         /// What is wrong with it.
         reason: TimestampError,
     },
+    /// The event time is more than `--max-future` ahead of the wall clock (checked after
+    /// decoding, by [`super::EventTimeBounds`]).
+    #[error(
+        "timestamp {} is more than {} ahead of this machine's clock ({}); raise --max-future if such events should count",
+        format_timestamp(*timestamp),
+        humantime::format_duration(std::time::Duration::from_millis(*max_future_ms as u64)),
+        format_timestamp(*wall)
+    )]
+    FutureTimestamp {
+        /// The event time, UTC ms.
+        timestamp: i64,
+        /// The wall clock when the record was processed, UTC ms.
+        wall: i64,
+        /// The configured bound.
+        max_future_ms: i64,
+    },
     /// The record exceeds `--max-record-bytes`.
     #[error("record of {size} bytes exceeds the {limit}-byte limit")]
     Oversized {
@@ -71,6 +87,7 @@ impl DecodeError {
             DecodeError::WrongType { .. } => Reason::WrongType,
             DecodeError::BadTimestamp { .. } => Reason::BadTimestamp,
             DecodeError::Oversized { .. } => Reason::Oversized,
+            DecodeError::FutureTimestamp { .. } => Reason::FutureTimestamp,
         }
     }
 }
@@ -92,11 +109,13 @@ pub enum Reason {
     BadTimestamp,
     /// See [`DecodeError::Oversized`].
     Oversized,
+    /// See [`DecodeError::FutureTimestamp`].
+    FutureTimestamp,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::InvalidUtf8,
         Reason::InvalidJson,
         Reason::NotAnObject,
@@ -104,6 +123,7 @@ impl Reason {
         Reason::WrongType,
         Reason::BadTimestamp,
         Reason::Oversized,
+        Reason::FutureTimestamp,
     ];
 
     /// The label written to tables and metrics.
@@ -116,6 +136,7 @@ impl Reason {
             Reason::WrongType => "wrong_type",
             Reason::BadTimestamp => "bad_timestamp",
             Reason::Oversized => "oversized",
+            Reason::FutureTimestamp => "future_timestamp",
         }
     }
 }

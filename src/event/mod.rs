@@ -4,9 +4,11 @@
 //! [`PageView`] borrows its strings from the input buffer, so the hot path allocates
 //! nothing per record; encoding appends JSON lines to a caller's buffer.
 
+mod bounds;
 mod decode;
 mod encode;
 
+pub use bounds::{EventTimeBounds, DEFAULT_MAX_FUTURE};
 pub use decode::{decode, DecodeError, Reason};
 pub use encode::{write_json_str, write_view_fields};
 

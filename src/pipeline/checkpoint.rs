@@ -4,9 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use object_store::path::Path;
 use pageviews_core::commit::{TaskState, Totals, View};
 use pageviews_core::table::{Partition, Table};
 use pageviews_core::time::HOUR_MS;
+
+use tracing::debug;
 
 use super::worker::Pipeline;
 use super::PipelineError;
@@ -119,6 +122,7 @@ impl Pipeline {
         self.drop_fenced(&committed.fenced)?;
         let mut positions = BTreeMap::new();
         let mut rows = Totals::default();
+        let mut stale_tails = Vec::new();
         for state in &committed_states {
             if committed.fenced.contains(&state.partition) {
                 continue;
@@ -126,7 +130,7 @@ impl Pipeline {
             positions.insert(state.partition, state.position.clone());
             if let Some(task) = self.tasks.get_mut(&state.partition) {
                 rows.add(&task.pending);
-                task.committed();
+                stale_tails.extend(task.committed(state));
             }
         }
         for p in closing {
@@ -135,11 +139,28 @@ impl Pipeline {
                 self.tasks.remove(p);
             }
         }
+        self.delete_tails(stale_tails);
         self.sync_exchange()?;
         self.source.committed(&positions);
         self.checkpoints += 1;
         self.report_checkpoint(&committed_states, &rows, committed.version, began.elapsed());
         Ok(())
+    }
+
+    /// Deletes tails no committed state names any more, so `_staging` does not grow with
+    /// every checkpoint of a long-open file. Best effort: one left behind (a failure, a kill)
+    /// is removed when the partition is next recovered.
+    fn delete_tails(&self, tails: Vec<String>) {
+        if tails.is_empty() {
+            return;
+        }
+        let storage = &self.setup.storage;
+        let deletes = tails.iter().map(|t| async move { (t, storage.delete(&Path::from(t.as_str())).await) });
+        for (tail, result) in storage.block_on(futures::future::join_all(deletes)) {
+            if let Err(e) = result {
+                debug!(tail, error = %e, "could not delete a superseded tail; recovery will");
+            }
+        }
     }
 
     fn completion(&self) -> Completion {
@@ -169,6 +190,6 @@ fn merged<'a>(view: &'a View, mine: &'a [TaskState]) -> Vec<&'a TaskState> {
     view.tasks.values().filter(|t| !ours.contains(&t.partition)).chain(mine.iter()).collect()
 }
 
-fn poisoned() -> PipelineError {
+pub(super) fn poisoned() -> PipelineError {
     PipelineError::Incompatible("a thread panicked while holding the commit log".into())
 }

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pageviews_core::commit::{CheckpointError, Totals};
-use pageviews_core::storage::{S3Env, Storage, StorageError, MIN_PART_BYTES};
+use pageviews_core::storage::{RetryPolicy, S3Env, Storage, StorageError, MIN_PART_BYTES};
 use pageviews_core::table::Format;
 use thiserror::Error;
 use tracing::info;
@@ -35,13 +35,13 @@ use tracing::info;
 use crate::clock::{Clock, SystemClock};
 use crate::http::{HttpState, Status};
 use crate::metrics::Metrics;
-use crate::source::{GeneratorConfig, KafkaConfig, SourceError};
+use crate::source::{GeneratorSpec, KafkaConfig, SourceError};
 
 /// Where records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
-    /// The built-in generator.
-    Generator(GeneratorConfig),
+    /// The built-in generator (a resumed run continues the checkpoint's stream).
+    Generator(GeneratorSpec),
     /// JSON-lines files (`-` is stdin), read in order.
     Files(Vec<String>),
     /// A Kafka topic, as a consumer group member.
@@ -108,6 +108,9 @@ pub struct PipelineConfig {
     pub partition_commit_delay_ms: i64,
     /// Larger records are dead letters.
     pub max_record_bytes: usize,
+    /// Events more than this far ahead of the wall clock are dead letters
+    /// (`future_timestamp`), so they never move a watermark.
+    pub max_future_ms: i64,
     /// Where to serve `/metrics`; `None` serves nothing.
     pub http: Option<SocketAddr>,
     /// Records per poll.
@@ -120,6 +123,9 @@ pub struct PipelineConfig {
     pub instance_id: String,
     /// Workers in this process, each over its own partitions.
     pub workers: usize,
+    /// How long a storage call is retried after failures that pass (timeouts, 5xx,
+    /// throttling, refused connections) before the run stops.
+    pub storage_retry_timeout: Duration,
 }
 
 impl PipelineConfig {
@@ -145,12 +151,14 @@ impl PipelineConfig {
             row_group_rows: 1 << 17,
             partition_commit_delay_ms: 0,
             max_record_bytes: 1 << 20,
+            max_future_ms: crate::event::DEFAULT_MAX_FUTURE.as_millis() as i64,
             http: None,
             batch_size: 8192,
             clock: Arc::new(SystemClock::new()),
             s3_env: S3Env::process(),
             instance_id: "0".into(),
             workers: 1,
+            storage_retry_timeout: RetryPolicy::default().timeout,
         }
     }
 }
@@ -271,7 +279,9 @@ pub fn start(
         .enable_all()
         .build()
         .map_err(PipelineError::Runtime)?;
-    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?;
+    let retries = RetryPolicy { timeout: config.storage_retry_timeout, ..RetryPolicy::default() };
+    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?
+        .with_retries(retries, metrics.clone());
     if storage.is_object_store() && config.part_bytes < MIN_PART_BYTES {
         return Err(PipelineError::Incompatible(format!(
             "object stores need upload parts of at least {} MiB; raise --part-size",

@@ -14,6 +14,7 @@ use super::restore::LogRestorer;
 use super::task::{TaskSetup, WindowRules};
 use super::worker::{restore_all, Pipeline};
 use super::{PipelineConfig, PipelineError, SourceConfig};
+use crate::event::EventTimeBounds;
 use crate::http::Status;
 use crate::metrics::Metrics;
 use crate::sink::WriterConfig;
@@ -36,7 +37,7 @@ impl Pipeline {
         let wall = config.clock.wall_ms();
         let (identity, partitions) = match &config.source {
             SourceConfig::Generator(g) => {
-                (SourceIdentity::Generator { seed: g.seed, start_ms: g.start_ms }, 1)
+                (SourceIdentity::Generator { seed: g.stream.seed, start_ms: g.stream.start_ms }, 1)
             }
             SourceConfig::Files(paths) => (SourceIdentity::Files { paths: paths.clone() }, 1),
             SourceConfig::Kafka(k) => {
@@ -62,7 +63,13 @@ impl Pipeline {
             config.instance_id.clone()
         };
         let (log, facts) = Log::open(&storage, &config.pipeline_id, &member, &run, &facts)?;
-        if facts.source != identity {
+        // A generator run continues the pipeline's stream: a seed or start time it was not
+        // given comes from the facts (a random seed must not refuse the resume).
+        let stream = match &config.source {
+            SourceConfig::Generator(g) => Some(g.continue_stream(&facts.source)?),
+            _ => None,
+        };
+        if stream.is_none() && facts.source != identity {
             return Err(SourceError::Mismatch {
                 checkpoint: facts.source.describe(),
                 this_run: identity.describe(),
@@ -89,13 +96,13 @@ impl Pipeline {
         let mut restored: Vec<(u32, Restored)> = Vec::new();
         let source: Box<dyn Source> = match &config.source {
             SourceConfig::Generator(g) => {
-                restored = restore_all(&mut restorer, &[0])?;
-                let next_seq = match restored.first().and_then(|(_, r)| r.state.as_ref()).map(|s| &s.position)
-                {
-                    Some(Position::Generator { next_seq }) => *next_seq,
-                    _ => 0,
+                let stream = match stream {
+                    Some(stream) => stream,
+                    None => g.continue_stream(&facts.source)?,
                 };
-                Box::new(GeneratorSource::new(g.clone(), next_seq))
+                restored = restore_all(&mut restorer, &[0])?;
+                let state = restored.first().and_then(|(_, r)| r.state.as_ref());
+                Box::new(GeneratorSource::resume(stream, state, config.allowed_lateness_ms)?)
             }
             SourceConfig::Files(paths) => {
                 let ids: Vec<u32> = (0..paths.len() as u32).collect();
@@ -111,9 +118,10 @@ impl Pipeline {
                     .collect();
                 Box::new(FileSource::new(inputs, config.max_record_bytes))
             }
-            SourceConfig::Kafka(k) => {
-                Box::new(KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?)
-            }
+            SourceConfig::Kafka(k) => Box::new(
+                KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?
+                    .with_max_record_bytes(config.max_record_bytes),
+            ),
         };
         let exchange = match &config.source {
             SourceConfig::Kafka(k) => {
@@ -156,6 +164,7 @@ impl Pipeline {
             status,
             clock: config.clock.clone(),
             max_record_bytes: config.max_record_bytes,
+            event_time: EventTimeBounds::new(config.max_future_ms, config.window_ms),
             batch_size: config.batch_size,
             checkpoint_interval: config.checkpoint_interval,
             partition_commit_delay_ms: config.partition_commit_delay_ms,

@@ -96,6 +96,9 @@ pub(super) struct Task {
     pub pending: Totals,
     /// Files recovery sealed, which the next commit records.
     pub sealed: Vec<ClosedFile>,
+    /// The tails the newest committed state of this task names: a newer commit makes them
+    /// garbage (recovery only ever seals from the newest state).
+    pub committed_tails: Vec<String>,
     /// Anything to commit since the last checkpoint.
     pub dirty: bool,
 }
@@ -153,6 +156,7 @@ impl Task {
             totals,
             pending: Totals::default(),
             sealed,
+            committed_tails: Vec::new(),
             dirty,
         }
     }
@@ -330,11 +334,17 @@ impl Task {
     }
 
     /// The checkpoint committed: pending counts become committed ones.
-    pub fn committed(&mut self) {
+    /// The task's state was committed; returns the tails the previous commit named that this
+    /// one does not, for the caller to delete.
+    pub fn committed(&mut self, state: &TaskState) -> Vec<String> {
+        let tails: Vec<String> = state.open.iter().filter_map(|f| f.tail.clone()).collect();
+        let mut stale = std::mem::replace(&mut self.committed_tails, tails);
+        stale.retain(|t| !self.committed_tails.contains(t));
         self.totals.add(&self.pending);
         self.pending = Totals::default();
         self.cp += 1;
         self.sealed.clear();
         self.dirty = false;
+        stale
     }
 }

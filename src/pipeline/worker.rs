@@ -13,7 +13,7 @@ use super::restore::LogRestorer;
 use super::task::{Task, TaskSetup};
 use super::{PipelineError, Shutdown, Summary};
 use crate::clock::Clock;
-use crate::event::{decode, oversized_prefix, DecodeError, Reason};
+use crate::event::{decode, oversized_prefix, DecodeError, EventTimeBounds, Reason};
 use crate::http::Status;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::sink::jsonl::Origin;
@@ -47,6 +47,8 @@ pub(super) struct Pipeline {
     /// partitions are all in one process).
     pub exchange: Option<Exchange>,
     pub max_record_bytes: usize,
+    /// Refuses event times too far ahead of the clock or whose window cannot be written.
+    pub event_time: EventTimeBounds,
     pub batch_size: usize,
     pub checkpoint_interval: Duration,
     pub partition_commit_delay_ms: i64,
@@ -150,6 +152,7 @@ impl Pipeline {
         // Stopping: every file closes, so all that is committed is visible.
         let all: Vec<u32> = self.tasks.keys().copied().collect();
         self.checkpoint(true, &all)?;
+        self.log.lock().map_err(|_| super::checkpoint::poisoned())?.release_lease()?;
         let (version, totals) =
             self.log.lock().map(|l| (l.view().version, l.view().totals())).unwrap_or_default();
         info!(
@@ -170,7 +173,7 @@ impl Pipeline {
         let mut events = batch.events().iter().peekable();
         let received_at = self.clock.wall_ms();
         let (mut accepted, mut late_before) = (0u64, self.late_pending());
-        let mut dead = [0u64; 7];
+        let mut dead = [0u64; Reason::ALL.len()];
         for (i, rec) in batch.records().iter().enumerate() {
             while let Some((_, event)) = events.next_if(|(at, _)| *at <= i) {
                 self.apply(*event, now)?;
@@ -185,7 +188,7 @@ impl Pipeline {
             let decoded = if rec.len > self.max_record_bytes as u64 {
                 Err(DecodeError::Oversized { size: rec.len as usize, limit: self.max_record_bytes })
             } else {
-                decode(payload, self.max_record_bytes)
+                decode(payload, self.max_record_bytes).and_then(|pv| self.event_time.check(pv, received_at))
             };
             match decoded {
                 Ok(pv) => {

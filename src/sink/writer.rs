@@ -445,7 +445,7 @@ mod recovery_tests {
             partition: 0,
             claim: 1,
             cp: 1,
-            position: Position::Generator { next_seq: 40 },
+            position: Position::Generator { next_seq: 40, shift_ms: 0 },
             time: PartitionTime::default(),
             idle: false,
             counting: None,
@@ -507,7 +507,7 @@ mod recovery_tests {
             let (mut log, _) = Log::open(&storage, "t", "a", "run-2", &facts).unwrap();
             assert_eq!(log.claim(&[0]).unwrap(), vec![(0, 2)]);
             let resumed = log.recover_task(0).unwrap().unwrap();
-            assert_eq!(resumed.position, Position::Generator { next_seq: 40 });
+            assert_eq!(resumed.position, Position::Generator { next_seq: 40, shift_ms: 0 });
             assert_eq!(resumed.files.len(), 1, "the sealed file is reported for the next commit");
             let bytes = std::fs::read(dir.path().join(&open[0].path)).unwrap();
             assert_eq!(bytes.len() as u64, open[0].bytes, "{format:?}: the size the checkpoint recorded");

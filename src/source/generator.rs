@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
-use super::{Batch, Poll, Position, Source, SourceError};
-use pageviews_core::time::write_timestamp;
+use pageviews_core::commit::{Position, SourceIdentity, TaskState, NO_WATERMARK};
+use pageviews_core::time::{check_range, format_timestamp, write_timestamp, MAX_MS, MIN_MS};
+use tracing::info;
+
+use super::{Batch, Poll, Source, SourceError};
 
 /// The 20 London postcodes of the original datagen.
 pub const POSTCODES: [&str; 20] = [
@@ -33,7 +36,8 @@ pub const MAX_USER_ID: u64 = 1000;
 pub struct GeneratorConfig {
     /// Events per second; 0 means as fast as possible.
     pub rate: u64,
-    /// Stop after this many events in total (a position, so it survives restarts).
+    /// The stream's total: stop once record `count - 1` is produced (a position, so it
+    /// survives restarts; a resumed run produces only what is missing).
     pub count: Option<u64>,
     /// Timestamps lie up to this many ms before the record's nominal time.
     pub max_late_ms: u64,
@@ -54,15 +58,38 @@ impl GeneratorConfig {
         }
     }
 
+    /// Record `seq`'s nominal event time, moved on by `shift_ms` (see [`GeneratorSource`]);
+    /// its timestamp lies up to `max_late_ms` before it.
+    fn nominal_ms(&self, seq: u64, shift_ms: i64) -> i64 {
+        let offset = i64::try_from(seq.saturating_mul(self.step_us()) / 1000).unwrap_or(i64::MAX);
+        self.start_ms.saturating_add(shift_ms).saturating_add(offset)
+    }
+
+    /// Record `seq`'s event time; `None` when it falls outside the years 0000..=9999 that
+    /// the tables can hold.
+    fn timestamp_ms(&self, seq: u64, shift_ms: i64) -> Option<i64> {
+        let r2 = mix(mix(self.seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ 0xD1B5_4A32_D192_ED03);
+        // `% (max + 1)` without overflowing at u64::MAX (where every r2 is in range).
+        let late = match self.max_late_ms.checked_add(1) {
+            Some(m) => r2 % m,
+            None => r2,
+        };
+        let ts = self.nominal_ms(seq, shift_ms).saturating_sub(i64::try_from(late).unwrap_or(i64::MAX));
+        check_range(ts).ok()
+    }
+
     /// Writes record `seq` as a JSON line (without newline) to `out`.
     pub fn write_record(&self, seq: u64, out: &mut Vec<u8>) {
+        self.write_record_shifted(seq, 0, out);
+    }
+
+    fn write_record_shifted(&self, seq: u64, shift_ms: i64, out: &mut Vec<u8>) {
         let r1 = mix(self.seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let r2 = mix(r1 ^ 0xD1B5_4A32_D192_ED03);
         let user = r1 % (MAX_USER_ID + 1);
         let postcode = POSTCODES[((r1 >> 32) % POSTCODES.len() as u64) as usize];
         let page = WEBPAGES[((r1 >> 48) % WEBPAGES.len() as u64) as usize];
-        let late = r2 % (self.max_late_ms + 1);
-        let nominal = self.start_ms + (seq.saturating_mul(self.step_us()) / 1000) as i64;
+        // Out of range only past year 9999, which the source refuses before writing.
+        let ts = self.timestamp_ms(seq, shift_ms).unwrap_or(MAX_MS);
         out.extend_from_slice(b"{\"user_id\":");
         out.extend_from_slice(itoa::Buffer::new().format(user).as_bytes());
         out.extend_from_slice(b",\"postcode\":\"");
@@ -70,7 +97,7 @@ impl GeneratorConfig {
         out.extend_from_slice(b"\",\"webpage\":\"");
         out.extend_from_slice(page.as_bytes());
         out.extend_from_slice(b"\",\"timestamp\":\"");
-        write_timestamp(out, nominal - late as i64);
+        write_timestamp(out, ts);
         out.extend_from_slice(b"\"}");
     }
 
@@ -78,6 +105,22 @@ impl GeneratorConfig {
     pub fn key_of(&self, seq: u64) -> &'static str {
         let r1 = mix(self.seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         POSTCODES[((r1 >> 32) % POSTCODES.len() as u64) as usize]
+    }
+
+    /// The first record in `from..to` whose event time the tables cannot hold. Nominal time
+    /// only grows with `seq`, so checking the ends of the range is enough unless one of them
+    /// is near the edge of the supported years.
+    fn first_out_of_range(&self, from: u64, to: u64, shift_ms: i64) -> Option<u64> {
+        if from >= to {
+            return None;
+        }
+        let late = i64::try_from(self.max_late_ms).unwrap_or(i64::MAX);
+        let low = self.nominal_ms(from, shift_ms).saturating_sub(late);
+        let high = self.nominal_ms(to - 1, shift_ms);
+        if low >= MIN_MS && high <= MAX_MS {
+            return None;
+        }
+        (from..to).find(|&seq| self.timestamp_ms(seq, shift_ms).is_none())
     }
 }
 
@@ -89,21 +132,129 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The generator as a run was told: the stream for a fresh output, and which of its
+/// parameters were given explicitly. A run that resumes a checkpoint continues the
+/// checkpoint's stream: a seed or start time it was not given comes from the checkpoint, and
+/// one it was given must match it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratorSpec {
+    /// The stream, as a fresh output gets it.
+    pub stream: GeneratorConfig,
+    /// `--seed` was given.
+    pub seed_given: bool,
+    /// `--start-time` was given.
+    pub start_given: bool,
+}
+
+/// A stream fixed in full (library callers and tests): both seed and start time given.
+impl From<GeneratorConfig> for GeneratorSpec {
+    fn from(stream: GeneratorConfig) -> Self {
+        GeneratorSpec { stream, seed_given: true, start_given: true }
+    }
+}
+
 /// The generator as a [`Source`]: one partition, paced to `rate` in processing time.
+///
+/// Record `n`'s event time is its nominal time plus a *shift*, 0 unless a bounded run ended
+/// and a later run continues the stream: the end of bounded input emitted every open window,
+/// so the continuation moves on to the first window after the last one emitted (its events
+/// would otherwise all be late). The shift is kept in the checkpoint, so a replay after a
+/// crash produces the same records.
 pub struct GeneratorSource {
     config: GeneratorConfig,
     next_seq: u64,
+    shift_ms: i64,
     /// Pacing restarts at (`paced_from_seq`, first poll's time) so a resume does not burst.
     paced_from: Option<(u64, u64)>,
     started: bool,
 }
 
+impl GeneratorSpec {
+    /// The stream a run continues on a pipeline created with `stored`: its seed and start
+    /// time unless this run gave them (then they must match).
+    pub fn continue_stream(&self, stored: &SourceIdentity) -> Result<GeneratorConfig, SourceError> {
+        let SourceIdentity::Generator { seed, start_ms } = stored else {
+            return Err(SourceError::Mismatch {
+                checkpoint: stored.describe(),
+                this_run: "the built-in generator".into(),
+            });
+        };
+        let mismatch = |what: &str, theirs: String, ours: String| SourceError::Mismatch {
+            checkpoint: format!("the generator with {what} {theirs}"),
+            this_run: format!(
+                "the generator with {what} {ours} (leave {what} out to continue the pipeline's stream)"
+            ),
+        };
+        if self.seed_given && *seed != self.stream.seed {
+            return Err(mismatch("--seed", seed.to_string(), self.stream.seed.to_string()));
+        }
+        if self.start_given && *start_ms != self.stream.start_ms {
+            let show = |ms: i64| format!("{:?}", format_timestamp(ms));
+            return Err(mismatch("--start-time", show(*start_ms), show(self.stream.start_ms)));
+        }
+        Ok(GeneratorConfig { seed: *seed, start_ms: *start_ms, ..self.stream.clone() })
+    }
+}
+
 impl GeneratorSource {
     /// A generator of `config`'s stream whose next record is `next_seq` (0 for a new
-    /// stream; the committed position when resuming). The caller checks that `config` is
-    /// the stream the pipeline was created with.
+    /// stream), without shift. The caller checks that `config` is the pipeline's stream.
     pub fn new(config: GeneratorConfig, next_seq: u64) -> Self {
-        GeneratorSource { config, next_seq, paced_from: None, started: false }
+        GeneratorSource { config, next_seq, shift_ms: 0, paced_from: None, started: false }
+    }
+
+    /// A generator of `config` (the pipeline's stream, see [`GeneratorSpec::continue_stream`])
+    /// continuing the committed state of its partition, if any. `allowed_lateness_ms` tells
+    /// which emitted windows the watermark fired and which only the end of bounded input did.
+    pub fn resume(
+        config: GeneratorConfig,
+        state: Option<&TaskState>,
+        allowed_lateness_ms: i64,
+    ) -> Result<Self, SourceError> {
+        let mut source = Self::new(config, 0);
+        let Some(state) = state else { return Ok(source) };
+        let Position::Generator { next_seq, shift_ms } = state.position else {
+            return Err(SourceError::Mismatch {
+                checkpoint: format!("a task positioned at {:?}", state.position),
+                this_run: "the built-in generator".into(),
+            });
+        };
+        source.next_seq = next_seq;
+        source.shift_ms = shift_ms;
+        if let Some(c) = &state.counting {
+            let fired_by_watermark = c.emitted_through == NO_WATERMARK
+                || c.emitted_through.saturating_sub(1).saturating_add(allowed_lateness_ms) <= c.watermark;
+            if !fired_by_watermark {
+                source.start_after(c.emitted_through);
+            }
+        }
+        if let Some(count) = source.config.count.filter(|c| source.next_seq >= *c) {
+            info!(
+                count,
+                "nothing left to generate: the stream in this output already holds all --count {count} \
+                 events (--count is the stream's total); give a larger --count to add more"
+            );
+        }
+        Ok(source)
+    }
+
+    /// Moves the rest of the stream on so that its earliest possible timestamp is
+    /// `emitted_through`, the end of the last emitted window: every continued event falls in
+    /// a window after it.
+    fn start_after(&mut self, emitted_through: i64) {
+        let late = i64::try_from(self.config.max_late_ms).unwrap_or(i64::MAX);
+        let earliest = self.config.nominal_ms(self.next_seq, self.shift_ms).saturating_sub(late);
+        if earliest >= emitted_through {
+            return;
+        }
+        let by = emitted_through.saturating_sub(earliest);
+        self.shift_ms = self.shift_ms.saturating_add(by);
+        info!(
+            record = self.next_seq,
+            shift_ms = by,
+            next_event_time = %format_timestamp(self.config.nominal_ms(self.next_seq, self.shift_ms)),
+            "continuing the generated stream after the windows the last run emitted at its end"
+        );
     }
 
     /// The effective configuration (start time and seed as resumed).
@@ -134,15 +285,21 @@ impl Source for GeneratorSource {
             let wait_ms = 1000 / self.config.rate.max(1);
             return Ok(Poll::Pending(Duration::from_millis(wait_ms.clamp(1, 50))));
         }
+        // Records before the first one out of range go out; the next poll reports it.
+        let upto = match self.config.first_out_of_range(self.next_seq, upto, self.shift_ms) {
+            Some(seq) if seq == self.next_seq => return Err(SourceError::GeneratorRange { seq }),
+            Some(seq) => seq,
+            None => upto,
+        };
         for seq in self.next_seq..upto {
-            batch.push_with(0, seq, |out| self.config.write_record(seq, out));
+            batch.push_with(0, seq, |out| self.config.write_record_shifted(seq, self.shift_ms, out));
         }
         self.next_seq = upto;
         Ok(Poll::Ready)
     }
 
     fn position(&self, partition: u32) -> Option<Position> {
-        (partition == 0).then_some(Position::Generator { next_seq: self.next_seq })
+        (partition == 0).then_some(Position::Generator { next_seq: self.next_seq, shift_ms: self.shift_ms })
     }
 
     fn partition_name(&self, _partition: u32) -> &str {
@@ -204,5 +361,30 @@ mod tests {
         assert!(matches!(src.poll(&mut batch, 1_000_000, 0).unwrap(), Poll::Pending(_)));
         src.poll(&mut batch, 1_000_000, 500).unwrap();
         assert_eq!(batch.len(), 500, "half a second at 1000/s");
+    }
+
+    #[test]
+    fn a_stream_that_leaves_the_supported_years_stops_at_its_first_record_outside() {
+        let cfg =
+            GeneratorConfig { max_late_ms: u64::MAX, start_ms: MAX_MS - 2_000, ..config(0, Some(10_000)) };
+        let mut src = GeneratorSource::new(GeneratorConfig { max_late_ms: 0, ..cfg.clone() }, 0);
+        let mut batch = Batch::default();
+        assert_eq!(src.poll(&mut batch, 100_000, 0).unwrap(), Poll::Ready);
+        assert_eq!(batch.len(), 2_001, "records up to 9999-12-31 23:59:59.999 go out");
+        assert!(matches!(src.poll(&mut batch, 100_000, 0), Err(SourceError::GeneratorRange { seq: 2_001 })));
+        // A lateness as large as u64 allows neither overflows nor divides by zero.
+        let mut out = Vec::new();
+        cfg.write_record(0, &mut out);
+        assert!(decode(&out, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_different_seed_refuses_to_resume_and_an_omitted_one_continues() {
+        let stored = SourceIdentity::Generator { seed: 7, start_ms: 5 };
+        let given = GeneratorSpec::from(config(0, None));
+        assert!(matches!(given.continue_stream(&stored), Err(SourceError::Mismatch { .. })));
+        let omitted = GeneratorSpec { seed_given: false, start_given: false, ..given };
+        let stream = omitted.continue_stream(&stored).unwrap();
+        assert_eq!((stream.seed, stream.start_ms), (7, 5));
     }
 }

@@ -183,6 +183,8 @@ pub struct KafkaSource {
     /// Partition events to deliver with the next batch (revocations after a checkpoint).
     events: Vec<PartitionEvent>,
     metrics: Arc<Metrics>,
+    /// Longer records are handed out cut (the pipeline dead-letters them as `oversized`).
+    max_record_bytes: usize,
 }
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -240,7 +242,15 @@ impl KafkaSource {
             checkpoint_due: false,
             events: Vec::new(),
             metrics,
+            max_record_bytes: usize::MAX,
         })
+    }
+
+    /// Hands out records longer than `n` bytes cut to the prefix their dead letter keeps,
+    /// as the file source does, instead of copying them whole.
+    pub fn with_max_record_bytes(mut self, n: usize) -> Self {
+        self.max_record_bytes = n;
+        self
     }
 
     /// `--until-end`: the end offsets at start, and where each partition starts.
@@ -404,7 +414,8 @@ impl Source for KafkaSource {
                     if self.shared.lock().is_ok_and(|s| s.fenced.contains(&p)) {
                         continue;
                     }
-                    batch.push(p as u32, offset as u64, msg.payload().unwrap_or_default());
+                    let payload = msg.payload().unwrap_or_default();
+                    batch.push_capped(p as u32, offset as u64, payload, self.max_record_bytes);
                     match positions.last_mut() {
                         Some((lp, lo)) if *lp == p => *lo = offset + 1,
                         _ => positions.push((p, offset + 1)),

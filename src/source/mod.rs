@@ -22,7 +22,7 @@ use pageviews_core::commit::{CheckpointError, TaskState};
 pub use pageviews_core::commit::{PartitionTime, Position};
 
 pub use file::FileSource;
-pub use generator::{GeneratorConfig, GeneratorSource};
+pub use generator::{GeneratorConfig, GeneratorSource, GeneratorSpec};
 pub use kafka::{KafkaConfig, KafkaSource};
 
 /// One record inside a [`Batch`]: where its bytes are and where it came from.
@@ -80,6 +80,17 @@ impl Batch {
         self.data.extend_from_slice(prefix);
         let end = self.data.len();
         self.records.push(Record { partition, position, len, start, end });
+    }
+
+    /// Appends a record, or when it is longer than `max_bytes` only the prefix a dead letter
+    /// keeps, with its full length: an oversized record is never copied whole.
+    pub fn push_capped(&mut self, partition: u32, position: u64, payload: &[u8], max_bytes: usize) {
+        if payload.len() > max_bytes {
+            let keep = max_bytes.min(crate::event::OVERSIZED_KEEP);
+            self.push_truncated(partition, position, &payload[..keep], payload.len() as u64);
+        } else {
+            self.push(partition, position, payload);
+        }
     }
 
     /// Appends a record whose bytes `write` appends to the buffer (no intermediate copy).
@@ -179,6 +190,12 @@ pub enum SourceError {
     /// Claiming or restoring assigned partitions failed.
     #[error("cannot take over the assigned partitions: {0}")]
     Restore(String),
+    /// The generator's stream left the years the tables can hold.
+    #[error("the generator's record {seq} would be stamped outside years 0000..=9999; give an earlier --start-time or a smaller --count")]
+    GeneratorRange {
+        /// The first record out of range.
+        seq: u64,
+    },
     /// An input changed under us since the checkpoint (for example truncated).
     #[error(
         "{path} is {size} bytes, shorter than the {offset} bytes already committed from it; was it replaced?"

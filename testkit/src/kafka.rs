@@ -66,6 +66,8 @@ pub fn produce_to(brokers: &str, topic: &str, generator: GeneratorConfig, bad_ra
 
 /// Creates a topic with Kafka's own kafka-topics tool.
 pub fn create_topic(topic: &str, partitions: u32) {
+    // The broker must be up first; a test may create a topic before anything else.
+    let _ = broker();
     let status = std::process::Command::new(workspace().join("scripts/kafka-local"))
         .current_dir(workspace())
         .args(["topics", "--create", "--topic", topic, "--partitions", &partitions.to_string()])
@@ -283,4 +285,22 @@ pub fn add_partitions(topic: &str, partitions: u32) {
         .status()
         .expect("run scripts/kafka-local topics");
     assert!(status.success(), "adding partitions to {topic} failed");
+}
+
+/// A [`pageviews::source::Restore`] without a commit log, for tests that drive a
+/// `KafkaSource` directly: every assigned partition gets claim 1 and no committed state.
+pub struct NoRestore;
+
+impl pageviews::source::Restore for NoRestore {
+    fn restore(
+        &mut self,
+        partitions: &[u32],
+    ) -> Result<Vec<(u32, pageviews::source::Restored)>, pageviews::core::commit::CheckpointError> {
+        Ok(partitions.iter().map(|p| (*p, pageviews::source::Restored { claim: 1, state: None })).collect())
+    }
+}
+
+/// [`NoRestore`], boxed as `KafkaSource::new` takes it.
+pub fn no_restore() -> Box<dyn pageviews::source::Restore> {
+    Box::new(NoRestore)
 }

@@ -1,12 +1,14 @@
 //! Fixtures and helpers for the integration tests of pageviews and pageviews-sql, defined
 //! once: the inputs (the original job's example, generated streams), runs of the pipeline,
 //! reading committed tables back, the real services (the Kafka broker and the S3 server the
-//! project's scripts start), and waiting for conditions with deadlines.
+//! project's scripts start), a fault-injecting proxy to put between the pipeline and them, and
+//! waiting for conditions with deadlines.
 #![allow(clippy::missing_panics_doc)]
 
 pub mod bins;
 pub mod fixtures;
 pub mod kafka;
+pub mod proxy;
 pub mod s3;
 pub mod tables;
 
@@ -52,6 +54,9 @@ pub fn command(exe: &str) -> std::process::Command {
         "PAGEVIEWS_PIPELINE_ID",
         "PAGEVIEWS_INSTANCE_ID",
         "PAGEVIEWS_WORKERS",
+        "PAGEVIEWS_LOG_FORMAT",
+        "PAGEVIEWS_MAX_FUTURE",
+        "PAGEVIEWS_STORAGE_RETRY_TIMEOUT",
     ] {
         cmd.env_remove(var);
     }

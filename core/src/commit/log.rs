@@ -245,7 +245,10 @@ impl Log {
     }
 
     /// On a store that does not fence: refuses to run beside another live instance, and
-    /// records this one. `lease_ms` is how long a silent instance counts as live.
+    /// records this one. `lease_ms` is how long a silent instance counts as live. A lease of
+    /// the same instance id is taken over at once: that is the instance restarted (after a
+    /// kill -9 too), as static group membership would have it; its zombie, if any, is refused
+    /// at its next renewal.
     pub fn take_lease(&self, wall_ms: i64, lease_ms: i64) -> Result<(), CheckpointError> {
         if self.fencing {
             return Ok(());
@@ -254,7 +257,8 @@ impl Log {
         let path = lease_path(&self.pipeline);
         storage.block_on(async {
             if let Some(lease) = read_lease(storage, &path).await? {
-                if lease.run != self.run && wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms {
+                let live = wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms;
+                if lease.member != self.member && live {
                     return Err(CheckpointError::Unfenced {
                         pipeline: self.pipeline.clone(),
                         other: lease.member,
@@ -285,6 +289,22 @@ impl Log {
         })
     }
 
+    /// Gives the lease up on a clean stop (stores that do not fence), so another instance
+    /// may start at once. Only this run's own lease is removed.
+    pub fn release_lease(&self) -> Result<(), CheckpointError> {
+        if self.fencing {
+            return Ok(());
+        }
+        let storage = &self.storage;
+        let path = lease_path(&self.pipeline);
+        storage.block_on(async {
+            match read_lease(storage, &path).await? {
+                Some(lease) if lease.run == self.run => Ok(storage.delete(&path).await?),
+                _ => Ok(()),
+            }
+        })
+    }
+
     async fn write_lease(&self, path: &Path, wall_ms: i64) -> Result<(), CheckpointError> {
         let lease = Lease { member: self.member.clone(), run: self.run.clone(), heartbeat_ms: wall_ms };
         let json = serde_json::to_vec(&lease)
@@ -309,17 +329,24 @@ async fn read_lease(storage: &Storage, path: &Path) -> Result<Option<Lease>, Che
     }
 }
 
-/// Creates the facts file, or reads it and checks this run agrees with it.
+/// Reads the facts file, or creates it. Reading first matters on a store that does not
+/// fence (s3rver), where a create-only put of an existing key replaces it: a second
+/// instance must learn the pipeline's facts, not overwrite them, before its lease is refused.
 async fn settle_facts(storage: &Storage, pipeline: &str, facts: &Facts) -> Result<Facts, CheckpointError> {
     let path = facts_path(pipeline);
-    let json = serde_json::to_vec_pretty(facts)
-        .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
-    match storage.put_new(&path, Bytes::from(json)).await {
-        Ok(()) => return Ok(facts.clone()),
-        Err(StorageError::AlreadyExists(_)) => {}
+    let bytes = match storage.get(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => {
+            let json = serde_json::to_vec_pretty(facts)
+                .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
+            match storage.put_new(&path, Bytes::from(json)).await {
+                Ok(()) => return Ok(facts.clone()),
+                Err(StorageError::AlreadyExists(_)) => storage.get(&path).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
         Err(e) => return Err(e.into()),
-    }
-    let bytes = storage.get(&path).await?;
+    };
     let stored: Facts = serde_json::from_slice(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
     if stored.version != LOG_VERSION {

@@ -82,6 +82,11 @@ pub enum Position {
     Generator {
         /// The next record to produce.
         next_seq: u64,
+        /// How far the event time of records from `next_seq` on is moved past their nominal
+        /// time: a run continuing a stream whose bounded end emitted every window starts
+        /// after those windows. 0 for a stream never continued that way.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        shift_ms: i64,
     },
     /// Kafka: the next offset to read.
     Kafka {
@@ -102,11 +107,15 @@ impl Position {
     /// partition are numbered by it, in order, which is what deduplication relies on.
     pub fn ordinal(&self) -> u64 {
         match self {
-            Position::Generator { next_seq } => *next_seq,
+            Position::Generator { next_seq, .. } => *next_seq,
             Position::Kafka { offset } => (*offset).max(0) as u64,
             Position::File { offset, .. } => *offset,
         }
     }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Counts committed so far, cumulative.

@@ -10,6 +10,7 @@
 //! under `_staging/`, written part by part at known offsets and renamed into the table on
 //! completion.
 
+mod retry;
 mod root;
 mod s3_uploads;
 mod upload;
@@ -27,6 +28,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use thiserror::Error;
 use tokio::runtime::Handle;
 
+pub use retry::{NoObserver, RetryPolicy, StorageObserver};
 pub use root::{s3_client, Location, S3Client, S3Env, S3_SETTINGS};
 pub use upload::{UploadRef, MIN_PART_BYTES};
 
@@ -57,6 +59,45 @@ pub enum StorageError {
     /// Rows could not be encoded into a file.
     #[error("encoding a table file failed: {0}")]
     Encode(String),
+    /// A call kept failing for a reason that usually passes, for longer than the retry
+    /// timeout.
+    #[error("{op} {path}: storage did not answer for {:.0} s (--storage-retry-timeout); the last error: {source}", waited.as_secs_f64())]
+    Unreachable {
+        /// The operation.
+        op: &'static str,
+        /// The path, relative to the table root.
+        path: String,
+        /// How long it was retried.
+        waited: std::time::Duration,
+        /// The last failure.
+        source: Box<StorageError>,
+    },
+    /// The bucket of an s3:// output does not exist.
+    #[error("the bucket of --output does not exist (S3 answered NoSuchBucket to {op} {path}); create it, or correct --output")]
+    NoSuchBucket {
+        /// The operation.
+        op: &'static str,
+        /// The path, relative to the table root.
+        path: String,
+    },
+    /// The store refused the credentials or the operation.
+    #[error("{op} {path}: access denied ({source}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that the bucket's policy allows this")]
+    Denied {
+        /// The operation.
+        op: &'static str,
+        /// The path, relative to the table root.
+        path: String,
+        /// The store's error (boxed: it is large and rare).
+        source: Box<object_store::Error>,
+    },
+    /// The store does not implement an optional call.
+    #[error("{what} is not implemented by this store: {reason}")]
+    Unsupported {
+        /// The call.
+        what: &'static str,
+        /// The store's answer.
+        reason: String,
+    },
 }
 
 impl StorageError {
@@ -64,15 +105,33 @@ impl StorageError {
         op: &'static str,
         path: &'a Path,
     ) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
-        move |source| match source {
-            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists(path.to_string()),
-            source => StorageError::Store { op, path: path.to_string(), source },
+        move |source| {
+            let text = crate::error_chain(&source);
+            let path = path.to_string();
+            match source {
+                object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists(path),
+                _ if text.contains("NoSuchBucket") => StorageError::NoSuchBucket { op, path },
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. } => {
+                    StorageError::Denied { op, path, source: Box::new(source) }
+                }
+                _ if text.contains("status code: 403") => {
+                    StorageError::Denied { op, path, source: Box::new(source) }
+                }
+                source => StorageError::Store { op, path, source },
+            }
         }
     }
 
     /// True when the object or upload does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::Store { source: object_store::Error::NotFound { .. }, .. })
+    }
+
+    /// True for failures that pass with time (timeouts, refused or reset connections, 5xx,
+    /// throttling), which [`Storage`] retries in place.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Store { source, .. } if retry::retryable(source))
     }
 }
 
@@ -91,13 +150,17 @@ struct S3Root {
     prefix: Path,
 }
 
-/// The table root and the runtime its I/O runs on.
+/// The table root and the runtime its I/O runs on. Every call rides out passing failures
+/// (see [`RetryPolicy`]); clones share the retry state, so an outage is reported once.
 #[derive(Debug, Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     backend: Backend,
     url: String,
     rt: Handle,
+    retry: Arc<retry::Retrier>,
+    /// Set once the store was found not to list multipart uploads (warned about once).
+    no_upload_listing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Storage {
@@ -118,15 +181,10 @@ impl Storage {
                     .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
                 let root = path.canonicalize().map_err(|e| bad(e.to_string()))?;
                 let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?;
-                Ok(Storage {
-                    store: Arc::new(store),
-                    backend: Backend::Local(root),
-                    url: url.to_string(),
-                    rt,
-                })
+                Ok(Storage::new(Arc::new(store), Backend::Local(root), url, rt))
             }
             Location::S3 { bucket, prefix } => {
-                let client = Arc::new(s3_client(url, &bucket, env)?);
+                let client = Arc::new(root::s3_client_for_storage(url, &bucket, env)?);
                 let s3: Arc<dyn ObjectStore> = Arc::new(client.s3.clone());
                 let prefix = Path::from(prefix);
                 let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
@@ -135,9 +193,26 @@ impl Storage {
                     Arc::new(PrefixStore::new(s3, prefix.clone()))
                 };
                 let root = S3Root { client, prefix };
-                Ok(Storage { store, backend: Backend::S3(Arc::new(root)), url: url.to_string(), rt })
+                Ok(Storage::new(store, Backend::S3(Arc::new(root)), url, rt))
             }
         }
+    }
+
+    fn new(store: Arc<dyn ObjectStore>, backend: Backend, url: &str, rt: Handle) -> Self {
+        Storage {
+            store,
+            backend,
+            url: url.to_string(),
+            rt,
+            retry: Arc::new(retry::Retrier::new(RetryPolicy::default(), Arc::new(NoObserver))),
+            no_upload_listing: Arc::default(),
+        }
+    }
+
+    /// This root with `policy` for passing failures, reporting outages to `observer`.
+    pub fn with_retries(mut self, policy: RetryPolicy, observer: Arc<dyn StorageObserver>) -> Self {
+        self.retry = Arc::new(retry::Retrier::new(policy, observer));
+        self
     }
 
     /// True when the root is an object store that needs parts of at least
@@ -168,7 +243,14 @@ impl Storage {
 
     /// Writes a whole object, replacing any previous one.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
-        self.store.put(path, PutPayload::from(bytes)).await.map_err(StorageError::store("put", path))?;
+        self.retry
+            .run("put", path.as_ref(), |_| async {
+                self.store
+                    .put(path, PutPayload::from(bytes.clone()))
+                    .await
+                    .map_err(StorageError::store("put", path))
+            })
+            .await?;
         Ok(())
     }
 
@@ -188,30 +270,60 @@ impl Storage {
     }
 
     /// Writes a whole object only if none exists: the atomic commit point of a checkpoint.
+    /// A retry that finds the object already there with exactly these bytes takes it for
+    /// its own earlier try, whose answer was lost.
     pub async fn put_new(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        self.store
-            .put_opts(path, PutPayload::from(bytes), opts)
+        self.retry
+            .run("create", path.as_ref(), |attempt| {
+                let bytes = bytes.clone();
+                async move {
+                    let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+                    match self.store.put_opts(path, PutPayload::from(bytes.clone()), opts).await {
+                        Ok(_) => Ok(()),
+                        Err(object_store::Error::AlreadyExists { .. }) if attempt > 0 => {
+                            match self.get_once(path).await {
+                                Ok(existing) if existing == bytes => Ok(()),
+                                _ => Err(StorageError::AlreadyExists(path.to_string())),
+                            }
+                        }
+                        Err(e) => Err(StorageError::store("create", path)(e)),
+                    }
+                }
+            })
             .await
-            .map_err(StorageError::store("create", path))?;
-        Ok(())
     }
 
     /// Reads a whole object.
     pub async fn get(&self, path: &Path) -> Result<Bytes, StorageError> {
+        self.retry.run("get", path.as_ref(), |_| self.get_once(path)).await
+    }
+
+    async fn get_once(&self, path: &Path) -> Result<Bytes, StorageError> {
         let res = self.store.get(path).await.map_err(StorageError::store("get", path))?;
         res.bytes().await.map_err(StorageError::store("read", path))
     }
 
     /// Lists every object under `prefix` (recursively), as paths.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>, StorageError> {
-        let metas: Vec<_> =
-            self.store.list(Some(prefix)).try_collect().await.map_err(StorageError::store("list", prefix))?;
-        Ok(metas.into_iter().map(|m| m.location).collect())
+        self.retry
+            .run("list", prefix.as_ref(), |_| async {
+                let metas: Vec<_> = self
+                    .store
+                    .list(Some(prefix))
+                    .try_collect()
+                    .await
+                    .map_err(StorageError::store("list", prefix))?;
+                Ok(metas.into_iter().map(|m| m.location).collect())
+            })
+            .await
     }
 
     /// True when `path` exists.
     pub async fn exists(&self, path: &Path) -> Result<bool, StorageError> {
+        self.retry.run("head", path.as_ref(), |_| self.exists_once(path)).await
+    }
+
+    async fn exists_once(&self, path: &Path) -> Result<bool, StorageError> {
         match self.store.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -280,7 +392,11 @@ impl Storage {
             };
         }
         for path in self.list(prefix).await? {
-            self.store.delete(&path).await.map_err(StorageError::store("delete", &path))?;
+            self.retry
+                .run("delete", path.as_ref(), |_| async {
+                    self.store.delete(&path).await.map_err(StorageError::store("delete", &path))
+                })
+                .await?;
         }
         Ok(())
     }

@@ -5,9 +5,10 @@
 //! refuse the same unusable settings, before any request, with what to set.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::ClientConfigKey;
+use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
 use super::StorageError;
 
@@ -112,9 +113,31 @@ pub struct S3Client {
 }
 
 /// Builds the client for `bucket` from `env`, refusing settings that cannot work: half a
-/// key pair, no keys for a non-AWS endpoint, or a plain-http endpoint not allowed.
+/// key pair, no keys for a non-AWS endpoint, or a plain-http endpoint not allowed. Each
+/// request is retried as object_store does by default (up to 10 times in 3 minutes), for
+/// callers with no retries of their own (the SQL client).
 pub fn s3_client(url: &str, bucket: &str, env: &S3Env) -> Result<S3Client, StorageError> {
-    let mut builder = env.builder().with_bucket_name(bucket);
+    build(url, bucket, env, RetryConfig::default())
+}
+
+/// The client [`super::Storage`] uses: object_store retries a request only briefly, so a
+/// blip passes unseen and a longer outage reaches [`super::Storage`]'s own retries, which
+/// have no count limit, cover every call and failure that passes, and report the outage.
+pub(super) fn s3_client_for_storage(url: &str, bucket: &str, env: &S3Env) -> Result<S3Client, StorageError> {
+    let brief = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(5),
+    };
+    build(url, bucket, env, brief)
+}
+
+fn build(url: &str, bucket: &str, env: &S3Env, retry: RetryConfig) -> Result<S3Client, StorageError> {
+    let mut builder = env.builder().with_bucket_name(bucket).with_retry(retry);
     // Both spellings of the region are common; object_store reads only AWS_DEFAULT_REGION
     // when AWS_REGION is absent, so take either.
     if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {

@@ -8,6 +8,7 @@ use object_store::ClientOptions;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
+use super::retry::HttpStatus;
 use super::{S3Root, StorageError, UploadRef};
 
 /// SigV4 canonicalises query values with everything but the unreserved characters encoded.
@@ -60,12 +61,25 @@ pub(super) async fn list(root: &S3Root, prefix: &Path) -> Result<Vec<UploadRef>,
             .body(object_store::client::HttpRequestBody::empty())
             .map_err(|e| err(e.to_string()))?;
         AwsAuthorizer::new(&credential, "s3", &client.region).authorize(&mut request, None);
-        let response = http.execute(request).await.map_err(|e| err(e.to_string()))?;
+        // Keep the transport error and the status typed: they tell a passing failure
+        // (retried by the caller) from an answer.
+        let store_err = |source: Box<dyn std::error::Error + Send + Sync>| StorageError::Store {
+            op: "list uploads",
+            path: prefix.to_string(),
+            source: object_store::Error::Generic { store: "S3", source },
+        };
+        let response = http.execute(request).await.map_err(|e| store_err(Box::new(e)))?;
         let status = response.status();
-        let body = response.into_body().bytes().await.map_err(|e| err(e.to_string()))?;
-        let body = String::from_utf8_lossy(&body);
+        let body = response.into_body().bytes().await.map_err(|e| store_err(Box::new(e)))?;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if status == http::StatusCode::NOT_IMPLEMENTED || body.contains("<Code>NotImplemented</Code>") {
+            return Err(StorageError::Unsupported {
+                what: "ListMultipartUploads",
+                reason: format!("HTTP {status}"),
+            });
+        }
         if !status.is_success() {
-            return Err(err(format!("HTTP {status}: {body}")));
+            return Err(store_err(Box::new(HttpStatus { status: status.as_u16(), body })));
         }
         let page = parse_page(&body).map_err(err)?;
         for upload in page.uploads {

@@ -1,6 +1,8 @@
 //! Uploads: a table file written in parts while it stays invisible, completed into place in
 //! one step, or abandoned. The same four calls on local disk and on S3.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -29,7 +31,14 @@ pub const MIN_PART_BYTES: usize = 5 << 20;
 impl Storage {
     /// Starts an upload that will become `path` when completed. Local uploads are written
     /// to `staged` meanwhile.
+    ///
+    /// Retried like every call; a retry after a lost answer leaves the first upload behind,
+    /// invisible, until the next recovery aborts it (or the bucket's lifecycle rule does).
     pub async fn begin_upload(&self, path: &Path, staged: &Path) -> Result<UploadRef, StorageError> {
+        self.retry.run("upload", path.as_ref(), |_| self.begin_upload_once(path, staged)).await
+    }
+
+    async fn begin_upload_once(&self, path: &Path, staged: &Path) -> Result<UploadRef, StorageError> {
         match &self.backend {
             Backend::Local(root) => {
                 let file = root.join(staged.as_ref());
@@ -59,6 +68,18 @@ impl Storage {
     /// be uploaded concurrently; uploading an index again replaces it. Returns the part's
     /// id for [`Storage::complete_upload`].
     pub async fn put_part(
+        &self,
+        upload: &UploadRef,
+        idx: usize,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<String, StorageError> {
+        self.retry
+            .run("upload part", &upload.path, |_| self.put_part_once(upload, idx, offset, data.clone()))
+            .await
+    }
+
+    async fn put_part_once(
         &self,
         upload: &UploadRef,
         idx: usize,
@@ -102,6 +123,28 @@ impl Storage {
         len: u64,
     ) -> Result<bool, StorageError> {
         let path = Path::from(upload.path.as_str());
+        self.retry
+            .run("complete upload", &upload.path, |attempt| {
+                let path = path.clone();
+                async move {
+                    // Only completing this upload creates the file: if a try whose answer was
+                    // lost did, it is done (some servers answer a completed id with 500s).
+                    if attempt > 0 && self.is_object_store() && self.exists_once(&path).await? {
+                        return Ok(false);
+                    }
+                    self.complete_upload_once(upload, parts, len).await
+                }
+            })
+            .await
+    }
+
+    async fn complete_upload_once(
+        &self,
+        upload: &UploadRef,
+        parts: &[String],
+        len: u64,
+    ) -> Result<bool, StorageError> {
+        let path = Path::from(upload.path.as_str());
         match &self.backend {
             Backend::Local(root) => {
                 let (from, to) = (root.join(&upload.staged), root.join(path.as_ref()));
@@ -127,7 +170,7 @@ impl Storage {
                 let ids = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
                 match root.client.s3.complete_multipart(&key, &upload.id, ids).await {
                     Ok(_) => Ok(true),
-                    Err(object_store::Error::NotFound { .. }) if self.exists(&path).await? => Ok(false),
+                    Err(object_store::Error::NotFound { .. }) if self.exists_once(&path).await? => Ok(false),
                     Err(source) => Err(StorageError::store("complete upload", &path)(source)),
                 }
             }
@@ -136,6 +179,10 @@ impl Storage {
 
     /// Abandons an upload; nothing of it stays. Unknown uploads are fine.
     pub async fn abort_upload(&self, upload: &UploadRef) -> Result<(), StorageError> {
+        self.retry.run("abort upload", &upload.path, |_| self.abort_upload_once(upload)).await
+    }
+
+    async fn abort_upload_once(&self, upload: &UploadRef) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Local(root) => match tokio::fs::remove_file(root.join(&upload.staged)).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -156,9 +203,30 @@ impl Storage {
     /// Unfinished S3 multipart uploads whose keys start with `prefix`: what a crash leaves
     /// behind, invisible to listings but billed. Empty on local disk, where unfinished
     /// uploads are plain files under `_staging/`.
+    ///
+    /// Listing uploads only serves that cleanup, and some S3-compatible servers (s3rver)
+    /// do not implement it: there it is empty too, after one warning that names the bucket
+    /// lifecycle rule that cleans orphans up instead.
     pub async fn list_uploads(&self, prefix: &Path) -> Result<Vec<UploadRef>, StorageError> {
         let Backend::S3(root) = &self.backend else { return Ok(Vec::new()) };
-        s3_uploads::list(root, prefix).await
+        if self.no_upload_listing.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        match self.retry.run("list uploads", prefix.as_ref(), |_| s3_uploads::list(root, prefix)).await {
+            Err(StorageError::Unsupported { reason, .. }) => {
+                if !self.no_upload_listing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        store = %reason,
+                        "this S3 store does not list multipart uploads (ListMultipartUploads), so recovery \
+                         cannot abort the uploads a crash leaves unfinished; they stay invisible but take \
+                         space: give the bucket a lifecycle rule with AbortIncompleteMultipartUpload \
+                         (e.g. DaysAfterInitiation 1) to remove them"
+                    );
+                }
+                Ok(Vec::new())
+            }
+            other => other,
+        }
     }
 }
 

@@ -56,7 +56,7 @@ impl Root {
             partition: 0,
             claim: CLAIM,
             cp,
-            position: Position::Generator { next_seq: 0 },
+            position: Position::Generator { next_seq: 0, shift_ms: 0 },
             time: PartitionTime::default(),
             idle: false,
             counting: None,
