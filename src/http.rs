@@ -26,7 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use pageviews_core::time::format_timestamp;
 
 pub use status::{
-    CheckpointStatus, Health, PartitionStatus, Progress, Status, TableStatus, STALLED_INTERVALS,
+    CheckpointStatus, Freshness, Health, PartitionStatus, Progress, Status, TableStatus, STALLED_INTERVALS,
 };
 
 use crate::clock::Clock;

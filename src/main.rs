@@ -29,7 +29,11 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
+            let derived_id = args.pipeline_id.is_none();
             let config = args.into_config()?;
+            if derived_id {
+                pageviews::pipeline::refuse_legacy_output(&config)?;
+            }
             let shutdown = Shutdown::default();
             watch_signals(shutdown.clone());
             let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));

@@ -45,6 +45,13 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Label set naming a kind of reader: `sql` (every committed row) or `folders` (rolled files).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderLabel {
+    /// `sql` or `folders`.
+    pub reader: &'static str,
+}
+
 /// Label set naming a dead-letter reason.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -88,6 +95,8 @@ pub struct Metrics {
     pub kafka_offset_resets: Family<OffsetResetLabel, Counter>,
     /// The configured checkpoint interval, so alerts can judge checkpoint age against it.
     pub checkpoint_interval: Gauge<f64, AtomicU64>,
+    /// Wall clock minus the newest page_views event time each kind of reader sees.
+    pub freshness: Family<ReaderLabel, Gauge<f64, AtomicU64>>,
     /// 1 while storage calls are failing and being retried, else 0.
     pub storage_retrying: Gauge,
     /// Storage calls tried again after a failure that passes.
@@ -129,6 +138,7 @@ impl Metrics {
             kafka_consumer_lag: Family::default(),
             kafka_offset_resets: Family::default(),
             checkpoint_interval: Gauge::default(),
+            freshness: Family::default(),
             storage_retrying: Gauge::default(),
             storage_retries: Counter::default(),
             registry: Registry::default(),
@@ -195,7 +205,14 @@ impl Metrics {
         r.register(
             "pageviews_kafka_offset_resets",
             "Checkpoint positions that did not fit their Kafka partition (topic recreated or truncated), by --on-offset-reset decision",
-            m.kafka_offset_resets.clone()
+            m.kafka_offset_resets.clone(),
+        );
+        r.register(
+            "pageviews_freshness_seconds",
+            "Wall clock minus the newest page_views event time a reader sees: reader=sql is every \
+             committed row (pageviews sql), reader=folders the rows of rolled files (DuckDB, Spark, \
+             pyarrow on the table folders); absent until a page view is committed",
+            m.freshness.clone(),
         );
         r.register(
             "pageviews_storage_retrying",

@@ -169,3 +169,71 @@ fn a_metrics_handle_made_for_another_pipeline_is_refused() {
     let msg = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("\"pageviews\"") && msg.contains("\"eu-1\""), "{msg}");
 }
+
+/// A gauge's value for one label set in Prometheus text (`name{labels} value`).
+fn labelled(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn freshness_says_how_far_behind_sql_and_folder_readers_are() {
+    use pageviews::clock::ManualClock;
+    use pageviews::source::GeneratorConfig;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    // 1000 events/s of virtual time whose event time is the wall clock's (no jitter); files
+    // roll after 60 s, checkpoints every 10 s.
+    use pageviews::core::time::parse_timestamp;
+    let start_ms = parse_timestamp("2020-01-01 00:00:00").unwrap();
+    let generator = GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 1, start_ms };
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let mut config =
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), dir.path().display().to_string());
+    config.roll_age = Duration::from_secs(60);
+    config.clock = clock.clone();
+    let metrics = Arc::new(Metrics::new("generator"));
+    let sql = "pageviews_freshness_seconds{pipeline=\"generator\",reader=\"sql\"}";
+    let folders = "pageviews_freshness_seconds{pipeline=\"generator\",reader=\"folders\"}";
+
+    let at = |event: &Option<String>| {
+        event.as_deref().and_then(|e| parse_timestamp(e).ok()).map(|ms| ms - start_ms)
+    };
+
+    // At 35 s: the third checkpoint (30 s) committed events up to 30 s; nothing has rolled.
+    clock.hold_at(35_000);
+    let run = pageviews::start(config, Shutdown::default(), metrics.clone()).unwrap();
+    wait_for("the checkpoint at 30 s", Duration::from_secs(60), || {
+        metrics.checkpoints.get() >= 3 && at(&run.status().freshness.sql_newest_event) >= Some(29_000)
+    });
+    let status = run.status();
+    let f = &status.freshness;
+    assert!(f.sql_seconds.is_some_and(|s| (0.0..=5.0).contains(&s)), "{f:?}");
+    assert!(at(&f.sql_newest_event).is_some_and(|ms| (29_000..=30_000).contains(&ms)), "{f:?}");
+    assert_eq!((f.folders_seconds, f.folders_newest_event.as_deref()), (None, None), "nothing rolled yet");
+    let text = metrics.encode();
+    assert!(labelled(&text, sql).is_some_and(|s| (0.0..=5.0).contains(&s)), "{text}");
+    assert!(!text.contains(folders), "no folder freshness before a file rolls:\n{text}");
+
+    // At 95 s: the first files rolled at 60 s, checkpoint 9 (90 s) committed up to 90 s.
+    clock.hold_at(95_000);
+    wait_for("the checkpoint at 90 s", Duration::from_secs(60), || {
+        metrics.checkpoints.get() >= 9 && at(&run.status().freshness.sql_newest_event) >= Some(89_000)
+    });
+    let status = run.status();
+    let f = &status.freshness;
+    assert!(f.sql_seconds.is_some_and(|s| (0.0..=5.0).contains(&s)), "{f:?}");
+    assert!(f.folders_seconds.is_some_and(|s| (29.0..=36.0).contains(&s)), "{f:?}");
+    assert!(at(&f.folders_newest_event).is_some_and(|ms| (59_000..=61_000).contains(&ms)), "{f:?}");
+    let text = metrics.encode();
+    assert!(labelled(&text, folders).is_some_and(|s| (29.0..=36.0).contains(&s)), "{text}");
+    let json = serde_json::to_value(&status).unwrap();
+    assert!(
+        json["freshness"]["folders_seconds"].is_number() && json["freshness"]["sql_seconds"].is_number(),
+        "{json}"
+    );
+
+    clock.release();
+    run.shutdown().trigger();
+    run.join().unwrap();
+}

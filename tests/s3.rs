@@ -72,7 +72,7 @@ fn s3_rows(rt: &tokio::runtime::Runtime, storage: &Storage, table: &str, drop: &
 
 /// The open files of the pipeline's newest committed state.
 fn committed_open_files(rt: &tokio::runtime::Runtime, storage: &Storage) -> Vec<OpenFileState> {
-    match rt.block_on(View::load(storage, "pageviews")) {
+    match rt.block_on(View::load(storage, "generator")) {
         Ok(view) => view.tasks.into_values().flat_map(|t| t.open).collect(),
         Err(_) => Vec::new(),
     }

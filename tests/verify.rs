@@ -151,7 +151,7 @@ fn a_committed_file_deleted_from_its_table_fails_verify_naming_the_file() {
     let (_dir, out) = committed_run();
     let file = only_file(&out, "page_view_aggregates");
     std::fs::remove_file(&file).unwrap();
-    assert_violation(&audit(&out), &[&rel(&out, &file), "named by checkpoint 1 of pageviews but missing"]);
+    assert_violation(&audit(&out), &[&rel(&out, &file), "named by checkpoint 1 of files but missing"]);
 }
 
 #[test]

@@ -19,9 +19,10 @@
 //!   names (`day = '2020-01-01' AND hour = '00'`). A filter on them is applied to the folder
 //!   names before any file is opened, so it reads only the matching partitions.
 //!
-//! Only files with the table's extension are read, so `_SUCCESS` markers are skipped: the
-//! pipeline keeps work in progress outside the table folders, so every such file is
-//! committed.
+//! Only files with the table's extension are read, so `_SUCCESS` markers are skipped. What a
+//! table folder holds depends on the root's view ([`crate::root::View`]): by default the
+//! snapshot of every committed file, open ones up to their committed length; with
+//! `--visible-only`, the folder as it is, where the pipeline puts only committed files.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -125,6 +126,16 @@ pub enum CatalogError {
         /// Its `.parquet` files.
         parquet: usize,
     },
+    /// The committed state of the root could not be read.
+    #[error("cannot read the committed state of {root}: {source}{hint}")]
+    Snapshot {
+        /// The root.
+        root: String,
+        /// What to check, or empty.
+        hint: String,
+        /// What failed.
+        source: Box<pageviews_core::commit::SnapshotError>,
+    },
     /// DataFusion refused a table definition.
     #[error("cannot register table {table} at {location}: {source}")]
     Register {
@@ -212,18 +223,40 @@ fn listing_options(format: TableFormat) -> ListingOptions {
 /// says so.
 pub async fn register(ctx: &SessionContext, root: &TableRoot) -> Result<Catalog, CatalogError> {
     root.register_store(ctx);
+    root.refresh().await?;
     let catalog = Catalog::discover(root).await?;
     for (def, status) in Table::ALL.iter().zip(&catalog.tables) {
-        let err =
-            |source| CatalogError::Register { table: def.name(), location: status.location.clone(), source };
-        let url = ListingTableUrl::parse(&status.location).map_err(err)?;
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(listing_options(status.format))
-            .with_schema(Arc::new(file_schema(*def)));
-        let table = ListingTable::try_new(config).map_err(err)?;
-        ctx.register_table(def.name(), Arc::new(table)).map_err(err)?;
+        register_table(ctx, *def, status)?;
     }
     Ok(catalog)
+}
+
+/// Finds the tables of `root` again (after [`TableRoot::refresh`]) and registers anew the
+/// ones whose format changed since `before`: a shell started before the pipeline wrote its
+/// first Parquet file reads that file once it is committed.
+pub async fn rediscover(ctx: &SessionContext, before: &Catalog) -> Result<Catalog, CatalogError> {
+    let catalog = Catalog::discover(&before.root).await?;
+    for ((def, old), new) in Table::ALL.iter().zip(&before.tables).zip(&catalog.tables) {
+        if old.format != new.format {
+            let err =
+                |source| CatalogError::Register { table: def.name(), location: new.location.clone(), source };
+            ctx.deregister_table(def.name()).map_err(err)?;
+            register_table(ctx, *def, new)?;
+        }
+    }
+    Ok(catalog)
+}
+
+fn register_table(ctx: &SessionContext, def: Table, status: &TableStatus) -> Result<(), CatalogError> {
+    let err =
+        |source| CatalogError::Register { table: def.name(), location: status.location.clone(), source };
+    let url = ListingTableUrl::parse(&status.location).map_err(err)?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(listing_options(status.format))
+        .with_schema(Arc::new(file_schema(def)));
+    let table = ListingTable::try_new(config).map_err(err)?;
+    ctx.register_table(def.name(), Arc::new(table)).map_err(err)?;
+    Ok(())
 }
 
 /// Committed files of `table` under `root`, per format in `Format::ALL` order.

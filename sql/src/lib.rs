@@ -8,7 +8,9 @@
 //!   <root>: a local directory or s3://bucket/prefix
 //! ```
 //!
-//! [`root`] parses the table root (local disk or S3) and lists its files; [`catalog`]
+//! [`root`] parses the table root (local disk or S3) and lists its files; [`committed`] shows
+//! every committed row, files still being written included, as of the newest checkpoints
+//! (the default; `--visible-only` shows the table folders as they are); [`catalog`]
 //! registers the four tables with fixed schemas, each as JSON lines or Parquet as its files
 //! are, and prints them as DDL;
 //! [`session`] runs statements; [`shell`] is the interactive loop, [`script`] splits SQL
@@ -19,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod committed;
 pub mod output;
 pub mod root;
 pub mod script;

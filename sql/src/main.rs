@@ -15,6 +15,10 @@ use pageviews_sql::{catalog, script, Format, Session, TableRoot};
 /// With neither -e nor -f it starts an interactive shell (or, when stdin is not a terminal,
 /// runs the statements read from stdin). Statements end with ';'. Filter on day and hour
 /// (day = '2020-01-01' AND hour = '00') to read only those partitions.
+///
+/// Each statement sees every row the newest checkpoint of each pipeline committed, rows in
+/// files the pipeline is still writing included: a running pipeline's rows show within one
+/// --checkpoint-interval. --visible-only shows the table folders as other readers see them.
 #[derive(Debug, Parser)]
 #[command(name = "pageviews sql", version)]
 struct Args {
@@ -41,6 +45,13 @@ struct Args {
     /// as the files are) and exit.
     #[arg(long)]
     print_catalog: bool,
+
+    /// Show only the files in the table folders, as DuckDB, Spark or pyarrow see them.
+    /// By default every statement sees every row committed by the newest checkpoint
+    /// (every --checkpoint-interval), including rows in files the pipeline is still
+    /// writing, which reach the folders only when they roll (--roll-age).
+    #[arg(long)]
+    visible_only: bool,
 }
 
 /// `--format` values.
@@ -76,10 +87,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let root = TableRoot::parse(&args.output)?;
+    let mut root = TableRoot::parse(&args.output)?;
+    if args.visible_only {
+        root = root.visible_only();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.print_catalog {
-        print!("{}", catalog::ddl(&rt.block_on(catalog::Catalog::discover(&root))?));
+        let catalog = rt.block_on(async {
+            root.refresh().await?;
+            catalog::Catalog::discover(&root).await
+        })?;
+        print!("{}", catalog::ddl(&catalog));
         return Ok(());
     }
     let session = rt.block_on(Session::open(&root))?;

@@ -1,11 +1,15 @@
 //! The table root: where `pageviews run --output` wrote the tables, on local disk or in an S3
-//! bucket, and the object store that lists its files.
+//! bucket, the object store that lists its files, and which view of it queries see.
 //!
 //! The root is parsed by the same code as the pipeline's `--output` (`pageviews_core::storage`):
 //! a plain path, a `file://` URL or `s3://bucket/prefix`. An S3 root is configured the AWS way,
 //! from `AWS_*` variables read once, when the root is parsed, and refused up front when the
 //! settings cannot work; its store is registered in the session's runtime so that DataFusion
 //! reads the tables through the same client that listed them.
+//!
+//! Two views ([`View`]): by default every committed row, as of each pipeline's newest
+//! checkpoint ([`crate::committed`]); with `--visible-only`, the table folders as they are,
+//! which is what external readers (DuckDB, Spark, pyarrow) see.
 
 use std::path::{Component, PathBuf};
 use std::sync::Arc;
@@ -19,6 +23,16 @@ use object_store::ObjectStore;
 use pageviews_core::storage::{s3_client, Location, S3Env, StorageError, S3_SETTINGS};
 
 use crate::catalog::CatalogError;
+use crate::committed::{Committed, CommittedStore};
+
+/// What queries see of the root.
+#[derive(Debug, Clone)]
+pub enum View {
+    /// Every committed row, as of each pipeline's newest checkpoint, re-read per statement.
+    Committed(Arc<Committed>),
+    /// The files in the table folders: what readers of the folders see.
+    Folders,
+}
 
 /// The table root: a local directory or an S3 bucket and prefix.
 #[derive(Debug, Clone)]
@@ -34,6 +48,8 @@ pub struct TableRoot {
     s3_bucket: Option<ObjectStoreUrl>,
     /// What to check when listing fails, appended to the error; empty for local roots.
     list_hint: String,
+    /// What queries see.
+    view: View,
 }
 
 impl TableRoot {
@@ -65,6 +81,7 @@ impl TableRoot {
                     prefix: StorePath::from(prefix),
                     s3_bucket: Some(bucket_url),
                     list_hint: format!("; check that bucket {bucket} exists, and {S3_SETTINGS}"),
+                    view: View::Committed(Arc::new(Committed::new(url, env, None))),
                 });
             }
         };
@@ -74,7 +91,33 @@ impl TableRoot {
         let prefix = StorePath::from_absolute_path(&dir).map_err(|e| bad(e.to_string()))?;
         let base = dir.display().to_string().trim_end_matches('/').to_string();
         let store = Arc::new(LocalFileSystem::new());
-        Ok(TableRoot { base, store, prefix, s3_bucket: None, list_hint: String::new() })
+        let view = View::Committed(Arc::new(Committed::new(&base, env, Some(dir))));
+        Ok(TableRoot { base, store, prefix, s3_bucket: None, list_hint: String::new(), view })
+    }
+
+    /// The same root seen as its table folders are: only rolled files, as external readers
+    /// see them (`--visible-only`).
+    pub fn visible_only(mut self) -> Self {
+        self.view = View::Folders;
+        self
+    }
+
+    /// What queries see of this root.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Reads the newest committed state, for the next statement (the folder view reads the
+    /// folders when the statement runs).
+    pub async fn refresh(&self) -> Result<(), CatalogError> {
+        if let View::Committed(committed) = &self.view {
+            committed.refresh().await.map_err(|source| CatalogError::Snapshot {
+                root: self.base.clone(),
+                hint: self.list_hint.clone(),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
     }
 
     /// The root as a path or `s3://` URL, without a trailing `/`.
@@ -92,17 +135,36 @@ impl TableRoot {
         format!("{}/{table}/", self.base)
     }
 
-    /// Lets `ctx` read this root: an S3 root's client is registered for its bucket (local
-    /// paths need nothing, DataFusion reads them itself).
+    /// Lets `ctx` read this root. The committed view is a store over the root's own (local
+    /// disk's or the bucket's) that serves the table folders from the snapshot; the folder
+    /// view registers an S3 root's client for its bucket (local paths need nothing,
+    /// DataFusion reads them itself).
     pub fn register_store(&self, ctx: &SessionContext) {
-        if let Some(url) = &self.s3_bucket {
-            ctx.runtime_env().register_object_store(url.as_ref(), Arc::clone(&self.store));
+        let url = self.s3_bucket.clone().unwrap_or_else(ObjectStoreUrl::local_filesystem);
+        match &self.view {
+            View::Committed(committed) => {
+                let store =
+                    CommittedStore::new(Arc::clone(&self.store), self.prefix.clone(), committed.clone());
+                ctx.runtime_env().register_object_store(url.as_ref(), Arc::new(store));
+            }
+            View::Folders => {
+                if self.s3_bucket.is_some() {
+                    ctx.runtime_env().register_object_store(url.as_ref(), Arc::clone(&self.store));
+                }
+            }
         }
     }
 
-    /// Every file under a table's folder, as paths relative to the store. A folder that does
-    /// not exist holds no files.
+    /// Every file of a table, as paths relative to the store: in the committed view the
+    /// snapshot's (refreshed by [`TableRoot::refresh`]), in the folder view those listed
+    /// under its folder. A folder that does not exist holds no files.
     pub async fn list_files(&self, table: &str) -> Result<Vec<String>, CatalogError> {
+        if let View::Committed(committed) = &self.view {
+            let Some(table) = pageviews_core::table::Table::from_name(table) else { return Ok(Vec::new()) };
+            let snapshot = committed.current();
+            let full = |rel: &StorePath| -> StorePath { self.prefix.parts().chain(rel.parts()).collect() };
+            return Ok(snapshot.table_files(table).map(|f| full(&f.meta.location).to_string()).collect());
+        }
         let folder = self.prefix.clone().join(table);
         let files: Vec<String> = self
             .store

@@ -1,19 +1,37 @@
 //! A SQL session over the catalog: runs one statement, prints its result, its row count
-//! and the time it took, and says when a table it read has no committed files yet.
+//! and the time it took, and says when a table it read has no committed files yet or holds
+//! committed rows the root cannot serve.
+//!
+//! Each statement sees the root as of the newest checkpoints when it starts: the session
+//! reads a new snapshot first (see [`crate::committed`]). If a checkpoint committed while
+//! the statement ran removed what the snapshot named, the statement runs again on a new
+//! snapshot; it prints nothing before it has all its rows, so nobody sees the first try.
 
 use std::io::Write;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use pageviews_core::commit::SnapshotError;
+use pageviews_core::table::Table;
 use thiserror::Error;
 
 use crate::catalog::{self, Catalog, CatalogError, TableRoot};
+use crate::committed::unreadable_notes;
 use crate::output::{self, Format};
+use crate::root::View;
+
+/// Runs of one statement before a snapshot that keeps expiring is reported: each run needs a
+/// checkpoint to commit during it, so this many in a row means checkpoints come faster than
+/// the statement runs.
+const ATTEMPTS: usize = 5;
 
 /// A statement that could not be run, or whose result could not be printed.
 #[derive(Debug, Error)]
@@ -22,6 +40,9 @@ pub enum SqlError {
     /// it could not read).
     #[error("{0}")]
     Query(#[from] DataFusionError),
+    /// The committed state of the root could not be read.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// The result could not be written out.
     #[error("cannot print the result: {0}")]
     Output(#[from] datafusion::arrow::error::ArrowError),
@@ -39,7 +60,8 @@ pub struct QueryResult {
     pub batches: Vec<RecordBatch>,
     /// Planning and execution time.
     pub elapsed: Duration,
-    /// Tables the statement read that have no committed files yet, as messages.
+    /// What the result leaves out and why, as messages: tables the statement read that
+    /// have no committed files yet, committed rows the root cannot serve.
     pub notes: Vec<String>,
 }
 
@@ -53,7 +75,7 @@ impl QueryResult {
 /// A DataFusion context with pageviews' tables registered.
 pub struct Session {
     ctx: SessionContext,
-    catalog: Catalog,
+    catalog: RwLock<Catalog>,
 }
 
 impl Session {
@@ -62,9 +84,15 @@ impl Session {
     /// and `information_schema.*` work.
     pub async fn open(root: &TableRoot) -> Result<Self, CatalogError> {
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        // No listing cache: DataFusion's keeps a table's listing for good, and the tables
+        // grow while the session lasts. (The committed view lists from its snapshot anyway.)
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc().map_err(|source| {
+            CatalogError::Register { table: "*", location: root.base().to_string(), source }
+        })?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = catalog::register(&ctx, root).await?;
-        Ok(Session { ctx, catalog })
+        Ok(Session { ctx, catalog: RwLock::new(catalog) })
     }
 
     /// The DataFusion context, for callers that want plans or their own registrations.
@@ -72,20 +100,43 @@ impl Session {
         &self.ctx
     }
 
-    /// What was registered, and from where.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// What was registered, and from where, as of the last statement.
+    pub fn catalog(&self) -> Catalog {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Plans and runs one statement.
+    /// Plans and runs one statement on the newest committed state.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, SqlError> {
         let started = Instant::now();
         let sql = rewrite_shortcuts(sql);
-        let df = self.ctx.sql(&sql).await.map_err(|e| SqlError::Query(self.explain_error(e)))?;
-        let notes = self.empty_table_notes(df.logical_plan()).await;
-        let schema = SchemaRef::from(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok(QueryResult { schema, batches, elapsed: started.elapsed(), notes })
+        let mut attempt = 1;
+        loop {
+            let catalog = self.refresh().await?;
+            let run = async {
+                let df = self.ctx.sql(&sql).await.map_err(|e| self.explain_error(e, &catalog))?;
+                let scanned = scanned_tables(df.logical_plan());
+                let schema = SchemaRef::from(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                Ok::<_, DataFusionError>((scanned, schema, batches))
+            };
+            match run.await {
+                Ok((scanned, schema, batches)) => {
+                    let notes = notes(&catalog, &scanned);
+                    return Ok(QueryResult { schema, batches, elapsed: started.elapsed(), notes });
+                }
+                Err(e) if attempt < ATTEMPTS && snapshot_expired(&e) => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads the newest committed state and finds the tables in it again.
+    async fn refresh(&self) -> Result<Catalog, CatalogError> {
+        let before = self.catalog();
+        before.root.refresh().await?;
+        let catalog = catalog::rediscover(&self.ctx, &before).await?;
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog.clone();
+        Ok(catalog)
     }
 
     /// Runs one statement and prints its rows to `out` in `format`; the row count, the time
@@ -114,42 +165,58 @@ impl Session {
         Ok(())
     }
 
-    /// Notes for the catalog tables that `plan` reads and that hold no committed file now.
-    async fn empty_table_notes(&self, plan: &LogicalPlan) -> Vec<String> {
-        let mut scanned: Vec<String> = Vec::new();
-        let _ = plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                scanned.push(scan.table_name.table().to_string());
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        scanned.sort();
-        scanned.dedup();
-        let mut notes = Vec::new();
-        // Only tables that were empty at the start: the pipeline adds files, never removes
-        // them, and listing a large table on S3 for every query would be slow.
-        let was_empty = scanned.iter().filter_map(|name| self.catalog.table(name)).filter(|t| t.files == 0);
-        for table in was_empty {
-            // Counted again: the pipeline may have committed since the session started. A
-            // folder that cannot be listed gets no note: the query itself reports that.
-            let counts = catalog::count_committed_files(&self.catalog.root, table.name).await;
-            if counts.is_ok_and(|c| c == [0, 0]) {
-                notes.push(table.empty_note());
-            }
-        }
-        notes
-    }
-
     /// Adds the catalog's table names to DataFusion's "table not found" error.
-    fn explain_error(&self, e: DataFusionError) -> DataFusionError {
+    fn explain_error(&self, e: DataFusionError, catalog: &Catalog) -> DataFusionError {
         let text = e.to_string();
         if text.contains("table '") && text.contains("not found") {
-            let names: Vec<&str> = self.catalog.tables.iter().map(|t| t.name).collect();
+            let names: Vec<&str> = catalog.tables.iter().map(|t| t.name).collect();
             DataFusionError::Plan(format!("{text}. The tables are: {}", names.join(", ")))
         } else {
             e
         }
     }
+}
+
+/// The catalog tables `plan` reads.
+fn scanned_tables(plan: &LogicalPlan) -> Vec<Table> {
+    let mut scanned: Vec<Table> = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            scanned.extend(Table::from_name(scan.table_name.table()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    scanned.sort_by_key(|t| t.name());
+    scanned.dedup();
+    scanned
+}
+
+/// What a statement over `scanned` leaves out: tables with no committed file (as of the
+/// snapshot it ran on), committed rows the root cannot serve.
+fn notes(catalog: &Catalog, scanned: &[Table]) -> Vec<String> {
+    let mut notes: Vec<String> = catalog
+        .tables
+        .iter()
+        .filter(|t| t.files == 0 && scanned.iter().any(|s| s.name() == t.name))
+        .map(|t| t.empty_note())
+        .collect();
+    if let View::Committed(committed) = catalog.root.view() {
+        notes.extend(unreadable_notes(&committed.current(), scanned, catalog.root.base()));
+    }
+    notes
+}
+
+/// True when `e` comes from a snapshot a checkpoint expired while the statement ran.
+fn snapshot_expired(e: &DataFusionError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if err.downcast_ref::<SnapshotError>().is_some_and(SnapshotError::is_expired) {
+            return true;
+        }
+        cause = err.source();
+    }
+    // Some readers keep only the text of the store's error.
+    e.to_string().contains("read a new snapshot")
 }
 
 /// `SHOW TABLES` lists pageviews' tables only, not DataFusion's information_schema views.
@@ -160,5 +227,28 @@ fn rewrite_shortcuts(sql: &str) -> String {
             .to_string()
     } else {
         sql.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::parquet::errors::ParquetError;
+
+    fn expired() -> object_store::Error {
+        let e = SnapshotError::Expired { pipeline: "p".into(), seq: 3, path: "page_views/x.parquet".into() };
+        object_store::Error::Generic { store: "pageviews snapshot", source: Box::new(e) }
+    }
+
+    #[test]
+    fn an_expired_snapshot_is_recognised_however_the_reader_wrapped_it() {
+        let direct = DataFusionError::ObjectStore(Box::new(expired()));
+        let parquet = DataFusionError::ParquetError(Box::new(ParquetError::External(Box::new(expired()))));
+        let text = DataFusionError::Execution(format!("reading failed: {}", expired()));
+        for e in [direct, parquet, text] {
+            assert!(snapshot_expired(&e), "{e}");
+        }
+        let other = object_store::Error::NotFound { path: "x".into(), source: "gone".into() };
+        assert!(!snapshot_expired(&DataFusionError::ObjectStore(Box::new(other))));
     }
 }

@@ -143,7 +143,7 @@ fn an_empty_or_missing_table_reads_as_empty_and_says_so() {
 /// answers like our session.
 fn assert_printed_catalog_reads_like_the_session(root: &Path) {
     let ours = session(root);
-    let ddl = catalog::ddl(ours.catalog());
+    let ddl = catalog::ddl(&ours.catalog());
     let rt = runtime();
     let ctx = datafusion::prelude::SessionContext::new();
     for statement in pageviews_sql::script::split_statements(&ddl) {
@@ -328,12 +328,12 @@ fn an_empty_table_of_a_parquet_root_is_read_as_parquet_and_says_so() {
     let s = session(&root);
     // The ten events are all on time: late_page_views has no files, and takes the format of
     // the root's other tables, so the DDL stays right once the pipeline writes some.
-    let late = s.catalog().table("late_page_views").expect("a catalog table");
+    let late = s.catalog().table("late_page_views").expect("a catalog table").clone();
     assert_eq!((late.format, late.files), (TableFormat::Parquet, 0));
     let result = query(&s, "SELECT * FROM late_page_views");
     assert_eq!(result.rows(), 0);
     assert_eq!(result.notes, vec![late.empty_note()]);
-    assert_eq!(catalog::ddl(s.catalog()).matches("STORED AS PARQUET").count(), 4);
+    assert_eq!(catalog::ddl(&s.catalog()).matches("STORED AS PARQUET").count(), 4);
     assert_eq!(
         csv(&s, "SELECT postcode, sum(views) AS views FROM page_view_aggregates GROUP BY postcode ORDER BY postcode"),
         ["postcode,views", "SW1A 1AA,5", "W1J 7NT,5"]

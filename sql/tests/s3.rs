@@ -58,11 +58,16 @@ fn an_s3_root_answers_like_the_local_root_of_the_same_input() {
         assert!(!plan.contains("hour=00") && !plan.contains("hour=02"), "{plan}");
     }
 
-    // A bucket that does not exist is an error naming the table folder and what to check.
+    // A bucket that does not exist is an error naming the root and what to check.
     let missing = format!("s3://{bucket}-missing/x");
     let root = pageviews_sql::TableRoot::parse_with(&missing, &s3::env()).unwrap();
     let err =
         runtime().block_on(pageviews_sql::Session::open(&root)).err().expect("no such bucket").to_string();
+    assert!(err.contains(&format!("state of {missing}:")) && err.contains("AWS_ENDPOINT_URL"), "{err}");
+    // The folder view lists the table folders, and names the one it could not list.
+    let folders = pageviews_sql::TableRoot::parse_with(&missing, &s3::env()).unwrap().visible_only();
+    let err =
+        runtime().block_on(pageviews_sql::Session::open(&folders)).err().expect("no such bucket").to_string();
     assert!(err.contains(&format!("{missing}/page_views/")) && err.contains("AWS_ENDPOINT_URL"), "{err}");
 }
 
@@ -90,4 +95,63 @@ fn s3_settings_that_cannot_work_are_refused_with_what_to_set() {
         ("AWS_SECRET_ACCESS_KEY", "b"),
     ]);
     assert!(http.contains("set AWS_ALLOW_HTTP=true"), "{http}");
+}
+
+/// A pipeline frozen mid-run on S3 at 95 s of virtual time, 1000 events/s, 5 MiB parts:
+/// page_views' open file (~110 bytes a row) has uploaded a part, which S3 does not let
+/// anyone read before the upload completes; page_view_aggregates' open file is all in its
+/// checkpoint tail, which is read.
+#[test]
+fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pageviews::clock::ManualClock;
+    use pageviews::source::GeneratorConfig;
+    use pageviews::{PipelineConfig, Shutdown, SourceConfig};
+
+    let bucket = s3::bucket("pv-open");
+    let url = format!("s3://{bucket}/x");
+    let generator = GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 3, start_ms: BASE_MS };
+    let clock = Arc::new(ManualClock::new(BASE_MS));
+    clock.hold_at(95_000);
+    let mut config = PipelineConfig::new(SourceConfig::Generator(generator.into()), url.clone());
+    config.s3_env = s3::env();
+    config.part_bytes = 5 << 20;
+    config.roll_age = Duration::from_secs(600);
+    config.clock = clock.clone();
+    let metrics = Arc::new(pageviews::metrics::Metrics::new());
+    let run = pageviews::start(config, Shutdown::default(), metrics.clone()).unwrap();
+    // Checkpoints every 10 s up to 90 s; the clock stays at 95 s.
+    wait_for("checkpoint 9", Duration::from_secs(120), || metrics.checkpoints.get() >= 9);
+    let totals = run.status().totals;
+
+    let s = session_on(&url);
+    let result = query(&s, "SELECT count(*) FROM page_view_aggregates");
+    assert!(result.notes.is_empty(), "{:?}", result.notes);
+    assert_eq!(
+        single_i64(&s, "SELECT count(*) FROM page_view_aggregates") as u64,
+        totals.page_view_aggregates
+    );
+    assert!(totals.page_view_aggregates > 0);
+
+    let result = query(&s, "SELECT count(*) AS n FROM page_views");
+    assert_eq!(
+        single_i64(&s, "SELECT count(*) AS n FROM page_views"),
+        0,
+        "the only page_views file is unreadable"
+    );
+    let note = format!(
+        "1 file still being written under {url} holds {} committed rows that S3 cannot serve until it rolls",
+        totals.page_views
+    );
+    assert!(result.notes.iter().any(|n| n.starts_with(&note)), "{note:?} in {:?}", result.notes);
+
+    clock.release();
+    run.shutdown().trigger();
+    run.join().unwrap();
+    // Rolled: every row readable, no note.
+    let result = query(&s, "SELECT count(*) FROM page_views");
+    assert!(result.notes.is_empty(), "{:?}", result.notes);
+    assert!(single_i64(&s, "SELECT count(*) FROM page_views") as u64 >= totals.page_views);
 }

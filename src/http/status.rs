@@ -70,6 +70,8 @@ pub struct Status {
     pub checkpoints: Vec<CheckpointStatus>,
     /// The error that stopped the pipeline, if any.
     pub error: Option<String>,
+    /// How current what each kind of reader sees is.
+    pub freshness: Freshness,
     /// Per running worker (its member name), when its loop last showed progress: it
     /// started running, a checkpoint committed, or one fell due with nothing to commit.
     /// Health judges the oldest, so one stuck worker is seen even while the others commit.
@@ -307,4 +309,25 @@ mod tests {
         let got: Vec<u64> = st.checkpoints.iter().map(|c| c.version).collect();
         assert_eq!(got, [6, 5, 4]);
     }
+}
+
+/// How far behind the newest event each kind of reader sees is, on `/api/status` and as
+/// `pageviews_freshness_seconds{reader}`. The newest event is the newest `timestamp` among
+/// the page_views rows the reader can see (every valid event is one); behind is the wall
+/// clock minus it, so it includes how far the source itself is behind. Unknown (`null`)
+/// until the pipeline has committed a page view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Freshness {
+    /// `pageviews sql`, which sees every committed row: seconds behind.
+    pub sql_seconds: Option<f64>,
+    /// The newest event it sees (`yyyy-MM-dd HH:mm:ss.SSS`, UTC).
+    pub sql_newest_event: Option<String>,
+    /// Readers of the table folders (DuckDB, Spark, pyarrow), which see rolled files only:
+    /// seconds behind.
+    pub folders_seconds: Option<f64>,
+    /// The newest event they see.
+    pub folders_newest_event: Option<String>,
+    /// The newest event times behind those, UTC ms, kept between checkpoints.
+    #[serde(skip)]
+    pub(crate) newest_ms: [Option<i64>; 2],
 }

@@ -48,6 +48,30 @@ pub enum SourceConfig {
     Kafka(KafkaConfig),
 }
 
+impl SourceConfig {
+    /// The pipeline id this source runs under unless one is given: `generator`, `files`, or
+    /// `kafka-<topic>` (with characters other than letters, digits, `-` and `_` as `_`). A
+    /// pipeline id names a source's checkpoints, so a generator run and a Kafka run can share
+    /// an output, and the same command run again resumes its own checkpoint.
+    pub fn default_pipeline_id(&self) -> String {
+        match self {
+            SourceConfig::Generator(_) => "generator".into(),
+            SourceConfig::Files(_) => "files".into(),
+            SourceConfig::Kafka(k) => {
+                let topic: String = k
+                    .topic
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                    .collect();
+                format!("kafka-{topic}")
+            }
+        }
+    }
+}
+
+/// The pipeline id every source ran under before ids were derived from the source.
+pub const LEGACY_PIPELINE_ID: &str = "pageviews";
+
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -108,20 +132,23 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// Defaults of DESIGN §6 for a source and an output.
+    /// Defaults of DESIGN §6 for a source and an output; the pipeline id is the source's
+    /// ([`SourceConfig::default_pipeline_id`]).
     pub fn new(source: SourceConfig, output: impl Into<String>) -> Self {
         PipelineConfig {
+            pipeline_id: source.default_pipeline_id(),
             source,
             output: output.into(),
             format: Format::Jsonl,
-            pipeline_id: "pageviews".into(),
             checkpoint_interval: Duration::from_secs(10),
             watermark_delay_ms: 5_000,
             window_ms: 60_000,
             allowed_lateness_ms: 0,
             idle_timeout_ms: 1_000,
             roll_bytes: 128 << 20,
-            roll_age: Duration::from_secs(300),
+            // What a person watching can live with: folder readers a minute behind, 60
+            // files an hour per table at 1000 events/s (`examples/roll_age.rs`).
+            roll_age: Duration::from_secs(60),
             part_bytes: 8 << 20,
             max_open_files: 16,
             row_group_rows: 1 << 17,
@@ -388,6 +415,31 @@ fn run_workers(
         });
     }
     summary.ok_or(PipelineError::Panicked)
+}
+
+/// Refuses an output that holds checkpoints of [`LEGACY_PIPELINE_ID`] and none of
+/// `config.pipeline_id`, for a run whose id was derived from its source: such an output was
+/// written before ids were derived, and a second pipeline beside the first would read the
+/// same input again (a Kafka topic from its start).
+pub fn refuse_legacy_output(config: &PipelineConfig) -> Result<(), PipelineError> {
+    use pageviews_core::commit::layout::checkpoints_dir;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(PipelineError::Runtime)?;
+    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?;
+    let has_checkpoints =
+        |id: &str| rt.block_on(storage.list(&checkpoints_dir(id))).map(|found| !found.is_empty());
+    if config.pipeline_id != LEGACY_PIPELINE_ID
+        && has_checkpoints(LEGACY_PIPELINE_ID)?
+        && !has_checkpoints(&config.pipeline_id)?
+    {
+        return Err(PipelineError::Incompatible(format!(
+            "{} holds the checkpoints of pipeline `{LEGACY_PIPELINE_ID}`, the id every source had before ids \
+             were derived from the source (this run's is `{}`); continue it with --pipeline-id {LEGACY_PIPELINE_ID}, \
+             or start a new pipeline beside it with --pipeline-id {}",
+            config.output, config.pipeline_id, config.pipeline_id
+        )));
+    }
+    Ok(())
 }
 
 /// Runs the pipeline until the source ends or `shutdown` fires, committing as it goes.

@@ -13,6 +13,14 @@
 //! holds (under its member name) and its own progress, and the instance-wide figures — the
 //! watermark, open files and windows — are recomputed from all partitions' entries, so
 //! workers never overwrite each other.
+//!
+//! Freshness: how far behind the newest event each kind of reader sees is. `pageviews sql`
+//! sees every committed row, so its newest event is the newest page view the log committed
+//! (the tasks' event times in the view, every instance's); readers of the table folders see
+//! rolled files only, so theirs is the newest page view in a file this worker rolled (the
+//! page_views writers keep it) or in a task that committed with no file open. Both are fixed
+//! at each checkpoint and turned into seconds behind the wall clock at each checkpoint and
+//! once a second between them.
 
 use std::time::Duration;
 
@@ -23,8 +31,8 @@ use tracing::{debug, warn};
 
 use super::worker::Pipeline;
 use crate::event::Reason;
-use crate::http::{CheckpointStatus, Progress, Status, TableStatus};
-use crate::metrics::{ReasonLabel, TableLabel};
+use crate::http::{CheckpointStatus, Freshness, Progress, Status, TableStatus};
+use crate::metrics::{ReaderLabel, ReasonLabel, TableLabel};
 use crate::source::Batch;
 use crate::window::NO_WATERMARK;
 
@@ -161,9 +169,22 @@ impl Pipeline {
             ?elapsed,
             "checkpoint committed"
         );
-        let totals = self.log.lock().map(|l| l.view().totals()).unwrap_or_default();
+        let (totals, sql_newest) = self
+            .log
+            .lock()
+            .map(|l| (l.view().totals(), l.view().tasks.values().filter_map(|t| t.time.max_event_ms).max()))
+            .unwrap_or_default();
+        let closed = states.iter().filter(|s| s.open.is_empty()).filter_map(|s| s.time.max_event_ms);
+        let rolled = self.tasks.values().filter_map(|t| t.writers.page_views.rolled_newest_ms());
+        let folders_newest = closed.chain(rolled).max();
         let (member, progress) = (self.member(), self.progress());
         let Ok(mut st) = self.status.lock() else { return };
+        for (newest, now_visible) in st.freshness.newest_ms.iter_mut().zip([sql_newest, folders_newest]) {
+            *newest = (*newest).max(now_visible);
+        }
+        // Under the same lock, so the status never shows a checkpoint with the freshness of
+        // the one before.
+        self.update_freshness(&mut st.freshness);
         st.progress.insert(member.clone(), progress);
         // Version 0: everything this worker held was fenced, nothing was written.
         if version > 0 {
@@ -284,6 +305,31 @@ impl Pipeline {
     fn report_caught_up_gauge(&self, st: &Status) {
         if let Some(wall) = st.progress.values().map(|p| p.wall_ms).min() {
             self.metrics.last_checkpoint.set(wall as f64 / 1000.0);
+        }
+    }
+
+    /// Turns the newest event times each reader sees into seconds behind the wall clock:
+    /// into `pageviews_freshness_seconds{reader}` and the status. Called at each checkpoint
+    /// and once a second by the record loop.
+    pub(super) fn report_freshness(&self) {
+        if let Ok(mut st) = self.status.lock() {
+            self.update_freshness(&mut st.freshness);
+        }
+    }
+
+    fn update_freshness(&self, f: &mut Freshness) {
+        let wall = self.clock.wall_ms();
+        let [sql, folders] = f.newest_ms;
+        for (reader, newest, seconds, event) in [
+            ("sql", sql, &mut f.sql_seconds, &mut f.sql_newest_event),
+            ("folders", folders, &mut f.folders_seconds, &mut f.folders_newest_event),
+        ] {
+            // Absent until known: a 0 before the first commit would read as perfectly fresh.
+            let Some(newest) = newest else { continue };
+            let behind = wall.saturating_sub(newest) as f64 / 1000.0;
+            self.metrics.freshness.get_or_create(&ReaderLabel { reader }).set(behind);
+            *seconds = Some(behind);
+            *event = Some(format_timestamp(newest));
         }
     }
 }

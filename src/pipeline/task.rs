@@ -140,13 +140,17 @@ impl Task {
             Counter { watermarks, windows, high_water, exchange_offset: c.exchange_offset, fired: Vec::new() }
         });
         let dirty = !sealed.is_empty();
+        let mut writers = Writers::new(storage, config, owner, cp + 1);
+        if let Some(ms) = time.max_event_ms {
+            writers.page_views.rolled_up_to(ms);
+        }
         Task {
             partition,
             claim,
             cp,
             time,
             last_seen_ms: now_ms,
-            writers: Writers::new(storage, config, owner, cp + 1),
+            writers,
             counter,
             forwarded_to,
             totals,

@@ -141,6 +141,7 @@ impl Pipeline {
                         w.roll_aged(now);
                     }
                 }
+                self.report_freshness();
                 next_roll_check = now + 1_000;
             }
             if now >= next_checkpoint {

@@ -44,6 +44,17 @@ pub enum Row<'a> {
 }
 
 impl Row<'_> {
+    /// The row's event time, UTC ms: the event's timestamp; for an aggregate, its window's
+    /// last millisecond; for a dead letter, when it was read. What freshness is measured in.
+    #[inline]
+    pub fn event_ms(&self) -> i64 {
+        match *self {
+            Row::View(pv) | Row::Late(pv, _) => pv.timestamp,
+            Row::Aggregate(w, _) => w.end - 1,
+            Row::DeadLetter { received_at, .. } => received_at,
+        }
+    }
+
     /// Appends the row as one JSON line.
     pub fn write_jsonl(&self, out: &mut Vec<u8>) {
         match *self {

@@ -46,6 +46,8 @@ struct OpenFile {
     opened_ms: u64,
     /// Order of last write, for closing the least recently written file.
     touched: u64,
+    /// Newest event time of its rows ([`Row::event_ms`]).
+    newest_ms: i64,
 }
 
 /// Whose files a writer writes: a source partition under a claim. Its files' names carry
@@ -71,6 +73,9 @@ pub struct TableWriter {
     cp: u64,
     next_file: u32,
     writes: u64,
+    /// Newest event time of the rows in files closed so far: visible once the checkpoint
+    /// that completes them commits.
+    rolled_newest_ms: i64,
 }
 
 impl TableWriter {
@@ -87,7 +92,19 @@ impl TableWriter {
             cp,
             next_file: 0,
             writes: 0,
+            rolled_newest_ms: i64::MIN,
         }
+    }
+
+    /// Newest event time of the rows in the files closed so far, if any.
+    pub fn rolled_newest_ms(&self) -> Option<i64> {
+        (self.rolled_newest_ms != i64::MIN).then_some(self.rolled_newest_ms)
+    }
+
+    /// Takes rows up to event time `ms` as rolled: a restored task's files were sealed by
+    /// recovery, so folder readers see them.
+    pub fn rolled_up_to(&mut self, ms: i64) {
+        self.rolled_newest_ms = self.rolled_newest_ms.max(ms);
     }
 
     /// The table this writer writes.
@@ -112,6 +129,7 @@ impl TableWriter {
         file.encoder.push(&row)?;
         file.rows += 1;
         file.touched = self.writes;
+        file.newest_ms = file.newest_ms.max(row.event_ms());
         if file.upload.sent + file.encoder.held() as u64 >= self.config.roll_bytes {
             self.close(idx);
         } else if file.encoder.output().len() >= self.config.part_bytes {
@@ -139,6 +157,7 @@ impl TableWriter {
             rows: 0,
             opened_ms: now_ms,
             touched: self.writes,
+            newest_ms: i64::MIN,
         });
         Ok(self.open.len() - 1)
     }
@@ -153,6 +172,7 @@ impl TableWriter {
     /// Starts finishing file `idx` in the background; the checkpoint collects it.
     fn close(&mut self, idx: usize) {
         let file = self.open.swap_remove(idx);
+        self.rolled_newest_ms = self.rolled_newest_ms.max(file.newest_ms);
         let storage = self.storage.clone();
         let table = self.table;
         let task = async move {

@@ -5,6 +5,7 @@
 //! waiting for conditions with deadlines.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod bins;
 pub mod browser;
 pub mod fixtures;
 pub mod kafka;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+pub use bins::Binaries;
 pub use fixtures::*;
 pub use tables::*;
 

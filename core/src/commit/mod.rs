@@ -5,19 +5,23 @@
 //! writes the log (claims, commits, snapshots, pruning) and is the fence between instances;
 //! [`view`] folds the log into the newest state of everything; [`recover`] publishes
 //! committed files and finishes what a crash left; [`index`] keeps the list of completed
-//! files that audits need. The pipeline writes through [`Log`]; `verify` and the SQL client
-//! read a [`View`].
+//! files that audits need. The pipeline writes through [`Log`]; `verify` reads a [`View`];
+//! readers of the tables (the SQL client) see committed state only through [`snapshot`], which
+//! names every committed file, open ones included, with how to read exactly their committed
+//! bytes.
 
 pub mod index;
 pub mod layout;
 pub mod log;
 pub mod recover;
+pub mod snapshot;
 pub mod state;
 pub mod view;
 
 use thiserror::Error;
 
 pub use log::{Committed, Log};
+pub use snapshot::{read_snapshot, Snapshot, SnapshotError, SnapshotFile, Unreadable};
 pub use state::{
     Claim, ClosedFile, Counting, Entry, Facts, InputProgress, OpenFileState, PartitionTime, Position,
     SourceIdentity, TaskState, Totals, WindowCount, LOG_VERSION, NO_WATERMARK,

@@ -1,0 +1,340 @@
+//! The README, run top to bottom in one folder: every command of its ```sh blocks, in order,
+//! in one shell (so `export`, `&` and `kill %1` work as they do for a reader), against the
+//! real binaries, a real Kafka broker and a real S3 server. Commands are read from the
+//! README itself, so the test breaks when the README does.
+//!
+//! Where a README command shows its output (a ```text block right after it), the output must
+//! match, but for the time a statement took; the same for each ```sql block, run on the
+//! table root of the last `pageviews sql --output` before it. While a pipeline runs in the
+//! background, a `pageviews sql` command is repeated until it shows rows, for one checkpoint
+//! interval and five seconds: the README's promise.
+//!
+//! What the test changes, and why, is all in [`substitute`]: the servers are the suite's
+//! (started once, shared with other tests, so never stopped here), names on them are unique,
+//! and the binaries are the ones cargo built for this test run.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, ChildStdout, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// How long one README command may take (the longest produce 100,000 events at full speed
+/// in a debug build).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One checkpoint interval and a few seconds: how soon `pageviews sql` shows the rows of a
+/// pipeline started in the background.
+const FIRST_ROWS_WITHIN: Duration = Duration::from_secs(15);
+
+/// A step of the README, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// A command line of a ```sh block, with the output shown right after the block, if any.
+    Shell { command: String, shown: Option<String> },
+    /// A ```sql block, with the output shown right after it.
+    Sql { statement: String, shown: Option<String> },
+}
+
+/// The README's steps: commands of ```sh blocks (comments and blank lines dropped, a
+/// trailing `\` joining lines) and ```sql blocks, each with the ```text block that follows.
+fn steps(readme: &str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut lines = readme.lines().peekable();
+    while let Some(line) = lines.next() {
+        let kind = match line.trim() {
+            "```sh" => "sh",
+            "```sql" => "sql",
+            "```text" => {
+                let text = block(&mut lines);
+                match steps.last_mut() {
+                    Some(Step::Shell { shown, .. } | Step::Sql { shown, .. }) if shown.is_none() => {
+                        *shown = Some(text)
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let text = block(&mut lines);
+        if kind == "sql" {
+            steps.push(Step::Sql { statement: text, shown: None });
+            continue;
+        }
+        let mut pending = String::new();
+        for line in text.lines() {
+            let line = strip_comment(line);
+            if let Some(start) = line.strip_suffix('\\') {
+                pending.push_str(start);
+                continue;
+            }
+            pending.push_str(line);
+            let command = pending.trim().to_string();
+            pending.clear();
+            if !command.is_empty() {
+                steps.push(Step::Shell { command, shown: None });
+            }
+        }
+    }
+    steps
+}
+
+/// The lines up to the closing fence.
+fn block<'a>(lines: &mut impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        if line.trim() == "```" {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `line` without a `#` comment outside quotes.
+fn strip_comment(line: &str) -> &str {
+    let (mut single, mut double) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && (i == 0 || line[..i].ends_with(' ')) => return line[..i].trim_end(),
+            _ => {}
+        }
+    }
+    line.trim_end()
+}
+
+/// Unique names on the shared servers (the topic reaches the README's commands as
+/// `KAFKA_TOPIC`, the group as `CONSUMER_GROUP` and by [`substitute`]).
+struct Names {
+    topic: String,
+    group: String,
+    bucket: String,
+}
+
+/// What the test runs instead of a README command, with the reason; `None` skips it.
+fn substitute(command: &str, names: &Names) -> Option<String> {
+    let skipped = [
+        // The binaries are the ones cargo built for this test run, on PATH.
+        "scripts/build",
+        // The suite that runs this test.
+        "scripts/test",
+        // Benchmarks: scripts/test runs them in test mode.
+        "cargo bench",
+        "scripts/bench-e2e",
+        // The servers are the suite's, shared with other tests: not stopped here.
+        "scripts/kafka-local stop",
+        "scripts/s3-local stop",
+    ];
+    if skipped.iter().any(|s| command.contains(s)) {
+        return None;
+    }
+    let broker = pageviews_testkit::kafka::broker();
+    let s3_env: Vec<String> =
+        pageviews_testkit::s3::env().vars().iter().map(|(k, v)| format!("export {k}='{v}'")).collect();
+    let command = command
+        // The suite's broker and S3 server, started once for every test.
+        .replace("$(scripts/kafka-local start | tail -n 1)", broker)
+        .replace("eval \"$(scripts/s3-local env)\"", &s3_env.join("; "))
+        // Names no other test (or earlier run) uses on them.
+        .replace("--group pageviews", &format!("--group {}", names.group))
+        .replace("bucket demo", &format!("bucket {}", names.bucket))
+        .replace("s3://demo/", &format!("s3://{}/", names.bucket));
+    Some(command)
+}
+
+/// A bash reading commands from the test, with job control like a terminal's.
+struct Shell {
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+const DONE: &str = "__readme_step_done__";
+
+impl Shell {
+    fn start(dir: &Path, bin_dir: &Path, names: &Names) -> Shell {
+        let log = dir.join("readme-stderr.log");
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let mut cmd = command("bash");
+        cmd.args(["--norc", "--noprofile", "-s"])
+            .current_dir(dir)
+            .env("PATH", path)
+            // A port of its own for each `pageviews run`'s HTTP endpoint.
+            .env("PAGEVIEWS_HTTP", free_loopback_addr().to_string())
+            .env("KAFKA_TOPIC", &names.topic)
+            .env("CONSUMER_GROUP", &names.group)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        // The scripts find the servers the suite started by their state folders.
+        for (var, folder) in [("KAFKA_LOCAL_DIR", ".kafka-local"), ("S3_LOCAL_DIR", ".s3-local")] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, workspace().join(folder));
+            }
+        }
+        let mut child = cmd.spawn().expect("bash");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "set -m").unwrap();
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Shell { stdin, lines, child, log }
+    }
+
+    /// Runs `command`; returns its exit status and what it printed on stdout.
+    fn run(&mut self, command: &str) -> (i32, String) {
+        // Stdin is the terminal for a reader; here it is this pipe, which no command may
+        // read (`pageviews sql` without -e would read the next commands as SQL).
+        writeln!(self.stdin, "{{ {command}\n}} < /dev/null\necho \"{DONE} $?\"").unwrap();
+        self.stdin.flush().unwrap();
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let mut out = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("`{command}` did not finish in {COMMAND_TIMEOUT:?}:\n{}", self.log_tail())
+            });
+            if let Some(code) = line.strip_prefix(DONE) {
+                return (code.trim().parse().unwrap_or(-1), out);
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        // Background jobs first, as a reader closing the terminal would.
+        let _ = writeln!(self.stdin, "kill -INT $(jobs -p) 2>/dev/null; wait; exit");
+        let _ = self.child.wait();
+    }
+}
+
+/// A result as the README shows it: the time a statement took left out.
+fn normalized(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find(" in set (") {
+            Some(i) => &l[..i + " in set".len()],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
+/// The first number in a boxed result table (`| 123 | …`).
+fn first_cell(table: &str) -> Option<i64> {
+    let row = table.lines().filter(|l| l.starts_with('|')).nth(1)?;
+    row.trim_start_matches(['|', ' ']).split([' ', '|']).next()?.parse().ok()
+}
+
+#[test]
+fn the_readme_runs_top_to_bottom_in_one_folder() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let steps = steps(&readme);
+    assert!(steps.len() > 20, "too few README steps found: {steps:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    // The reader's folder: the repository, as far as the README's `scripts/…` go.
+    std::os::unix::fs::symlink(workspace().join("scripts"), dir.path().join("scripts")).unwrap();
+    let bins = Binaries::beside_pageviews(env!("CARGO_BIN_EXE_pageviews"));
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    for exe in [&bins.pageviews, &bins.sql] {
+        std::os::unix::fs::symlink(exe, bin_dir.join(exe.file_name().unwrap())).unwrap();
+    }
+    let names = Names {
+        topic: pageviews_testkit::kafka::unique("readme"),
+        group: pageviews_testkit::kafka::unique("readme-group"),
+        bucket: pageviews_testkit::kafka::unique("readme").to_lowercase(),
+    };
+    let mut shell = Shell::start(dir.path(), &bin_dir, &names);
+
+    let mut background: Option<Instant> = None;
+    let mut sql_root: Option<String> = None;
+    let (mut ran, mut checked) = (0, 0);
+    for step in &steps {
+        let (command, shown) = match step {
+            Step::Shell { command, shown } => {
+                let Some(command) = substitute(command, &names) else { continue };
+                if let Some(root) = command.split_once("pageviews sql --output ").map(|(_, r)| r) {
+                    sql_root = root.split_whitespace().next().map(str::to_string);
+                }
+                (command, shown)
+            }
+            Step::Sql { statement, shown } => {
+                let root = sql_root.as_deref().expect("a ```sql block after `pageviews sql --output ROOT`");
+                let quoted = statement.trim().trim_end_matches(';').replace('\'', "'\\''");
+                (format!("pageviews sql --output {root} -e '{quoted}'"), shown)
+            }
+        };
+        let started = Instant::now();
+        let (mut code, mut out) = shell.run(&command);
+        if command.starts_with("pageviews sql") {
+            if let Some(since) = background {
+                while first_cell(&out).is_none_or(|n| n <= 0) && since.elapsed() < FIRST_ROWS_WITHIN {
+                    (code, out) = shell.run(&command);
+                }
+                assert!(
+                    first_cell(&out).is_some_and(|n| n > 0),
+                    "`{command}` showed no rows {FIRST_ROWS_WITHIN:?} after the pipeline started:\n{out}"
+                );
+            }
+        }
+        assert_eq!(code, 0, "`{command}` failed ({code}):\n{out}\n{}", shell.log_tail());
+        eprintln!("README: `{command}` ok in {:.1?}", started.elapsed());
+        ran += 1;
+        if command.trim_end().ends_with('&') {
+            background = Some(Instant::now());
+        } else if command.starts_with("kill") {
+            background = None;
+        }
+        if let Some(shown) = shown {
+            assert_eq!(
+                normalized(&out),
+                normalized(shown),
+                "`{command}` printed something else than the README shows"
+            );
+            checked += 1;
+        }
+    }
+    assert!(ran > 15 && checked >= 5, "{ran} commands run, {checked} outputs checked");
+}
+
+#[test]
+fn readme_steps_are_read_as_a_reader_would_type_them() {
+    let md = "intro\n```sh\n# a comment\ncargo run -- run \\\n  --count 5   # ten\n\nx '#not' && y\n```\n```text\nout\n```\n\n```sql\nSELECT 1;\n```\n```text\n+---+\n```\n";
+    assert_eq!(
+        steps(md),
+        vec![
+            Step::Shell { command: "cargo run -- run   --count 5".into(), shown: None },
+            Step::Shell { command: "x '#not' && y".into(), shown: Some("out\n".into()) },
+            Step::Sql { statement: "SELECT 1;\n".into(), shown: Some("+---+\n".into()) },
+        ]
+    );
+    assert_eq!(normalized("| 1 |\n2 rows in set (0.012 s)\n"), "| 1 |\n2 rows in set");
+    assert_eq!(first_cell("+----+\n| n  |\n+----+\n| 42 |\n+----+\n"), Some(42));
+}
