@@ -81,7 +81,8 @@ fn run(out: &Path, format: Format, roll_age: Duration) -> anyhow::Result<()> {
     config.format = format;
     config.roll_age = roll_age;
     config.clock = Arc::new(ManualClock::new(start_ms));
-    pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new()))?.join()?;
+    let metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    pageviews::start(config, Shutdown::default(), metrics)?.join()?;
     Ok(())
 }
 
