@@ -31,7 +31,8 @@ fn finished_run(dir: &std::path::Path, header_timeout: Duration) -> RunHandle {
         PipelineConfig::new(SourceConfig::Files(vec![input]), dir.join("out").display().to_string());
     config.http = Some("127.0.0.1:0".parse().unwrap());
     config.http_header_timeout = header_timeout;
-    let run = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new("pageviews"))).unwrap();
+    let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     wait_for("the run to end", Duration::from_secs(60), || run.is_finished());
     run
 }
@@ -46,8 +47,9 @@ fn metrics_count_what_the_run_read_accepted_rejected_and_committed() {
     lines.push(view(99, "SW1A 1AA", "2019-12-31 00:00:00"));
     let input = write_input(dir.path(), "in.jsonl", &lines);
     let metrics = Arc::new(Metrics::new("pageviews"));
-    let config =
+    let mut config =
         PipelineConfig::new(SourceConfig::Files(vec![input]), dir.path().join("out").display().to_string());
+    config.pipeline_id = "pageviews".into();
     pageviews::pipeline::run_with_metrics(config, Shutdown::default(), metrics.clone()).unwrap();
 
     let text = metrics.encode();
@@ -117,8 +119,8 @@ fn curl_metrics_piped_to_promtool_check_metrics_is_clean() {
 
     let (_, text) = http_get(run.http_addr().unwrap(), "/metrics");
     for series in [
-        "pageviews_build_info{pipeline=\"pageviews\",version=\"",
-        "pageviews_checkpoint_interval_seconds{pipeline=\"pageviews\"} 10",
+        "pageviews_build_info{pipeline=\"files\",version=\"",
+        "pageviews_checkpoint_interval_seconds{pipeline=\"files\"} 10",
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",
         "process_virtual_memory_bytes ",

@@ -35,7 +35,8 @@ fn an_hour_gets_success_markers_and_visible_files_once_the_watermark_passes_its_
     config.checkpoint_interval = Duration::from_millis(500);
     config.format = pageviews::sink::Format::Parquet;
     config.clock = clock.clone();
-    let run = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new("pageviews"))).unwrap();
+    let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
 
     let hour0 = "day=2020-01-01/hour=00";
     let marker = out.join("page_views").join(hour0).join("_SUCCESS");

@@ -27,8 +27,9 @@ fn generator_position(out: &Path) -> (u64, i64) {
 
 /// The stream the pipeline under `out` was created with (its facts).
 fn generator_stream(out: &Path) -> (u64, i64) {
+    // The default pipeline id comes from the source: `generator`.
     let bytes =
-        std::fs::read(out.join("_checkpoints/pageviews/pipeline.json")).expect("the pipeline's facts");
+        std::fs::read(out.join("_checkpoints/generator/pipeline.json")).expect("the pipeline's facts");
     match serde_json::from_slice::<Facts>(&bytes).expect("facts parse").source {
         SourceIdentity::Generator { seed, start_ms } => (seed, start_ms),
         other => panic!("a generator pipeline expected, found {other:?}"),

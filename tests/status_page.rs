@@ -49,7 +49,8 @@ fn the_status_page_in_a_browser_shows_what_the_status_api_reports() {
         PipelineConfig::new(SourceConfig::Files(inputs), dir.path().join("out").display().to_string());
     config.pipeline_id = "page-test".into();
     config.http = Some("127.0.0.1:0".parse().unwrap());
-    let run = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new("page-test"))).unwrap();
+    let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     let addr = run.http_addr().unwrap();
     // The run ends; its HTTP endpoint stays up until the handle is joined.
     wait_for("the run to end", Duration::from_secs(60), || run.is_finished());
@@ -152,7 +153,8 @@ fn with_two_workers_the_status_shows_every_partition_under_its_holder() {
     config.instance_id = "i".into();
     config.workers = 2;
     config.http = Some("127.0.0.1:0".parse().unwrap());
-    let run = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new("pageviews"))).unwrap();
+    let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     let addr = run.http_addr().unwrap();
     let status = || -> Value { serde_json::from_str(&http_get(addr, "/api/status").1).unwrap() };
     let members = |st: &Value| -> BTreeMap<u64, String> {

@@ -201,7 +201,8 @@ fn reads_during_checkpoints_see_one_checkpoint_each(format: WriteFormat) {
     config.checkpoint_interval = Duration::from_millis(100);
     config.roll_age = Duration::from_secs(1);
     let watcher = LogWatcher::start(&out);
-    let run = pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new())).unwrap();
+    let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     // Every table has committed rows before the statements start, so each is checked.
     wait_for("windows and late rows", Duration::from_secs(120), || {
         let t = committed(&out);
@@ -259,7 +260,7 @@ fn frozen_mid_run(
     config.format = format;
     config.roll_age = Duration::from_secs(600);
     config.clock = clock.clone();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), metrics.clone()).unwrap();
     // Checkpoints at 10, 20 and 30 s; the clock stays at 35 s.
     wait_for("checkpoint 3", Duration::from_secs(60), || metrics.checkpoints.get() >= 3);

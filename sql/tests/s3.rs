@@ -120,7 +120,7 @@ fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
     config.part_bytes = 5 << 20;
     config.roll_age = Duration::from_secs(600);
     config.clock = clock.clone();
-    let metrics = Arc::new(pageviews::metrics::Metrics::new());
+    let metrics = Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), metrics.clone()).unwrap();
     // Checkpoints every 10 s up to 90 s; the clock stays at 95 s.
     wait_for("checkpoint 9", Duration::from_secs(120), || metrics.checkpoints.get() >= 9);

@@ -67,7 +67,10 @@ impl SourceIdentity {
     /// The source in words, for errors that compare the pipeline with this run.
     pub fn describe(&self) -> String {
         match self {
-            SourceIdentity::Generator { seed, .. } => format!("the generator with --seed {seed}"),
+            SourceIdentity::Generator { seed, start_ms } => format!(
+                "the generator with --seed {seed} --start-time \"{}\"",
+                crate::time::format_timestamp(*start_ms)
+            ),
             SourceIdentity::Kafka { topic } => format!("Kafka topic {topic}"),
             SourceIdentity::Files { paths } => format!("--input {}", paths.join(" --input ")),
         }
