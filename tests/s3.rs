@@ -78,9 +78,10 @@ fn committed_open_files(rt: &tokio::runtime::Runtime, storage: &Storage) -> Vec<
     }
 }
 
-/// The newest version of the pipeline's commit log (0 before the first entry).
+/// The newest version of the generator pipeline's commit log (0 before the first entry); a
+/// generator run's pipeline id is `generator` by default.
 fn log_version(rt: &tokio::runtime::Runtime, storage: &Storage) -> u64 {
-    rt.block_on(View::load(storage, "pageviews")).map_or(0, |view| view.version)
+    rt.block_on(View::load(storage, "generator")).map_or(0, |view| view.version)
 }
 
 fn run_args<'a>(output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
