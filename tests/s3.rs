@@ -388,7 +388,7 @@ fn on_a_store_that_does_not_fence_a_second_instance_is_refused_while_the_first_r
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "the second instance must be refused:\n{stderr}");
     assert!(
-        stderr.contains("instance a of pipeline pageviews is running on this output"),
+        stderr.contains("instance a of pipeline generator is running on this output"),
         "the refusal names the running instance:\n{stderr}"
     );
     assert!(first.try_wait().unwrap().is_none(), "the first instance runs on");
