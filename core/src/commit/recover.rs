@@ -5,7 +5,8 @@
 //! idempotent, so whoever restores a task can simply run it again.
 //!
 //! [`Log::recover_task`] runs when an instance takes a source partition: it redoes the
-//! publication of the partition's newest committed state, *seals* each file that state
+//! publication of the partition's newest committed state (and the markers of the newest
+//! entries), *seals* each file that state
 //! recorded as open — its tail becomes the last part and the upload completes at exactly the
 //! recorded size, so the file holds the committed rows and no others — and removes every
 //! upload, staged file and tail of the partition that no committed state needs.
@@ -52,7 +53,9 @@ impl Log {
                     created_at: String::new(),
                     claims: Default::default(),
                     tasks: vec![task.clone()],
-                    markers: Vec::new(),
+                    // The newest entries' markers: the one that committed this state may
+                    // not have written its own (killed before publishing).
+                    markers: self.view().recent_markers.values().flatten().copied().collect(),
                 };
                 publish(storage, &entry).await?;
                 let mut sealed = Vec::with_capacity(task.open.len());

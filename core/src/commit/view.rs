@@ -71,7 +71,16 @@ pub struct View {
     /// Files completed by entries after the snapshot: the next index segment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_files: Vec<IndexedFile>,
+    /// The `_SUCCESS` markers of the last [`MARKERS_KEPT`] versions, by version. An entry
+    /// takes its markers out of `unmarked`, so an instance killed between the entry and its
+    /// publication would leave them unwritten for good; recovery writes these again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recent_markers: BTreeMap<u64, Vec<Partition>>,
 }
+
+/// Versions whose markers a view keeps for recovery: two snapshot periods, far more than
+/// the entries an instance can commit and not publish (one).
+pub const MARKERS_KEPT: u64 = 32;
 
 impl View {
     /// Folds in one entry; entries must come in version order.
@@ -93,6 +102,10 @@ impl View {
         for marker in &entry.markers {
             self.unmarked.remove(marker);
         }
+        if !entry.markers.is_empty() {
+            self.recent_markers.insert(entry.version, entry.markers.clone());
+        }
+        self.recent_markers = self.recent_markers.split_off(&entry.version.saturating_sub(MARKERS_KEPT));
         self.version = entry.version;
     }
 
@@ -185,6 +198,7 @@ impl View {
             index,
             snapshot_version: self.version,
             recent_files: Vec::new(),
+            recent_markers: self.recent_markers.clone(),
         }
     }
 }
