@@ -13,8 +13,14 @@ use pageviews::window::TumblingCount;
 const N: u64 = 100_000;
 
 fn records() -> Vec<Vec<u8>> {
-    let gen =
-        GeneratorConfig { rate: 0, count: None, max_late_ms: 1000, seed: 1, start_ms: 1_577_836_800_000 };
+    let gen = GeneratorConfig {
+        rate: 0,
+        count: None,
+        max_late_ms: 1000,
+        seed: 1,
+        start_ms: 1_577_836_800_000,
+        interval_us: None,
+    };
     (0..N)
         .map(|seq| {
             let mut out = Vec::new();

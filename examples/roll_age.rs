@@ -75,6 +75,7 @@ fn run(out: &Path, format: Format, roll_age: Duration) -> anyhow::Result<()> {
         max_late_ms: 1000,
         seed: 1,
         start_ms,
+        interval_us: None,
     };
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());

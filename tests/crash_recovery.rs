@@ -13,8 +13,14 @@ use pageviews::source::GeneratorConfig;
 /// A generated input with late events (timestamps up to 8 s behind, watermark delay 5 s)
 /// and a malformed record every 997 lines.
 fn generated_input(dir: &Path, records: u64) -> String {
-    let gen =
-        GeneratorConfig { rate: 0, count: None, max_late_ms: 8_000, seed: 11, start_ms: 1_577_836_800_000 };
+    let gen = GeneratorConfig {
+        rate: 0,
+        count: None,
+        max_late_ms: 8_000,
+        seed: 11,
+        start_ms: 1_577_836_800_000,
+        interval_us: None,
+    };
     let mut bytes = Vec::with_capacity(records as usize * 120);
     for seq in 0..records {
         if seq % 997 == 500 {

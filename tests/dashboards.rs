@@ -40,7 +40,7 @@ fn now_ms() -> i64 {
 }
 
 fn stream(seed: u64, rate: u64) -> GeneratorConfig {
-    GeneratorConfig { rate, count: None, max_late_ms: 1_000, seed, start_ms: now_ms() }
+    GeneratorConfig { rate, count: None, max_late_ms: 1_000, seed, start_ms: now_ms(), interval_us: None }
 }
 
 fn start(mut config: PipelineConfig, id: &str) -> RunHandle {

@@ -29,6 +29,7 @@ fn healthz_fails_after_three_intervals_without_a_checkpoint_and_recovers_when_th
         max_late_ms: 0,
         seed: 3,
         start_ms: pageviews::core::time::parse_timestamp("2020-01-01 00:00:00").unwrap(),
+        interval_us: None,
     };
     let clock = Arc::new(ManualClock::new(generator.start_ms));
     // The loop runs until processing time reaches 5 s, then waits there: stuck, as a loop

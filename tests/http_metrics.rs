@@ -188,7 +188,8 @@ fn freshness_says_how_far_behind_sql_and_folder_readers_are() {
     // roll after 60 s, checkpoints every 10 s.
     use pageviews::core::time::parse_timestamp;
     let start_ms = parse_timestamp("2020-01-01 00:00:00").unwrap();
-    let generator = GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 1, start_ms };
+    let generator =
+        GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 1, start_ms, interval_us: None };
     let clock = Arc::new(ManualClock::new(start_ms));
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), dir.path().display().to_string());

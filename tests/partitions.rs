@@ -26,6 +26,7 @@ fn an_hour_gets_success_markers_and_visible_files_once_the_watermark_passes_its_
         max_late_ms: 0,
         seed: 2,
         start_ms: pageviews::core::time::parse_timestamp("2020-01-01 00:59:58").unwrap(),
+        interval_us: None,
     };
     let clock = Arc::new(ManualClock::new(generator.start_ms));
     clock.hold_at(5_000);

@@ -38,7 +38,8 @@ fn the_same_command_run_again_resumes_its_stream() {
         serde_json::from_slice(&std::fs::read(out.join("_checkpoints/generator/pipeline.json")).unwrap())
             .unwrap();
     let SourceIdentity::Generator { seed, start_ms } = facts.source else { panic!("a generator pipeline") };
-    let first = GeneratorConfig { rate: 0, count: Some(300), max_late_ms: 1000, seed, start_ms };
+    let first =
+        GeneratorConfig { rate: 0, count: Some(300), max_late_ms: 1000, seed, start_ms, interval_us: None };
     let (want, _) = pageviews_testkit::kafka::expected(&[(first, 0.0)]);
     let got = pageviews_testkit::kafka::page_view_lines(&out);
     assert_eq!(got.len(), 700, "700 rows, each record once");

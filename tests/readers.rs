@@ -15,8 +15,14 @@ use pageviews::source::GeneratorConfig;
 /// Input with late events (up to 8 s behind a 5 s watermark delay) over two hours, and
 /// every kind of malformed record.
 fn input(dir: &Path) -> String {
-    let gen =
-        GeneratorConfig { rate: 20, count: None, max_late_ms: 8_000, seed: 4, start_ms: 1_577_833_200_000 };
+    let gen = GeneratorConfig {
+        rate: 20,
+        count: None,
+        max_late_ms: 8_000,
+        seed: 4,
+        start_ms: 1_577_833_200_000,
+        interval_us: None,
+    };
     let mut lines = Vec::new();
     for seq in 0..120_000u64 {
         let mut out = Vec::new();

@@ -129,6 +129,8 @@ fn substitute(command: &str, names: &Names) -> Option<String> {
         // Benchmarks: scripts/test runs them in test mode.
         "cargo bench",
         "scripts/bench-e2e",
+        // A month in minutes: tests/month.rs runs its short version.
+        "scripts/month",
         // The servers are the suite's, shared with other tests: not stopped here.
         "scripts/kafka-local stop",
         "scripts/s3-local stop",

@@ -100,7 +100,14 @@ fn ctrl_c_then_the_same_command_continues_the_stream_in_the_checkpoint() {
     let (next_seq, shift_ms) = generator_position(&out);
     let (seed, start_ms) = generator_stream(&out);
     assert_eq!((next_seq, shift_ms), (before, 0), "a Ctrl-C emits no window early, so nothing shifts");
-    let stream = GeneratorConfig { rate: 1000, count: Some(next_seq), max_late_ms: 1000, seed, start_ms };
+    let stream = GeneratorConfig {
+        rate: 1000,
+        count: Some(next_seq),
+        max_late_ms: 1000,
+        seed,
+        start_ms,
+        interval_us: None,
+    };
     let (want, _) = expected(&[(stream, 0.0)]);
     let got = page_view_lines(&out);
     assert_eq!(got.len(), want.len());

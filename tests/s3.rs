@@ -278,6 +278,7 @@ fn a_storage_outage_mid_run_is_ridden_out_in_the_same_process_and_commits_exactl
         max_late_ms: 1000,
         seed: 5,
         start_ms: pageviews::core::time::parse_timestamp("2020-01-01 00:10:00").unwrap(),
+        interval_us: None,
     };
     let start_ms = stream.start_ms;
     let mut config =

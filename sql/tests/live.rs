@@ -194,6 +194,7 @@ fn reads_during_checkpoints_see_one_checkpoint_each(format: WriteFormat) {
         max_late_ms: 8_000,
         seed: 5,
         start_ms: BASE_MS + 57_000,
+        interval_us: None,
     };
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
@@ -251,8 +252,14 @@ fn frozen_mid_run(
 ) -> (tempfile::TempDir, std::path::PathBuf, pageviews::RunHandle, Arc<ManualClock>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let generator =
-        GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 9, start_ms: BASE_MS + 3_585_000 };
+    let generator = GeneratorConfig {
+        rate: 1000,
+        count: None,
+        max_late_ms: 0,
+        seed: 9,
+        start_ms: BASE_MS + 3_585_000,
+        interval_us: None,
+    };
     let clock = Arc::new(ManualClock::new(BASE_MS));
     clock.hold_at(35_000);
     let mut config =

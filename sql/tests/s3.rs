@@ -112,12 +112,19 @@ fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
 
     let bucket = s3::bucket("pv-open");
     let url = format!("s3://{bucket}/x");
-    let generator = GeneratorConfig { rate: 1000, count: None, max_late_ms: 0, seed: 3, start_ms: BASE_MS };
+    let generator = GeneratorConfig {
+        rate: 1000,
+        count: None,
+        max_late_ms: 0,
+        seed: 3,
+        start_ms: BASE_MS,
+        interval_us: None,
+    };
     let clock = Arc::new(ManualClock::new(BASE_MS));
     clock.hold_at(95_000);
     let mut config = PipelineConfig::new(SourceConfig::Generator(generator.into()), url.clone());
     config.s3_env = s3::env();
-    config.part_bytes = 5 << 20;
+    config.part_bytes = Some(5 << 20);
     config.roll_age = Duration::from_secs(600);
     config.clock = clock.clone();
     let metrics = Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));

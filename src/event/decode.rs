@@ -533,6 +533,7 @@ mod tests {
             max_late_ms: 1000,
             seed: 3,
             start_ms: 1_577_836_800_000,
+            interval_us: None,
         };
         let inserts: [&[u8]; 12] =
             [b"\\", b"\"", b"1.5", b"e3", b"-", b"0", b"{}", b"[1]", b" ", b"\\u0041", b"null", b","];

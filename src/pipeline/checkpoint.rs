@@ -43,6 +43,17 @@ impl Completion {
         })
     }
 
+    /// The first hour a source partition whose newest event is `max_event_ms` has not
+    /// passed (by [`Completion::passed`]'s rule for that partition alone): every hour before
+    /// it has.
+    pub fn first_unpassed_hour(&self, max_event_ms: i64) -> i64 {
+        max_event_ms
+            .saturating_sub(self.watermark_delay_ms)
+            .saturating_sub(self.allowed_lateness_ms)
+            .saturating_sub(self.commit_delay_ms)
+            .div_euclid(HOUR_MS)
+    }
+
     /// True once `p` has passed and no task has a file of it open: its `_SUCCESS` can go.
     pub fn complete(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
         self.passed(p, tasks, wall_ms)
@@ -51,6 +62,26 @@ impl Completion {
 }
 
 impl Pipeline {
+    /// Rolls the page_views files of hours a task's own event time has passed, between
+    /// checkpoints: no on-time row of that partition goes to them any more. A replay crosses
+    /// hours faster than checkpoints come, and each open file holds up to a part of encoded
+    /// rows, so a day-long file peaked at 187 MiB with all 24 hours open until the next
+    /// checkpoint. Only page_views: the other tables' rows follow the counting watermark or
+    /// the wall clock, and are small. Judged on the task alone, this may roll a file early
+    /// (a later row of the hour opens another), never late; `_SUCCESS` still waits for the
+    /// checkpoint's rule over every task.
+    pub(super) fn roll_passed_hours(&mut self) {
+        let rules = self.completion();
+        for task in self.tasks.values_mut() {
+            let Some(max) = task.time.max_event_ms else { continue };
+            let below = rules.first_unpassed_hour(max);
+            let writer = &mut task.writers.page_views;
+            if writer.open_hours().any(|h| h < below) {
+                writer.close_complete(|h| h < below);
+            }
+        }
+    }
+
     /// Commits everything processed so far. Skipped when nothing changed and no partition
     /// completed, unless `force`. The files of tasks in `closing` close (their partitions
     /// are being given up, or the pipeline stops), so all they committed is visible.
@@ -193,4 +224,43 @@ fn merged<'a>(view: &'a View, mine: &'a [TaskState]) -> Vec<&'a TaskState> {
 
 pub(super) fn poisoned() -> PipelineError {
     PipelineError::Incompatible("a thread panicked while holding the commit log".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pageviews_core::commit::{PartitionTime, Position};
+
+    fn task(max_event_ms: i64) -> TaskState {
+        TaskState {
+            partition: 0,
+            claim: 1,
+            cp: 0,
+            position: Position::Generator { next_seq: 0, shift_ms: 0 },
+            time: PartitionTime { max_event_ms: Some(max_event_ms), finished: false },
+            idle: false,
+            counting: None,
+            forwarded_to: BTreeSet::new(),
+            files: Vec::new(),
+            open: Vec::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    #[test]
+    fn the_first_unpassed_hour_is_where_the_completion_rule_stops() {
+        let rules =
+            Completion { watermark_delay_ms: 5_000, allowed_lateness_ms: 2_000, commit_delay_ms: 60_000 };
+        // Around the moment hour 3 passes (its end + commit delay + lateness + watermark
+        // delay), and far before the epoch.
+        let edge = 4 * HOUR_MS + 67_000;
+        for max in [edge - 1, edge, edge + 1, 0, -3 * HOUR_MS] {
+            let state = task(max);
+            let first = rules.first_unpassed_hour(max);
+            for hour in [first - 2, first - 1, first, first + 1] {
+                let p = Partition { table: Table::PageViews, hour };
+                assert_eq!(rules.passed(p, &[&state], 0), hour < first, "max {max}, hour {hour}");
+            }
+        }
+    }
 }

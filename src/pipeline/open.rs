@@ -134,7 +134,7 @@ impl Pipeline {
             format: config.format,
             roll_bytes: config.roll_bytes,
             roll_age_ms: config.roll_age.as_millis() as u64,
-            part_bytes: config.part_bytes,
+            part_bytes: config.part_bytes_for(storage.is_object_store()),
             max_open_files: config.max_open_files,
             row_group_rows: config.row_group_rows,
         };

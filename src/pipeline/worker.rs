@@ -234,7 +234,7 @@ impl Pipeline {
             self.apply(*event, now)?;
         }
         self.forward_progress(now);
-        self.report_batch(batch);
+        self.advance_counters(now)?;
         late_before = self.late_pending() - late_before;
         let read = batch.len() as u64;
         let m = &self.metrics;
@@ -247,7 +247,10 @@ impl Pipeline {
                 m.dead_letters.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc_by(n);
             }
         }
-        self.advance_watermarks(now)
+        self.roll_passed_hours();
+        // One status update per batch: its records and the watermarks they moved.
+        self.report_batch(batch);
+        Ok(())
     }
 
     fn late_pending(&self) -> u64 {
@@ -361,14 +364,20 @@ impl Pipeline {
         }
     }
 
-    /// Re-evaluates every counting watermark (idleness moves them without records).
+    /// Re-evaluates every counting watermark (idleness moves them without records), and
+    /// reports them.
     fn advance_watermarks(&mut self, now: u64) -> Result<(), PipelineError> {
+        self.advance_counters(now)?;
+        self.report_watermarks();
+        Ok(())
+    }
+
+    fn advance_counters(&mut self, now: u64) -> Result<(), PipelineError> {
         for task in self.tasks.values_mut() {
             if task.counter.is_some() {
                 task.advance(now)?;
             }
         }
-        self.report_watermarks();
         Ok(())
     }
 

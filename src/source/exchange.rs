@@ -31,7 +31,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Message};
 use tracing::info;
 
-use super::kafka::{kafka_error, with_options, KafkaConfig};
+use super::kafka::{kafka_error, prefetch_bounds, with_options, KafkaConfig};
 use super::{PartitionTime, SourceError};
 
 const RECORD: u8 = b'R';
@@ -128,8 +128,8 @@ impl Exchange {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.queue.backoff.ms", "10")
             .set("client.id", "pageviews-exchange");
+        prefetch_bounds(&mut consumer);
         let consumer = with_options(consumer, &config.options)
             .create()
             .map_err(|e| kafka_error(config, "create the exchange consumer", e))?;

@@ -45,13 +45,19 @@ pub struct GeneratorConfig {
     pub seed: u64,
     /// Event time of record 0, UTC ms.
     pub start_ms: i64,
+    /// Event time between consecutive records, in µs; `None` derives it from `rate`. Set
+    /// apart from the rate, a run covers days of event time in minutes (scripts/month).
+    pub interval_us: Option<u64>,
 }
 
 impl GeneratorConfig {
-    /// Nominal spacing of event time between records: `1000 / rate` ms, or 1 ms when the
-    /// rate is unlimited, so event time always advances and windows close.
-    fn step_us(&self) -> u64 {
-        if self.rate == 0 {
+    /// Nominal spacing of event time between records: `interval_us` when given, else
+    /// `1000 / rate` ms, or 1 ms when the rate is unlimited, so event time always advances
+    /// and windows close.
+    pub fn step_us(&self) -> u64 {
+        if let Some(us) = self.interval_us {
+            us.max(1)
+        } else if self.rate == 0 {
             1_000
         } else {
             1_000_000 / self.rate.max(1)
@@ -313,7 +319,14 @@ mod tests {
     use crate::event::decode;
 
     fn config(rate: u64, count: Option<u64>) -> GeneratorConfig {
-        GeneratorConfig { rate, count, max_late_ms: 1000, seed: 42, start_ms: 1_577_836_800_000 }
+        GeneratorConfig {
+            rate,
+            count,
+            max_late_ms: 1000,
+            seed: 42,
+            start_ms: 1_577_836_800_000,
+            interval_us: None,
+        }
     }
 
     fn drain(src: &mut GeneratorSource) -> Vec<Vec<u8>> {
@@ -349,6 +362,14 @@ mod tests {
         let all = drain(&mut GeneratorSource::new(cfg.clone(), 0));
         let tail = drain(&mut GeneratorSource::new(cfg, 120));
         assert_eq!(tail, all[120..]);
+    }
+
+    #[test]
+    fn an_event_interval_spaces_event_time_whatever_the_rate() {
+        let cfg = GeneratorConfig { interval_us: Some(100_000), max_late_ms: 0, ..config(0, Some(11)) };
+        let records = drain(&mut GeneratorSource::new(cfg.clone(), 0));
+        let last = decode(&records[10], 1 << 20).unwrap();
+        assert_eq!(last.timestamp, cfg.start_ms + 1_000, "ten steps of 100 ms");
     }
 
     #[test]

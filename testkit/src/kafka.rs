@@ -50,6 +50,7 @@ pub fn generator(seed: u64, start: &str, count: u64) -> GeneratorConfig {
         max_late_ms: 8_000,
         seed,
         start_ms: pageviews_core::time::parse_timestamp(start).expect("a timestamp"),
+        interval_us: None,
     }
 }
 

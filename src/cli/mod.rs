@@ -7,10 +7,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod generator;
+mod parse;
+
+pub use generator::{DatagenArgs, GeneratorArgs};
+pub use parse::{parse_duration, parse_key_value, parse_size};
+
 use crate::logging::LogFormat;
 use crate::pipeline::{PipelineConfig, SourceConfig};
-use crate::source::{GeneratorConfig, GeneratorSpec, KafkaConfig, OffsetReset};
-use pageviews_core::time::parse_timestamp;
+use crate::source::{KafkaConfig, OffsetReset};
 
 /// Turns page-view events into two consistent, Hive-partitioned tables: every raw event,
 /// and views per postcode per event-time window — exactly once, even across crashes.
@@ -174,9 +179,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
     pub roll_age: Duration,
 
-    /// Upload files in parts of this size (object stores need at least 5MiB).
-    #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub part_size: u64,
+    /// Upload files in parts of this size (object stores need at least 5MiB). Each open file
+    /// holds up to a part in memory. [default: 8MiB on S3, 1MiB on a local disk]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub part_size: Option<u64>,
 
     /// Most files open at once per table; past it the least recently written one rolls.
     #[arg(long, default_value_t = 16, value_name = "N")]
@@ -224,174 +230,6 @@ pub struct RunArgs {
     pub http: String,
 }
 
-/// The generator's flags, shared by `run` and `datagen` so both make the same stream.
-#[derive(Debug, Args)]
-pub struct GeneratorArgs {
-    /// Generator: events per second (0 = as fast as possible). Event time advances 1000/N ms
-    /// per event (1 ms at 0), so at 0 it runs ahead of the clock.
-    #[arg(long, env = "ROWS_PER_SECOND", default_value_t = 1000, value_name = "N")]
-    pub rate: u64,
-
-    /// Generator: the stream's total number of events. A run on an --output that already
-    /// holds part of the stream produces only the rest (after a crash too, so N stays N),
-    /// and says so and exits when nothing is left; give a larger N to add events.
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-
-    /// Generator: timestamps lie up to N ms before the event's nominal time (at most a
-    /// year).
-    #[arg(long, env = "MAX_LATE_RECORD", default_value_t = 1000, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(..=MAX_LATE_MS))]
-    pub max_late_ms: u64,
-
-    /// Generator: seed for a reproducible stream (default: random for a new output; a run
-    /// that resumes a checkpoint continues its stream, and refuses a different --seed).
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
-
-    /// Generator: event time of the first event, e.g. "2020-01-01 00:00:00" (default: now;
-    /// with --rate 0 and --count, so that the last event is stamped now). A resumed run
-    /// continues its checkpoint's stream, and refuses a different --start-time.
-    #[arg(long, value_name = "TIMESTAMP")]
-    pub start_time: Option<String>,
-}
-
-/// The largest --max-late-ms: a year, far more than any test of lateness needs, and far
-/// from the ends of the supported years.
-const MAX_LATE_MS: u64 = 365 * 24 * 3600 * 1000;
-
-impl GeneratorArgs {
-    /// True when any generator flag was given explicitly.
-    fn any_set(&self) -> bool {
-        self.count.is_some() || self.seed.is_some() || self.start_time.is_some()
-    }
-
-    /// The stream these flags describe, for a new output (unset seed: random; unset start:
-    /// now, or with `--rate 0 --count N` now minus N ms so the stream does not run ahead of
-    /// the clock).
-    pub fn config(&self) -> anyhow::Result<GeneratorConfig> {
-        let start_ms = match &self.start_time {
-            Some(t) => parse_timestamp(t).map_err(|e| anyhow::anyhow!("--start-time {t:?}: {e}"))?,
-            None => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                match (self.rate, self.count) {
-                    (0, Some(n)) => now.saturating_sub(i64::try_from(n).unwrap_or(i64::MAX)),
-                    (0, None) => {
-                        tracing::warn!(
-                            "--rate 0 without --count or --start-time: event time runs ahead of the clock \
-                             (1 s per 1000 events), and events more than --max-future ahead become dead \
-                             letters; give --start-time in the past for long runs"
-                        );
-                        now
-                    }
-                    _ => now,
-                }
-            }
-        };
-        Ok(GeneratorConfig {
-            rate: self.rate,
-            count: self.count,
-            max_late_ms: self.max_late_ms,
-            seed: self.seed.unwrap_or_else(random_seed),
-            start_ms,
-        })
-    }
-
-    /// [`GeneratorArgs::config`] with which of seed and start time were given, for `run`,
-    /// which continues a checkpoint's stream unless told otherwise.
-    pub fn spec(&self) -> anyhow::Result<GeneratorSpec> {
-        Ok(GeneratorSpec {
-            stream: self.config()?,
-            seed_given: self.seed.is_some(),
-            start_given: self.start_time.is_some(),
-        })
-    }
-}
-
-/// Flags of `pageviews datagen`.
-#[derive(Debug, Args)]
-pub struct DatagenArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP", value_name = "HOST:PORT,…")]
-    pub brokers: String,
-
-    /// Target topic; created when missing.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "page_views")]
-    pub topic: String,
-
-    /// Partitions of the topic when datagen creates it.
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub partitions: i32,
-
-    /// The stream to produce (the same generator as `run`'s embedded one).
-    #[command(flatten)]
-    pub generator: GeneratorArgs,
-
-    /// Share of records replaced by malformed ones (0.0–1.0), one of each dead-letter kind
-    /// in turn, for testing.
-    #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
-    pub bad_ratio: f64,
-
-    /// A librdkafka property for the producer, e.g. compression.type=lz4; repeatable, and
-    /// applied over datagen's own settings.
-    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE")]
-    pub kafka_options: Vec<(String, String)>,
-}
-
-impl DatagenArgs {
-    /// Validates the flags.
-    pub fn into_config(self) -> anyhow::Result<crate::datagen::DatagenConfig> {
-        if !(0.0..=1.0).contains(&self.bad_ratio) {
-            bail!("--bad-ratio must be between 0 and 1, got {}", self.bad_ratio);
-        }
-        if self.partitions < 1 {
-            bail!("--partitions must be at least 1");
-        }
-        Ok(crate::datagen::DatagenConfig {
-            brokers: self.brokers,
-            topic: self.topic,
-            partitions: self.partitions,
-            generator: self.generator.config()?,
-            bad_ratio: self.bad_ratio,
-            options: self.kafka_options,
-        })
-    }
-}
-
-/// Parses `key=value` (the value may itself hold `=`).
-pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
-        _ => Err(format!("expected KEY=VALUE, e.g. fetch.max.bytes=104857600, got {s:?}")),
-    }
-}
-
-/// Parses `10s`, `1m`, `500ms`, `1h 30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
-}
-
-/// Parses a byte size: `1048576`, `64KiB`, `8MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (examples: 64KiB, 8MiB)"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
-}
-
 /// librdkafka properties that name a file (or, for the CA, a folder) to read at start.
 const TLS_FILE_OPTIONS: [&str; 5] = [
     "ssl.ca.location",
@@ -419,12 +257,6 @@ fn millis(d: Duration, what: &str) -> anyhow::Result<i64> {
     i64::try_from(d.as_millis()).with_context(|| format!("{what} is too large"))
 }
 
-fn random_seed() -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
 impl RunArgs {
     /// Validates the flags into a pipeline configuration.
     pub fn into_config(self: Box<Self>) -> anyhow::Result<PipelineConfig> {
@@ -437,7 +269,7 @@ impl RunArgs {
             (Some(_), false) => bail!("--brokers and --input are two different sources; give one"),
             (Some(brokers), true) => {
                 if self.generator.any_set() {
-                    bail!("--count, --seed and --start-time configure the generator; they cannot be used with --brokers");
+                    bail!("--count, --seed, --start-time and --event-interval configure the generator; they cannot be used with --brokers");
                 }
                 SourceConfig::Kafka(KafkaConfig {
                     brokers: brokers.clone(),
@@ -450,7 +282,7 @@ impl RunArgs {
             }
             (None, false) => {
                 if self.generator.any_set() {
-                    bail!("--count, --seed and --start-time configure the generator; they cannot be used with --input");
+                    bail!("--count, --seed, --start-time and --event-interval configure the generator; they cannot be used with --input");
                 }
                 if self.input.iter().filter(|p| *p == "-").count() > 1 {
                     bail!("stdin (-) can be given only once");
@@ -496,7 +328,9 @@ impl RunArgs {
         config.roll_bytes = self.roll_size.max(1);
         config.roll_age = self.roll_age;
         config.format = self.format.into();
-        config.part_bytes = usize::try_from(self.part_size).context("--part-size is too large")?.max(1);
+        if let Some(size) = self.part_size {
+            config.part_bytes = Some(usize::try_from(size).context("--part-size is too large")?.max(1));
+        }
         config.max_open_files = self.max_open_files.max(1);
         config.partition_commit_delay_ms = millis(self.partition_commit_delay, "--partition-commit-delay")?;
         config.max_record_bytes =

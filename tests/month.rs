@@ -1,0 +1,44 @@
+//! A month in minutes, the short version of `scripts/month` (issue: runs for months): 30 days
+//! of event time at one event per 10 s, through the real binary, killed -9 on the first and
+//! the last day. Every hour gets `_SUCCESS`, `verify` is clean, and what lies under
+//! `_checkpoints` does not grow with the days.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn thirty_days_of_event_time_with_kills_complete_every_hour_and_keep_checkpoints_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/month");
+    let out = dir.path().join("out");
+    let status = Command::new("python3")
+        .arg(&script)
+        .args(["--bin", env!("CARGO_BIN_EXE_pageviews"), "--days", "30", "--interval", "10s"])
+        .args(["--rate", "20000", "--kills", "2", "--checkpoint-interval", "100ms"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .arg(&summary_path)
+        .status()
+        .expect("python3 runs scripts/month");
+    assert!(status.success(), "scripts/month failed; its log is in {}", out.join("month.log").display());
+    let text = std::fs::read_to_string(&summary_path).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+
+    assert_eq!(summary["kills"], 2, "{text}");
+    assert_eq!(summary["hours"], 720, "{text}");
+    for table in ["page_views", "page_view_aggregates"] {
+        assert_eq!(summary["hours_with_success"][table], 720, "{table}: {text}");
+    }
+    assert_eq!(summary["verify_ok"], true, "{text}");
+    // Bounded checkpoints: without pruning, the log alone would hold one file per checkpoint
+    // (over 90 here); it prunes behind its snapshots and merges its index, so no day sees
+    // more than a few dozen files, the last no more than the others.
+    let days = summary["per_day"].as_array().unwrap();
+    let checkpoints: u64 = days.iter().map(|d| d["checkpoints"].as_u64().unwrap()).sum();
+    assert!(checkpoints > 90, "enough checkpoints to show growth if there were any: {text}");
+    let most = days.iter().map(|d| d["checkpoint_files"].as_u64().unwrap()).max().unwrap();
+    assert!(most <= 48, "{most} files under _checkpoints on some day: {text}");
+    assert!(summary["final_checkpoint_files"].as_u64().unwrap() <= 48, "{text}");
+}
