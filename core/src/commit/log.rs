@@ -274,27 +274,20 @@ impl Log {
     /// kill -9 too), as static group membership would have it; its zombie, if any, is refused
     /// at its next renewal.
     pub fn take_lease(&self, wall_ms: i64, lease_ms: i64) -> Result<(), CheckpointError> {
-        if self.fencing {
-            return Ok(());
-        }
-        let storage = &self.storage;
-        let path = lease_path(&self.pipeline);
-        storage.block_on(async {
-            if let Some(lease) = read_lease(storage, &path).await? {
-                let live = wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms;
-                if lease.member != self.member && live {
-                    return Err(CheckpointError::Unfenced {
-                        pipeline: self.pipeline.clone(),
-                        other: lease.member,
-                    });
-                }
-            }
-            self.write_lease(&path, wall_ms).await
+        // Another member's lease that is still live refuses the start.
+        self.hold_lease(wall_ms, |lease| {
+            lease.member != self.member && wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms
         })
     }
 
     /// Renews the lease (stores that do not fence), failing if another instance took it.
     pub fn renew_lease(&self, wall_ms: i64) -> Result<(), CheckpointError> {
+        self.hold_lease(wall_ms, |lease| lease.run != self.run)
+    }
+
+    /// Writes this run's lease at `wall_ms` unless the lease found is `taken` (stores that
+    /// fence need none).
+    fn hold_lease(&self, wall_ms: i64, taken: impl Fn(&Lease) -> bool) -> Result<(), CheckpointError> {
         if self.fencing {
             return Ok(());
         }
@@ -302,7 +295,7 @@ impl Log {
         let path = lease_path(&self.pipeline);
         storage.block_on(async {
             if let Some(lease) = read_lease(storage, &path).await? {
-                if lease.run != self.run {
+                if taken(&lease) {
                     return Err(CheckpointError::Unfenced {
                         pipeline: self.pipeline.clone(),
                         other: lease.member,
