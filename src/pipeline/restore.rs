@@ -23,6 +23,9 @@ impl Restore for LogRestorer {
             reason: "a thread panicked while holding it".into(),
         })?;
         let claims = log.claim(partitions)?;
+        if !claims.is_empty() {
+            log.republish_markers()?;
+        }
         let mut out = Vec::with_capacity(claims.len());
         for (partition, claim) in claims {
             let mut state = log.recover_task(partition)?;

@@ -5,8 +5,7 @@
 //! idempotent, so whoever restores a task can simply run it again.
 //!
 //! [`Log::recover_task`] runs when an instance takes a source partition: it redoes the
-//! publication of the partition's newest committed state (and the markers of the newest
-//! entries), *seals* each file that state
+//! publication of the partition's newest committed state, *seals* each file that state
 //! recorded as open — its tail becomes the last part and the upload completes at exactly the
 //! recorded size, so the file holds the committed rows and no others — and removes every
 //! upload, staged file and tail of the partition that no committed state needs.
@@ -33,6 +32,23 @@ pub async fn publish(storage: &Storage, entry: &Entry) -> Result<(), CheckpointE
 }
 
 impl Log {
+    /// Writes the `_SUCCESS` markers of the newest entries again ([`View::recent_markers`]):
+    /// an instance killed between an entry and its publication wrote none of its own.
+    /// Idempotent; once per batch of partitions taken, not per partition.
+    ///
+    /// [`View::recent_markers`]: super::view::View::recent_markers
+    pub fn republish_markers(&self) -> Result<(), CheckpointError> {
+        let storage = self.storage();
+        let markers = self.view().recent_markers.values().flatten();
+        storage.block_on(async {
+            futures::future::try_join_all(
+                markers.map(|p| async move { storage.put_marker(&p.marker()).await }),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
     /// Finishes what the newest committed state of `partition` left: publishes its files,
     /// seals its open files, and removes its orphaned uploads and tails. Returns that state
     /// with the sealed files listed as completed (so the next commit indexes them) and no
@@ -53,9 +69,7 @@ impl Log {
                     created_at: String::new(),
                     claims: Default::default(),
                     tasks: vec![task.clone()],
-                    // The newest entries' markers: the one that committed this state may
-                    // not have written its own (killed before publishing).
-                    markers: self.view().recent_markers.values().flatten().copied().collect(),
+                    markers: Vec::new(),
                 };
                 publish(storage, &entry).await?;
                 let mut sealed = Vec::with_capacity(task.open.len());
