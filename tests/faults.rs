@@ -153,10 +153,7 @@ fn sigterm_takes_a_final_checkpoint_and_commits_its_offsets_to_the_group() {
     });
     let before = commit_count(&out);
     let sent = Instant::now();
-    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(ok.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", log_text(&out));
+    sigterm(&mut child, &out);
     assert!(sent.elapsed() < Duration::from_secs(2), "took {:?} to stop", sent.elapsed());
     assert!(commit_count(&out) > before, "a final checkpoint\n{}", log_text(&out));
     assert!(committed(&out).records_read as f64 >= read, "everything read is committed");

@@ -227,13 +227,6 @@ fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process()
     assert_eq!(got_after, want_after, "views + late per postcode and window after the topic grew");
 }
 
-fn sigterm(child: &mut std::process::Child, out: &Path) {
-    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(ok.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", log_text(out));
-}
-
 /// Kills and rebalances across three instances while events arrive: at every step one
 /// instance is killed with SIGKILL and restarted (its partitions come back to it), or
 /// stopped for good and another started (the group rebalances). Afterwards every produced

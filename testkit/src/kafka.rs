@@ -280,6 +280,14 @@ pub fn log_text(out: &Path) -> String {
     std::fs::read_to_string(log_path(out)).unwrap_or_default()
 }
 
+/// Stops a pipeline writing `out` with SIGTERM and asserts it exits 0 (its log if not).
+pub fn sigterm(child: &mut std::process::Child, out: &Path) {
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", log_text(out));
+}
+
 /// Spawns `cmd` (the pageviews binary) reading `topic` into `out`, committing every
 /// `interval`, logging at info to `log_path(out)`.
 pub fn spawn_kafka_run(
