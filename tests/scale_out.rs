@@ -289,3 +289,70 @@ fn kill_9_and_rebalances_across_instances_lose_and_duplicate_nothing() {
     let records = assert_exactly_once(&out, &[(stream, 0.01)]);
     eprintln!("kills {kills}, rebalances {rebalances}, records {records}, lost 0, duplicated 0");
 }
+
+/// The exchange consumer as the pipeline drives it when partitions are taken and given up one
+/// after another: hosted sets change many times in a row, and partitions hosted again are read
+/// from the offsets asked for. librdkafka 2.12 aborted the process (confluentinc/librdkafka#5573)
+/// when each change replaced the whole assignment; here every change must also read exactly
+/// what the hosted partitions hold from the offsets given.
+#[test]
+fn the_exchange_follows_rapid_changes_of_hosted_partitions_from_the_offsets_given() {
+    use pageviews::source::exchange::{Exchange, Item};
+    use std::collections::BTreeMap;
+    let topic = unique("exchange");
+    let config = pageviews::source::KafkaConfig {
+        brokers: broker().to_string(),
+        topic: topic.clone(),
+        group: unique("group"),
+        until_end: false,
+        options: Vec::new(),
+        on_offset_reset: pageviews::source::OffsetReset::Fail,
+    };
+    let mut exchange = Exchange::open(&config, &topic, 3).unwrap();
+    for counting in 0..3u32 {
+        for ordinal in 0..10u64 {
+            exchange.forward(counting, 7, ordinal, b"k", format!("{counting}/{ordinal}").as_bytes()).unwrap();
+        }
+    }
+    exchange.flush().unwrap();
+    // Reads until `want` items came, or fails after a while.
+    let read = |exchange: &mut Exchange, want: usize| -> Vec<(u32, i64, String)> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while got.len() < want && std::time::Instant::now() < deadline {
+            let mut items = Vec::new();
+            exchange.poll(&mut items, 100).unwrap();
+            for item in items {
+                if let Item::Record { counting, offset, payload, .. } = item {
+                    got.push((counting, offset, String::from_utf8(payload).unwrap()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got.sort();
+        got
+    };
+    let all: BTreeMap<u32, Option<i64>> = (0..3).map(|p| (p, None)).collect();
+    exchange.assign(all.clone()).unwrap();
+    assert_eq!(read(&mut exchange, 30).len(), 30, "every forwarded record is read");
+    // Taken and given up one by one, many times over, faster than fetchers stop.
+    for round in 0..50i64 {
+        for hosted in [vec![0], vec![0, 1], vec![1], vec![0, 1, 2], vec![]] {
+            exchange.assign(hosted.iter().map(|&p| (p, Some(round % 10))).collect()).unwrap();
+        }
+    }
+    // Hosted again from given offsets: partition 1 from offset 4, partition 2 from the start.
+    exchange.assign(BTreeMap::from([(1, Some(4)), (2, None)])).unwrap();
+    let got = read(&mut exchange, 16);
+    let want: Vec<(u32, i64, String)> =
+        (4..10).map(|o| (1, o, format!("1/{o}"))).chain((0..10).map(|o| (2, o, format!("2/{o}")))).collect();
+    assert_eq!(got, want, "exactly the hosted partitions, from the offsets given");
+    // Absence cannot be polled for: half a second of reading brings nothing more.
+    let mut more = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < until {
+        exchange.poll(&mut more, 100).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(more.is_empty(), "nothing from partitions not hosted: {more:?}");
+}

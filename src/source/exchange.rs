@@ -15,7 +15,7 @@
 //! partition it forwards to how far its event time has come, so their watermarks can pass
 //! even when it has nothing more for them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,9 @@ use tracing::info;
 
 use super::kafka::{kafka_error, prefetch_bounds, with_options, KafkaConfig};
 use super::{PartitionTime, SourceError};
+
+/// How long a seek of a hosted partition may wait for librdkafka to apply it.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 const RECORD: u8 = b'R';
 const PROGRESS: u8 = b'P';
@@ -100,7 +103,14 @@ pub struct Exchange {
     deliveries: Arc<Deliveries>,
     consumer: BaseConsumer,
     /// Hosted counting partitions and the next offset to read in each.
-    assigned: BTreeMap<u32, Option<i64>>,
+    hosted: BTreeMap<u32, Option<i64>>,
+    /// Partitions in the consumer's assignment. One is added when first hosted and never
+    /// removed (those not hosted now are paused): librdkafka 2.12 aborts when a partition
+    /// leaves an assignment twice before its fetcher confirmed the first stop
+    /// (confluentinc/librdkafka#5573, fixed after the 2.12 that rdkafka-sys bundles), and
+    /// replacing the whole assignment at each change did that when partitions were taken or
+    /// given up one after another.
+    assigned: BTreeSet<u32>,
     scratch: Vec<u8>,
 }
 
@@ -139,7 +149,8 @@ impl Exchange {
             producer,
             deliveries,
             consumer,
-            assigned: BTreeMap::new(),
+            hosted: BTreeMap::new(),
+            assigned: BTreeSet::new(),
             scratch: Vec::with_capacity(1024),
         })
     }
@@ -203,24 +214,48 @@ impl Exchange {
     }
 
     /// Reads the hosted counting partitions from these offsets (`None`: the beginning).
-    pub fn assign(&mut self, assigned: BTreeMap<u32, Option<i64>>) -> Result<(), SourceError> {
-        if assigned == self.assigned {
+    pub fn assign(&mut self, hosted: BTreeMap<u32, Option<i64>>) -> Result<(), SourceError> {
+        if hosted == self.hosted {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for (&p, offset) in &assigned {
-            let at = offset.map_or(Offset::Beginning, Offset::Offset);
-            tpl.add_partition_offset(&self.topic, p as i32, at)
-                .map_err(|e| kafka_error(&self.config, "assign the exchange", e))?;
+        let at = |offset: Option<i64>| offset.map_or(Offset::Beginning, Offset::Offset);
+        let fail = |e| kafka_error(&self.config, "assign the exchange", e);
+        let (mut added, mut resumed, mut paused) =
+            (TopicPartitionList::new(), TopicPartitionList::new(), TopicPartitionList::new());
+        for (&p, &offset) in &hosted {
+            if !self.assigned.contains(&p) {
+                added.add_partition_offset(&self.topic, p as i32, at(offset)).map_err(fail)?;
+                continue;
+            }
+            let was = self.hosted.get(&p);
+            if was != Some(&offset) {
+                // Hosted again, or restored from an older commit: read from its offset.
+                self.consumer.seek(&self.topic, p as i32, at(offset), SEEK_TIMEOUT).map_err(fail)?;
+            }
+            if was.is_none() {
+                resumed.add_partition(&self.topic, p as i32);
+            }
         }
-        self.consumer.assign(&tpl).map_err(|e| kafka_error(&self.config, "assign the exchange", e))?;
-        self.assigned = assigned;
+        for &p in self.hosted.keys().filter(|p| !hosted.contains_key(p)) {
+            paused.add_partition(&self.topic, p as i32);
+        }
+        if paused.count() > 0 {
+            self.consumer.pause(&paused).map_err(fail)?;
+        }
+        if resumed.count() > 0 {
+            self.consumer.resume(&resumed).map_err(fail)?;
+        }
+        if added.count() > 0 {
+            self.consumer.incremental_assign(&added).map_err(fail)?;
+            self.assigned.extend(hosted.keys().copied());
+        }
+        self.hosted = hosted;
         Ok(())
     }
 
     /// Appends up to `max` items read from the hosted counting partitions.
     pub fn poll(&mut self, out: &mut Vec<Item>, max: usize) -> Result<(), SourceError> {
-        if self.assigned.is_empty() {
+        if self.hosted.is_empty() {
             return Ok(());
         }
         while out.len() < max {
@@ -229,8 +264,10 @@ impl Exchange {
                 Some(Ok(msg)) => {
                     let counting = msg.partition() as u32;
                     let offset = msg.offset();
+                    // A paused partition's records already on their way are not hosted ones.
+                    let Some(next) = self.hosted.get_mut(&counting) else { continue };
                     if let Some(item) = decode(counting, offset, msg.payload().unwrap_or_default()) {
-                        self.assigned.insert(counting, Some(offset + 1));
+                        *next = Some(offset + 1);
                         out.push(item);
                     }
                 }
