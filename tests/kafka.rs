@@ -42,7 +42,7 @@ fn datagen_to_three_partitions_then_until_end_writes_exactly_what_was_produced()
     let report = assert_verified(&out);
     assert!(report.windows > 0);
     // The manifest's positions reached the group, where lag tooling reads them.
-    assert_eq!(committed_offsets(&topic, &group, 3), end_offsets(&topic, 3));
+    assert_eq!(committed_offsets(broker(), &topic, &group, 3), end_offsets(broker(), &topic, 3));
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn restarting_with_the_same_group_continues_where_it_stopped() {
     assert!(got == want_rows);
     assert_eq!(rows(&out, "dead_letters").len() as u64, want_bad);
     assert_verified(&out);
-    assert_eq!(committed_offsets(&topic, &group, 3), end_offsets(&topic, 3));
+    assert_eq!(committed_offsets(broker(), &topic, &group, 3), end_offsets(broker(), &topic, 3));
 }
 
 /// A checkpoint's positions are checked against the partition before they are trusted: a
@@ -224,7 +224,7 @@ fn datagen_reports_a_generator_that_cannot_go_on_after_flushing_what_it_produced
         "{stderr}"
     );
     assert_eq!(
-        end_offsets(&topic, 1),
+        end_offsets(broker(), &topic, 1),
         [(0, 2000)].into_iter().collect(),
         "the records before it were delivered"
     );

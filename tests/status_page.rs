@@ -13,7 +13,7 @@ use common::*;
 use pageviews::metrics::Metrics;
 use pageviews::{PipelineConfig, Shutdown, SourceConfig};
 use pageviews_testkit::browser::{data_values, dump_dom};
-use pageviews_testkit::kafka::{create_topic, end_offsets, generator, kafka_config, produce, unique};
+use pageviews_testkit::kafka::{broker, create_topic, end_offsets, generator, kafka_config, produce, unique};
 use serde_json::Value;
 
 /// How the page writes a count: with thousands separators.
@@ -175,7 +175,7 @@ fn with_two_workers_the_status_shows_every_partition_under_its_holder() {
     wait_for("the run to stop", Duration::from_secs(60), || run.is_finished());
     // After the final checkpoints, each partition's position is its end offset.
     let st = status();
-    let ends = end_offsets(&topic, 4);
+    let ends = end_offsets(broker(), &topic, 4);
     for p in st["partitions"].as_array().unwrap() {
         let partition = p["partition"].as_u64().unwrap() as i32;
         assert_eq!(p["position"].as_i64(), ends.get(&partition).copied(), "partition {partition}: {p}");

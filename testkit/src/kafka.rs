@@ -222,9 +222,10 @@ pub fn kafka_config_at(
     config
 }
 
-pub fn committed_offsets(topic: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
+/// The group's committed offset per partition, as `kafka-consumer-groups` would show it.
+pub fn committed_offsets(brokers: &str, topic: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", broker()).set("group.id", group).create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -240,8 +241,9 @@ pub fn committed_offsets(topic: &str, group: &str, partitions: i32) -> BTreeMap<
         .collect()
 }
 
-pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
+/// Each partition's end offset (the next offset to be written).
+pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     (0..partitions)
         .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
         .collect()

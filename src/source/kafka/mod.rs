@@ -464,7 +464,13 @@ impl Source for KafkaSource {
                     tpl.add_partition_offset(&self.config.topic, elem.partition(), Offset::Offset(*offset));
             }
         }
-        if tpl.count() > 0 {
+        // No group commit while the assignment is lost or Kafka is unreachable. A session that
+        // times out makes librdkafka forget its member id, and a commit made meanwhile waits for
+        // the coordinator and is sent when the broker returns, under the forgotten id: the
+        // broker then fences this static member (FENCED_INSTANCE_ID), which librdkafka makes
+        // fatal. The group's offsets are advisory; the first checkpoint after recovery commits.
+        let unsafe_to_commit = self.outage.is_some() || self.consumer.assignment_lost();
+        if tpl.count() > 0 && !unsafe_to_commit {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 // Advisory only: the commit log holds the truth.
                 warn!(error = %e, "cannot commit offsets to the consumer group");
