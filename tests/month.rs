@@ -33,12 +33,39 @@ fn thirty_days_of_event_time_with_kills_complete_every_hour_and_keep_checkpoints
     }
     assert_eq!(summary["verify_ok"], true, "{text}");
     // Bounded checkpoints: without pruning, the log alone would hold one file per checkpoint
-    // (over 90 here); it prunes behind its snapshots and merges its index, so no day sees
-    // more than a few dozen files, the last no more than the others.
+    // (about 105 here on an idle machine, fewer on a busy one, whose checkpoints take longer);
+    // it prunes behind its snapshots and merges its index, so no day sees more than a few
+    // dozen files, the last no more than the others.
     let days = summary["per_day"].as_array().unwrap();
     let checkpoints: u64 = days.iter().map(|d| d["checkpoints"].as_u64().unwrap()).sum();
-    assert!(checkpoints > 90, "enough checkpoints to show growth if there were any: {text}");
+    assert!(checkpoints > 64, "enough checkpoints to show growth past 48 if there were any: {text}");
     let most = days.iter().map(|d| d["checkpoint_files"].as_u64().unwrap()).max().unwrap();
     assert!(most <= 48, "{most} files under _checkpoints on some day: {text}");
     assert!(summary["final_checkpoint_files"].as_u64().unwrap() <= 48, "{text}");
+
+    // An hour completed hundreds of checkpoints ago whose marker is gone would make batch
+    // jobs wait forever, and no recovery writes it again: verify names it.
+    let sorted = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let day = sorted(&out.join("page_views"))[0].clone();
+    let first_hour = format!("page_views/{day}/{}", sorted(&out.join("page_views").join(&day))[0]);
+    std::fs::remove_file(out.join(&first_hour).join("_SUCCESS")).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_pageviews"))
+        .args(["verify", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{first_hour} is complete in the log of"))
+            && stdout.contains("no _SUCCESS marker"),
+        "{stdout}"
+    );
 }

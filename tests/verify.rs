@@ -193,3 +193,18 @@ fn a_stray_file_that_looks_like_a_partial_upload_is_still_found() {
     std::fs::copy(&file, &stray).unwrap();
     assert_violation(&audit(&out), &[&rel(&out, &stray), "no committed checkpoint names it"]);
 }
+
+#[test]
+fn a_success_marker_the_newest_checkpoint_recorded_counts_as_pending_not_as_a_violation() {
+    let (_dir, out) = committed_run();
+    // As after a kill -9 between the checkpoint and its publication: the next recovery (or
+    // the running instance) writes it, so verify waits for it instead of failing.
+    let markers: Vec<PathBuf> =
+        files(&out.join("page_views")).into_iter().filter(|p| p.ends_with("_SUCCESS")).collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    std::fs::remove_file(&markers[0]).unwrap();
+    let report = assert_verified(&out);
+    assert_eq!(report.markers_pending, 1, "{report}");
+    let stdout = String::from_utf8_lossy(&cli_verify(&out).stdout).into_owned();
+    assert!(stdout.contains("_SUCCESS pending"), "{stdout}");
+}

@@ -1,14 +1,14 @@
 //! What the commit logs under a root say is committed: per pipeline, every completed file
 //! (from the index and recent entries), every file still open, and every task's totals.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use object_store::path::Path;
 use pageviews_core::commit::index::read_index;
 use pageviews_core::commit::layout::{facts_path, FileName};
 use pageviews_core::commit::{Facts, TaskState, Totals, View};
 use pageviews_core::storage::Storage;
-use pageviews_core::table::Table;
+use pageviews_core::table::{Partition, Table};
 
 use super::{Report, VerifyError};
 
@@ -32,6 +32,11 @@ pub(super) struct PipelineCommits {
     pub totals: Totals,
     pub tasks: BTreeMap<u32, TaskState>,
     pub files: HashMap<String, FileRecord>,
+    /// Partitions with committed files whose `_SUCCESS` no entry has recorded yet.
+    pub unmarked: BTreeSet<Partition>,
+    /// Partitions whose markers the newest entries recorded: a running instance may still be
+    /// writing them, and the next recovery writes them again (`Log::republish_markers`).
+    pub recent_markers: BTreeSet<Partition>,
 }
 
 /// Every pipeline's committed state under a root.
@@ -92,6 +97,8 @@ impl Committed {
             let commits = PipelineCommits {
                 window_ms: facts.map_or(60_000, |f| f.window_ms),
                 totals: view.totals(),
+                recent_markers: view.recent_markers.values().flatten().copied().collect(),
+                unmarked: view.unmarked,
                 tasks: view.tasks,
                 files,
             };
@@ -127,5 +134,28 @@ impl Committed {
             }
         }
         pending
+    }
+
+    /// Reports hours the log says are complete but whose `_SUCCESS` is missing. Batch jobs
+    /// waiting for such an hour would wait forever, unless its marker is recent, which a
+    /// running instance or the next recovery writes: those count as pending.
+    pub fn missing_markers(&self, present: &HashSet<String>, report: &mut Report) {
+        for (id, p) in &self.pipelines {
+            let hours: BTreeSet<Partition> =
+                p.files.values().map(|f| Partition { table: f.table, hour: f.hour }).collect();
+            for hour in hours.difference(&p.unmarked) {
+                if present.contains(hour.marker().as_ref()) {
+                    continue;
+                }
+                if p.recent_markers.contains(hour) {
+                    report.markers_pending += 1;
+                } else {
+                    report.violation(format!(
+                        "{} is complete in the log of {id} but has no _SUCCESS marker",
+                        hour.dir()
+                    ));
+                }
+            }
+        }
     }
 }
