@@ -3,9 +3,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
+use pageviews::metrics::Metrics;
+use pageviews::source::GeneratorConfig;
 use pageviews::verify::Report;
+use pageviews::{PipelineConfig, Shutdown, SourceConfig};
 
 /// A fresh committed run with rows in all four tables: the original example read grouped by
 /// postcode (W1J 7NT's first two events are late) plus one malformed record.
@@ -207,4 +212,30 @@ fn a_success_marker_the_newest_checkpoint_recorded_counts_as_pending_not_as_a_vi
     assert_eq!(report.markers_pending, 1, "{report}");
     let stdout = String::from_utf8_lossy(&cli_verify(&out).stdout).into_owned();
     assert!(stdout.contains("_SUCCESS pending"), "{stdout}");
+}
+
+#[test]
+fn a_running_pipeline_whose_hour_is_in_open_files_only_verifies_clean_with_those_rows_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Paced at 1,000 events/s from the top of an hour: for the test's few seconds every row
+    // is in that hour's page_views file, open until it rolls (1 min).
+    let generator = GeneratorConfig {
+        rate: 1_000,
+        count: None,
+        max_late_ms: 0,
+        seed: 9,
+        start_ms: pageviews::core::time::parse_timestamp("2020-01-01 00:00:00").unwrap(),
+        interval_us: None,
+    };
+    let mut config =
+        PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
+    config.checkpoint_interval = Duration::from_millis(100);
+    let metrics = Arc::new(Metrics::new(&config.pipeline_id));
+    let run = pageviews::start(config, Shutdown::default(), metrics).unwrap();
+    wait_for("rows committed", Duration::from_secs(60), || committed(&out).page_views > 0);
+    let report = assert_verified(&out);
+    assert!(report.pending.get("page_views").is_some_and(|&n| n > 0), "{report}");
+    run.shutdown().trigger();
+    run.join().unwrap();
 }

@@ -141,8 +141,14 @@ impl Committed {
     /// running instance or the next recovery writes: those count as pending.
     pub fn missing_markers(&self, present: &HashSet<String>, report: &mut Report) {
         for (id, p) in &self.pipelines {
-            let hours: BTreeSet<Partition> =
-                p.files.values().map(|f| Partition { table: f.table, hour: f.hour }).collect();
+            // Only completed files enter `unmarked`: an hour a running instance has in open
+            // files alone is not complete, whatever `unmarked` says.
+            let hours: BTreeSet<Partition> = p
+                .files
+                .values()
+                .filter(|f| !f.open)
+                .map(|f| Partition { table: f.table, hour: f.hour })
+                .collect();
             for hour in hours.difference(&p.unmarked) {
                 if present.contains(hour.marker().as_ref()) {
                     continue;
