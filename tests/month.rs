@@ -3,8 +3,12 @@
 //! the last day. Every hour gets `_SUCCESS`, `verify` is clean, and what lies under
 //! `_checkpoints` does not grow with the days.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+
+use common::*;
 
 #[test]
 fn thirty_days_of_event_time_with_kills_complete_every_hour_and_keep_checkpoints_bounded() {
@@ -45,22 +49,11 @@ fn thirty_days_of_event_time_with_kills_complete_every_hour_and_keep_checkpoints
 
     // An hour completed hundreds of checkpoints ago whose marker is gone would make batch
     // jobs wait forever, and no recovery writes it again: verify names it.
-    let sorted = |dir: &Path| {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    let day = sorted(&out.join("page_views"))[0].clone();
-    let first_hour = format!("page_views/{day}/{}", sorted(&out.join("page_views").join(&day))[0]);
-    std::fs::remove_file(out.join(&first_hour).join("_SUCCESS")).unwrap();
-    let verify = Command::new(env!("CARGO_BIN_EXE_pageviews"))
-        .args(["verify", "--output"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let first_marker =
+        files(&out.join("page_views")).into_iter().filter(|p| p.ends_with("_SUCCESS")).min().unwrap();
+    std::fs::remove_file(&first_marker).unwrap();
+    let first_hour = first_marker.parent().unwrap().strip_prefix(&out).unwrap().display().to_string();
+    let verify = bin().args(["verify", "--output"]).arg(&out).output().unwrap();
     let stdout = String::from_utf8_lossy(&verify.stdout);
     assert_eq!(verify.status.code(), Some(1), "{stdout}");
     assert!(

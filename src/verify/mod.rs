@@ -21,7 +21,7 @@
 mod committed;
 mod rows;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use object_store::path::Path;
@@ -131,7 +131,7 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
         report.totals.add(&p.totals);
     }
     let mut listed: BTreeMap<Table, Vec<Path>> = BTreeMap::new();
-    let mut markers = std::collections::HashSet::new();
+    let mut markers = HashSet::new();
     for table in Table::ALL {
         let mut keep = Vec::new();
         for path in storage.block_on(storage.list(&Path::from(table.name())))? {
@@ -151,7 +151,7 @@ pub fn verify(storage: &Storage) -> Result<Report, VerifyError> {
         }
         listed.insert(table, keep);
     }
-    let present: std::collections::HashSet<&str> = listed.values().flatten().map(|p| p.as_ref()).collect();
+    let present: HashSet<&str> = listed.values().flatten().map(|p| p.as_ref()).collect();
     let pending = committed.missing_or_pending(&present, &mut report);
     committed.missing_markers(&markers, &mut report);
     rows::audit(storage, &committed, &listed, &pending, &mut report)?;
