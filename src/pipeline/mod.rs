@@ -382,20 +382,21 @@ fn run_workers(
     status: &Arc<Mutex<Status>>,
     shutdown: &Shutdown,
 ) -> Result<Summary, PipelineError> {
+    let gate = open::StartGate::new(config.workers.max(1));
     let results: Vec<Result<Summary, PipelineError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..config.workers.max(1))
             .map(|k| {
                 let (storage, metrics, status) = (storage.clone(), metrics.clone(), status.clone());
+                let gate = &gate;
                 std::thread::Builder::new().name(format!("pageviews-worker-{k}")).spawn_scoped(
                     scope,
                     move || {
-                        let result = worker::Pipeline::open(config, k, storage, metrics, status).and_then(
-                            |mut pipeline| {
+                        let result = worker::Pipeline::open(config, k, gate, storage, metrics, status)
+                            .and_then(|mut pipeline| {
                                 let result = pipeline.run_loop(shutdown);
                                 pipeline.report_stopped();
                                 result
-                            },
-                        );
+                            });
                         if result.is_err() {
                             shutdown.trigger();
                         }

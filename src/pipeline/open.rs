@@ -3,7 +3,8 @@
 //! and build the record loop.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use pageviews_core::commit::{Facts, Log, Position, SourceIdentity, LOG_VERSION};
 use pageviews_core::storage::Storage;
@@ -24,12 +25,57 @@ use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, 
 /// How long an instance on a store that cannot fence counts as live after its last renewal.
 const LEASE_MS: i64 = 60_000;
 
+/// The workers of an instance join the consumer group together. A broker whose
+/// `group.initial.rebalance.delay.ms` is short (0 in `scripts/kafka-local`; Kafka's default is
+/// 3 s) completes a new group's first generation with whoever has joined. A worker that
+/// joined some milliseconds after its sibling (its commit log took longer to open) then waited
+/// for the next heartbeat (500 ms) and a second rebalance, while the first read every
+/// partition alone and checkpointed to give half of them back: `--workers 2` ran at 1.4–1.5 M
+/// events/s then, and at 1.7–2.0 M/s when both joined the first generation (ARCHITECTURE.md §10).
+pub(super) struct StartGate {
+    expected: usize,
+    arrived: Mutex<usize>,
+    all_here: Condvar,
+}
+
+impl StartGate {
+    /// A gate for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        StartGate { expected: workers, arrived: Mutex::new(0), all_here: Condvar::new() }
+    }
+
+    /// Waits until every worker has arrived, or `timeout` passed: a worker that failed before
+    /// it arrived must not hold the others (they start, and stop on the shutdown it triggers).
+    /// Returns whether all arrived.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut arrived) = self.arrived.lock() else { return false };
+        *arrived += 1;
+        self.all_here.notify_all();
+        while *arrived < self.expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            arrived = match self.all_here.wait_timeout(arrived, left) {
+                Ok((guard, _)) => guard,
+                Err(_) => return false,
+            };
+        }
+        true
+    }
+}
+
+/// How long a worker waits at the [`StartGate`] for its siblings.
+const START_GATE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Pipeline {
     /// Opens the pipeline's commit log for worker `worker` of this instance and restores what
-    /// it holds.
+    /// it holds. A Kafka source joins the group once every worker of `gate` is ready to.
     pub(super) fn open(
         config: &PipelineConfig,
         worker: usize,
+        gate: &StartGate,
         storage: Storage,
         metrics: Arc<Metrics>,
         status: Arc<Mutex<Status>>,
@@ -118,10 +164,15 @@ impl Pipeline {
                     .collect();
                 Box::new(FileSource::new(inputs, config.max_record_bytes))
             }
-            SourceConfig::Kafka(k) => Box::new(
-                KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?
-                    .with_max_record_bytes(config.max_record_bytes),
-            ),
+            SourceConfig::Kafka(k) => {
+                if !gate.wait(START_GATE_TIMEOUT) {
+                    info!(worker, "joining the consumer group without every sibling worker");
+                }
+                Box::new(
+                    KafkaSource::new(k.clone(), &member, Box::new(restorer), metrics.clone())?
+                        .with_max_record_bytes(config.max_record_bytes),
+                )
+            }
         };
         let exchange = match &config.source {
             SourceConfig::Kafka(k) => {
@@ -174,6 +225,45 @@ impl Pipeline {
         };
         pipeline.add_tasks(restored)?;
         Ok(pipeline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_opens_when_every_worker_arrived_and_not_before() {
+        let gate = Arc::new(StartGate::new(3));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..2)
+            .map(|k| {
+                let (gate, arrivals) = (gate.clone(), arrivals.clone());
+                std::thread::spawn(move || {
+                    let all = gate.wait(Duration::from_secs(30));
+                    arrivals.lock().unwrap().push(k);
+                    all
+                })
+            })
+            .collect();
+        // Two of three are in: neither may pass while the third is missing.
+        let waiting = |n| *gate.arrived.lock().unwrap() == n;
+        while !waiting(2) {
+            std::thread::yield_now();
+        }
+        assert!(arrivals.lock().unwrap().is_empty(), "a worker passed before its siblings arrived");
+        assert!(gate.wait(Duration::from_secs(30)), "the last to arrive passes at once");
+        for t in threads {
+            assert!(t.join().unwrap(), "every worker saw all arrive");
+        }
+    }
+
+    #[test]
+    fn a_worker_that_never_arrives_holds_the_others_only_until_the_timeout() {
+        let gate = StartGate::new(2);
+        let started = Instant::now();
+        assert!(!gate.wait(Duration::from_millis(50)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
     }
 }
 
