@@ -228,6 +228,15 @@ impl Pipeline {
     }
 }
 
+/// An id for this process's run of a worker: tells a restarted instance from its zombie.
+fn run_id(wall_ms: i64, worker: usize) -> String {
+    // Unique per process and per open within it (tests and library callers open several
+    // pipelines in one process, in the same millisecond).
+    static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{wall_ms:x}-{:x}-{n:x}-{worker}", std::process::id())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,13 +274,4 @@ mod tests {
         assert!(!gate.wait(Duration::from_millis(50)));
         assert!(started.elapsed() >= Duration::from_millis(50));
     }
-}
-
-/// An id for this process's run of a worker: tells a restarted instance from its zombie.
-fn run_id(wall_ms: i64, worker: usize) -> String {
-    // Unique per process and per open within it (tests and library callers open several
-    // pipelines in one process, in the same millisecond).
-    static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{wall_ms:x}-{:x}-{n:x}-{worker}", std::process::id())
 }
