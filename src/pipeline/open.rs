@@ -27,11 +27,9 @@ const LEASE_MS: i64 = 60_000;
 
 /// The workers of an instance join the consumer group together. A broker whose
 /// `group.initial.rebalance.delay.ms` is short (0 in `scripts/kafka-local`; Kafka's default is
-/// 3 s) completes a new group's first generation with whoever has joined. A worker that
-/// joined some milliseconds after its sibling (its commit log took longer to open) then waited
-/// for the next heartbeat (500 ms) and a second rebalance, while the first read every
-/// partition alone and checkpointed to give half of them back: `--workers 2` ran at 1.4–1.5 M
-/// events/s then, and at 1.7–2.0 M/s when both joined the first generation (ARCHITECTURE.md §10).
+/// 3 s) completes a new group's first generation with whoever has joined: a worker whose commit
+/// log took a few milliseconds longer to open waited for a second rebalance while its sibling
+/// read every partition alone (measured in ARCHITECTURE.md §10).
 pub(super) struct StartGate {
     expected: usize,
     arrived: Mutex<usize>,

@@ -47,9 +47,10 @@ pub async fn read_index(
     Ok(files.into_values().collect())
 }
 
-/// Writes the segment of files completed by entries `from..=to`, then merges the newest
-/// segments while the older of the two covers at most twice the versions of the newer.
-/// Returns the segments that now make up the index, oldest first.
+/// Writes the segment of files completed by entries `from..=to`, merged with the newest
+/// segments while each covers at most twice the versions of what it merges into (one write,
+/// and the new files are not read back). Returns the segments that now make up the index,
+/// oldest first.
 pub async fn append_segment(
     storage: &Storage,
     pipeline: &str,
@@ -59,24 +60,22 @@ pub async fn append_segment(
     files: &[IndexedFile],
 ) -> Result<Vec<String>, CheckpointError> {
     let mut out = segments.to_vec();
-    if !files.is_empty() {
-        let path = index_path(pipeline, from, to);
-        storage.put(&path, Bytes::from(encode(files)?)).await?;
-        out.push(path.to_string());
+    if files.is_empty() {
+        return Ok(out);
     }
-    while let [.., older, newer] = out.as_slice() {
-        let (Some(older_span), Some(newer_span)) = (versions_of(older), versions_of(newer)) else {
-            break;
-        };
-        if span(older_span) > 2 * span(newer_span) {
+    let mut first = from;
+    let mut merging = 0;
+    while let Some(older) = out.len().checked_sub(merging + 1).and_then(|i| versions_of(&out[i])) {
+        if span(older) > 2 * span((first, to)) {
             break;
         }
-        let files = read_index(storage, &out[out.len() - 2..], &[]).await?;
-        let merged = index_path(pipeline, older_span.0, newer_span.1);
-        storage.put(&merged, Bytes::from(encode(&files)?)).await?;
-        out.truncate(out.len() - 2);
-        out.push(merged.to_string());
+        (first, merging) = (older.0, merging + 1);
     }
+    let merged = out.split_off(out.len() - merging);
+    let all = if merged.is_empty() { files.to_vec() } else { read_index(storage, &merged, files).await? };
+    let path = index_path(pipeline, first, to);
+    storage.put(&path, Bytes::from(encode(&all)?)).await?;
+    out.push(path.to_string());
     Ok(out)
 }
 
