@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::ops::Range;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -13,16 +14,22 @@ use pageviews::source::GeneratorConfig;
 /// A generated input with late events (timestamps up to 8 s behind, watermark delay 5 s)
 /// and a malformed record every 997 lines.
 fn generated_input(dir: &Path, records: u64) -> String {
+    generated_file(dir, "input.jsonl", 0..records, 8_000)
+}
+
+/// The generator's records `seqs`, with timestamps up to `max_late_ms` behind, and a
+/// malformed record every 997 lines, in file `name`.
+fn generated_file(dir: &Path, name: &str, seqs: Range<u64>, max_late_ms: u64) -> String {
     let gen = GeneratorConfig {
         rate: 0,
         count: None,
-        max_late_ms: 8_000,
+        max_late_ms,
         seed: 11,
         start_ms: 1_577_836_800_000,
         interval_us: None,
     };
-    let mut bytes = Vec::with_capacity(records as usize * 120);
-    for seq in 0..records {
+    let mut bytes = Vec::with_capacity((seqs.end - seqs.start) as usize * 120);
+    for seq in seqs {
         if seq % 997 == 500 {
             bytes.extend_from_slice(format!("{{\"user_id\": {seq}, \"broken\n").as_bytes());
             continue;
@@ -30,9 +37,43 @@ fn generated_input(dir: &Path, records: u64) -> String {
         gen.write_record(seq, &mut bytes);
         bytes.push(b'\n');
     }
-    let path = dir.join("input.jsonl");
+    let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path.display().to_string()
+}
+
+/// Two files, the first and second half of one generated stream, with no event later than
+/// the watermark delay (5 s): no event is late however the files interleave, so two workers
+/// reading them at once must write what one worker reading them in turn writes.
+fn generated_halves(dir: &Path, records: u64) -> [String; 2] {
+    let half = records / 2;
+    [
+        generated_file(dir, "first.jsonl", 0..half, 4_000),
+        generated_file(dir, "second.jsonl", half..records, 4_000),
+    ]
+}
+
+/// The tables of `got` equal those of `want`: every table row for row, dead letters but for
+/// when they were received.
+fn assert_same_tables(got: &Path, want: &Path, context: &str) {
+    for table in ["page_views", "late_page_views", "page_view_aggregates"] {
+        let (want, got) = (row_multiset(want, table, &[]), row_multiset(got, table, &[]));
+        assert_eq!(got.len(), want.len(), "{table}: row count {context}");
+        assert!(got == want, "{table}: rows differ from the uninterrupted run {context}");
+    }
+    // Dead letters are partitioned by when they were received, which differs between runs.
+    let strip = |root: &Path| {
+        let mut v: Vec<String> = rows(root, "dead_letters")
+            .into_iter()
+            .map(|mut r| {
+                r.value.as_object_mut().unwrap().remove("received_at");
+                r.value.to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(strip(got), strip(want), "dead letters {context}");
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -87,26 +128,63 @@ fn kill_9_during_a_file_run_then_restart_gives_the_same_tables_as_an_uninterrupt
     let mut rng = Lcg::from_env_or_clock();
     let kills = run_with_kills(&args, &out, &mut rng, 6);
     assert!(kills >= 3, "only {kills} kills hit a running pipeline; the input is too small to test recovery");
+    assert_same_tables(&out, &reference, &format!("after {kills} kills"));
+    assert_verified(&out);
+}
 
-    for table in ["page_views", "late_page_views", "page_view_aggregates"] {
-        let want = row_multiset(&reference, table, &[]);
-        let got = row_multiset(&out, table, &[]);
-        assert_eq!(got.len(), want.len(), "{table}: row count after {kills} kills");
-        assert!(got == want, "{table}: rows differ from the uninterrupted run after {kills} kills");
-    }
-    // Dead letters are partitioned by when they were received, which differs between runs.
-    let strip = |root: &Path| {
-        let mut v: Vec<String> = rows(root, "dead_letters")
-            .into_iter()
-            .map(|mut r| {
-                r.value.as_object_mut().unwrap().remove("received_at");
-                r.value.to_string()
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(strip(&out), strip(&reference));
+/// Two workers over two files: the second relays what it reads to the first, which counts
+/// every window, and commits a position only once the first committed counting it. A kill
+/// between their commits must neither lose nor double a count.
+#[test]
+fn kill_9_during_a_two_worker_file_run_gives_the_tables_of_one_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = generated_halves(dir.path(), 400_000);
+    let reference = dir.path().join("reference");
+    let summary = run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
+    assert_eq!(summary.totals.late_page_views, 0, "no event may be late in either reading order");
+    assert!(summary.totals.dead_letters > 100, "the input must exercise dead letters");
+
+    let out = dir.path().join("crashed");
+    let out_s = out.display().to_string();
+    #[rustfmt::skip]
+    let args = ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
+        "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
+    let kills = run_with_kills(&args, &out, &mut Lcg::from_env_or_clock(), 6);
+    assert!(kills >= 3, "only {kills} kills hit a running pipeline; the input is too small to test recovery");
+    let members: Vec<String> = holders(&out).into_values().collect();
+    assert_eq!(members, ["0-w0", "0-w1"], "each file was read by its own worker");
+    assert_same_tables(&out, &reference, &format!("after {kills} kills"));
+    assert_verified(&out);
+}
+
+/// SIGTERM reaches both workers while the second relays to the first: the first takes what
+/// the second read before its last checkpoint, both exit with everything committed, and the
+/// same command again finishes the tables.
+#[test]
+fn sigterm_stops_two_workers_cleanly_and_the_same_command_finishes_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = generated_halves(dir.path(), 400_000);
+    let reference = dir.path().join("reference");
+    run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
+
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    #[rustfmt::skip]
+    let args = ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
+        "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
+    let mut child = spawn(&args);
+    wait_for("a checkpoint", Duration::from_secs(60), || commit_count(&out) >= 3);
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    let read = committed(&out).records_read;
+    assert!(read < 400_000, "the run ended before SIGTERM reached it; give it more input");
+    assert_only_committed_files(&out);
+    assert_verified(&out);
+
+    assert!(spawn(&args).wait().unwrap().success());
+    assert_same_tables(&out, &reference, "after SIGTERM and a second run");
     assert_verified(&out);
 }
 

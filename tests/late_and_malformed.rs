@@ -51,6 +51,51 @@ fn a_larger_watermark_delay_lets_the_same_events_count() {
     assert_eq!(rows(&out, "page_view_aggregates").len(), 2);
 }
 
+/// Three files over the same hours, read by two workers at once: worker 1 relays its file's
+/// events to worker 0, which counts every window, and late events are judged by the slower
+/// worker's watermark. However the two interleave, each window is emitted once, and its views
+/// plus the late rows of its postcode are its page views.
+#[test]
+fn two_workers_over_files_of_the_same_hours_count_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = pageviews::source::GeneratorConfig {
+        rate: 0,
+        count: None,
+        max_late_ms: 8_000,
+        seed: 3,
+        start_ms: 1_577_836_800_000,
+        interval_us: None,
+    };
+    // Record i to file i mod 3: every file spans the same hours.
+    let mut files = [Vec::new(), Vec::new(), Vec::new()];
+    for seq in 0..60_000u64 {
+        let bytes = &mut files[(seq % 3) as usize];
+        gen.write_record(seq, bytes);
+        bytes.push(b'\n');
+    }
+    let inputs: Vec<String> = files
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let path = dir.path().join(format!("part-{i}.jsonl"));
+            std::fs::write(&path, bytes).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let out = dir.path().join("out");
+    let summary = run_files(&inputs, &out, |c| c.workers = 2);
+    assert!(summary.reached_end);
+    assert_eq!(summary.totals.page_views, 60_000);
+    assert!(summary.totals.late_page_views > 0, "the input must exercise late events");
+    // Files 0 and 2 in worker 0, file 1 in worker 1.
+    let members: Vec<String> = holders(&out).into_values().collect();
+    assert_eq!(members, ["0-w0", "0-w1", "0-w0"]);
+    let views: u64 =
+        rows(&out, "page_view_aggregates").iter().map(|r| r.value["views"].as_u64().unwrap()).sum();
+    assert_eq!(views + rows(&out, "late_page_views").len() as u64, 60_000, "every event counted once");
+    assert_verified(&out);
+}
+
 #[test]
 fn every_malformation_becomes_a_dead_letter_with_its_reason_and_position() {
     let dir = tempfile::tempdir().unwrap();

@@ -203,8 +203,11 @@ pub struct RunArgs {
     #[arg(long, env = "PAGEVIEWS_INSTANCE_ID", default_value = "0", value_name = "ID")]
     pub instance_id: String,
 
-    /// Workers in this process, each a member of the consumer group over its own partitions
-    /// (Kafka): the same as that many instances, in one process.
+    /// Workers in this process, each on its own core over its own partitions. Kafka: each is a
+    /// member of the consumer group, the same as that many instances in one process. Files
+    /// (several --input): file i goes to worker i mod N and N files are read at once, so their
+    /// event times interleave as Kafka partitions do (one worker reads them one after another);
+    /// at most one worker per file runs. The generator runs in one worker.
     #[arg(long, env = "PAGEVIEWS_WORKERS", default_value_t = 1, value_name = "N")]
     pub workers: usize,
     /// Events dated more than this ahead of this machine's clock become dead letters
@@ -346,8 +349,8 @@ impl RunArgs {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
-        if self.workers > 1 && !matches!(config.source, SourceConfig::Kafka(_)) {
-            bail!("--workers above 1 needs a Kafka source (--brokers): files and the generator run in one worker");
+        if self.workers > 1 && matches!(config.source, SourceConfig::Generator(_)) {
+            bail!("--workers above 1 needs a Kafka source (--brokers) or several --input files: the generator runs in one worker");
         }
         config.instance_id = self.instance_id;
         config.workers = self.workers;
@@ -405,5 +408,18 @@ mod tests {
         assert_eq!(id(&["--input", "a.jsonl"]), "files");
         assert_eq!(id(&["--brokers", "k:9092", "--topic", "site.views"]), "kafka-site_views");
         assert_eq!(id(&["--brokers", "k:9092", "--pipeline-id", "mine"]), "mine");
+    }
+
+    #[test]
+    fn several_workers_take_kafka_partitions_or_input_files_but_not_the_generator() {
+        let config = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["pageviews", "run", "--workers", "2"], args].concat()).unwrap();
+            let Command::Run(args) = cli.command else { panic!("run expected") };
+            args.into_config().map(|c| c.workers).map_err(|e| e.to_string())
+        };
+        assert_eq!(config(&["--input", "a.jsonl", "--input", "b.jsonl"]), Ok(2));
+        assert_eq!(config(&["--brokers", "k:9092"]), Ok(2));
+        let err = config(&["--rate", "5"]).unwrap_err();
+        assert!(err.contains("--workers") && err.contains("generator"), "{err}");
     }
 }

@@ -109,6 +109,10 @@ impl Pipeline {
         // Real elapsed time: a measurement for metrics and logs, never a decision.
         let began = Instant::now();
         self.settle_exchange()?;
+        if let Some(relay) = self.relay.as_mut() {
+            // Nothing relayed may be committed here before the counting worker counted it.
+            relay.await_counted()?;
+        }
         for task in self.tasks.values_mut() {
             let close_all = closing.contains(&task.partition);
             for w in task.writers.all() {
@@ -152,6 +156,14 @@ impl Pipeline {
             })?
         };
         self.drop_fenced(&committed.fenced)?;
+        if let Some(relay) = self.relay.as_ref().filter(|r| r.is_counter()) {
+            let counted = committed_states
+                .iter()
+                .filter(|s| !committed.fenced.contains(&s.partition))
+                .filter_map(|s| s.counting.as_ref())
+                .flat_map(|c| c.inputs.iter().filter_map(|(p, i)| Some((*p, i.high_water?))));
+            relay.committed(counted);
+        }
         let mut positions = BTreeMap::new();
         let mut rows = Totals::default();
         let mut stale_tails = Vec::new();

@@ -16,6 +16,7 @@
 
 mod checkpoint;
 mod open;
+mod relay;
 mod report;
 mod restore;
 mod task;
@@ -124,7 +125,9 @@ pub struct PipelineConfig {
     pub s3_env: S3Env,
     /// This instance of the deployment (one `--pipeline-id`, `--group` and `--output`).
     pub instance_id: String,
-    /// Workers in this process, each over its own partitions.
+    /// Workers in this process, each over its own partitions: Kafka partitions as the group
+    /// assigns them, or input files (file `i` to worker `i % workers`; no more workers than
+    /// files run). The generator has one partition, so one worker.
     pub workers: usize,
     /// How long a storage call is retried after failures that pass (timeouts, 5xx,
     /// throttling, refused connections) before the run stops.
@@ -303,10 +306,22 @@ impl RunHandle {
 /// Starts the pipeline on its own thread. Errors found before it runs (an unusable output,
 /// an HTTP address that cannot be bound) come back here; the rest from [`RunHandle::join`].
 pub fn start(
-    config: PipelineConfig,
+    mut config: PipelineConfig,
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
 ) -> Result<RunHandle, PipelineError> {
+    match &config.source {
+        SourceConfig::Generator(_) if config.workers > 1 => {
+            return Err(PipelineError::Incompatible(
+                "the generator is one partition and runs in one worker; leave --workers at 1".into(),
+            ));
+        }
+        SourceConfig::Files(paths) if config.workers > paths.len().max(1) => {
+            info!(workers = config.workers, inputs = paths.len(), "one worker per input file, no more");
+            config.workers = paths.len().max(1);
+        }
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("pageviews-io")
@@ -383,15 +398,21 @@ fn run_workers(
     shutdown: &Shutdown,
 ) -> Result<Summary, PipelineError> {
     let gate = open::StartGate::new(config.workers.max(1));
+    // Files counted in one worker: the others relay to it in memory.
+    let relays = match &config.source {
+        SourceConfig::Files(_) if config.workers > 1 => relay::Relay::for_workers(config.workers),
+        _ => Vec::new(),
+    };
+    let mut relays = relays.into_iter().map(Some).collect::<Vec<_>>().into_iter();
     let results: Vec<Result<Summary, PipelineError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..config.workers.max(1))
             .map(|k| {
                 let (storage, metrics, status) = (storage.clone(), metrics.clone(), status.clone());
-                let gate = &gate;
+                let siblings = open::Siblings { gate: &gate, relay: relays.next().flatten() };
                 std::thread::Builder::new().name(format!("pageviews-worker-{k}")).spawn_scoped(
                     scope,
                     move || {
-                        let result = worker::Pipeline::open(config, k, gate, storage, metrics, status)
+                        let result = worker::Pipeline::open(config, k, siblings, storage, metrics, status)
                             .and_then(|mut pipeline| {
                                 let result = pipeline.run_loop(shutdown);
                                 pipeline.report_stopped();

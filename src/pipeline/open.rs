@@ -11,6 +11,7 @@ use pageviews_core::storage::Storage;
 use pageviews_core::time::format_timestamp;
 use tracing::info;
 
+use super::relay::Relay;
 use super::restore::LogRestorer;
 use super::task::{TaskSetup, WindowRules};
 use super::worker::{restore_all, Pipeline};
@@ -67,13 +68,22 @@ impl StartGate {
 /// How long a worker waits at the [`StartGate`] for its siblings.
 const START_GATE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a worker shares with the other workers of its instance.
+pub(super) struct Siblings<'a> {
+    /// Kafka workers join the consumer group together.
+    pub gate: &'a StartGate,
+    /// Files over several workers: the relay to (or, in worker 0, from) the counting worker.
+    pub relay: Option<Relay>,
+}
+
 impl Pipeline {
     /// Opens the pipeline's commit log for worker `worker` of this instance and restores what
-    /// it holds. A Kafka source joins the group once every worker of `gate` is ready to.
+    /// it holds. A Kafka source joins the group once every sibling is ready to; files are
+    /// shared out among the workers.
     pub(super) fn open(
         config: &PipelineConfig,
         worker: usize,
-        gate: &StartGate,
+        siblings: Siblings<'_>,
         storage: Storage,
         metrics: Arc<Metrics>,
         status: Arc<Mutex<Status>>,
@@ -127,7 +137,7 @@ impl Pipeline {
             )));
         }
         log.take_lease(wall, LEASE_MS)?;
-        if log.view().version > 0 {
+        if !log.view().tasks.is_empty() {
             info!(
                 version = log.view().version,
                 tasks = log.view().tasks.len(),
@@ -149,21 +159,20 @@ impl Pipeline {
                 Box::new(GeneratorSource::resume(stream, state, config.allowed_lateness_ms)?)
             }
             SourceConfig::Files(paths) => {
-                let ids: Vec<u32> = (0..paths.len() as u32).collect();
+                let workers = config.workers.max(1) as u32;
+                let ids: Vec<u32> =
+                    (0..paths.len() as u32).filter(|i| i % workers == worker as u32).collect();
                 restored = restore_all(&mut restorer, &ids)?;
                 let at: BTreeMap<u32, Position> = restored
                     .iter()
                     .filter_map(|(p, r)| Some((*p, r.state.as_ref()?.position.clone())))
                     .collect();
-                let inputs = paths
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (i as u32, p.clone(), at.get(&(i as u32)).cloned()))
-                    .collect();
+                let inputs =
+                    ids.iter().map(|&i| (i, paths[i as usize].clone(), at.get(&i).cloned())).collect();
                 Box::new(FileSource::new(inputs, config.max_record_bytes))
             }
             SourceConfig::Kafka(k) => {
-                if !gate.wait(START_GATE_TIMEOUT) {
+                if !siblings.gate.wait(START_GATE_TIMEOUT) {
                     info!(worker, "joining the consumer group without every sibling worker");
                 }
                 Box::new(
@@ -218,6 +227,7 @@ impl Pipeline {
             checkpoint_interval: config.checkpoint_interval,
             partition_commit_delay_ms: config.partition_commit_delay_ms,
             exchange,
+            relay: siblings.relay,
             reached_end: false,
             checkpoints: 0,
         };

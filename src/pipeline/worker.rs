@@ -9,6 +9,7 @@ use pageviews_core::commit::Log;
 use pageviews_core::time::hour_of;
 use tracing::{info, warn};
 
+use super::relay::Relay;
 use super::restore::LogRestorer;
 use super::task::{Task, TaskSetup};
 use super::{PipelineError, Shutdown, Summary};
@@ -45,6 +46,8 @@ pub(super) struct Pipeline {
     /// counted in memory, by a task of this instance (files and the generator, whose
     /// partitions are all in one process).
     pub exchange: Option<Exchange>,
+    /// Files read by several workers: events counted in another worker go there in memory.
+    pub relay: Option<Relay>,
     pub max_record_bytes: usize,
     /// Refuses event times too far ahead of the clock or whose window cannot be written.
     pub event_time: EventTimeBounds,
@@ -87,6 +90,11 @@ impl Pipeline {
             }
             batch.clear();
             let now = self.now_ms();
+            // Between batches: a checkpoint commits the source's position, which must not
+            // be past a batch polled and not yet processed.
+            if self.poll_relay(now)? {
+                self.checkpoint(true, &[])?;
+            }
             let polled = self.source.poll(&mut batch, self.batch_size, now)?;
             self.poll_exchange(now)?;
             match polled {
@@ -122,12 +130,17 @@ impl Pipeline {
                         break true;
                     }
                     if waiting_since.is_none_or(|t| now.saturating_sub(t) >= 30_000) {
-                        info!("--until-end: waiting for the sources that forward to this instance to finish");
+                        info!("read to the end: waiting for the sources that forward to this instance to finish");
                         waiting_since = Some(now);
                     }
                     self.advance_watermarks(now)?;
                     let until_cp = Duration::from_millis(next_checkpoint.saturating_sub(now));
-                    self.clock.sleep(until_cp.min(Duration::from_millis(50)));
+                    let wait = until_cp.min(Duration::from_millis(50));
+                    match self.relay.as_mut() {
+                        // Other workers still relay: take their batches as they come.
+                        Some(relay) if relay.is_counter() => relay.wait(wait),
+                        _ => self.clock.sleep(wait),
+                    }
                 }
             }
             let revoking = self.source.revoking();
@@ -150,6 +163,7 @@ impl Pipeline {
             }
         };
         // Stopping: every file closes, so all that is committed is visible.
+        self.stop_relaying()?;
         let all: Vec<u32> = self.tasks.keys().copied().collect();
         self.checkpoint(true, &all)?;
         self.log.lock().map_err(|_| super::checkpoint::poisoned())?.release_lease()?;
@@ -206,11 +220,12 @@ impl Pipeline {
                         // Through Kafka, even when this instance counts q too: one way per pair
                         // of partitions keeps their events in order.
                         exchange.forward(q, rec.partition, rec.position, pv.postcode.as_bytes(), payload)?;
+                    } else if let Some(counter) = self.tasks.get_mut(&q) {
+                        counter.count(rec.partition, rec.position, &pv, now)?;
+                    } else if let Some(relay) = self.relay.as_mut() {
+                        relay.relay(rec.partition, rec.position, &pv);
                     } else {
-                        match self.tasks.get_mut(&q) {
-                            Some(counter) => counter.count(rec.partition, rec.position, &pv, now)?,
-                            None => return Err(missing_counter(rec.partition, q)),
-                        }
+                        return Err(missing_counter(rec.partition, q));
                     }
                 }
                 Err(err) => {
@@ -234,6 +249,9 @@ impl Pipeline {
             self.apply(*event, now)?;
         }
         self.forward_progress(now);
+        if let Some(relay) = self.relay.as_mut() {
+            relay.flush()?;
+        }
         self.advance_counters(now)?;
         late_before = self.late_pending() - late_before;
         let read = batch.len() as u64;
@@ -309,6 +327,9 @@ impl Pipeline {
     /// instance hosts has read the exchange to its end and heard every source that forwards
     /// to it say it is done. Without an exchange there is nothing to wait for.
     fn exchange_drained(&self) -> Result<bool, PipelineError> {
+        if let Some(relay) = self.relay.as_ref() {
+            return Ok(relay.all_stopped());
+        }
         let Some(exchange) = self.exchange.as_ref() else { return Ok(true) };
         for task in self.tasks.values() {
             let Some(c) = task.counter.as_ref() else { continue };
@@ -347,7 +368,8 @@ impl Pipeline {
     }
 
     /// Tells each counting partition how far the sources that forward to it have come (the
-    /// watermark it may not pass while they might still send it something).
+    /// watermark it may not pass while they might still send it something): in memory, or
+    /// through the relay to another worker.
     fn forward_progress(&mut self, now: u64) {
         if self.exchange.is_some() {
             return;
@@ -360,6 +382,62 @@ impl Pipeline {
         for (q, source, time) in progress {
             if let Some(counter) = self.tasks.get_mut(&q) {
                 counter.input_progress(source, &time, now);
+            } else if let Some(relay) = self.relay.as_mut() {
+                relay.progress(source, &time);
+            }
+        }
+    }
+
+    /// Counting worker: counts what the other workers relayed. Returns whether one of them
+    /// waits for a checkpoint (it commits only what this worker committed counting).
+    fn poll_relay(&mut self, now: u64) -> Result<bool, PipelineError> {
+        let Some(relay) = self.relay.as_mut() else { return Ok(false) };
+        // Asked before taking the batches: all sent before the request is counted before
+        // the checkpoint it asks for.
+        let wanted = relay.checkpoint_wanted();
+        let batches = relay.receive();
+        if batches.is_empty() {
+            return Ok(wanted);
+        }
+        let late_before = self.late_pending();
+        for batch in &batches {
+            for (source, ordinal, pv) in batch.events() {
+                let q = counting_partition(&pv.postcode, self.setup.counting_partitions);
+                let Some(counter) = self.tasks.get_mut(&q) else {
+                    return Err(missing_counter(source, q));
+                };
+                counter.count(source, ordinal, &pv, now)?;
+            }
+            for (source, time) in batch.progress() {
+                for task in self.tasks.values_mut() {
+                    task.input_progress(*source, time, now);
+                }
+            }
+        }
+        self.advance_counters(now)?;
+        self.metrics.late_events.inc_by(self.late_pending() - late_before);
+        Ok(wanted)
+    }
+
+    /// Leaving the record loop with other workers relaying: a relaying worker says it relays
+    /// nothing more; the counting worker takes what they relay, and checkpoints when they ask,
+    /// until each has said so, so that its last checkpoint counts it all.
+    fn stop_relaying(&mut self) -> Result<(), PipelineError> {
+        let Some(relay) = self.relay.as_mut() else { return Ok(()) };
+        if !relay.is_counter() {
+            return relay.stop();
+        }
+        loop {
+            let now = self.now_ms();
+            let wanted = self.poll_relay(now)?;
+            if self.relay.as_ref().is_some_and(Relay::all_stopped) {
+                return Ok(());
+            }
+            if wanted {
+                self.checkpoint(true, &[])?;
+            }
+            if let Some(relay) = self.relay.as_mut() {
+                relay.wait(Duration::from_millis(50));
             }
         }
     }
