@@ -83,7 +83,12 @@ fn two_workers_over_files_of_the_same_hours_count_every_event_once() {
         })
         .collect();
     let out = dir.path().join("out");
-    let summary = run_files(&inputs, &out, |c| c.workers = 2);
+    let mut config =
+        pageviews::PipelineConfig::new(pageviews::SourceConfig::Files(inputs), out.display().to_string());
+    config.workers = 2;
+    let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));
+    let summary =
+        pageviews::start(config, pageviews::Shutdown::default(), metrics.clone()).unwrap().join().unwrap();
     assert!(summary.reached_end);
     assert_eq!(summary.totals.page_views, 60_000);
     assert!(summary.totals.late_page_views > 0, "the input must exercise late events");
@@ -92,7 +97,13 @@ fn two_workers_over_files_of_the_same_hours_count_every_event_once() {
     assert_eq!(members, ["0-w0", "0-w1", "0-w0"]);
     let views: u64 =
         rows(&out, "page_view_aggregates").iter().map(|r| r.value["views"].as_u64().unwrap()).sum();
-    assert_eq!(views + rows(&out, "late_page_views").len() as u64, 60_000, "every event counted once");
+    let late = rows(&out, "late_page_views").len() as u64;
+    assert_eq!(views + late, 60_000, "every event counted once");
+    assert_eq!(
+        metrics.late_events.get(),
+        late,
+        "late events counted where they were relayed to count in the metric"
+    );
     assert_verified(&out);
 }
 

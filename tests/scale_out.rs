@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use pageviews::metrics::Metrics;
 use pageviews::{PipelineConfig, Shutdown};
 use pageviews_testkit::kafka::*;
 
@@ -73,11 +74,13 @@ fn an_unkeyed_topic_gives_one_row_per_postcode_and_window_across_instances() {
     // postcode, so counting has to bring each postcode's events together.
     produce_unkeyed(&topic, generator(72, "2020-01-01 00:00:00", 40_000), 4);
     let out = dir.path().join("out");
-    let runs: Vec<_> = ["a", "b"]
+    let configs: Vec<_> = ["a", "b"].into_iter().map(|id| instance(&topic, &group, &out, id, true)).collect();
+    let metrics: Vec<_> = configs.iter().map(|c| std::sync::Arc::new(Metrics::new(&c.pipeline_id))).collect();
+    let runs: Vec<_> = configs
         .into_iter()
-        .map(|id| {
-            let config = instance(&topic, &group, &out, id, true);
-            std::thread::spawn(move || pageviews::run(config, Shutdown::default()))
+        .zip(metrics.iter().cloned())
+        .map(|(config, metrics)| {
+            std::thread::spawn(move || pageviews::start(config, Shutdown::default(), metrics).unwrap().join())
         })
         .collect();
     for run in runs {
@@ -95,6 +98,9 @@ fn an_unkeyed_topic_gives_one_row_per_postcode_and_window_across_instances() {
     let views: u64 = aggregates.iter().map(|r| r.value["views"].as_u64().unwrap()).sum();
     let late = rows(&out, "late_page_views").len() as u64;
     assert_eq!(views + late, 40_000, "views + late = page_views");
+    // Events late where the exchange brought them count in the metric too.
+    assert!(late > 0, "the input must exercise late events");
+    assert_eq!(metrics.iter().map(|m| m.late_events.get()).sum::<u64>(), late);
 }
 
 /// Produces the stream round-robin over `partitions`, without keys.

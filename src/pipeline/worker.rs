@@ -303,6 +303,7 @@ impl Pipeline {
         let Some(exchange) = self.exchange.as_mut() else { return Ok(()) };
         let mut items = Vec::new();
         exchange.poll(&mut items, self.batch_size)?;
+        let late_before = self.late_pending();
         for item in items {
             match item {
                 Item::Record { counting, offset, source, ordinal, payload } => {
@@ -320,6 +321,7 @@ impl Pipeline {
                 }
             }
         }
+        self.metrics.late_events.inc_by(self.late_pending() - late_before);
         Ok(())
     }
 
