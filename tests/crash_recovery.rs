@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -28,17 +29,20 @@ fn generated_file(dir: &Path, name: &str, seqs: Range<u64>, max_late_ms: u64) ->
         start_ms: 1_577_836_800_000,
         interval_us: None,
     };
-    let mut bytes = Vec::with_capacity((seqs.end - seqs.start) as usize * 120);
-    for seq in seqs {
-        if seq % 997 == 500 {
-            bytes.extend_from_slice(format!("{{\"user_id\": {seq}, \"broken\n").as_bytes());
-            continue;
-        }
-        gen.write_record(seq, &mut bytes);
-        bytes.push(b'\n');
-    }
     let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut line = Vec::with_capacity(256);
+    for seq in seqs {
+        line.clear();
+        if seq % 997 == 500 {
+            line.extend_from_slice(format!("{{\"user_id\": {seq}, \"broken\n").as_bytes());
+        } else {
+            gen.write_record(seq, &mut line);
+            line.push(b'\n');
+        }
+        file.write_all(&line).unwrap();
+    }
+    file.flush().unwrap();
     path.display().to_string()
 }
 
@@ -134,11 +138,14 @@ fn kill_9_during_a_file_run_then_restart_gives_the_same_tables_as_an_uninterrupt
 
 /// Two workers over two files: the second relays what it reads to the first, which counts
 /// every window, and commits a position only once the first committed counting it. A kill
-/// between their commits must neither lose nor double a count.
+/// between their commits must neither lose nor double a count. `PAGEVIEWS_SOAK_KILLS=N`
+/// raises the number of kills (scripts/soak does, outside CI).
 #[test]
 fn kill_9_during_a_two_worker_file_run_gives_the_tables_of_one_worker() {
     let dir = tempfile::tempdir().unwrap();
-    let inputs = generated_halves(dir.path(), 400_000);
+    let max_kills = soak_kills(6);
+    // Input for every kill to land in a running pipeline: each run reads up to ~50,000.
+    let inputs = generated_halves(dir.path(), 400_000.max(50_000 * max_kills as u64));
     let reference = dir.path().join("reference");
     let summary = run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
     assert_eq!(summary.totals.late_page_views, 0, "no event may be late in either reading order");
@@ -149,12 +156,29 @@ fn kill_9_during_a_two_worker_file_run_gives_the_tables_of_one_worker() {
     #[rustfmt::skip]
     let args = ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
         "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
-    let kills = run_with_kills(&args, &out, &mut Lcg::from_env_or_clock(), 6);
+    let kills = run_with_kills(&args, &out, &mut Lcg::from_env_or_clock(), max_kills);
+    let (want, got) = (row_multiset(&reference, "page_views", &[]), row_multiset(&out, "page_views", &[]));
+    let (lost, duplicated) = unmatched(&want, &got);
+    eprintln!("kills {kills}, records {}, lost {lost}, duplicated {duplicated}", want.len());
     assert!(kills >= 3, "only {kills} kills hit a running pipeline; the input is too small to test recovery");
     let members: Vec<String> = holders(&out).into_values().collect();
     assert_eq!(members, ["0-w0", "0-w1"], "each file was read by its own worker");
     assert_same_tables(&out, &reference, &format!("after {kills} kills"));
     assert_verified(&out);
+}
+
+/// Rows of sorted `want` missing from sorted `got`, and rows of `got` beyond `want`'s.
+fn unmatched(want: &[String], got: &[String]) -> (usize, usize) {
+    let (mut i, mut j, mut lost, mut extra) = (0, 0, 0, 0);
+    while i < want.len() || j < got.len() {
+        match (want.get(i), got.get(j)) {
+            (Some(w), Some(g)) if w == g => (i, j) = (i + 1, j + 1),
+            (Some(w), Some(g)) if w < g => (i, lost) = (i + 1, lost + 1),
+            (Some(_), None) => (i, lost) = (i + 1, lost + 1),
+            _ => (j, extra) = (j + 1, extra + 1),
+        }
+    }
+    (lost, extra)
 }
 
 /// SIGTERM reaches both workers while the second relays to the first: the first takes what

@@ -25,16 +25,12 @@ fn drain(brokers: &str, topic: &str, group: &str, out: &Path) {
     assert!(status.success(), "the draining run failed: {status}\n{}", log_text(out));
 }
 
-fn kill_budget() -> usize {
-    std::env::var("PAGEVIEWS_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
-}
-
 #[test]
 fn kill_9_at_random_instants_while_datagen_produces_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (topic, group) = (unique("kill"), unique("group"));
     let out = dir.path().join("out");
-    let kills = kill_budget();
+    let kills = soak_kills(20);
     create_topic(&topic, 3);
     // Production spans the kills: about 0.6 s of producing per kill.
     let stream = paced(31, 2_500 * kills as u64, 4_000);

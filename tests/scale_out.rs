@@ -243,7 +243,7 @@ fn kill_9_and_rebalances_across_instances_lose_and_duplicate_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (topic, group) = (unique("soak"), unique("group"));
     let out = dir.path().join("out");
-    let steps: usize = std::env::var("PAGEVIEWS_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let steps = soak_kills(6);
     create_topic(&topic, 6);
     let stream = paced(91, 1_500 * steps as u64 + 6_000, 4_000);
     let producer = {

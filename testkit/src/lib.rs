@@ -66,6 +66,12 @@ pub fn command(exe: &str) -> std::process::Command {
     cmd
 }
 
+/// How many kills a kill -9 test makes: `default`, or `PAGEVIEWS_SOAK_KILLS` (scripts/soak
+/// raises it outside CI).
+pub fn soak_kills(default: usize) -> usize {
+    std::env::var("PAGEVIEWS_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Polls `cond` until it holds, failing the test after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
     assert!(poll_until(timeout, cond), "timed out after {timeout:?} waiting for {what}");
