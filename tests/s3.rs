@@ -411,3 +411,34 @@ fn on_a_store_that_does_not_fence_a_second_instance_is_refused_while_the_first_r
     let report = pageviews::verify::verify(&storage).unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+#[test]
+fn on_a_store_that_does_not_fence_an_instance_runs_one_worker() {
+    if s3::server() != "s3rver" {
+        eprintln!(
+            "skipped: {} refuses a second create-only write (this test is for s3rver: S3_SERVER=s3rver)",
+            s3::server()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_input(dir.path(), "a.jsonl", &original_example_lines());
+    let b = write_input(dir.path(), "b.jsonl", &original_example_lines());
+    let url = format!("s3://{}/w", s3::bucket("pv-workers"));
+    let args = ["run", "--output", &url, "--http", "off", "--input", &a, "--input", &b];
+    // Two workers append to one commit log: without create-only writes one could silently
+    // replace the other's entry.
+    let two = s3_bin().args(args).args(["--workers", "2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&two.stderr);
+    assert!(!two.status.success(), "two workers must be refused on this store:\n{stderr}");
+    assert!(
+        stderr.contains("--workers 1") && stderr.contains("create-only"),
+        "the refusal says what to do:\n{stderr}"
+    );
+    let one = s3_bin().args(args).output().unwrap();
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let (_rt, storage) = s3::storage(&url);
+    let report = pageviews::verify::verify(&storage).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.rows.get("page_views").copied(), Some(2 * original_example_lines().len() as u64));
+}

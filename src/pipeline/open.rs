@@ -136,6 +136,14 @@ impl Pipeline {
                 facts.pipeline, facts.window_ms, config.window_ms
             )));
         }
+        if config.workers > 1 && !log.fencing() {
+            // Workers append to one commit log; without create-only writes two of them could
+            // write the same entry and one commit would silently replace the other.
+            return Err(PipelineError::Incompatible(format!(
+                "{} does not refuse a second create-only write, so the workers of one instance could overwrite each other's commits; run one worker (--workers 1) on this store, or use a store with conditional writes (S3, MinIO, local disk)",
+                config.output
+            )));
+        }
         log.take_lease(wall, LEASE_MS)?;
         if !log.view().tasks.is_empty() {
             info!(
