@@ -167,6 +167,38 @@ fn kill_9_during_a_two_worker_file_run_gives_the_tables_of_one_worker() {
     assert_verified(&out);
 }
 
+/// A second instance started on the same files and output takes them over. The first, with
+/// two workers, stops with an error rather than wait for a count that moved to the second;
+/// the second's tables equal one uninterrupted worker's.
+#[test]
+fn a_second_instance_takes_the_files_over_and_the_first_two_workers_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = generated_halves(dir.path(), 600_000);
+    let reference = dir.path().join("reference");
+    run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
+
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    #[rustfmt::skip]
+    let args = |id| ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
+        "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off", "--instance-id", id].map(String::from);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut first =
+        bin().args(args("a")).stdout(Stdio::null()).stderr(log.reopen().unwrap()).spawn().unwrap();
+    wait_for("the first instance's checkpoints", Duration::from_secs(60), || commit_count(&out) >= 3);
+    let second = bin().args(args("b")).output().unwrap();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let stopped = poll_until(Duration::from_secs(60), || first.try_wait().unwrap().is_some());
+    let first_log = std::fs::read_to_string(log.path()).unwrap();
+    assert!(stopped, "the first instance went on after losing its files:\n{first_log}");
+    // It stops with an error: its next commit is fenced, or the second's recovery removed
+    // the uploads it had in flight, whichever comes first.
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "the first instance lost its files yet exited 0:\n{first_log}");
+    assert_same_tables(&out, &reference, "after the takeover");
+    assert_verified(&out);
+}
+
 /// Rows of sorted `want` missing from sorted `got`, and rows of `got` beyond `want`'s.
 fn unmatched(want: &[String], got: &[String]) -> (usize, usize) {
     let (mut i, mut j, mut lost, mut extra) = (0, 0, 0, 0);

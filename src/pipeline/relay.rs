@@ -296,13 +296,21 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Counting worker: it commits nothing more for the others (it stops, or another instance
+    /// took the counting partition); a worker waiting for it stops waiting, with an error.
+    pub fn close(&self) {
+        if let Ok(mut counted) = self.shared.counted.lock() {
+            counted.running = false;
+        }
+        self.shared.changed.notify_all();
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         if self.is_counter() {
-            if let Ok(mut counted) = self.shared.counted.lock() {
-                counted.running = false;
-            }
-            self.shared.changed.notify_all();
+            self.close();
         } else {
             // A worker that failed still releases the counting worker's last checkpoint.
             let _ = self.stop();
@@ -312,7 +320,7 @@ impl Drop for Relay {
 
 fn counter_gone() -> PipelineError {
     PipelineError::Incompatible(
-        "worker 0, which counts the windows of every input file, stopped; this worker does not commit what it did not count"
+        "worker 0, which counts the windows of every input file, stopped or lost them to another instance; this worker does not commit what worker 0 did not count"
             .into(),
     )
 }
@@ -371,6 +379,20 @@ mod tests {
         let mut sender = waiting.join().unwrap();
         // Nothing new relayed: no wait.
         sender.await_counted().unwrap();
+    }
+
+    #[test]
+    fn a_relaying_worker_does_not_commit_once_the_counter_gave_up_its_partition() {
+        let mut relays = Relay::for_workers(2);
+        let mut sender = relays.pop().unwrap();
+        let counter = relays.pop().unwrap();
+        sender.relay(1, 5, &view("SW1A 1AA", 1_000));
+        let waiting = std::thread::spawn(move || sender.await_counted());
+        while !counter.checkpoint_wanted() {
+            std::thread::yield_now();
+        }
+        counter.close();
+        assert!(waiting.join().unwrap().is_err());
     }
 
     #[test]

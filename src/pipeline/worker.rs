@@ -43,8 +43,7 @@ pub(super) struct Pipeline {
     pub status: Arc<Mutex<Status>>,
     pub clock: Arc<dyn Clock>,
     /// Where events go that another partition counts (Kafka sources); without it they are
-    /// counted in memory, by a task of this instance (files and the generator, whose
-    /// partitions are all in one process).
+    /// counted in memory, by a task of this worker, or relayed to another (files).
     pub exchange: Option<Exchange>,
     /// Files read by several workers: events counted in another worker go there in memory.
     pub relay: Option<Relay>,
@@ -466,6 +465,13 @@ impl Pipeline {
     pub(super) fn drop_fenced(&mut self, fenced: &[u32]) -> Result<(), PipelineError> {
         for &p in fenced {
             warn!(partition = p, "another instance holds this partition now; giving it up");
+            if let Some(relay) =
+                self.relay.as_ref().filter(|r| r.is_counter() && p < self.setup.counting_partitions)
+            {
+                // The windows the other workers relay to are counted elsewhere now: they must
+                // not wait for this worker to commit them.
+                relay.close();
+            }
             self.tasks.remove(&p);
             self.source.fenced(p);
         }
