@@ -57,6 +57,26 @@ fn generated_halves(dir: &Path, records: u64) -> [String; 2] {
     ]
 }
 
+/// [`generated_halves`] of `records`, and the tables one worker reading them in turn writes,
+/// under `dir/reference`.
+fn halves_and_reference(dir: &Path, records: u64) -> ([String; 2], std::path::PathBuf) {
+    let inputs = generated_halves(dir, records);
+    let reference = dir.join("reference");
+    let summary = run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
+    assert_eq!(summary.totals.late_page_views, 0, "no event may be late in either reading order");
+    assert!(summary.totals.dead_letters > 100, "the input must exercise dead letters");
+    (inputs, reference)
+}
+
+/// `pageviews run` with two workers over `inputs` into `out`, checkpointing every 100 ms. No
+/// input turns idle: a worker slowed by a loaded machine must not move the watermark on.
+fn two_workers<'a>(inputs: &'a [String; 2], out: &'a str) -> Vec<&'a str> {
+    #[rustfmt::skip]
+    let args = ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
+        "--output", out, "--checkpoint-interval", "100ms", "--http", "off"];
+    args.to_vec()
+}
+
 /// The tables of `got` equal those of `want`: every table row for row, dead letters but for
 /// when they were received.
 fn assert_same_tables(got: &Path, want: &Path, context: &str) {
@@ -145,17 +165,11 @@ fn kill_9_during_a_two_worker_file_run_gives_the_tables_of_one_worker() {
     let dir = tempfile::tempdir().unwrap();
     let max_kills = soak_kills(6);
     // Input for every kill to land in a running pipeline: each run reads up to ~50,000.
-    let inputs = generated_halves(dir.path(), 400_000.max(50_000 * max_kills as u64));
-    let reference = dir.path().join("reference");
-    let summary = run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
-    assert_eq!(summary.totals.late_page_views, 0, "no event may be late in either reading order");
-    assert!(summary.totals.dead_letters > 100, "the input must exercise dead letters");
+    let (inputs, reference) = halves_and_reference(dir.path(), 400_000.max(50_000 * max_kills as u64));
 
     let out = dir.path().join("crashed");
     let out_s = out.display().to_string();
-    #[rustfmt::skip]
-    let args = ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
-        "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
+    let args = two_workers(&inputs, &out_s);
     let kills = run_with_kills(&args, &out, &mut Lcg::from_env_or_clock(), max_kills);
     let (want, got) = (row_multiset(&reference, "page_views", &[]), row_multiset(&out, "page_views", &[]));
     let (lost, duplicated) = unmatched(&want, &got);
@@ -173,15 +187,11 @@ fn kill_9_during_a_two_worker_file_run_gives_the_tables_of_one_worker() {
 #[test]
 fn a_second_instance_takes_the_files_over_and_the_first_two_workers_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let inputs = generated_halves(dir.path(), 600_000);
-    let reference = dir.path().join("reference");
-    run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
+    let (inputs, reference) = halves_and_reference(dir.path(), 600_000);
 
     let out = dir.path().join("out");
     let out_s = out.display().to_string();
-    #[rustfmt::skip]
-    let args = |id| ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
-        "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off", "--instance-id", id].map(String::from);
+    let args = |id| [&two_workers(&inputs, &out_s)[..], &["--instance-id", id]].concat();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut first =
         bin().args(args("a")).stdout(Stdio::null()).stderr(log.reopen().unwrap()).spawn().unwrap();
@@ -219,15 +229,11 @@ fn unmatched(want: &[String], got: &[String]) -> (usize, usize) {
 #[test]
 fn sigterm_stops_two_workers_cleanly_and_the_same_command_finishes_the_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let inputs = generated_halves(dir.path(), 400_000);
-    let reference = dir.path().join("reference");
-    run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
+    let (inputs, reference) = halves_and_reference(dir.path(), 400_000);
 
     let out = dir.path().join("out");
     let out_s = out.display().to_string();
-    #[rustfmt::skip]
-    let args = ["run", "--input", &inputs[0], "--input", &inputs[1], "--workers", "2", "--idle-timeout", "1h",
-        "--output", &out_s, "--checkpoint-interval", "100ms", "--http", "off"];
+    let args = two_workers(&inputs, &out_s);
     let mut child = spawn(&args);
     wait_for("a checkpoint", Duration::from_secs(60), || commit_count(&out) >= 3);
     let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
