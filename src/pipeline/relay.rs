@@ -197,7 +197,8 @@ impl Relay {
 
     /// Before a relaying worker commits: waits until the counting worker has committed
     /// everything this worker relayed, asking it for a checkpoint. Errors when the counting
-    /// worker stopped first (it failed: this worker must not commit past what it counted).
+    /// worker stopped first, or lost the counting partition to another instance: this worker
+    /// must not commit past what was counted.
     pub fn await_counted(&mut self) -> Result<(), PipelineError> {
         self.flush()?;
         if self.sent.is_empty() {
