@@ -203,7 +203,7 @@ pub struct RunArgs {
     #[arg(long, env = "PAGEVIEWS_INSTANCE_ID", default_value = "0", value_name = "ID")]
     pub instance_id: String,
 
-    /// Workers in this process, each on its own core over its own partitions. Kafka: each is a
+    /// Workers in this process, each a thread over its own partitions. Kafka: each is a
     /// member of the consumer group, the same as that many instances in one process. Files
     /// (several --input): file i goes to worker i mod N and N files are read at once, so their
     /// event times interleave as Kafka partitions do (one worker reads them one after another);
