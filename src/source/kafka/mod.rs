@@ -50,6 +50,12 @@ pub struct KafkaSource {
     /// The outage being waited out, and when it was last reported.
     outage: Option<(String, Instant)>,
     checkpoint_due: bool,
+    /// The committed position of each partition this member holds, as the group should
+    /// have it, and when it was last sent (or held back).
+    durable_offsets: BTreeMap<i32, i64>,
+    group_commit_at: Option<Instant>,
+    /// When the last outage ended.
+    recovered_at: Option<Instant>,
     /// Partition events to deliver with the next batch (revocations after a checkpoint).
     events: Vec<PartitionEvent>,
     metrics: Arc<Metrics>,
@@ -59,6 +65,13 @@ pub struct KafkaSource {
 
 /// How long after an assignment change a closing consumer lets the fetchers settle.
 const ASSIGNMENT_SETTLE: Duration = Duration::from_millis(500);
+
+/// How often owed group offsets are sent again.
+const GROUP_COMMIT_RETRY: Duration = Duration::from_secs(1);
+
+/// How long after an outage group offsets are held back: longer than the session (10 s), so
+/// any session the outage ends has timed out (and the assignment is lost) before then.
+const GROUP_COMMIT_AFTER_OUTAGE: Duration = Duration::from_secs(12);
 
 impl KafkaSource {
     /// Joins the group and subscribes. Assigned partitions are claimed and restored by
@@ -117,6 +130,9 @@ impl KafkaSource {
             floors: BTreeMap::new(),
             outage: None,
             checkpoint_due: false,
+            durable_offsets: BTreeMap::new(),
+            group_commit_at: None,
+            recovered_at: None,
             events: Vec::new(),
             metrics,
             max_record_bytes: usize::MAX,
@@ -197,6 +213,58 @@ impl KafkaSource {
     fn recovered(&mut self) {
         if let Some((what, _)) = self.outage.take() {
             info!(was = %what, "Kafka reachable again");
+            self.recovered_at = Some(Instant::now());
+        }
+    }
+
+    /// Sends the committed positions of the partitions assigned now to the group, where lag
+    /// monitors read them (advisory: the commit log holds the truth).
+    ///
+    /// Held back while the assignment is lost, while Kafka is unreachable, and for a session
+    /// timeout after an outage. A session that times out makes librdkafka forget its member
+    /// id, and a commit in flight then is sent under the forgotten id: the broker fences this
+    /// static member (FENCED_INSTANCE_ID), which librdkafka makes fatal. A session can still
+    /// time out seconds after Kafka is reachable again: a restarted broker's coordinator
+    /// answers no heartbeat until it has loaded the group (measured: 4 s after). What is held
+    /// back, or refused (a restarted broker may not know the member until it rejoins), is
+    /// owed, and sent again once it is safe ([`KafkaSource::retry_group_commit`]).
+    fn commit_group_offsets(&mut self) {
+        self.group_commit_at = Some(Instant::now());
+        let set_owed = |shared: &Mutex<Shared>, owed: bool| {
+            if let Ok(mut s) = shared.lock() {
+                s.group_commit_owed = owed;
+            }
+        };
+        let settling = self.recovered_at.is_some_and(|at| at.elapsed() < GROUP_COMMIT_AFTER_OUTAGE);
+        if self.outage.is_some() || settling || self.consumer.assignment_lost() {
+            set_owed(&self.shared, true);
+            return;
+        }
+        let assigned = self.consumer.assignment().unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        for elem in assigned.elements() {
+            if let Some(offset) = self.durable_offsets.get(&elem.partition()) {
+                let _ =
+                    tpl.add_partition_offset(&self.config.topic, elem.partition(), Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        set_owed(&self.shared, false);
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            warn!(error = %e, "cannot commit offsets to the consumer group");
+            set_owed(&self.shared, true);
+        }
+    }
+
+    /// Sends owed group offsets again, at most once a second. Without it, an idle topic's
+    /// offsets stayed behind after an outage until new records came, or for good when the
+    /// restarted broker refused the first commits (it did not know the member yet).
+    fn retry_group_commit(&mut self) {
+        let owed = self.shared.lock().is_ok_and(|s| s.group_commit_owed);
+        if owed && self.group_commit_at.is_none_or(|at| at.elapsed() >= GROUP_COMMIT_RETRY) {
+            self.commit_group_offsets();
         }
     }
 
@@ -236,6 +304,7 @@ impl Drop for KafkaSource {
 
 impl Source for KafkaSource {
     fn poll(&mut self, batch: &mut Batch, max_records: usize, _now_ms: u64) -> Result<Poll, SourceError> {
+        self.retry_group_commit();
         for event in self.events.drain(..) {
             batch.push_event(event);
         }
@@ -362,10 +431,22 @@ impl Source for KafkaSource {
     }
 
     fn take_restored(&mut self, partition: u32) -> Option<Restored> {
-        self.shared.lock().ok()?.restored.remove(&(partition as i32))
+        let mut shared = self.shared.lock().ok()?;
+        let restored = shared.restored.remove(&(partition as i32))?;
+        // The restored position is committed: the group should have it, also when no new
+        // record comes to make a checkpoint (after a rejoin, say).
+        if let Some(position @ Position::Kafka { offset, .. }) = restored.state.as_ref().map(|s| &s.position)
+        {
+            if position.ordinal() > 0 {
+                self.durable_offsets.insert(partition as i32, *offset);
+                shared.group_commit_owed = true;
+            }
+        }
+        Some(restored)
     }
 
     fn fenced(&mut self, partition: u32) {
+        self.durable_offsets.remove(&(partition as i32));
         if let Ok(mut shared) = self.shared.lock() {
             shared.fenced.insert(partition as i32);
             shared.owned.remove(&(partition as i32));
@@ -374,28 +455,14 @@ impl Source for KafkaSource {
     }
 
     fn committed(&mut self, positions: &BTreeMap<u32, Position>) {
-        let assigned = self.consumer.assignment().unwrap_or_default();
-        let mut tpl = TopicPartitionList::new();
-        for elem in assigned.elements() {
-            if let Some(Position::Kafka { offset, .. }) =
-                positions.get(&(elem.partition() as u32)).filter(|p| p.ordinal() > 0)
-            {
-                let _ =
-                    tpl.add_partition_offset(&self.config.topic, elem.partition(), Offset::Offset(*offset));
+        for (p, position) in positions {
+            if let Position::Kafka { offset, .. } = position {
+                if position.ordinal() > 0 {
+                    self.durable_offsets.insert(*p as i32, *offset);
+                }
             }
         }
-        // No group commit while the assignment is lost or Kafka is unreachable. A session that
-        // times out makes librdkafka forget its member id, and a commit made meanwhile waits for
-        // the coordinator and is sent when the broker returns, under the forgotten id: the
-        // broker then fences this static member (FENCED_INSTANCE_ID), which librdkafka makes
-        // fatal. The group's offsets are advisory; the first checkpoint after recovery commits.
-        let unsafe_to_commit = self.outage.is_some() || self.consumer.assignment_lost();
-        if tpl.count() > 0 && !unsafe_to_commit {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                // Advisory only: the commit log holds the truth.
-                warn!(error = %e, "cannot commit offsets to the consumer group");
-            }
-        }
+        self.commit_group_offsets();
         if self.checkpoint_due {
             self.checkpoint_due = false;
             let revoked = self.shared.lock().map(|mut s| {
@@ -407,6 +474,7 @@ impl Source for KafkaSource {
                 warn!(error = %e, "cannot give up revoked partitions");
             }
             for p in revoked.unwrap_or_default() {
+                self.durable_offsets.remove(&p);
                 if let Ok(mut shared) = self.shared.lock() {
                     shared.owned.remove(&p);
                     shared.positions.remove(&p);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -56,6 +56,10 @@ pub(super) struct Shared {
     /// unassign, and no checkpoint can come any more (the pipeline took its last one), so a
     /// revocation is honoured at once.
     pub(super) closing: bool,
+    /// The newest durable positions are not known to be in the group's offsets: a commit was
+    /// held back (an outage, a lost assignment) or the broker refused it (after a broker
+    /// restart the coordinator may not know the member until it rejoins).
+    pub(super) group_commit_owed: bool,
 }
 
 /// librdkafka callbacks: rebalances and statistics.
@@ -167,6 +171,14 @@ impl ConsumerContext for Context {
                 warn!(error = ?other, "rebalance failed; giving up the assignment");
                 shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
                 shared.revoke_pending = true;
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if result.is_err() {
+            if let Ok(mut shared) = self.shared.lock() {
+                shared.group_commit_owed = true;
             }
         }
     }
