@@ -268,10 +268,7 @@ impl Relay {
     /// Counting worker: waits up to `timeout` for something to receive (instead of sleeping
     /// when its own input has ended and others still relay).
     pub fn wait(&mut self, timeout: Duration) {
-        let Some((rx, taken)) = self.rx.as_mut() else {
-            std::thread::sleep(timeout);
-            return;
-        };
+        let Some((rx, taken)) = self.rx.as_mut() else { return };
         if !taken.is_empty() {
             return;
         }

@@ -185,7 +185,7 @@ impl Pipeline {
     fn process(&mut self, batch: &Batch, now: u64) -> Result<(), PipelineError> {
         let mut events = batch.events().iter().peekable();
         let received_at = self.clock.wall_ms();
-        let (mut accepted, mut late_before) = (0u64, self.late_pending());
+        let (mut accepted, late_before) = (0u64, self.late_pending());
         let mut dead = [0u64; Reason::ALL.len()];
         for (i, rec) in batch.records().iter().enumerate() {
             while let Some((_, event)) = events.next_if(|(at, _)| *at <= i) {
@@ -252,12 +252,11 @@ impl Pipeline {
             relay.flush()?;
         }
         self.advance_counters(now)?;
-        late_before = self.late_pending() - late_before;
+        self.count_late_since(late_before);
         let read = batch.len() as u64;
         let m = &self.metrics;
         m.records_read.inc_by(read);
         m.records_accepted.inc_by(accepted);
-        m.late_events.inc_by(late_before);
         for reason in Reason::ALL {
             let n = dead[reason as usize];
             if n > 0 {
@@ -272,6 +271,12 @@ impl Pipeline {
 
     fn late_pending(&self) -> u64 {
         self.tasks.values().map(|t| t.pending.late_page_views).sum()
+    }
+
+    /// Adds the late rows written since `late_pending` was `before` to the metric: wherever
+    /// they were counted (own records, the exchange, the relay).
+    fn count_late_since(&self, before: u64) {
+        self.metrics.late_events.inc_by(self.late_pending() - before);
     }
 
     fn apply(&mut self, event: PartitionEvent, now: u64) -> Result<(), PipelineError> {
@@ -320,7 +325,7 @@ impl Pipeline {
                 }
             }
         }
-        self.metrics.late_events.inc_by(self.late_pending() - late_before);
+        self.count_late_since(late_before);
         Ok(())
     }
 
@@ -416,7 +421,7 @@ impl Pipeline {
             }
         }
         self.advance_counters(now)?;
-        self.metrics.late_events.inc_by(self.late_pending() - late_before);
+        self.count_late_since(late_before);
         Ok(wanted)
     }
 

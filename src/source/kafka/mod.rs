@@ -258,6 +258,18 @@ impl KafkaSource {
         }
     }
 
+    /// Notes `partition`'s committed `position` for the group; true when there was one to note
+    /// (a Kafka position past the partition's start).
+    fn note_durable(&mut self, partition: u32, position: &Position) -> bool {
+        match position {
+            Position::Kafka { offset, .. } if position.ordinal() > 0 => {
+                self.durable_offsets.insert(partition as i32, *offset);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sends owed group offsets again, at most once a second. Without it, an idle topic's
     /// offsets stayed behind after an outage until new records came, or for good when the
     /// restarted broker refused the first commits (it did not know the member yet).
@@ -431,16 +443,13 @@ impl Source for KafkaSource {
     }
 
     fn take_restored(&mut self, partition: u32) -> Option<Restored> {
-        let mut shared = self.shared.lock().ok()?;
+        let shared = self.shared.clone();
+        let mut shared = shared.lock().ok()?;
         let restored = shared.restored.remove(&(partition as i32))?;
         // The restored position is committed: the group should have it, also when no new
         // record comes to make a checkpoint (after a rejoin, say).
-        if let Some(position @ Position::Kafka { offset, .. }) = restored.state.as_ref().map(|s| &s.position)
-        {
-            if position.ordinal() > 0 {
-                self.durable_offsets.insert(partition as i32, *offset);
-                shared.group_commit_owed = true;
-            }
+        if let Some(state) = restored.state.as_ref() {
+            shared.group_commit_owed |= self.note_durable(partition, &state.position);
         }
         Some(restored)
     }
@@ -456,11 +465,7 @@ impl Source for KafkaSource {
 
     fn committed(&mut self, positions: &BTreeMap<u32, Position>) {
         for (p, position) in positions {
-            if let Position::Kafka { offset, .. } = position {
-                if position.ordinal() > 0 {
-                    self.durable_offsets.insert(*p as i32, *offset);
-                }
-            }
+            self.note_durable(*p, position);
         }
         self.commit_group_offsets();
         if self.checkpoint_due {
