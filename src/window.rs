@@ -1,14 +1,18 @@
-//! Event time: per-partition watermarks and the tumbling window count.
+//! Event time: the watermark of a counting partition and the tumbling window count.
 //!
-//! Sits between decode and the writers. Guarantees (DESIGN §4):
-//! - a partition's watermark is the highest event time it delivered minus the bound; the
-//!   pipeline's is the minimum over assigned partitions that are neither finished nor idle,
-//!   and never moves backwards;
+//! Sits between decode and the writers. Guarantees (ARCHITECTURE.md §4):
+//! - an event is late when its window fires under the watermark of its own source partition
+//!   (the highest event time that partition delivered before it, minus the bound): a
+//!   function of the partition's records, judged where they are read ([`TumblingCount::behind`]);
+//! - a counting partition's watermark is the minimum over every source partition of the
+//!   pipeline, read or not yet read, leaving out only finished ones and idle ones (caught up
+//!   with their end and silent), and never moves backwards ([`Watermarks`]). So a window
+//!   fires only once no source can still deliver an event on time for it;
 //! - a window `[start, end)` is emitted once, when the watermark reaches `end - 1 +
 //!   allowed_lateness` (Flink's rule), and an event whose window was already emitted is
 //!   late: it never changes an emitted count.
 //!
-//! Time is a parameter: idleness is judged against the `now_ms` the caller passes in.
+//! Nothing here reads a clock: idleness is declared by the source that is idle.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,105 +20,79 @@ use rustc_hash::FxBuildHasher;
 
 pub use pageviews_core::commit::{PartitionTime, WindowCount, NO_WATERMARK};
 
-/// One partition's event-time progress while running: what the checkpoint keeps, plus when
-/// its last record came (not persisted: idleness restarts on recovery).
-#[derive(Debug, Clone)]
-struct Progress {
-    time: PartitionTime,
-    last_seen_ms: u64,
-    assigned: bool,
-}
-
-/// Tracks watermarks across partitions.
+/// A counting partition's watermark over the source partitions that may feed it.
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     delay_ms: i64,
-    idle_timeout_ms: u64,
-    parts: BTreeMap<u32, Progress>,
+    /// Every source partition known, with what it last declared. One never heard from
+    /// holds the watermark at its start.
+    inputs: BTreeMap<u32, PartitionTime>,
     current: i64,
 }
 
 impl Watermarks {
-    /// A tracker with the out-of-orderness bound and idle timeout, starting from `restored`.
-    pub fn new(
-        delay_ms: i64,
-        idle_timeout_ms: u64,
-        restored: Option<(i64, BTreeMap<u32, PartitionTime>)>,
-    ) -> Self {
-        let (current, times) = restored.unwrap_or((NO_WATERMARK, BTreeMap::new()));
-        let parts = times
-            .into_iter()
-            .map(|(p, time)| (p, Progress { time, last_seen_ms: 0, assigned: false }))
-            .collect();
-        Watermarks { delay_ms, idle_timeout_ms, parts, current }
+    /// A tracker with the out-of-orderness bound, going on from `current` over `inputs`.
+    pub fn new(delay_ms: i64, current: i64, inputs: BTreeMap<u32, PartitionTime>) -> Self {
+        Watermarks { delay_ms, inputs, current }
     }
 
-    /// The pipeline watermark.
+    /// The counting watermark.
     pub fn current(&self) -> i64 {
         self.current
     }
 
-    /// Per-partition progress, for the checkpoint.
-    pub fn partitions(&self) -> BTreeMap<u32, PartitionTime> {
-        self.parts.iter().map(|(p, progress)| (*p, progress.time.clone())).collect()
+    /// What each source partition last declared, for the checkpoint.
+    pub fn inputs(&self) -> &BTreeMap<u32, PartitionTime> {
+        &self.inputs
     }
 
-    /// A partition starts delivering; idleness is measured from `now_ms`.
-    pub fn assign(&mut self, partition: u32, now_ms: u64) {
-        let p = self.part(partition);
-        p.assigned = true;
-        p.last_seen_ms = now_ms;
+    /// Makes `partition` a source that holds the watermark back until it says how far it
+    /// has come (a partition of the topic, or a file, not read yet).
+    pub fn add_source(&mut self, partition: u32) {
+        self.inputs.entry(partition).or_default();
     }
 
-    /// A partition was given up in a rebalance: it stops holding the watermark back until
-    /// it is assigned again.
-    pub fn revoke(&mut self, partition: u32) {
-        self.part(partition).assigned = false;
+    /// Takes what `partition` declares now. Its newest event time never goes back (a
+    /// replay after a crash declares less than was seen); whether it is finished or idle,
+    /// and its first event, are as declared. Returns true when the watermark may have moved.
+    pub fn declare(&mut self, partition: u32, time: &PartitionTime) -> bool {
+        let known = self.inputs.entry(partition).or_default();
+        let max_event_ms = known.max_event_ms.max(time.max_event_ms);
+        let first_event_ms = time.first_event_ms.or(known.first_event_ms);
+        let next = PartitionTime { max_event_ms, first_event_ms, finished: time.finished, idle: time.idle };
+        let changed = *known != next;
+        *known = next;
+        changed
     }
 
-    /// A partition is done and stops holding the watermark back.
-    pub fn finish(&mut self, partition: u32) {
-        self.part(partition).time.finished = true;
-    }
-
-    fn part(&mut self, partition: u32) -> &mut Progress {
-        self.parts.entry(partition).or_insert(Progress {
-            time: PartitionTime::default(),
-            last_seen_ms: 0,
-            assigned: false,
-        })
-    }
-
-    /// Records an event. Returns true when the pipeline watermark may have advanced.
+    /// An event of `partition` at `event_ms`: moves its newest event time (and wakes it if
+    /// it was idle). Returns true when the watermark may have moved.
     #[inline]
-    pub fn observe(&mut self, partition: u32, event_ms: i64, now_ms: u64) -> bool {
-        let p = self.part(partition);
-        p.last_seen_ms = now_ms;
-        p.assigned = true;
-        match p.time.max_event_ms {
-            Some(max) if max >= event_ms => false,
+    pub fn observe(&mut self, partition: u32, event_ms: i64) -> bool {
+        let known = self.inputs.entry(partition).or_default();
+        let woke = std::mem::take(&mut known.idle);
+        match known.max_event_ms {
+            Some(max) if max >= event_ms => woke,
             _ => {
-                p.time.max_event_ms = Some(event_ms);
+                known.max_event_ms = Some(event_ms);
                 true
             }
         }
     }
 
-    /// Recomputes the pipeline watermark from the partitions that hold it back.
-    pub fn advance(&mut self, now_ms: u64) -> i64 {
-        let mut min: Option<i64> = None;
-        for p in self.parts.values() {
-            let idle = now_ms.saturating_sub(p.last_seen_ms) >= self.idle_timeout_ms;
-            if !p.assigned || p.time.finished || idle {
-                continue;
-            }
-            let wm = p.time.max_event_ms.map_or(NO_WATERMARK, |m| m.saturating_sub(self.delay_ms));
-            min = Some(min.map_or(wm, |x: i64| x.min(wm)));
-        }
+    /// Recomputes the watermark: the minimum over the sources that hold it back. When none
+    /// does (all finished or idle) it stays where it is.
+    pub fn advance(&mut self) -> i64 {
+        let min = self.inputs.values().filter_map(|t| t.hold(self.delay_ms)).min();
         if let Some(wm) = min {
             self.current = self.current.max(wm);
         }
         self.current
+    }
+
+    /// True when every source has finished.
+    pub fn all_finished(&self) -> bool {
+        self.inputs.values().all(|t| t.finished)
     }
 }
 
@@ -122,27 +100,18 @@ impl Watermarks {
 /// and SipHash was a visible share of the per-record cost: FxHash instead.
 type Counts = HashMap<Box<str>, u64, FxBuildHasher>;
 
-/// Tumbling, epoch-aligned counts per postcode.
-#[derive(Debug, Clone)]
-pub struct TumblingCount {
+/// The windows' shape: epoch-aligned tumbling windows of `size_ms`, emitted `lateness_ms`
+/// after their end passes the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
     size_ms: i64,
     lateness_ms: i64,
-    open: BTreeMap<i64, Counts>,
-    /// Every window ending at or before this was emitted: either the watermark passed it,
-    /// or the end of a bounded input flushed it. Events for those windows are late even if
-    /// the watermark (kept real across a flush, so a later run can go on) has not passed.
-    emitted_through: i64,
 }
 
-impl TumblingCount {
+impl WindowSpec {
     /// Windows of `size_ms`, emitted `lateness_ms` after their end passes the watermark.
     pub fn new(size_ms: i64, lateness_ms: i64) -> Self {
-        TumblingCount { size_ms, lateness_ms, open: BTreeMap::new(), emitted_through: NO_WATERMARK }
-    }
-
-    /// Window size in ms.
-    pub fn size_ms(&self) -> i64 {
-        self.size_ms
+        WindowSpec { size_ms, lateness_ms }
     }
 
     /// The end of the window holding `event_ms`.
@@ -155,6 +124,61 @@ impl TumblingCount {
     #[inline]
     pub fn fires(&self, end: i64, watermark: i64) -> bool {
         end.saturating_sub(1).saturating_add(self.lateness_ms) <= watermark
+    }
+
+    /// The end of the newest window that fires at `watermark`: what a watermark means for
+    /// the windows, which moves once a window, not once a millisecond.
+    pub fn fired_through(&self, watermark: i64) -> i64 {
+        if watermark == NO_WATERMARK {
+            return NO_WATERMARK;
+        }
+        self.window_end(watermark.saturating_add(1).saturating_sub(self.lateness_ms)) - self.size_ms
+    }
+
+    /// True when the window of `event_ms` fires at `watermark`: an event behind the
+    /// watermark of its own partition is late, wherever it would be counted.
+    #[inline]
+    pub fn behind(&self, event_ms: i64, watermark: i64) -> bool {
+        self.fires(self.window_end(event_ms), watermark)
+    }
+}
+
+/// Tumbling, epoch-aligned counts per postcode.
+#[derive(Debug, Clone)]
+pub struct TumblingCount {
+    spec: WindowSpec,
+    open: BTreeMap<i64, Counts>,
+    /// Every window ending at or before this was emitted: either the watermark passed it,
+    /// or the end of a bounded input flushed it. Events for those windows are late even if
+    /// the watermark (kept real across a flush, so a later run can go on) has not passed.
+    emitted_through: i64,
+}
+
+impl TumblingCount {
+    /// Windows of `size_ms`, emitted `lateness_ms` after their end passes the watermark.
+    pub fn new(size_ms: i64, lateness_ms: i64) -> Self {
+        TumblingCount {
+            spec: WindowSpec::new(size_ms, lateness_ms),
+            open: BTreeMap::new(),
+            emitted_through: NO_WATERMARK,
+        }
+    }
+
+    /// Window size in ms.
+    pub fn size_ms(&self) -> i64 {
+        self.spec.size_ms
+    }
+
+    /// The end of the window holding `event_ms`.
+    #[inline]
+    pub fn window_end(&self, event_ms: i64) -> i64 {
+        self.spec.window_end(event_ms)
+    }
+
+    /// True when the window ending at `end` fires at (or before) `watermark`.
+    #[inline]
+    pub fn fires(&self, end: i64, watermark: i64) -> bool {
+        self.spec.fires(end, watermark)
     }
 
     /// Counts an on-time event. The caller checks lateness first with [`Self::is_late`].
@@ -265,34 +289,74 @@ mod tests {
         assert_eq!(w.window_end(0), MIN);
     }
 
-    #[test]
-    fn the_watermark_is_the_minimum_over_active_partitions_and_never_goes_back() {
-        let mut wm = Watermarks::new(5_000, 1_000, None);
-        wm.assign(0, 0);
-        wm.assign(1, 0);
-        wm.observe(0, 100_000, 0);
-        assert_eq!(wm.advance(0), NO_WATERMARK, "partition 1 has no data and is not idle yet");
-        wm.observe(1, 50_000, 10);
-        assert_eq!(wm.advance(10), 45_000);
-        // Partition 1 goes quiet: after the idle timeout it no longer holds others back.
-        wm.observe(0, 200_000, 1_500);
-        assert_eq!(wm.advance(1_009), 45_000);
-        assert_eq!(wm.advance(1_010), 195_000);
-        // It wakes up with old data: the watermark does not go back.
-        wm.observe(1, 60_000, 1_600);
-        assert_eq!(wm.advance(1_600), 195_000);
+    fn sources(n: u32) -> Watermarks {
+        let mut wm = Watermarks::new(5_000, NO_WATERMARK, BTreeMap::new());
+        for p in 0..n {
+            wm.add_source(p);
+        }
+        wm
+    }
+
+    fn at(max: i64) -> PartitionTime {
+        PartitionTime { max_event_ms: Some(max), ..PartitionTime::default() }
     }
 
     #[test]
-    fn a_finished_partition_stops_holding_the_watermark() {
-        let mut wm = Watermarks::new(0, 60_000, None);
-        wm.assign(0, 0);
-        wm.assign(1, 0);
-        wm.observe(0, 10, 0);
-        wm.observe(1, 99, 0);
-        assert_eq!(wm.advance(0), 10);
-        wm.finish(0);
-        assert_eq!(wm.advance(0), 99);
+    fn a_source_not_read_yet_holds_the_watermark_at_its_start() {
+        let mut wm = sources(3);
+        wm.observe(0, 100_000);
+        wm.declare(1, &at(90_000));
+        assert_eq!(wm.advance(), NO_WATERMARK, "source 2 has said nothing: it may hold anything");
+        wm.declare(2, &at(50_000));
+        assert_eq!(wm.advance(), 45_000);
+    }
+
+    #[test]
+    fn only_finished_and_idle_sources_stop_holding_the_watermark_and_it_never_goes_back() {
+        let mut wm = sources(2);
+        wm.observe(0, 100_000);
+        wm.declare(1, &at(50_000));
+        assert_eq!(wm.advance(), 45_000);
+        wm.declare(1, &PartitionTime { idle: true, ..at(50_000) });
+        assert_eq!(wm.advance(), 95_000, "an idle source holds nothing back");
+        // It wakes with old data: it holds again, but the watermark does not go back.
+        wm.observe(1, 60_000);
+        assert_eq!(wm.advance(), 95_000);
+        assert!(!wm.inputs()[&1].idle, "an event wakes an idle source");
+        wm.observe(0, 200_000);
+        assert_eq!(wm.advance(), 95_000, "source 1 at 60 000 holds it");
+        wm.declare(1, &PartitionTime { finished: true, ..at(60_000) });
+        assert_eq!(wm.advance(), 195_000);
+    }
+
+    #[test]
+    fn a_replay_declaring_less_than_was_seen_does_not_move_a_source_back() {
+        let mut wm = sources(2);
+        wm.declare(0, &at(100_000));
+        wm.declare(1, &at(100_000));
+        assert_eq!(wm.advance(), 95_000);
+        wm.declare(1, &at(10_000));
+        assert_eq!(wm.inputs()[&1].max_event_ms, Some(100_000));
+    }
+
+    #[test]
+    fn a_known_first_event_holds_the_watermark_just_before_it() {
+        let mut wm = Watermarks::new(0, NO_WATERMARK, BTreeMap::new());
+        wm.observe(0, 600_000);
+        wm.declare(1, &PartitionTime { first_event_ms: Some(120_000), ..PartitionTime::default() });
+        assert_eq!(wm.advance(), 119_999);
+        let spec = WindowSpec::new(MIN, 0);
+        assert!(!spec.fires(spec.window_end(120_000), 119_999), "its first event's window is open");
+        assert!(spec.fires(spec.window_end(119_999), 119_999), "the window before it fires");
+    }
+
+    #[test]
+    fn an_event_is_behind_when_its_window_fires_at_the_watermark() {
+        let spec = WindowSpec::new(MIN, 0);
+        assert!(spec.behind(59_999, MIN - 1));
+        assert!(!spec.behind(60_000, MIN - 1));
+        assert!(!spec.behind(59_999, MIN - 2));
+        assert!(!spec.behind(0, NO_WATERMARK), "nothing is behind before the first event");
     }
 
     #[test]

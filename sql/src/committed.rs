@@ -337,7 +337,6 @@ mod tests {
             cp: 2,
             position: Position::Generator { next_seq: 0, shift_ms: 0 },
             time: PartitionTime::default(),
-            idle: false,
             counting: None,
             forwarded_to: BTreeSet::new(),
             files: Vec::new(),

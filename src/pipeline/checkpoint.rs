@@ -12,6 +12,10 @@ use pageviews_core::time::HOUR_MS;
 use tracing::debug;
 
 use super::worker::Pipeline;
+
+/// How long a checkpoint waits for the exchange topic to take what was forwarded before it
+/// is put off.
+const EXCHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 use super::PipelineError;
 
 /// What decides that an hour partition is complete.
@@ -20,15 +24,21 @@ pub(super) struct Completion {
     pub watermark_delay_ms: i64,
     pub allowed_lateness_ms: i64,
     pub commit_delay_ms: i64,
+    /// Source partitions known: one without a committed state yet holds every hour back.
+    pub source_partitions: u32,
 }
 
 impl Completion {
     /// True once every source partition's watermark (dead letters: the wall clock) has passed
     /// the end of `p` plus the commit delay: no task will write an on-time row to it any
-    /// more. Finished and idle partitions, and partitions without events yet, hold nothing
-    /// back; when every partition is finished, every hour has passed.
+    /// more. Finished and idle partitions hold nothing back; a partition without events yet
+    /// holds at the start of time, or just before its first event when that is known
+    /// ([`PartitionTime::hold`]), and one no task has committed yet holds everything back.
+    ///
+    /// [`PartitionTime::hold`]: pageviews_core::commit::PartitionTime::hold
     pub fn passed(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
-        if !tasks.is_empty() && tasks.iter().all(|t| t.time.finished) {
+        let all_known = (0..self.source_partitions).all(|s| tasks.iter().any(|t| t.partition == s));
+        if all_known && !tasks.is_empty() && tasks.iter().all(|t| t.time.finished) {
             return true;
         }
         let end = (p.hour + 1).saturating_mul(HOUR_MS).saturating_add(self.commit_delay_ms);
@@ -36,11 +46,7 @@ impl Completion {
             return wall_ms >= end;
         }
         let need = end.saturating_add(self.allowed_lateness_ms);
-        tasks.iter().all(|t| {
-            t.time.finished
-                || t.idle
-                || t.time.max_event_ms.is_none_or(|m| m.saturating_sub(self.watermark_delay_ms) >= need)
-        })
+        all_known && tasks.iter().all(|t| t.time.hold(self.watermark_delay_ms).is_none_or(|wm| wm >= need))
     }
 
     /// The first hour a source partition whose newest event is `max_event_ms` has not
@@ -87,13 +93,12 @@ impl Pipeline {
     /// are being given up, or the pipeline stops), so all they committed is visible.
     pub(super) fn checkpoint(&mut self, force: bool, closing: &[u32]) -> Result<(), PipelineError> {
         let wall = self.clock.wall_ms();
-        let now = self.now_ms();
         let rules = self.completion();
         // Hours every task has passed, judged on the view's states of the other instances'
         // tasks and on the running state of ours: their files close now.
         let passed: BTreeSet<Partition> = {
             let log = self.log.lock().map_err(|_| poisoned())?;
-            let mine = self.provisional_states(now);
+            let mine = self.provisional_states();
             let tasks = merged(log.view(), &mine);
             let open: BTreeSet<Partition> = self.tasks.values().flat_map(|t| t.open_partitions()).collect();
             open.into_iter()
@@ -108,7 +113,16 @@ impl Pipeline {
         }
         // Real elapsed time: a measurement for metrics and logs, never a decision.
         let began = Instant::now();
-        self.settle_exchange()?;
+        // A run's last checkpoint waits for the exchange however long it is away; any other
+        // is taken later, while the loop goes on serving the consumer (its group session,
+        // its rebalances).
+        let last =
+            !closing.is_empty() && closing.len() == self.tasks.len() && self.source.revoking().is_empty();
+        let wait = (!last).then_some(EXCHANGE_WAIT);
+        if !self.settle_exchange(wait)? {
+            debug!("the exchange topic does not take events now: the checkpoint waits");
+            return Ok(());
+        }
         if let Some(relay) = self.relay.as_mut() {
             // Nothing relayed may be committed here before the counting worker counted it.
             relay.await_counted()?;
@@ -140,8 +154,7 @@ impl Pipeline {
             }
             task.sealed = files.clone();
             let Some(position) = self.source.position(task.partition) else { continue };
-            let idle = now.saturating_sub(task.last_seen_ms) >= self.setup.rules.idle_timeout_ms;
-            states.push(task.state(position, files, open, idle));
+            states.push(task.state(position, files, open));
         }
         let committed_states = states.clone();
         let committed = {
@@ -212,18 +225,15 @@ impl Pipeline {
             watermark_delay_ms: self.setup.rules.watermark_delay_ms,
             allowed_lateness_ms: self.setup.rules.allowed_lateness_ms,
             commit_delay_ms: self.partition_commit_delay_ms,
+            source_partitions: self.setup.source_partitions,
         }
     }
 
     /// Our tasks' states as they stand, for deciding completion before the checkpoint.
-    fn provisional_states(&self, now: u64) -> Vec<TaskState> {
+    fn provisional_states(&self) -> Vec<TaskState> {
         self.tasks
             .values()
-            .filter_map(|t| {
-                let position = self.source.position(t.partition)?;
-                let idle = now.saturating_sub(t.last_seen_ms) >= self.setup.rules.idle_timeout_ms;
-                Some(t.state(position, Vec::new(), Vec::new(), idle))
-            })
+            .filter_map(|t| Some(t.state(self.source.position(t.partition)?, Vec::new(), Vec::new())))
             .collect()
     }
 }
@@ -249,8 +259,7 @@ mod tests {
             claim: 1,
             cp: 0,
             position: Position::Generator { next_seq: 0, shift_ms: 0 },
-            time: PartitionTime { max_event_ms: Some(max_event_ms), finished: false },
-            idle: false,
+            time: PartitionTime { max_event_ms: Some(max_event_ms), ..PartitionTime::default() },
             counting: None,
             forwarded_to: BTreeSet::new(),
             files: Vec::new(),
@@ -261,8 +270,12 @@ mod tests {
 
     #[test]
     fn the_first_unpassed_hour_is_where_the_completion_rule_stops() {
-        let rules =
-            Completion { watermark_delay_ms: 5_000, allowed_lateness_ms: 2_000, commit_delay_ms: 60_000 };
+        let rules = Completion {
+            watermark_delay_ms: 5_000,
+            allowed_lateness_ms: 2_000,
+            commit_delay_ms: 60_000,
+            source_partitions: 1,
+        };
         // Around the moment hour 3 passes (its end + commit delay + lateness + watermark
         // delay), and far before the epoch.
         let edge = 4 * HOUR_MS + 67_000;

@@ -21,6 +21,7 @@ use crate::http::Status;
 use crate::metrics::Metrics;
 use crate::sink::WriterConfig;
 use crate::source::exchange::{exchange_topic, Exchange};
+use crate::source::file::first_event;
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
 
 /// How long an instance on a store that cannot fence counts as live after its last renewal.
@@ -89,13 +90,18 @@ impl Pipeline {
         status: Arc<Mutex<Status>>,
     ) -> Result<Pipeline, PipelineError> {
         let wall = config.clock.wall_ms();
-        let (identity, partitions) = match &config.source {
+        // The source partitions there are now, and how many count windows if the pipeline is
+        // created now: one per partition of a topic, one for files and the generator.
+        let (identity, source_partitions, partitions) = match &config.source {
             SourceConfig::Generator(g) => {
-                (SourceIdentity::Generator { seed: g.stream.seed, start_ms: g.stream.start_ms }, 1)
+                (SourceIdentity::Generator { seed: g.stream.seed, start_ms: g.stream.start_ms }, 1, 1)
             }
-            SourceConfig::Files(paths) => (SourceIdentity::Files { paths: paths.clone() }, 1),
+            SourceConfig::Files(paths) => {
+                (SourceIdentity::Files { paths: paths.clone() }, paths.len() as u32, 1)
+            }
             SourceConfig::Kafka(k) => {
-                (SourceIdentity::Kafka { topic: k.topic.clone() }, crate::source::kafka::partition_count(k)?)
+                let n = crate::source::kafka::partition_count(k)?;
+                (SourceIdentity::Kafka { topic: k.topic.clone() }, n, n)
             }
         };
         let run = run_id(wall, worker);
@@ -156,6 +162,10 @@ impl Pipeline {
         let mut restorer =
             LogRestorer { log: log.clone(), resumable: !matches!(config.source, SourceConfig::Files(_)) };
         let mut restored: Vec<(u32, Restored)> = Vec::new();
+        let event_time = EventTimeBounds::new(config.max_future_ms, config.window_ms);
+        // Files not read yet whose first event time is known: they hold the counting
+        // watermark just before it, not at the start of time.
+        let mut first_events: Vec<(u32, i64)> = Vec::new();
         let source: Box<dyn Source> = match &config.source {
             SourceConfig::Generator(g) => {
                 let stream = match stream {
@@ -175,8 +185,31 @@ impl Pipeline {
                     .iter()
                     .filter_map(|(p, r)| Some((*p, r.state.as_ref()?.position.clone())))
                     .collect();
+                let newest: BTreeMap<u32, i64> = restored
+                    .iter()
+                    .filter_map(|(p, r)| Some((*p, r.state.as_ref()?.time.max_event_ms?)))
+                    .collect();
+                let accept = |line: &[u8]| {
+                    let pv = crate::event::decode(line, config.max_record_bytes).ok()?;
+                    Some(event_time.check(pv, wall).ok()?.timestamp)
+                };
+                for &i in ids.iter().filter(|i| !newest.contains_key(i)) {
+                    if let Some(ms) = first_event(&paths[i as usize], config.max_record_bytes, accept)? {
+                        first_events.push((i, ms));
+                    }
+                }
+                // Read in event-time order, so the files read one after another hold the
+                // windows open as briefly as they can: those with unknown times first.
+                let mut order = ids.clone();
+                let key = |i: &u32| {
+                    newest
+                        .get(i)
+                        .or_else(|| first_events.iter().find(|(p, _)| p == i).map(|(_, ms)| ms))
+                        .copied()
+                };
+                order.sort_by_key(|i| key(i).unwrap_or(i64::MIN));
                 let inputs =
-                    ids.iter().map(|&i| (i, paths[i as usize].clone(), at.get(&i).cloned())).collect();
+                    order.iter().map(|&i| (i, paths[i as usize].clone(), at.get(&i).cloned())).collect();
                 Box::new(FileSource::new(inputs, config.max_record_bytes))
             }
             SourceConfig::Kafka(k) => {
@@ -225,12 +258,13 @@ impl Pipeline {
                 writer_config,
                 rules,
                 counting_partitions: facts.counting_partitions,
+                source_partitions: source_partitions.max(facts.counting_partitions),
             },
             metrics,
             status,
             clock: config.clock.clone(),
             max_record_bytes: config.max_record_bytes,
-            event_time: EventTimeBounds::new(config.max_future_ms, config.window_ms),
+            event_time,
             batch_size: config.batch_size,
             checkpoint_interval: config.checkpoint_interval,
             partition_commit_delay_ms: config.partition_commit_delay_ms,
@@ -240,6 +274,11 @@ impl Pipeline {
             checkpoints: 0,
         };
         pipeline.add_tasks(restored)?;
+        for (partition, ms) in first_events {
+            if let Some(task) = pipeline.tasks.get_mut(&partition) {
+                task.set_first_event(ms);
+            }
+        }
         Ok(pipeline)
     }
 }

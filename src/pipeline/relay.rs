@@ -338,15 +338,18 @@ mod tests {
         let mut counter = relays.pop().unwrap();
         sender.relay(1, 10, &view("SW1A 1AA", 1_000));
         sender.relay(1, 11, &view("W1J 7NT", 2_000));
-        sender.progress(1, &PartitionTime { max_event_ms: Some(2_000), finished: false });
-        sender.progress(1, &PartitionTime { max_event_ms: Some(2_500), finished: false });
+        sender.progress(1, &PartitionTime { max_event_ms: Some(2_000), ..PartitionTime::default() });
+        sender.progress(1, &PartitionTime { max_event_ms: Some(2_500), ..PartitionTime::default() });
         sender.flush().unwrap();
         let got = counter.receive();
         assert_eq!(got.len(), 1);
         let events: Vec<_> =
             got[0].events().map(|(s, o, pv)| (s, o, pv.postcode.into_owned(), pv.timestamp)).collect();
         assert_eq!(events, vec![(1, 10, "SW1A 1AA".into(), 1_000), (1, 11, "W1J 7NT".into(), 2_000)]);
-        assert_eq!(got[0].progress(), &[(1, PartitionTime { max_event_ms: Some(2_500), finished: false })]);
+        assert_eq!(
+            got[0].progress(),
+            &[(1, PartitionTime { max_event_ms: Some(2_500), ..PartitionTime::default() })]
+        );
         assert!(!counter.all_stopped());
         sender.stop().unwrap();
         assert!(counter.receive().is_empty());

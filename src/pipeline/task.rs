@@ -19,7 +19,7 @@ use pageviews_core::time::hour_of;
 use crate::event::PageView;
 use crate::sink::writer::Owner;
 use crate::sink::{Row, TableWriter, WriterConfig};
-use crate::window::{TumblingCount, Watermarks, WindowCount, NO_WATERMARK};
+use crate::window::{TumblingCount, Watermarks, WindowCount, WindowSpec, NO_WATERMARK};
 
 /// How windows are counted; the same for every task of a pipeline.
 #[derive(Debug, Clone, Copy)]
@@ -30,12 +30,22 @@ pub(super) struct WindowRules {
     pub idle_timeout_ms: u64,
 }
 
+impl WindowRules {
+    /// The windows' shape.
+    pub fn spec(&self) -> WindowSpec {
+        WindowSpec::new(self.window_ms, self.allowed_lateness_ms)
+    }
+}
+
 /// What every task of an instance is made with.
 pub(super) struct TaskSetup {
     pub storage: Storage,
     pub writer_config: WriterConfig,
     pub rules: WindowRules,
     pub counting_partitions: u32,
+    /// Source partitions known now (the topic's partitions, the input files): each holds
+    /// every counting partition's watermark back until it says how far it has come.
+    pub source_partitions: u32,
 }
 
 /// The four writers of a task.
@@ -68,8 +78,8 @@ impl Writers {
 
 /// A counting partition: the windows of the postcodes routed to it.
 pub(super) struct Counter {
-    /// The counting watermark: the minimum over the sources that feed it (this task's own
-    /// partition, and every task that forwarded events here), idle and finished ones excluded.
+    /// The counting watermark: the minimum over every source partition of the pipeline
+    /// (this task's own among them), finished and idle ones excluded.
     pub watermarks: Watermarks,
     pub windows: TumblingCount,
     /// Per forwarding source, the highest record ordinal counted: a record that arrives
@@ -87,7 +97,14 @@ pub(super) struct Task {
     pub cp: u64,
     /// The source partition's own event time (what it tells counting partitions).
     pub time: PartitionTime,
+    /// When its last event came, or it was assigned: idle once silent this long while
+    /// caught up.
     pub last_seen_ms: u64,
+    /// What it last told the counting partitions it does not host (through the exchange);
+    /// `None` until it first did in this run.
+    pub announced: Option<PartitionTime>,
+    spec: WindowSpec,
+    delay_ms: i64,
     pub writers: Writers,
     pub counter: Option<Counter>,
     pub forwarded_to: BTreeSet<u32>,
@@ -111,28 +128,26 @@ impl Task {
         let (counting_partitions, rules) = (setup.counting_partitions, setup.rules);
         let (storage, config) = (&setup.storage, &setup.writer_config);
         let owner = Owner { partition, claim };
-        let (cp, time, totals, sealed, counting, forwarded_to) = match state {
+        let (cp, mut time, totals, sealed, counting, forwarded_to) = match state {
             Some(s) => (s.cp, s.time, s.totals, s.files, s.counting, s.forwarded_to),
             None => (0, PartitionTime::default(), Totals::default(), Vec::new(), None, BTreeSet::new()),
         };
+        // Whether it has anything to read is judged again by this holder.
+        time.idle = false;
         let counter = (partition < counting_partitions).then(|| {
             let c = counting.unwrap_or_else(|| Counting {
                 emitted_through: NO_WATERMARK,
                 watermark: NO_WATERMARK,
                 ..Counting::default()
             });
-            let inputs = c.inputs.iter().map(|(p, i)| (*p, i.time.clone()));
-            let mut watermarks = Watermarks::new(
-                rules.watermark_delay_ms,
-                rules.idle_timeout_ms,
-                Some((c.watermark, inputs.collect())),
-            );
-            // The task's own partition always feeds its counting partition, and so do the
-            // sources that forwarded to it before: they hold its watermark back again from
-            // now (until idle), as they did when the state was committed.
-            watermarks.assign(partition, now_ms);
-            for p in c.inputs.keys() {
-                watermarks.assign(*p, now_ms);
+            let mut inputs: BTreeMap<u32, PartitionTime> =
+                c.inputs.iter().map(|(p, i)| (*p, i.time.clone())).collect();
+            inputs.insert(partition, time.clone());
+            let mut watermarks = Watermarks::new(rules.watermark_delay_ms, c.watermark, inputs);
+            // Every source partition feeds every counting partition: one not heard from yet
+            // holds the watermark back until it says how far it has come.
+            for p in 0..setup.source_partitions {
+                watermarks.add_source(p);
             }
             let mut windows = TumblingCount::new(rules.window_ms, rules.allowed_lateness_ms);
             windows.restore(&c.open_windows, c.emitted_through);
@@ -150,6 +165,9 @@ impl Task {
             cp,
             time,
             last_seen_ms: now_ms,
+            announced: None,
+            spec: rules.spec(),
+            delay_ms: rules.watermark_delay_ms,
             writers,
             counter,
             forwarded_to,
@@ -161,18 +179,46 @@ impl Task {
         }
     }
 
-    /// Notes one valid record of this task's own partition.
+    /// The watermark of this task's own partition: its newest event time minus the delay.
+    #[inline]
+    pub fn own_watermark(&self) -> i64 {
+        self.time.own_watermark(self.delay_ms)
+    }
+
+    /// True when `event_ms` is behind this partition's own watermark: the event is late,
+    /// whatever any counting partition has emitted. A function of the partition's records
+    /// before it, so the same records are late wherever and whenever they are read.
+    #[inline]
+    pub fn is_behind(&self, event_ms: i64) -> bool {
+        self.spec.behind(event_ms, self.own_watermark())
+    }
+
+    /// Writes a late row for an event behind this partition's own watermark (see
+    /// [`Task::is_behind`]); it is counted nowhere.
+    #[inline]
+    pub fn write_late(&mut self, pv: &PageView<'_>, now_ms: u64) -> Result<(), StorageError> {
+        self.dirty = true;
+        self.pending.late_page_views += 1;
+        let wm = self.own_watermark();
+        self.writers.late.append(hour_of(pv.timestamp), now_ms, Row::Late(pv, wm))
+    }
+
+    /// Notes one valid record of this task's own partition, after it was counted (or
+    /// written late): its event time moves, and an idle partition wakes.
     #[inline]
     pub fn observe(&mut self, event_ms: i64, now_ms: u64) {
         self.last_seen_ms = now_ms;
+        self.time.idle = false;
         if self.time.max_event_ms.is_none_or(|m| m < event_ms) {
             self.time.max_event_ms = Some(event_ms);
         }
     }
 
     /// Counts one valid event routed to this task's counting partition, from source partition
-    /// `source` at `ordinal`; writes a late row instead when its window was emitted. Fires the
-    /// windows the event's progress closes. An event counted before (a replay) is dropped.
+    /// `source` at `ordinal`; writes a late row instead when its window was emitted (which an
+    /// event on time in its own partition finds only after an idle source woke, or after the
+    /// end of a bounded input). Fires the windows the event's progress closes. An event
+    /// counted before (a replay) is dropped.
     #[inline]
     pub fn count(
         &mut self,
@@ -188,7 +234,6 @@ impl Task {
                 Some(hw) => *hw = ordinal,
                 None => {
                     c.high_water.insert(source, ordinal);
-                    c.watermarks.assign(source, now_ms);
                 }
             }
         }
@@ -200,8 +245,8 @@ impl Task {
         } else {
             c.windows.add(pv.timestamp, &pv.postcode);
         }
-        if c.watermarks.observe(source, pv.timestamp, now_ms) {
-            let new = c.watermarks.advance(now_ms);
+        if c.watermarks.observe(source, pv.timestamp) {
+            let new = c.watermarks.advance();
             if new != wm && c.windows.next_end().is_some_and(|end| c.windows.fires(end, new)) {
                 self.fire(new, now_ms)?;
             }
@@ -209,27 +254,58 @@ impl Task {
         Ok(())
     }
 
-    /// Re-evaluates the counting watermark (idleness moves it without records) and fires.
+    /// Re-evaluates the counting watermark and fires what it passed.
     pub fn advance(&mut self, now_ms: u64) -> Result<i64, StorageError> {
         let Some(c) = self.counter.as_mut() else { return Ok(NO_WATERMARK) };
-        let wm = c.watermarks.advance(now_ms);
+        let wm = c.watermarks.advance();
         if c.windows.next_end().is_some_and(|end| c.windows.fires(end, wm)) {
             self.fire(wm, now_ms)?;
         }
         Ok(wm)
     }
 
-    /// Updates what this counting partition knows of forwarding source `source`.
-    pub fn input_progress(&mut self, source: u32, time: &PartitionTime, now_ms: u64) {
-        let Some(c) = self.counter.as_mut() else { return };
-        if !c.high_water.contains_key(&source) && source != self.partition {
-            return;
+    /// Takes what source partition `source` declares of its event time (its newest event,
+    /// first event, finished, idle), through the exchange, the relay or in memory.
+    pub fn declare(&mut self, source: u32, time: &PartitionTime, now_ms: u64) -> Result<(), StorageError> {
+        let Some(c) = self.counter.as_mut() else { return Ok(()) };
+        if c.watermarks.declare(source, time) {
+            self.advance(now_ms)?;
         }
-        if let Some(max) = time.max_event_ms {
-            c.watermarks.observe(source, max, now_ms);
+        Ok(())
+    }
+
+    /// Notes whether this task's own partition is idle: caught up with its end and silent
+    /// past the idle timeout. Returns true when that changed.
+    pub fn set_idle(&mut self, idle: bool) -> bool {
+        if self.time.idle == idle {
+            return false;
         }
-        if time.finished {
-            c.watermarks.finish(source);
+        self.time.idle = idle;
+        self.declare_own();
+        true
+    }
+
+    /// Notes the event time of this partition's first event, known before it is read (a
+    /// file's first page view): until it is read, the partition holds watermarks just
+    /// before it. Ignored once an event was read.
+    pub fn set_first_event(&mut self, event_ms: i64) {
+        if self.time.max_event_ms.is_none() {
+            self.time.first_event_ms = Some(event_ms);
+            self.declare_own();
+        }
+    }
+
+    /// Marks this task's own partition finished (its input is exhausted).
+    pub fn finish(&mut self) {
+        self.time.finished = true;
+        self.declare_own();
+    }
+
+    /// Tells the counting partition this task hosts what its own partition now declares.
+    fn declare_own(&mut self) {
+        let (partition, time) = (self.partition, self.time.clone());
+        if let Some(c) = self.counter.as_mut() {
+            c.watermarks.declare(partition, &time);
         }
     }
 
@@ -237,14 +313,6 @@ impl Task {
     pub fn set_exchange_offset(&mut self, next: i64) {
         if let Some(c) = self.counter.as_mut() {
             c.exchange_offset = Some(next);
-        }
-    }
-
-    /// Marks this task's own partition finished (its input is exhausted).
-    pub fn finish(&mut self) {
-        self.time.finished = true;
-        if let Some(c) = self.counter.as_mut() {
-            c.watermarks.finish(self.partition);
         }
     }
 
@@ -288,14 +356,14 @@ impl Task {
     /// The counting state as committed.
     fn counting_state(&self) -> Option<Counting> {
         let c = self.counter.as_ref()?;
-        let times = c.watermarks.partitions();
-        let inputs = times
-            .into_iter()
-            .filter(|(p, _)| *p != self.partition)
+        let inputs = c
+            .watermarks
+            .inputs()
+            .iter()
+            .filter(|(p, _)| **p != self.partition)
             .map(|(p, time)| {
-                let progress =
-                    pageviews_core::commit::InputProgress { high_water: c.high_water.get(&p).copied(), time };
-                (p, progress)
+                let high_water = c.high_water.get(p).copied();
+                (*p, pageviews_core::commit::InputProgress { high_water, time: time.clone() })
             })
             .collect();
         Some(Counting {
@@ -309,13 +377,7 @@ impl Task {
 
     /// This task's state as its next checkpoint commits it: `position` from the source,
     /// `files` and `open` from its writers' checkpoint.
-    pub fn state(
-        &self,
-        position: Position,
-        files: Vec<ClosedFile>,
-        open: Vec<OpenFileState>,
-        idle: bool,
-    ) -> TaskState {
+    pub fn state(&self, position: Position, files: Vec<ClosedFile>, open: Vec<OpenFileState>) -> TaskState {
         let mut totals = self.totals.clone();
         totals.add(&self.pending);
         TaskState {
@@ -324,7 +386,6 @@ impl Task {
             cp: self.cp + 1,
             position,
             time: self.time.clone(),
-            idle,
             counting: self.counting_state(),
             forwarded_to: self.forwarded_to.clone(),
             files,

@@ -20,7 +20,7 @@ use crate::metrics::{Metrics, ReasonLabel};
 use crate::sink::jsonl::Origin;
 use crate::sink::Row;
 use crate::source::exchange::{Exchange, Item};
-use crate::source::{Batch, PartitionEvent, Poll, Restored, Source};
+use crate::source::{Batch, PartitionEvent, PartitionTime, Poll, Restored, Source};
 
 /// Which counting partition counts a postcode's windows: a hash of the postcode modulo the
 /// pipeline's counting partitions. The same function in every instance and every run.
@@ -76,6 +76,8 @@ impl Pipeline {
 
     pub(super) fn run_loop(&mut self, shutdown: &Shutdown) -> Result<Summary, PipelineError> {
         self.report_running();
+        // Counting partitions elsewhere learn of every source here before its first event.
+        self.announce(self.now_ms(), false)?;
         let mut batch = Batch::default();
         let mut next_checkpoint = self.now_ms() + self.checkpoint_interval.as_millis() as u64;
         let mut next_roll_check = 0;
@@ -117,8 +119,8 @@ impl Pipeline {
                         for task in self.tasks.values_mut() {
                             task.finish();
                         }
-                        self.forward_progress(now);
-                        self.settle_exchange()?;
+                        self.announce(now, false)?;
+                        self.settle_exchange(None)?;
                         ended = true;
                     }
                     if self.exchange_drained()? {
@@ -148,6 +150,7 @@ impl Pipeline {
             }
             let now = self.now_ms();
             if now >= next_roll_check {
+                self.add_new_sources();
                 for task in self.tasks.values_mut() {
                     for w in task.writers.all() {
                         w.roll_aged(now);
@@ -208,12 +211,21 @@ impl Pipeline {
                     accepted += 1;
                     task.pending.page_views += 1;
                     task.writers.page_views.append(hour_of(pv.timestamp), now, Row::View(&pv))?;
-                    task.observe(pv.timestamp, now);
-                    let q = counting_partition(&pv.postcode, self.setup.counting_partitions);
-                    if q == rec.partition {
-                        task.count(rec.partition, rec.position, &pv, now)?;
+                    // Late by its own partition's watermark: the same wherever it is counted,
+                    // so it is decided here and travels nowhere.
+                    if task.is_behind(pv.timestamp) {
+                        task.write_late(&pv, now)?;
+                        task.observe(pv.timestamp, now);
                         continue;
                     }
+                    let q = counting_partition(&pv.postcode, self.setup.counting_partitions);
+                    if q == rec.partition {
+                        // Counted before the partition's event time moves past it.
+                        task.count(rec.partition, rec.position, &pv, now)?;
+                        task.observe(pv.timestamp, now);
+                        continue;
+                    }
+                    task.observe(pv.timestamp, now);
                     task.forwarded_to.insert(q);
                     if let Some(exchange) = self.exchange.as_mut() {
                         // Through Kafka, even when this instance counts q too: one way per pair
@@ -247,10 +259,8 @@ impl Pipeline {
         for (_, event) in events {
             self.apply(*event, now)?;
         }
-        self.forward_progress(now);
-        if let Some(relay) = self.relay.as_mut() {
-            relay.flush()?;
-        }
+        self.judge_idle(now);
+        self.announce(now, false)?;
         self.advance_counters(now)?;
         self.count_late_since(late_before);
         let read = batch.len() as u64;
@@ -292,7 +302,7 @@ impl Pipeline {
                 if let Some(task) = self.tasks.get_mut(&p) {
                     task.finish();
                 }
-                self.forward_progress(now);
+                self.announce(now, false)?;
             }
             PartitionEvent::Revoked(p) => {
                 self.tasks.remove(&p);
@@ -320,7 +330,7 @@ impl Pipeline {
                 }
                 Item::Progress { counting, offset, source, time } => {
                     let Some(task) = self.tasks.get_mut(&counting) else { continue };
-                    task.input_progress(source, &time, now);
+                    task.declare(source, &time, now)?;
                     task.set_exchange_offset(offset + 1);
                 }
             }
@@ -341,8 +351,7 @@ impl Pipeline {
             let Some(c) = task.counter.as_ref() else { continue };
             let end = exchange.end_offset(task.partition)?;
             let read = c.exchange_offset.unwrap_or(0);
-            let inputs_done =
-                c.watermarks.partitions().iter().all(|(p, t)| *p == task.partition || t.finished);
+            let inputs_done = c.watermarks.inputs().iter().all(|(p, t)| *p == task.partition || t.finished);
             if read < end || !inputs_done {
                 return Ok(false);
             }
@@ -359,38 +368,119 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Before a checkpoint: every source tells the counting partitions it forwards to how far
-    /// it has come, and everything forwarded is made durable, so no committed position is
-    /// ahead of what the exchange holds.
-    pub(super) fn settle_exchange(&mut self) -> Result<(), PipelineError> {
-        let Some(exchange) = self.exchange.as_mut() else { return Ok(()) };
-        for task in self.tasks.values() {
-            for &q in &task.forwarded_to {
-                exchange.progress(q, task.partition, &task.time)?;
+    /// Before a checkpoint: every source tells every counting partition how far it has come,
+    /// and everything forwarded is made durable, so no committed position is ahead of what
+    /// the exchange holds. Returns whether it is, waiting at most `wait` (`None`: however
+    /// long it takes, for the last checkpoint of a run).
+    pub(super) fn settle_exchange(&mut self, wait: Option<Duration>) -> Result<bool, PipelineError> {
+        let Some(exchange) = self.exchange.as_mut() else { return Ok(true) };
+        if exchange.markers_lost() {
+            for task in self.tasks.values_mut() {
+                task.announced = None;
             }
         }
-        exchange.flush()?;
+        self.announce(self.now_ms(), true)?;
+        let Some(exchange) = self.exchange.as_mut() else { return Ok(true) };
+        Ok(match wait {
+            Some(wait) => exchange.flushed(wait)?,
+            None => {
+                exchange.flush()?;
+                true
+            }
+        })
+    }
+
+    /// Tells every counting partition this worker does not count in its own task how far
+    /// each source partition here has come: its newest event time, first event, whether it
+    /// finished or is idle. A counting partition's watermark waits for every source.
+    ///
+    /// In memory and through the relay this goes with every batch. Through the exchange a
+    /// declaration goes to every counting partition, so it is sent when it can change what
+    /// fires (a new window passed, finished, idle, first event), and, at a checkpoint
+    /// (`settle`), whenever anything changed.
+    fn announce(&mut self, now: u64, settle: bool) -> Result<(), PipelineError> {
+        let (counting, spec) = (self.setup.counting_partitions, self.setup.rules.spec());
+        let delay = self.setup.rules.watermark_delay_ms;
+        let through_exchange = self.exchange.is_some();
+        let due: Vec<(u32, PartitionTime)> = self
+            .tasks
+            .values()
+            .filter(|t| match &t.announced {
+                None => true,
+                Some(said) if said == &t.time => false,
+                Some(said) => {
+                    settle || !through_exchange || {
+                        let mark = |time: &PartitionTime| {
+                            (
+                                time.finished,
+                                time.idle,
+                                time.first_event_ms,
+                                time.hold(delay).map(|wm| spec.fired_through(wm)),
+                            )
+                        };
+                        mark(said) != mark(&t.time)
+                    }
+                }
+            })
+            .map(|t| (t.partition, t.time.clone()))
+            .collect();
+        for (source, time) in due {
+            if let Some(exchange) = self.exchange.as_mut() {
+                for q in (0..counting).filter(|q| *q != source) {
+                    exchange.progress(q, source, &time)?;
+                }
+            } else {
+                let mut relayed = false;
+                for q in (0..counting).filter(|q| *q != source) {
+                    if let Some(counter) = self.tasks.get_mut(&q) {
+                        counter.declare(source, &time, now)?;
+                    } else if let Some(relay) = self.relay.as_mut().filter(|_| !relayed) {
+                        relay.progress(source, &time);
+                        relayed = true;
+                    }
+                }
+            }
+            if let Some(task) = self.tasks.get_mut(&source) {
+                task.announced = Some(time);
+            }
+        }
+        if let Some(relay) = self.relay.as_mut() {
+            relay.flush()?;
+        }
         Ok(())
     }
 
-    /// Tells each counting partition how far the sources that forward to it have come (the
-    /// watermark it may not pass while they might still send it something): in memory, or
-    /// through the relay to another worker.
-    fn forward_progress(&mut self, now: u64) {
-        if self.exchange.is_some() {
+    /// A topic that gained partitions: each new one holds every counting partition hosted
+    /// here back from now until it says how far it has come.
+    fn add_new_sources(&mut self) {
+        let known = self.source.partitions();
+        if known <= self.setup.source_partitions {
             return;
         }
-        let progress: Vec<(u32, u32, pageviews_core::commit::PartitionTime)> = self
-            .tasks
-            .values()
-            .flat_map(|t| t.forwarded_to.iter().map(move |q| (*q, t.partition, t.time.clone())))
-            .collect();
-        for (q, source, time) in progress {
-            if let Some(counter) = self.tasks.get_mut(&q) {
-                counter.input_progress(source, &time, now);
-            } else if let Some(relay) = self.relay.as_mut() {
-                relay.progress(source, &time);
+        info!(
+            from = self.setup.source_partitions,
+            to = known,
+            "the topic has more partitions: counting waits for them too"
+        );
+        for task in self.tasks.values_mut() {
+            if let Some(c) = task.counter.as_mut() {
+                for p in self.setup.source_partitions..known {
+                    c.watermarks.add_source(p);
+                }
             }
+        }
+        self.setup.source_partitions = known;
+    }
+
+    /// Judges which of this worker's source partitions are idle: caught up with their end
+    /// (the source says so) and without an event for the idle timeout. A partition that is
+    /// behind is never idle, however long it waits to be read.
+    fn judge_idle(&mut self, now: u64) {
+        let timeout = self.setup.rules.idle_timeout_ms;
+        for task in self.tasks.values_mut() {
+            let idle =
+                self.source.caught_up(task.partition) && now.saturating_sub(task.last_seen_ms) >= timeout;
+            task.set_idle(idle);
         }
     }
 
@@ -416,7 +506,7 @@ impl Pipeline {
             }
             for (source, time) in batch.progress() {
                 for task in self.tasks.values_mut() {
-                    task.input_progress(*source, time, now);
+                    task.declare(*source, time, now)?;
                 }
             }
         }
@@ -451,6 +541,8 @@ impl Pipeline {
     /// Re-evaluates every counting watermark (idleness moves them without records), and
     /// reports them.
     fn advance_watermarks(&mut self, now: u64) -> Result<(), PipelineError> {
+        self.judge_idle(now);
+        self.announce(now, false)?;
         self.advance_counters(now)?;
         self.report_watermarks();
         Ok(())

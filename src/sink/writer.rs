@@ -447,7 +447,6 @@ mod recovery_tests {
             cp: 1,
             position: Position::Generator { next_seq: 40, shift_ms: 0 },
             time: PartitionTime::default(),
-            idle: false,
             counting: None,
             forwarded_to: Default::default(),
             files: Vec::new(),

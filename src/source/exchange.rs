@@ -29,10 +29,13 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Message};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::kafka::{kafka_error, prefetch_bounds, with_options, KafkaConfig};
 use super::{PartitionTime, SourceError};
+
+/// How long one wait of [`Exchange::flush`] lasts before it notes an outage and goes on.
+const FLUSH_SLICE: Duration = Duration::from_secs(5);
 
 /// How long a seek of a hosted partition may wait for librdkafka to apply it.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +81,10 @@ pub enum Item {
 
 #[derive(Default)]
 struct Deliveries {
+    /// Forwarded events the broker never took.
     failed: AtomicU64,
+    /// Progress markers the broker never took: their sources must say again how far they are.
+    markers_failed: AtomicU64,
 }
 
 struct Context(Arc<Deliveries>);
@@ -88,8 +94,12 @@ impl ClientContext for Context {}
 impl ProducerContext for Context {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if result.is_err() {
-            self.0.failed.fetch_add(1, Ordering::Relaxed);
+        if let Err((_, msg)) = result {
+            let counter = match msg.payload().and_then(|p| p.first()) {
+                Some(&PROGRESS) => &self.0.markers_failed,
+                _ => &self.0.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -111,6 +121,8 @@ pub struct Exchange {
     /// replacing the whole assignment at each change did that when partitions were taken or
     /// given up one after another.
     assigned: BTreeSet<u32>,
+    /// Events were forwarded since the last flush that found everything delivered.
+    unflushed: bool,
     scratch: Vec<u8>,
 }
 
@@ -151,6 +163,7 @@ impl Exchange {
             consumer,
             hosted: BTreeMap::new(),
             assigned: BTreeSet::new(),
+            unflushed: false,
             scratch: Vec::with_capacity(1024),
         })
     }
@@ -169,6 +182,7 @@ impl Exchange {
         self.scratch.extend_from_slice(&source.to_be_bytes());
         self.scratch.extend_from_slice(&ordinal.to_be_bytes());
         self.scratch.extend_from_slice(payload);
+        self.unflushed = true;
         self.send(counting, Some(key))
     }
 
@@ -177,8 +191,7 @@ impl Exchange {
         self.scratch.clear();
         self.scratch.push(PROGRESS);
         self.scratch.extend_from_slice(&source.to_be_bytes());
-        self.scratch.extend_from_slice(&time.max_event_ms.unwrap_or(i64::MIN).to_be_bytes());
-        self.scratch.push(u8::from(time.finished));
+        encode_time(time, &mut self.scratch);
         self.send(counting, None)
     }
 
@@ -200,17 +213,48 @@ impl Exchange {
         }
     }
 
-    /// Waits until everything forwarded so far is in the topic: before a position is
-    /// committed, every event before it must be where the counting side can find it.
-    pub fn flush(&self) -> Result<(), SourceError> {
-        self.producer
-            .flush(Duration::from_secs(60))
-            .map_err(|e| kafka_error(&self.config, "flush the exchange", e))?;
+    /// Whether everything forwarded so far is in the topic, waiting at most `wait`: before a
+    /// position is committed, every event before it must be where the counting side can
+    /// find it. Progress markers need not be: a counting partition only waits longer for
+    /// one that is late, and one that is lost is said again ([`Exchange::markers_lost`]).
+    /// So with no event forwarded since the last flush, this does not wait, also while the
+    /// broker is away. `false` means try again later; an event the producer gave up on
+    /// (after librdkafka's `message.timeout.ms`, 5 minutes) is an error.
+    pub fn flushed(&mut self, wait: Duration) -> Result<bool, SourceError> {
+        if self.unflushed {
+            match self.producer.flush(wait) {
+                Ok(()) => self.unflushed = false,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => return Ok(false),
+                Err(e) => return Err(kafka_error(&self.config, "flush the exchange", e)),
+            }
+        }
         let failed = self.deliveries.failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
             return Err(SourceError::Exchange { topic: self.topic.clone(), failed });
         }
+        Ok(true)
+    }
+
+    /// Waits until everything forwarded so far is in the topic, however long the broker is
+    /// away (see [`Exchange::flushed`]).
+    pub fn flush(&mut self) -> Result<(), SourceError> {
+        let mut waiting = false;
+        while !self.flushed(FLUSH_SLICE)? {
+            if !waiting {
+                warn!(topic = %self.topic, "the exchange topic does not take events now; waiting");
+                waiting = true;
+            }
+        }
+        if waiting {
+            info!(topic = %self.topic, "the exchange topic takes events again");
+        }
         Ok(())
+    }
+
+    /// True when progress markers were lost since the last call: every source must say
+    /// again how far it is.
+    pub fn markers_lost(&self) -> bool {
+        self.deliveries.markers_failed.swap(0, Ordering::Relaxed) > 0
     }
 
     /// Reads the hosted counting partitions from these offsets (`None`: the beginning).
@@ -299,14 +343,35 @@ fn decode(counting: u32, offset: i64, value: &[u8]) -> Option<Item> {
             let ordinal = u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
             Some(Item::Record { counting, offset, source, ordinal, payload: value.get(HEADER..)?.to_vec() })
         }
-        PROGRESS => {
-            let max = i64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
-            let finished = *rest.get(12)? != 0;
-            let time = PartitionTime { max_event_ms: (max != i64::MIN).then_some(max), finished };
-            Some(Item::Progress { counting, offset, source, time })
-        }
+        PROGRESS => Some(Item::Progress { counting, offset, source, time: decode_time(rest.get(4..)?)? }),
         _ => None,
     }
+}
+
+const FINISHED: u8 = 1;
+const IDLE: u8 = 2;
+
+/// A progress marker's event time: the newest event time (`i64::MIN` for none), a flags byte
+/// (finished, idle), and the first event time when known.
+fn encode_time(time: &PartitionTime, out: &mut Vec<u8>) {
+    out.extend_from_slice(&time.max_event_ms.unwrap_or(i64::MIN).to_be_bytes());
+    let flags = if time.finished { FINISHED } else { 0 } | if time.idle { IDLE } else { 0 };
+    out.push(flags);
+    if let Some(first) = time.first_event_ms {
+        out.extend_from_slice(&first.to_be_bytes());
+    }
+}
+
+fn decode_time(bytes: &[u8]) -> Option<PartitionTime> {
+    let max = i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let flags = *bytes.get(8)?;
+    let first = bytes.get(9..17).and_then(|b| Some(i64::from_be_bytes(b.try_into().ok()?)));
+    Some(PartitionTime {
+        max_event_ms: (max != i64::MIN).then_some(max),
+        first_event_ms: first,
+        finished: flags & FINISHED != 0,
+        idle: flags & IDLE != 0,
+    })
 }
 
 /// Creates the exchange topic when it is missing, with the broker's default replication.
@@ -350,8 +415,22 @@ mod tests {
         p.extend_from_slice(&3u32.to_be_bytes());
         p.extend_from_slice(&i64::MIN.to_be_bytes());
         p.push(1);
-        let time = PartitionTime { max_event_ms: None, finished: true };
+        let time = PartitionTime { finished: true, ..PartitionTime::default() };
         assert_eq!(decode(0, 1, &p), Some(Item::Progress { counting: 0, offset: 1, source: 3, time }));
         assert_eq!(decode(0, 1, b"X"), None);
+    }
+
+    #[test]
+    fn every_part_of_a_declared_event_time_travels() {
+        for time in [
+            PartitionTime::default(),
+            PartitionTime { max_event_ms: Some(-5), idle: true, ..PartitionTime::default() },
+            PartitionTime { first_event_ms: Some(1_000), finished: true, ..PartitionTime::default() },
+            PartitionTime { max_event_ms: Some(7), first_event_ms: Some(3), finished: true, idle: true },
+        ] {
+            let mut bytes = Vec::new();
+            encode_time(&time, &mut bytes);
+            assert_eq!(decode_time(&bytes), Some(time));
+        }
     }
 }

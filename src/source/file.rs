@@ -13,6 +13,42 @@ use super::{Batch, PartitionEvent, Poll, Position, Source, SourceError};
 
 const READ_CHUNK: usize = 1 << 20;
 
+/// How far into a file [`first_event`] looks for its first page view.
+const PEEK_BYTES: u64 = 4 << 20;
+
+/// The event time of the first record of the file at `path` that `accept` takes (the
+/// pipeline's decoder and event-time checks), looking at most [`PEEK_BYTES`] in; `None`
+/// when there is none that early, or for stdin (`-`), which cannot be read twice. Lines are
+/// cut as the reader cuts them; one longer than `max_record_bytes` is a dead letter, not
+/// taken.
+pub fn first_event(
+    path: &str,
+    max_record_bytes: usize,
+    accept: impl Fn(&[u8]) -> Option<i64>,
+) -> Result<Option<i64>, SourceError> {
+    if path == "-" {
+        return Ok(None);
+    }
+    let io_err = |source| SourceError::Io { path: path.to_string(), source };
+    let mut head = Vec::new();
+    File::open(path).and_then(|f| f.take(PEEK_BYTES).read_to_end(&mut head)).map_err(io_err)?;
+    let whole = (head.len() as u64) < PEEK_BYTES;
+    let mut lines = head.split(|b| *b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        if lines.peek().is_none() && !whole {
+            break; // cut by the peek, not by the file
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > max_record_bytes || line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if let Some(ms) = accept(line) {
+            return Ok(Some(ms));
+        }
+    }
+    Ok(None)
+}
+
 /// An oversized line being skipped: its first bytes (kept for the dead letter) and its
 /// length so far. Its bytes count towards the offset only once the line ends, so a
 /// checkpoint never points into the middle of a line.
@@ -274,6 +310,25 @@ mod tests {
         assert_eq!(got[1].2, big.len() as u64);
         assert_eq!(got[1].3.len(), 1000);
         assert_eq!((got[2].1, got[2].3.as_slice()), (3, b"after".as_slice()));
+    }
+
+    #[test]
+    fn the_first_event_is_the_first_line_taken_and_never_a_cut_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        std::fs::write(&a, "\nbad\r\n123456789\n7\r\n8").unwrap();
+        let path = a.display().to_string();
+        let number = |line: &[u8]| std::str::from_utf8(line).ok()?.parse::<i64>().ok();
+        assert_eq!(first_event(&path, 100, number).unwrap(), Some(123_456_789));
+        assert_eq!(first_event(&path, 5, number).unwrap(), Some(7), "an oversized line is not taken");
+        assert_eq!(first_event(&path, 100, |_| None).unwrap(), None);
+        assert_eq!(first_event("-", 100, number).unwrap(), None);
+        // A line cut by the peek's limit is not read as a shorter number.
+        let b = dir.path().join("b.jsonl");
+        let mut text = "x\n".repeat((PEEK_BYTES as usize - 4) / 2);
+        text.push_str("12345\n");
+        std::fs::write(&b, text).unwrap();
+        assert_eq!(first_event(&b.display().to_string(), 100, number).unwrap(), None);
     }
 
     #[test]

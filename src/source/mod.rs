@@ -266,6 +266,19 @@ pub trait Source: Send {
     /// offsets here (advisory) and gives up revoked partitions.
     fn committed(&mut self, _positions: &std::collections::BTreeMap<u32, Position>) {}
 
+    /// How many partitions the source has as far as it knows now; 0 when it cannot grow
+    /// (files and the generator know theirs from the start). A topic can gain partitions.
+    fn partitions(&self) -> u32 {
+        0
+    }
+
+    /// True when `partition` has nothing more to read for now: it reached the end of what
+    /// its input holds (Kafka: the end offset, at the latest fetch), and nothing came since.
+    /// Only such a partition can be idle; a partition behind its end never is.
+    fn caught_up(&self, _partition: u32) -> bool {
+        false
+    }
+
     /// This instance lost `partition` to another one (its commit was fenced): deliver
     /// nothing more of it until it is assigned again.
     fn fenced(&mut self, _partition: u32) {}

@@ -166,6 +166,108 @@ impl Drop for OwnBroker {
     }
 }
 
+/// Every record of `topic` now, per partition in offset order, as a plain consumer reads it.
+pub fn read_topic(topic: &str) -> BTreeMap<u32, Vec<Vec<u8>>> {
+    use rdkafka::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let ends = end_offsets(broker(), topic, partitions);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out: BTreeMap<u32, Vec<Vec<u8>>> = (0..partitions as u32).map(|p| (p, Vec::new())).collect();
+    let done = |out: &BTreeMap<u32, Vec<Vec<u8>>>| {
+        ends.iter().all(|(p, end)| out[&(*p as u32)].len() as i64 >= *end)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done(&out) {
+        assert!(std::time::Instant::now() < deadline, "reading {topic} back timed out");
+        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
+            out.get_mut(&(msg.partition() as u32)).unwrap().push(msg.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+/// Produces datagen's records of `stream` without keys and without choosing partitions:
+/// librdkafka's default partitioner places them (at random, in sticky batches), as `kcat -P`
+/// does. Paced at `stream.rate` records/s when it is set.
+pub fn produce_unkeyed(topic: &str, stream: &GeneratorConfig, bad_ratio: f64) {
+    produce_unkeyed_to(broker(), topic, stream, bad_ratio);
+}
+
+/// [`produce_unkeyed`] to the broker at `brokers`; a missing topic is created with 3
+/// partitions, as datagen creates one.
+pub fn produce_unkeyed_to(brokers: &str, topic: &str, stream: &GeneratorConfig, bad_ratio: f64) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let new = NewTopic::new(topic, 3, TopicReplication::Fixed(1));
+    let created = block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap();
+    for result in created {
+        if let Err((name, code)) = result {
+            assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "creating {name}");
+        }
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    let started = std::time::Instant::now();
+    let mut line = Vec::new();
+    for seq in 0..stream.count.unwrap() {
+        line.clear();
+        datagen_record(stream, bad_ratio, seq, &mut line);
+        let mut record = BaseRecord::<(), _>::to(topic).payload(&line);
+        while let Err((e, back)) = producer.send(record) {
+            assert!(matches!(e, rdkafka::error::KafkaError::MessageProduction(_)), "{e}");
+            producer.poll(Duration::from_millis(10));
+            record = back;
+        }
+        if let Some(due) = (seq * 1_000_000).checked_div(stream.rate) {
+            if let Some(wait) = Duration::from_micros(due).checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Runs a future to completion on a small runtime of its own.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// The records of `stream` in production order (datagen's, malformed ones included).
+pub fn stream_records(stream: &GeneratorConfig, bad_ratio: f64) -> Vec<Vec<u8>> {
+    (0..stream.count.unwrap())
+        .map(|seq| {
+            let mut line = Vec::new();
+            datagen_record(stream, bad_ratio, seq, &mut line);
+            line
+        })
+        .collect()
+}
+
+/// The late rows and windows under `out` are the reference's for what `topic` holds: each
+/// event judged by its own partition's watermark, every other one counted
+/// ([`crate::event_time`]). For runs whose input ended (every window emitted) and where no
+/// partition went idle. Returns the number of late rows.
+pub fn assert_event_time_reference(out: &Path, topic: &str) -> usize {
+    use crate::event_time::{outcome_of, per_partition, Rules};
+    let want = per_partition(read_topic(topic).values().map(Vec::as_slice), Rules::default());
+    let got = outcome_of(out);
+    assert!(got == want, "late rows and windows differ from the reference\n{}", got.diff(&want));
+    got.late.len()
+}
+
 /// The page_views rows and dead-letter count the pipeline must write for these streams.
 pub fn expected(streams: &[(GeneratorConfig, f64)]) -> (Vec<String>, u64) {
     let mut rows = Vec::new();

@@ -7,6 +7,7 @@
 
 pub mod bins;
 pub mod browser;
+pub mod event_time;
 pub mod fixtures;
 pub mod kafka;
 pub mod prometheus;

@@ -151,13 +151,43 @@ impl Totals {
     }
 }
 
-/// One source partition's event-time progress.
+/// One source partition's event-time progress: what it tells the counting partitions it
+/// may feed, and what a checkpoint keeps of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionTime {
     /// Highest event time delivered, UTC ms; `None` before the first record.
     pub max_event_ms: Option<i64>,
+    /// The event time of the first event, known before it is read (a file's first page
+    /// view, peeked at start): until then the partition holds watermarks just before it
+    /// rather than at the very start of time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_event_ms: Option<i64>,
     /// The partition will deliver nothing more.
     pub finished: bool,
+    /// The partition has nothing to read (caught up with its end) and was silent past the
+    /// idle timeout: it holds no watermark back until its next event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idle: bool,
+}
+
+impl PartitionTime {
+    /// The watermark this partition holds others at, with `delay_ms` of allowed
+    /// out-of-orderness: `None` when it holds nothing back (finished or idle). Before its
+    /// first event it holds at [`NO_WATERMARK`], or, when its first event time is known, as
+    /// if it had delivered an event 1 ms before that one: an event on time in its own
+    /// partition then never finds its window emitted.
+    pub fn hold(&self, delay_ms: i64) -> Option<i64> {
+        if self.finished || self.idle {
+            return None;
+        }
+        let newest = self.max_event_ms.or(self.first_event_ms.map(|f| f.saturating_sub(1)));
+        Some(newest.map_or(NO_WATERMARK, |m| m.saturating_sub(delay_ms)))
+    }
+
+    /// The watermark of the partition alone: its newest event time minus `delay_ms`.
+    pub fn own_watermark(&self, delay_ms: i64) -> i64 {
+        self.max_event_ms.map_or(NO_WATERMARK, |m| m.saturating_sub(delay_ms))
+    }
 }
 
 /// A window's count for one postcode: an emitted aggregate row, or an open window.
@@ -264,12 +294,9 @@ pub struct TaskState {
     pub cp: u64,
     /// Where the source resumes.
     pub position: Position,
-    /// Event-time progress of the source partition.
+    /// Event-time progress of the source partition (`idle` when it had nothing to read and
+    /// was silent past the idle timeout at this checkpoint).
     pub time: PartitionTime,
-    /// No record came for the idle timeout before this checkpoint: the partition holds no
-    /// watermark back.
-    #[serde(default)]
-    pub idle: bool,
     /// The counting partition this task hosts (the one with its own number), if it has state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counting: Option<Counting>,

@@ -40,7 +40,6 @@ fn task(partition: u32, claim: u64, offset: i64) -> TaskState {
         cp: offset as u64,
         position: Position::Kafka { offset, last_ts: None },
         time: PartitionTime::default(),
-        idle: false,
         counting: None,
         forwarded_to: Default::default(),
         files: Vec::new(),

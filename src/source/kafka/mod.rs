@@ -14,7 +14,7 @@
 //! The consumer is polled from the pipeline thread, so there is no hand-off queue: a
 //! record is in the batch, then in a table file, then committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,9 @@ pub struct KafkaSource {
     recovered_at: Option<Instant>,
     /// Partition events to deliver with the next batch (revocations after a checkpoint).
     events: Vec<PartitionEvent>,
+    /// Partitions whose end the consumer reached (librdkafka's partition EOF) with no record
+    /// since: only these can be idle.
+    caught_up: BTreeSet<i32>,
     metrics: Arc<Metrics>,
     /// Longer records are handed out cut (the pipeline dead-letters them as `oversized`).
     max_record_bytes: usize,
@@ -113,6 +116,9 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "1000")
+            // Reaching a partition's end is an event: a partition is idle only once it has
+            // nothing more to read, never while a backlog waits behind other partitions.
+            .set("enable.partition.eof", "true")
             // New partitions are found on the next metadata refresh; the default is 5 min.
             .set("topic.metadata.refresh.interval.ms", "5000")
             .set("client.id", "pageviews");
@@ -134,6 +140,7 @@ impl KafkaSource {
             group_commit_at: None,
             recovered_at: None,
             events: Vec::new(),
+            caught_up: BTreeSet::new(),
             metrics,
             max_record_bytes: usize::MAX,
         })
@@ -284,6 +291,7 @@ impl KafkaSource {
     fn take_rebalance(&mut self, batch: &mut Batch) -> bool {
         let Ok(mut shared) = self.shared.lock() else { return false };
         for p in shared.assigned.drain(..) {
+            self.caught_up.remove(&p);
             batch.push_event(PartitionEvent::Assigned(p as u32));
         }
         if shared.revoke_pending {
@@ -374,13 +382,18 @@ impl Source for KafkaSource {
                     }
                     let payload = msg.payload().unwrap_or_default();
                     batch.push_capped(p as u32, offset as u64, payload, self.max_record_bytes);
+                    if !self.caught_up.is_empty() {
+                        self.caught_up.remove(&p);
+                    }
                     match positions.last_mut() {
                         Some((lp, lo, lt)) if *lp == p => (*lo, *lt) = (offset + 1, ts),
                         _ => positions.push((p, offset + 1, ts)),
                     }
                     timeout = Duration::ZERO;
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.caught_up.insert(p);
+                }
                 Some(Err(e)) => {
                     // A fatal error (another process took our static member id) will not
                     // pass with retries; everything else is waited out.
@@ -454,8 +467,17 @@ impl Source for KafkaSource {
         Some(restored)
     }
 
+    fn partitions(&self) -> u32 {
+        self.shared.lock().map_or(0, |s| s.partitions)
+    }
+
+    fn caught_up(&self, partition: u32) -> bool {
+        self.caught_up.contains(&(partition as i32))
+    }
+
     fn fenced(&mut self, partition: u32) {
         self.durable_offsets.remove(&(partition as i32));
+        self.caught_up.remove(&(partition as i32));
         if let Ok(mut shared) = self.shared.lock() {
             shared.fenced.insert(partition as i32);
             shared.owned.remove(&(partition as i32));
@@ -480,6 +502,7 @@ impl Source for KafkaSource {
             }
             for p in revoked.unwrap_or_default() {
                 self.durable_offsets.remove(&p);
+                self.caught_up.remove(&p);
                 if let Ok(mut shared) = self.shared.lock() {
                     shared.owned.remove(&p);
                     shared.positions.remove(&p);

@@ -60,6 +60,8 @@ pub(super) struct Shared {
     /// held back (an outage, a lost assignment) or the broker refused it (after a broker
     /// restart the coordinator may not know the member until it rejoins).
     pub(super) group_commit_owed: bool,
+    /// Partitions the topic has, as the client's metadata last showed them.
+    pub(super) partitions: u32,
 }
 
 /// librdkafka callbacks: rebalances and statistics.
@@ -74,6 +76,12 @@ pub(super) struct Context {
 impl ClientContext for Context {
     fn stats(&self, stats: Statistics) {
         let Some(topic) = stats.topics.get(&self.topic) else { return };
+        // The statistics list every partition the client's metadata knows (and -1, for
+        // records not yet assigned one): a topic that grew shows here within a refresh.
+        let known = topic.partitions.keys().filter(|p| **p >= 0).map(|p| *p as u32 + 1).max().unwrap_or(0);
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.partitions = shared.partitions.max(known);
+        }
         for (partition, p) in &topic.partitions {
             if *partition >= 0 && p.consumer_lag >= 0 {
                 let label = PartitionLabel { topic: self.topic.clone(), partition: *partition };

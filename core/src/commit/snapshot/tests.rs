@@ -58,7 +58,6 @@ impl Root {
             cp,
             position: Position::Generator { next_seq: 0, shift_ms: 0 },
             time: PartitionTime::default(),
-            idle: false,
             counting: None,
             forwarded_to: Default::default(),
             files,
