@@ -156,9 +156,6 @@ fn reference(topic: &str, streams: &[GeneratorConfig; 2]) -> Outcome {
 }
 
 fn case(partitions: u32, keyed: bool) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let seed = u64::from(partitions) * 10 + u64::from(keyed);
     // A backlog: produced first, then read by each deployment.
