@@ -31,11 +31,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let derived_id = args.pipeline_id.is_none();
             let config = args.into_config()?;
-            if derived_id {
-                pageviews::pipeline::refuse_legacy_output(&config)?;
-            }
             let shutdown = Shutdown::default();
             watch_signals(shutdown.clone());
+            if derived_id {
+                pageviews::pipeline::refuse_legacy_output(&config, &shutdown)?;
+            }
             let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));
             let summary = pageviews::start(config, shutdown, metrics)?.join()?;
             tracing::debug!(?summary, "run finished");
@@ -103,10 +103,14 @@ fn watch_signals(shutdown: Shutdown) {
                 _ = term.recv() => {}
             }
             tracing::info!(
-                "signal received: finishing the current batch and checkpointing (Ctrl-C again to abort)"
+                "signal received: finishing the current batch and checkpointing within seconds (a second signal aborts)"
             );
             shutdown.trigger();
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("second signal: aborting; the last checkpoint holds");
             std::process::exit(130);
         });
     });

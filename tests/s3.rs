@@ -293,6 +293,63 @@ fn a_storage_outage_mid_run_is_ridden_out_in_the_same_process_and_commits_exactl
     }
 }
 
+/// A storage outage while the source has nothing new: the file that rolls on age cannot be
+/// uploaded, `/healthz` reports the stalled checkpoint, and once the retries have given up
+/// the run stops with the error instead of idling on as if healthy. A restart commits
+/// every record exactly once.
+#[test]
+fn a_storage_outage_while_the_source_is_idle_stops_the_run_and_a_restart_resumes_exactly() {
+    use pageviews_testkit::kafka::{broker, create_topic, generator, produce, unique};
+    let bucket = s3::bucket("pv-idle-outage");
+    let url = format!("s3://{bucket}/o");
+    let (topic, group) = (unique("idle-outage"), unique("group"));
+    create_topic(&topic, 2);
+    produce(&topic, generator(9, "2020-01-01 00:00:00", 2_000), 0.0);
+    let proxy = FaultProxy::in_front_of(s3::endpoint());
+    let http = free_loopback_addr();
+    let http_arg = http.to_string();
+    #[rustfmt::skip]
+    let args = ["run", "--brokers", broker(), "--topic", &topic, "--group", &group, "--output", &url,
+        "--roll-age", "3s", "--checkpoint-interval", "500ms", "--storage-retry-timeout", "5s"];
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = bin();
+    s3::envs_at(&mut cmd, &proxy.endpoint());
+    let mut child = cmd
+        .args(args)
+        .args(["--http", &http_arg])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let (rt, storage) = s3::storage(&url);
+    let pipeline = format!("kafka-{topic}");
+    let read = || rt.block_on(View::load(&storage, &pipeline)).map_or(0, |v| v.totals().records_read);
+    wait_for("every record committed", Duration::from_secs(60), || read() == 2_000);
+
+    proxy.set(Fault::Refuse);
+    let healthz = || try_http_get(http, "/healthz", &[]).ok().map(|(code, _)| code);
+    let mut unhealthy = false;
+    let stopped = poll_until(Duration::from_secs(90), || {
+        unhealthy |= healthz() == Some(503);
+        child.try_wait().unwrap().is_some()
+    });
+    let mut stderr = String::new();
+    log.reopen().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stopped, "the run idled on after its storage gave up:\n{stderr}");
+    assert!(unhealthy, "/healthz never reported the stalled checkpoint:\n{stderr}");
+    assert!(!child.wait().unwrap().success(), "a run whose writes gave up must not exit 0:\n{stderr}");
+    assert!(stderr.contains("--storage-retry-timeout"), "the error says what gave up:\n{stderr}");
+
+    proxy.set(Fault::Pass);
+    let mut cmd = bin();
+    s3::envs_at(&mut cmd, &proxy.endpoint());
+    let out = cmd.args(args).args(["--http", "off", "--until-end"]).stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "the restart failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let report = pageviews::verify::verify(&storage).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.rows.get("page_views"), Some(&2_000), "{report}");
+}
+
 #[test]
 fn errors_that_do_not_pass_stop_the_run_at_once_with_what_to_do() {
     let missing = format!("s3://{}-missing/x", s3::bucket("pv-nobucket"));

@@ -270,7 +270,7 @@ fn the_exchange_follows_rapid_changes_of_hosted_partitions_from_the_offsets_give
             exchange.forward(counting, 7, ordinal, b"k", format!("{counting}/{ordinal}").as_bytes()).unwrap();
         }
     }
-    exchange.flush().unwrap();
+    exchange.flush(&Shutdown::default()).unwrap();
     // Reads until `want` records came, or 30 s passed.
     let read = |exchange: &mut Exchange, want: usize| -> Vec<(u32, i64, String)> {
         let mut got = Vec::new();

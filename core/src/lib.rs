@@ -16,8 +16,10 @@
 
 pub mod commit;
 pub mod error;
+pub mod shutdown;
 pub mod storage;
 pub mod table;
 pub mod time;
 
 pub use error::error_chain;
+pub use shutdown::Shutdown;

@@ -46,7 +46,18 @@ impl Completion {
             return wall_ms >= end;
         }
         let need = end.saturating_add(self.allowed_lateness_ms);
-        all_known && tasks.iter().all(|t| t.time.hold(self.watermark_delay_ms).is_none_or(|wm| wm >= need))
+        let delay = self.watermark_delay_ms;
+        let holding: Vec<i64> = tasks.iter().filter_map(|t| t.time.hold(delay)).collect();
+        // When every partition is idle nothing moves the watermark, as for the windows: an
+        // hour passes only as far as the idle partitions with events had passed it. A
+        // pause of the whole stream must not complete the hour it is in.
+        let watermark = if holding.is_empty() {
+            let idle = tasks.iter().filter(|t| !t.time.finished && t.time.max_event_ms.is_some());
+            idle.map(|t| t.time.own_watermark(delay)).min()
+        } else {
+            holding.into_iter().min()
+        };
+        all_known && watermark.is_none_or(|wm| wm >= need)
     }
 
     /// The first hour a source partition whose newest event is `max_event_ms` has not
@@ -106,7 +117,10 @@ impl Pipeline {
                 .filter(|p| rules.passed(*p, &tasks, wall))
                 .collect()
         };
-        let dirty = self.tasks.values().any(|t| t.dirty) || !closing.is_empty();
+        // A file rolled on age counts: its rows become visible, and its upload's failure must
+        // stop the run, also when the source has nothing new.
+        let rolled = |t: &super::task::Task| t.writers.iter().iter().any(|w| w.has_rolled());
+        let dirty = self.tasks.values().any(|t| t.dirty || rolled(t)) || !closing.is_empty();
         if !dirty && !force && passed.is_empty() {
             self.report_caught_up();
             return Ok(());

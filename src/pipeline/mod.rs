@@ -23,13 +23,13 @@ mod task;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pageviews_core::commit::{CheckpointError, Totals};
 use pageviews_core::storage::{RetryPolicy, S3Env, Storage, StorageError, MIN_PART_BYTES};
 use pageviews_core::table::Format;
+pub use pageviews_core::Shutdown;
 use thiserror::Error;
 use tracing::info;
 
@@ -180,6 +180,19 @@ impl PipelineConfig {
     }
 }
 
+impl PipelineConfig {
+    /// The output's storage, retrying failures that pass for `--storage-retry-timeout`, or
+    /// until a few seconds after `shutdown` fires.
+    fn storage(&self, rt: tokio::runtime::Handle, shutdown: &Shutdown) -> Result<Storage, StorageError> {
+        let policy = RetryPolicy {
+            timeout: self.storage_retry_timeout,
+            stop: Some(shutdown.clone()),
+            ..RetryPolicy::default()
+        };
+        Ok(Storage::open_with(&self.output, rt, &self.s3_env)?.with_retries(policy))
+    }
+}
+
 impl SourceConfig {
     /// The source in words, for the status page.
     pub fn describe(&self) -> String {
@@ -189,22 +202,6 @@ impl SourceConfig {
             SourceConfig::Files(paths) => format!("files {}", paths.join(", ")),
             SourceConfig::Kafka(k) => format!("Kafka topic {} at {} (group {})", k.topic, k.brokers, k.group),
         }
-    }
-}
-
-/// Asks a running pipeline to checkpoint and stop. Cheap to clone; safe from signal tasks.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    /// Requests shutdown.
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// True once shutdown was requested.
-    pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -328,9 +325,7 @@ pub fn start(
         .enable_all()
         .build()
         .map_err(PipelineError::Runtime)?;
-    let retries = RetryPolicy { timeout: config.storage_retry_timeout, ..RetryPolicy::default() };
-    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?
-        .with_retries(retries, metrics.clone());
+    let storage = config.storage(rt.handle().clone(), &shutdown)?.with_observer(metrics.clone());
     if storage.is_object_store() && config.part_bytes_for(true) < MIN_PART_BYTES {
         return Err(PipelineError::Incompatible(format!(
             "object stores need upload parts of at least {} MiB; raise --part-size",
@@ -408,13 +403,13 @@ fn run_workers(
         let workers: Vec<_> = (0..config.workers.max(1))
             .map(|k| {
                 let (storage, metrics, status) = (storage.clone(), metrics.clone(), status.clone());
-                let siblings = open::Siblings { gate: &gate, relay: relays.next().flatten() };
+                let siblings = open::Siblings { gate: &gate, relay: relays.next().flatten(), stop: shutdown };
                 std::thread::Builder::new().name(format!("pageviews-worker-{k}")).spawn_scoped(
                     scope,
                     move || {
                         let result = worker::Pipeline::open(config, k, siblings, storage, metrics, status)
                             .and_then(|mut pipeline| {
-                                let result = pipeline.run_loop(shutdown);
+                                let result = pipeline.run_loop();
                                 pipeline.report_stopped();
                                 result
                             });
@@ -453,11 +448,11 @@ fn run_workers(
 /// `config.pipeline_id`, for a run whose id was derived from its source: such an output was
 /// written before ids were derived, and a second pipeline beside the first would read the
 /// same input again (a Kafka topic from its start).
-pub fn refuse_legacy_output(config: &PipelineConfig) -> Result<(), PipelineError> {
+pub fn refuse_legacy_output(config: &PipelineConfig, shutdown: &Shutdown) -> Result<(), PipelineError> {
     use pageviews_core::commit::layout::checkpoints_dir;
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(PipelineError::Runtime)?;
-    let storage = Storage::open_with(&config.output, rt.handle().clone(), &config.s3_env)?;
+    let storage = config.storage(rt.handle().clone(), shutdown)?;
     let has_checkpoints =
         |id: &str| rt.block_on(storage.list(&checkpoints_dir(id))).map(|found| !found.is_empty());
     if config.pipeline_id != LEGACY_PIPELINE_ID

@@ -15,7 +15,7 @@ use super::relay::Relay;
 use super::restore::LogRestorer;
 use super::task::{TaskSetup, WindowRules};
 use super::worker::{restore_all, Pipeline};
-use super::{PipelineConfig, PipelineError, SourceConfig};
+use super::{PipelineConfig, PipelineError, Shutdown, SourceConfig};
 use crate::event::EventTimeBounds;
 use crate::http::Status;
 use crate::metrics::Metrics;
@@ -75,6 +75,8 @@ pub(super) struct Siblings<'a> {
     pub gate: &'a StartGate,
     /// Files over several workers: the relay to (or, in worker 0, from) the counting worker.
     pub relay: Option<Relay>,
+    /// The instance's stop request, which every wait at start honours.
+    pub stop: &'a Shutdown,
 }
 
 impl Pipeline {
@@ -100,7 +102,7 @@ impl Pipeline {
                 (SourceIdentity::Files { paths: paths.clone() }, paths.len() as u32, 1)
             }
             SourceConfig::Kafka(k) => {
-                let n = crate::source::kafka::partition_count(k)?;
+                let n = crate::source::kafka::partition_count(k, siblings.stop)?;
                 (SourceIdentity::Kafka { topic: k.topic.clone() }, n, n)
             }
         };
@@ -272,6 +274,7 @@ impl Pipeline {
             relay: siblings.relay,
             reached_end: false,
             checkpoints: 0,
+            stop: siblings.stop.clone(),
         };
         pipeline.add_tasks(restored)?;
         for (partition, ms) in first_events {

@@ -57,6 +57,9 @@ pub(super) struct Pipeline {
     pub reached_end: bool,
     /// Checkpoints this instance committed in this run.
     pub checkpoints: u64,
+    /// The instance's stop request: the loop checks it between batches, and the waits of a
+    /// last checkpoint give up a few seconds after it.
+    pub stop: Shutdown,
 }
 
 impl Pipeline {
@@ -74,7 +77,7 @@ impl Pipeline {
         self.sync_exchange()
     }
 
-    pub(super) fn run_loop(&mut self, shutdown: &Shutdown) -> Result<Summary, PipelineError> {
+    pub(super) fn run_loop(&mut self) -> Result<Summary, PipelineError> {
         self.report_running();
         // Counting partitions elsewhere learn of every source here before its first event.
         self.announce(self.now_ms(), false)?;
@@ -85,7 +88,7 @@ impl Pipeline {
         // counting partitions they forward to); since when it waits for other instances'.
         let (mut ended, mut waiting_since) = (false, None::<u64>);
         let reached_end = loop {
-            if shutdown.is_triggered() {
+            if self.stop.is_triggered() {
                 info!("shutdown requested: taking a final checkpoint");
                 break false;
             }
@@ -384,7 +387,7 @@ impl Pipeline {
         Ok(match wait {
             Some(wait) => exchange.flushed(wait)?,
             None => {
-                exchange.flush()?;
+                exchange.flush(&self.stop)?;
                 true
             }
         })

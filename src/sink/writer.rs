@@ -216,9 +216,10 @@ impl TableWriter {
         self.open.iter().map(|f| f.hour)
     }
 
-    /// True when a file is open or closing.
-    pub fn is_busy(&self) -> bool {
-        !self.open.is_empty() || !self.closing.is_empty()
+    /// True when a file rolled since the last checkpoint: the next one must commit it (and
+    /// learn whether its upload finished).
+    pub fn has_rolled(&self) -> bool {
+        !self.closing.is_empty()
     }
 
     /// First half of the task's checkpoint `cp`: ends row groups and starts writing every

@@ -33,6 +33,7 @@ use tracing::{info, warn};
 
 use super::kafka::{kafka_error, prefetch_bounds, with_options, KafkaConfig};
 use super::{PartitionTime, SourceError};
+use crate::Shutdown;
 
 /// How long one wait of [`Exchange::flush`] lasts before it notes an outage and goes on.
 const FLUSH_SLICE: Duration = Duration::from_secs(5);
@@ -236,10 +237,14 @@ impl Exchange {
     }
 
     /// Waits until everything forwarded so far is in the topic, however long the broker is
-    /// away (see [`Exchange::flushed`]).
-    pub fn flush(&mut self) -> Result<(), SourceError> {
+    /// away (see [`Exchange::flushed`]), or until `stop`'s grace has passed.
+    pub fn flush(&mut self, stop: &Shutdown) -> Result<(), SourceError> {
         let mut waiting = false;
-        while !self.flushed(FLUSH_SLICE)? {
+        while !self.flushed(stop.grace_left().map_or(FLUSH_SLICE, |left| left.min(FLUSH_SLICE)))? {
+            if stop.grace_passed() {
+                let pending = self.producer.in_flight_count().max(0) as u64;
+                return Err(SourceError::ExchangeStopped { topic: self.topic.clone(), pending });
+            }
             if !waiting {
                 warn!(topic = %self.topic, "the exchange topic does not take events now; waiting");
                 waiting = true;

@@ -187,6 +187,14 @@ pub enum SourceError {
         /// Undelivered events.
         failed: u64,
     },
+    /// A stop came while the exchange topic did not take what was forwarded.
+    #[error("stopped before the exchange topic {topic} took {pending} forwarded event(s); the last checkpoint is not taken, and the next run reads those events again")]
+    ExchangeStopped {
+        /// The exchange topic.
+        topic: String,
+        /// Events still on their way.
+        pending: u64,
+    },
     /// A checkpoint's Kafka position does not belong to the partition as it is now.
     #[error("topic {topic:?} partition {partition}: {problem}; the topic was deleted and created again, or truncated. Choose where to read with --on-offset-reset earliest|latest (or use another --output or --pipeline-id)")]
     OffsetReset {
@@ -196,6 +204,12 @@ pub enum SourceError {
         partition: i32,
         /// What does not fit, with the offsets.
         problem: String,
+    },
+    /// A stop was requested before the source could start: nothing was read.
+    #[error("stopped while waiting for {waiting_for}: nothing was read, nothing is left to commit")]
+    Stopped {
+        /// What the source was waiting for.
+        waiting_for: String,
     },
     /// Claiming or restoring assigned partitions failed.
     #[error("cannot take over the assigned partitions: {0}")]

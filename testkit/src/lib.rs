@@ -98,16 +98,25 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 /// GET `path` from `addr` with extra request headers: (status code, body). Reads a chunked
 /// body too (Prometheus's API answers large results that way).
 pub fn http_get_with(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    try_http_get(addr, path, headers).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+/// [`http_get_with`] for a server that may be gone: an I/O error instead of a panic.
+pub fn try_http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut s = std::net::TcpStream::connect(addr)?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    s.write_all(request.as_bytes()).expect("send request");
+    s.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
+    s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
     let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -116,7 +125,7 @@ pub fn http_get_with(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
     let body = if chunked { dechunk(body) } else { body.to_string() };
-    (code, body)
+    Ok((code, body))
 }
 
 /// The payload of a `Transfer-Encoding: chunked` body.

@@ -209,9 +209,15 @@ impl Storage {
         }
     }
 
-    /// This root with `policy` for passing failures, reporting outages to `observer`.
-    pub fn with_retries(mut self, policy: RetryPolicy, observer: Arc<dyn StorageObserver>) -> Self {
-        self.retry = Arc::new(retry::Retrier::new(policy, observer));
+    /// This root with `policy` for passing failures (set up before the root is shared).
+    pub fn with_retries(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Arc::new(retry::Retrier::new(policy, self.retry.observer()));
+        self
+    }
+
+    /// This root reporting outages to `observer` (set up before the root is shared).
+    pub fn with_observer(mut self, observer: Arc<dyn StorageObserver>) -> Self {
+        self.retry = Arc::new(retry::Retrier::new(self.retry.policy().clone(), observer));
         self
     }
 

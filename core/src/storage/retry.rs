@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::StorageError;
+use crate::shutdown::Shutdown;
 
 /// Told about storage outages, for metrics. Calls come from I/O tasks: keep them cheap.
 pub trait StorageObserver: Send + Sync {
@@ -41,7 +42,7 @@ impl StorageObserver for NoObserver {
 }
 
 /// How long and how often to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Give up on a call this long after its first failure.
     pub timeout: Duration,
@@ -49,6 +50,9 @@ pub struct RetryPolicy {
     pub first_backoff: Duration,
     /// The longest wait between tries.
     pub max_backoff: Duration,
+    /// Give up, too, once this stop was requested more than [`crate::shutdown::STOP_GRACE`]
+    /// ago: a stop is honoured within seconds, also while storage is away.
+    pub stop: Option<Shutdown>,
 }
 
 impl Default for RetryPolicy {
@@ -59,6 +63,7 @@ impl Default for RetryPolicy {
             timeout: Duration::from_secs(300),
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            stop: None,
         }
     }
 }
@@ -102,6 +107,14 @@ impl Retrier {
         }
     }
 
+    pub(crate) fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    pub(crate) fn observer(&self) -> Arc<dyn StorageObserver> {
+        self.observer.clone()
+    }
+
     /// Runs `call` (given the try number, from 0) until it succeeds, fails for good, or has
     /// failed for longer than the policy's timeout.
     pub(crate) async fn run<T, F, Fut>(
@@ -125,7 +138,8 @@ impl Retrier {
                 }
                 Err(e) if e.is_retryable() => {
                     let since = *first_failure.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.policy.timeout {
+                    let stop = self.policy.stop.as_ref();
+                    if since.elapsed() >= self.policy.timeout || stop.is_some_and(Shutdown::grace_passed) {
                         return Err(StorageError::Unreachable {
                             op,
                             path: path.to_string(),
@@ -134,7 +148,15 @@ impl Retrier {
                         });
                     }
                     self.failed(op, path, &e, generation);
-                    tokio::time::sleep(self.jitter(backoff)).await;
+                    // After a stop, no wait outlasts its grace; before, a stop cuts it short.
+                    let left = stop.and_then(Shutdown::grace_left).unwrap_or(Duration::MAX);
+                    let wait = tokio::time::sleep(self.jitter(backoff).min(left));
+                    match stop {
+                        Some(stop) if !stop.is_triggered() => {
+                            futures::future::select(Box::pin(wait), Box::pin(stop.triggered())).await;
+                        }
+                        _ => wait.await,
+                    }
                     backoff = (backoff * 2).min(self.policy.max_backoff);
                 }
                 Err(e) => return Err(e),
@@ -363,5 +385,31 @@ mod tests {
             text.contains("put t/x") && text.contains("--storage-retry-timeout") && text.contains("503"),
             "{text}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_retries_within_its_grace_however_long_the_timeout() {
+        let stop = Shutdown::default();
+        let policy = RetryPolicy {
+            timeout: Duration::from_secs(3600),
+            stop: Some(stop.clone()),
+            ..RetryPolicy::default()
+        };
+        let r = Retrier::new(policy, Arc::new(NoObserver));
+        let started = tokio::time::Instant::now();
+        let call = r.run("put", "t/x", |_| async { Err::<(), _>(unavailable()) });
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            stop.trigger();
+            std::future::pending::<()>().await
+        };
+        let err = tokio::select! {
+            e = call => e.unwrap_err(),
+            _ = stopper => unreachable!(),
+        };
+        let waited = started.elapsed();
+        let limit = Duration::from_secs(30) + crate::shutdown::STOP_GRACE + Duration::from_secs(1);
+        assert!(waited >= Duration::from_secs(30) && waited <= limit, "{waited:?}");
+        assert!(matches!(err, StorageError::Unreachable { .. }), "{err}");
     }
 }

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::offsets::OffsetReset;
 use crate::source::SourceError;
+use crate::Shutdown;
 
 /// How long a metadata or watermark request may take.
 pub(super) const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,8 +62,8 @@ pub(in crate::source) fn prefetch_bounds(client: &mut ClientConfig) {
 }
 
 /// The topic's partition count, waiting for the topic to exist unless `--until-end` is set
-/// (then a missing topic is an error).
-pub fn partition_count(config: &KafkaConfig) -> Result<u32, SourceError> {
+/// (then a missing topic is an error), and for the brokers to answer, until `stop` fires.
+pub fn partition_count(config: &KafkaConfig, stop: &Shutdown) -> Result<u32, SourceError> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
     let consumer: BaseConsumer = with_options(client, &config.options)
@@ -89,7 +90,11 @@ pub fn partition_count(config: &KafkaConfig) -> Result<u32, SourceError> {
                 warn!(brokers = %config.brokers, error = %e, "cannot read the topic's metadata; retrying")
             }
         }
-        std::thread::sleep(Duration::from_secs(1));
+        if stop.sleep(Duration::from_secs(1)) {
+            return Err(SourceError::Stopped {
+                waiting_for: format!("Kafka at {} (topic {})", config.brokers, config.topic),
+            });
+        }
     }
 }
 
