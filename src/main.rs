@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let message = pageviews::core::error_chain(e.as_ref());
+            let message = pageviews::core::secrets::scrub(&message);
             // A log shipper reading JSON lines gets the final error as one of them.
             match format {
                 LogFormat::Json => tracing::error!(error = %message, "pageviews stopped with an error"),

@@ -350,6 +350,82 @@ fn a_storage_outage_while_the_source_is_idle_stops_the_run_and_a_restart_resumes
     assert_eq!(report.rows.get("page_views"), Some(&2_000), "{report}");
 }
 
+/// A stop while storage is away is honoured within seconds, however long
+/// `--storage-retry-timeout` is: the retries give up shortly after the signal and the run
+/// exits non-zero, saying what was not committed. A second signal aborts at once. Runs
+/// after each commit the stream exactly once.
+#[test]
+fn a_stop_while_storage_is_away_is_honoured_within_seconds_and_a_second_signal_aborts() {
+    let bucket = s3::bucket("pv-stop");
+    let url = format!("s3://{bucket}/o");
+    let proxy = FaultProxy::in_front_of(s3::endpoint());
+    let extra = [
+        "--count",
+        "30000",
+        "--rate",
+        "2000",
+        "--checkpoint-interval",
+        "500ms",
+        "--storage-retry-timeout",
+        "1h",
+    ];
+    let args = run_args(&url, &extra);
+    let (rt, storage) = s3::storage(&url);
+    let start = || {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = bin();
+        s3::envs_at(&mut cmd, &proxy.endpoint());
+        let child = cmd.args(&args).stdout(Stdio::null()).stderr(log.reopen().unwrap()).spawn().unwrap();
+        (child, log)
+    };
+    let text = |log: &tempfile::NamedTempFile| {
+        let mut s = String::new();
+        log.reopen().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    let kill = |child: &std::process::Child, signal: &str| {
+        let ok = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    };
+    for signals in [1, 2] {
+        let (mut child, log) = start();
+        let before = log_version(&rt, &storage);
+        wait_for("a checkpoint", Duration::from_secs(60), || log_version(&rt, &storage) > before);
+        proxy.set(Fault::Refuse);
+        wait_for("the outage noticed", Duration::from_secs(60), || {
+            text(&log).contains("storage unreachable")
+        });
+        let sent = Instant::now();
+        kill(&child, "-TERM");
+        if signals == 2 {
+            wait_for("the first signal taken", Duration::from_secs(10), || {
+                text(&log).contains("signal received")
+            });
+            kill(&child, "-TERM");
+        }
+        let exited = poll_until(Duration::from_secs(30), || child.try_wait().unwrap().is_some());
+        let (took, log) = (sent.elapsed(), text(&log));
+        assert!(
+            exited && took < Duration::from_secs(10),
+            "{signals} signal(s): no exit after {took:?}:\n{log}"
+        );
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "a stop that could not commit is not a success:\n{log}");
+        if signals == 1 {
+            assert!(log.contains("storage did not answer"), "says what was not committed:\n{log}");
+        } else {
+            assert_eq!(status.code(), Some(130), "the second signal aborts:\n{log}");
+            assert!(took < Duration::from_secs(3), "the second signal aborts at once, not after {took:?}");
+        }
+        proxy.set(Fault::Pass);
+    }
+    let (mut child, log) = start();
+    assert!(child.wait().unwrap().success(), "{}", text(&log));
+    let report = pageviews::verify::verify(&storage).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.rows.get("page_views"), Some(&30_000), "{report}");
+}
+
 #[test]
 fn errors_that_do_not_pass_stop_the_run_at_once_with_what_to_do() {
     let missing = format!("s3://{}-missing/x", s3::bucket("pv-nobucket"));

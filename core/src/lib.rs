@@ -16,6 +16,7 @@
 
 pub mod commit;
 pub mod error;
+pub mod secrets;
 pub mod shutdown;
 pub mod storage;
 pub mod table;

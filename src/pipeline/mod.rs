@@ -372,7 +372,7 @@ pub fn start(
                     Ok(_) => s.state = "stopped".into(),
                     Err(e) => {
                         s.state = "failed".into();
-                        s.error = Some(e.to_string());
+                        s.error = Some(pageviews_core::secrets::scrub(&e.to_string()).into_owned());
                     }
                 }
             }

@@ -205,6 +205,14 @@ pub enum SourceError {
         /// What does not fit, with the offsets.
         problem: String,
     },
+    /// The brokers refused this client's credentials or TLS: no retry can cure it.
+    #[error("Kafka at {brokers} refused the connection: {cause}; check the security.protocol, sasl.* and ssl.* settings given with --kafka-option")]
+    Refused {
+        /// Bootstrap servers.
+        brokers: String,
+        /// librdkafka's account of the failure.
+        cause: String,
+    },
     /// A stop was requested before the source could start: nothing was read.
     #[error("stopped while waiting for {waiting_for}: nothing was read, nothing is left to commit")]
     Stopped {

@@ -30,6 +30,13 @@ pub fn broker() -> &'static str {
     })
 }
 
+/// `HOST:PORT` of [`broker`]'s SASL_PLAINTEXT listener (`scripts/kafka-local sasl`): SASL/PLAIN,
+/// user `pageviews`, password `pageviews-test`.
+pub fn broker_sasl() -> String {
+    broker();
+    crate::script("kafka-local", &["sasl"])
+}
+
 /// `HOST:PORT` of the JMX exporter agent on [`broker`] (`scripts/kafka-local metrics`, with
 /// the `KAFKA_LOCAL_DIR` scripts/test exports, so it is the same broker).
 pub fn broker_metrics() -> String {

@@ -184,6 +184,9 @@ impl Storage {
                 Ok(Storage::new(Arc::new(store), Backend::Local(root), url, rt))
             }
             Location::S3 { bucket, prefix } => {
+                for (key, value) in env.vars() {
+                    crate::secrets::register_option(key, value);
+                }
                 let client = Arc::new(root::s3_client_for_storage(url, &bucket, env)?);
                 let s3: Arc<dyn ObjectStore> = Arc::new(client.s3.clone());
                 let prefix = Path::from(prefix);

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use std::sync::Mutex;
+
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -35,6 +38,8 @@ pub struct KafkaConfig {
 /// Applies user-given librdkafka properties last, so they override the built-in ones.
 pub fn with_options(mut config: ClientConfig, options: &[(String, String)]) -> ClientConfig {
     for (key, value) in options {
+        // librdkafka quotes a value in its errors (a misspelled key's, for one).
+        pageviews_core::secrets::register_option(key, value);
         config.set(key, value);
     }
     config
@@ -66,8 +71,8 @@ pub(in crate::source) fn prefetch_bounds(client: &mut ClientConfig) {
 pub fn partition_count(config: &KafkaConfig, stop: &Shutdown) -> Result<u32, SourceError> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
-    let consumer: BaseConsumer = with_options(client, &config.options)
-        .create()
+    let consumer: BaseConsumer<FatalErrors> = with_options(client, &config.options)
+        .create_with_context(FatalErrors::default())
         .map_err(|e| kafka_error(config, "create a metadata client", e))?;
     let mut waited = false;
     loop {
@@ -87,13 +92,59 @@ pub fn partition_count(config: &KafkaConfig, stop: &Shutdown) -> Result<u32, Sou
                 }
             }
             Err(e) => {
+                // Errors reach the context's callback only when the client is polled (below).
                 warn!(brokers = %config.brokers, error = %e, "cannot read the topic's metadata; retrying")
             }
         }
-        if stop.sleep(Duration::from_secs(1)) {
-            return Err(SourceError::Stopped {
-                waiting_for: format!("Kafka at {} (topic {})", config.brokers, config.topic),
-            });
+        // A second between tries, serving the client meanwhile: an authentication failure
+        // arrives through its callback.
+        for _ in 0..10 {
+            let _ = consumer.poll(Duration::from_millis(100));
+            if let Some(cause) = consumer.context().take() {
+                return Err(SourceError::Refused { brokers: config.brokers.clone(), cause });
+            }
+            if stop.is_triggered() {
+                let waiting_for = format!("Kafka at {} (topic {})", config.brokers, config.topic);
+                return Err(SourceError::Stopped { waiting_for });
+            }
+        }
+    }
+}
+
+/// librdkafka's error callback for a client of ours: an authentication or TLS failure is kept
+/// for the caller, which stops with it (no retry cures a wrong password or an untrusted
+/// certificate); other errors are transport trouble the caller waits out and reports once.
+#[derive(Debug, Default)]
+pub struct FatalErrors(Mutex<Option<String>>);
+
+impl FatalErrors {
+    /// The authentication or TLS failure reported since the last call, if any.
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().ok()?.take()
+    }
+
+    /// Keeps `error` when no retry can cure it; true when it was kept.
+    pub fn note(&self, error: &KafkaError, reason: &str) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let fatal = matches!(
+            error.rdkafka_error_code(),
+            Some(Code::Authentication | Code::SaslAuthenticationFailed | Code::SSL)
+        );
+        if fatal {
+            if let Ok(mut slot) = self.0.lock() {
+                *slot = Some(reason.to_string());
+            }
+        }
+        fatal
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for FatalErrors {}
+
+impl ClientContext for FatalErrors {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.note(&error, reason) {
+            tracing::debug!(%error, reason, "librdkafka");
         }
     }
 }

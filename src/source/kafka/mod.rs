@@ -96,6 +96,7 @@ impl KafkaSource {
             shared: shared.clone(),
             metrics: metrics.clone(),
             restorer: Mutex::new(restorer),
+            fatal: client::FatalErrors::default(),
         };
         let mut client = ClientConfig::new();
         client
@@ -342,6 +343,10 @@ impl Source for KafkaSource {
         }
         if let Some(e) = self.shared.lock().ok().and_then(|mut s| s.restore_error.take()) {
             return Err(SourceError::Restore(e));
+        }
+        // Credentials or certificates the brokers refuse: no outage to wait out.
+        if let Some(cause) = self.consumer.context().fatal.take() {
+            return Err(SourceError::Refused { brokers: self.config.brokers.clone(), cause });
         }
         if self.take_rebalance(batch) {
             return Ok(Poll::Ready);

@@ -71,6 +71,8 @@ pub(super) struct Context {
     pub(super) metrics: Arc<Metrics>,
     /// Claims and restores partitions as they are assigned, before they are read.
     pub(super) restorer: Mutex<Box<dyn Restore>>,
+    /// An authentication or TLS failure, which the source stops with.
+    pub(super) fatal: super::client::FatalErrors,
 }
 
 impl ClientContext for Context {
@@ -93,7 +95,9 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         // Transport errors repeat every few seconds during an outage; the source logs the
         // outage once, so keep these at debug.
-        tracing::debug!(%error, reason, "librdkafka");
+        if !self.fatal.note(&error, reason) {
+            tracing::debug!(%error, reason, "librdkafka");
+        }
     }
 }
 
