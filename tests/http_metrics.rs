@@ -160,6 +160,60 @@ fn a_half_sent_request_is_disconnected_after_the_header_read_timeout() {
     run.join().unwrap();
 }
 
+/// The binary's resident memory, from `/proc`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A flood of 10,000 connections that each send one byte and wait: the server holds at most
+/// `MAX_CONNECTIONS` of them and closes the rest at once, so its memory stays near where it
+/// was, during the flood and after, and it serves whole requests again as soon as it ends.
+#[test]
+fn a_flood_of_half_open_connections_is_capped_and_memory_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let out = dir.path().join("out").display().to_string();
+    let addr_arg = addr.to_string();
+    #[rustfmt::skip]
+    let mut child = bin()
+        .args(["run", "--rate", "10", "--seed", "1", "--output", &out, "--http", &addr_arg])
+        .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    wait_for("the server", Duration::from_secs(30), || try_http_get(addr, "/healthz", &[]).is_ok());
+    let before = rss_kib(child.id());
+    let mut flood = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.write_all(b"G");
+            flood.push(s);
+        }
+    }
+    // A connection the server holds has nothing to read yet; one it closed reads its end.
+    // Those still in the listen queue count as held until the server takes them in.
+    let held = |flood: &mut Vec<std::net::TcpStream>| {
+        flood.retain_mut(|s| {
+            s.set_nonblocking(true).unwrap();
+            matches!(s.read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        flood.len()
+    };
+    let capped = poll_until(Duration::from_secs(30), || held(&mut flood) <= pageviews::http::MAX_CONNECTIONS);
+    let during = rss_kib(child.id());
+    let open = flood.len();
+    drop(flood);
+    assert!(capped, "{open} connections held open, more than the cap");
+    wait_for("whole requests served again", Duration::from_secs(30), || {
+        try_http_get(addr, "/healthz", &[]).is_ok_and(|(code, _)| code == 200)
+    });
+    let after = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("RSS {before} KiB before the flood, {during} during, {after} after");
+    assert!(during < before + 30 * 1024, "RSS {before} KiB before the flood, {during} KiB during it");
+    assert!(after < before + 30 * 1024, "RSS {before} KiB before the flood, {after} KiB after it");
+}
+
 #[test]
 fn a_metrics_handle_made_for_another_pipeline_is_refused() {
     let dir = tempfile::tempdir().unwrap();
