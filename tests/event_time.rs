@@ -116,9 +116,13 @@ fn read(deployment: Deployment, topic: &str, dir: &Path, produce: Option<&dyn Fn
             let shutdown = Shutdown::default();
             let runs = start(deployment, topic, &group, &out, false, &shutdown);
             produce();
-            wait_for("every record read and committed", Duration::from_secs(120), || {
-                committed(&out).records_read >= 2 * RECORDS
-            });
+            let all = poll_until(Duration::from_secs(120), || committed(&out).records_read >= 2 * RECORDS);
+            assert!(
+                all,
+                "{deployment:?}: not every record committed in 120 s: {:?}, partitions held by {:?}",
+                committed(&out),
+                holders(&out)
+            );
             shutdown.trigger();
             join(runs);
             // Another group: the stopped instances stay members of theirs until their
