@@ -166,3 +166,29 @@ fn every_malformation_becomes_a_dead_letter_with_its_reason_and_position() {
     let report = assert_verified(&out);
     assert_eq!(report.dead_letters_by_reason.len(), 7);
 }
+
+/// A UTF-8 byte order mark at the start of a file (some editors save one) is not part of its
+/// first record: Jackson, and so Flink's JSON format, skips it.
+#[test]
+fn a_byte_order_mark_at_the_start_of_an_input_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> =
+        (1..=3).map(|u| view(u, "SW1A 1AA", &format!("2020-01-01 00:00:0{u}"))).collect();
+    let path = dir.path().join("bom.jsonl");
+    std::fs::write(&path, format!("\u{feff}{}\n", lines.join("\n"))).unwrap();
+    let out = dir.path().join("out");
+    let o = bin()
+        .args(["run", "--http", "off", "--input"])
+        .arg(&path)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut users: Vec<i64> =
+        rows(&out, "page_views").iter().map(|r| r.value["user_id"].as_i64().expect("a user id")).collect();
+    users.sort_unstable();
+    assert_eq!(users, [1, 2, 3], "every record is a page view, the first one too");
+    assert!(rows(&out, "dead_letters").is_empty());
+    assert_verified(&out);
+}

@@ -141,11 +141,17 @@ impl Reason {
     }
 }
 
-/// Decodes one record. `max_bytes` is the oversize limit.
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decodes one record. `max_bytes` is the oversize limit. A leading UTF-8 byte order mark
+/// is skipped, as Jackson (and so Flink's JSON format) skips it: editors on Windows start a
+/// saved file with one, which makes it the first line's.
 pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<PageView<'_>, DecodeError> {
     if bytes.len() > max_bytes {
         return Err(DecodeError::Oversized { size: bytes.len(), limit: max_bytes });
     }
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let text =
         std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
     if let Some(fields) = parse_flat(text) {
@@ -474,6 +480,16 @@ mod tests {
         assert_eq!(pv.webpage, "www.website.com/index.html");
         assert_eq!(pv.timestamp, 1_577_836_805_123);
         assert!(matches!(pv.postcode, Cow::Borrowed(_)), "plain strings must not allocate");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped_and_one_elsewhere_is_not() {
+        let rec = "{\"user_id\": 1, \"postcode\": \"A\", \"webpage\": \"w\", \"timestamp\": 0}";
+        assert_eq!(decode(format!("\u{feff}{rec}").as_bytes(), MAX).unwrap().user_id, 1);
+        let inside = format!("{{\u{feff}{}", &rec[1..]);
+        assert_eq!(decode(inside.as_bytes(), MAX).unwrap_err().reason(), Reason::InvalidJson);
+        let twice = format!("\u{feff}\u{feff}{rec}");
+        assert_eq!(decode(twice.as_bytes(), MAX).unwrap_err().reason(), Reason::InvalidJson);
     }
 
     #[test]
