@@ -15,7 +15,7 @@ pub use parse::{parse_duration, parse_key_value, parse_size};
 
 use crate::logging::LogFormat;
 use crate::pipeline::{PipelineConfig, SourceConfig};
-use crate::source::{KafkaConfig, OffsetReset};
+use crate::source::{InputMode, KafkaConfig, OffsetReset};
 
 /// Turns page-view events into two consistent, Hive-partitioned tables: every raw event,
 /// and views per postcode per event-time window — exactly once, even across crashes.
@@ -102,8 +102,19 @@ impl From<Format> for crate::sink::Format {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// JSON-lines file to read instead of the generator; repeat for several, `-` is stdin.
+    /// Run again on the same --output, an input that begins with the bytes committed from it
+    /// (the same file, or one that grew; the same stream piped again) goes on where it
+    /// stopped, and any other content is read from its start as new.
     #[arg(long, value_name = "PATH")]
     pub input: Vec<String>,
+
+    /// How an --input with a committed position is taken: `auto` tells by its content, and
+    /// refuses where it cannot (a checkpoint written before inputs were identified, or more
+    /// than 64 MiB of stdin committed); `continue` takes it as the content committed, or
+    /// grown, and refuses one that is not; `new` reads every input from its start as new
+    /// content.
+    #[arg(long, value_enum, default_value_t = InputMode::Auto)]
+    pub input_mode: InputMode,
 
     /// Table root: a directory, file:// URL, or s3://bucket/prefix. S3 is configured the
     /// AWS way: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and for S3-compatible
@@ -298,6 +309,9 @@ impl RunArgs {
             bail!("--kafka-option configures the Kafka consumer; it needs --brokers");
         }
         check_tls_files(&self.kafka_options)?;
+        if self.input_mode != InputMode::Auto && !matches!(source, SourceConfig::Files(_)) {
+            bail!("--input-mode applies to --input (files and stdin)");
+        }
         if self.until_end && !matches!(source, SourceConfig::Kafka(_)) {
             bail!("--until-end applies to Kafka (--brokers); files and --count end by themselves");
         }
@@ -340,6 +354,7 @@ impl RunArgs {
             usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
         config.max_future_ms = millis(self.max_future, "--max-future")?;
         config.storage_retry_timeout = self.storage_retry_timeout;
+        config.input_mode = self.input_mode;
         config.http = http;
         if self.instance_id.is_empty()
             || !self.instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

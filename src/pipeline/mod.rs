@@ -15,6 +15,7 @@
 //! watermarks and open windows together (`checkpoint`, over `pageviews_core::commit`).
 
 mod checkpoint;
+mod inputs;
 mod open;
 mod relay;
 mod report;
@@ -36,7 +37,7 @@ use tracing::info;
 use crate::clock::{Clock, SystemClock};
 use crate::http::{HttpState, Status, DEFAULT_HEADER_READ_TIMEOUT};
 use crate::metrics::{Metrics, VERSION};
-use crate::source::{GeneratorSpec, KafkaConfig, SourceError};
+use crate::source::{GeneratorSpec, InputMode, KafkaConfig, SourceError};
 
 /// Where records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +133,9 @@ pub struct PipelineConfig {
     /// How long a storage call is retried after failures that pass (timeouts, 5xx,
     /// throttling, refused connections) before the run stops.
     pub storage_retry_timeout: Duration,
+    /// Files: whether an input with a committed position is told by its content, or taken
+    /// as the content committed, or as new content.
+    pub input_mode: InputMode,
 }
 
 impl PipelineConfig {
@@ -176,6 +180,7 @@ impl PipelineConfig {
             instance_id: "0".into(),
             workers: 1,
             storage_retry_timeout: RetryPolicy::default().timeout,
+            input_mode: InputMode::Auto,
         }
     }
 }
@@ -399,11 +404,18 @@ fn run_workers(
         _ => Vec::new(),
     };
     let mut relays = relays.into_iter().map(Some).collect::<Vec<_>>().into_iter();
+    // Files: which partition each input is read as, decided once for every worker.
+    let mut shares = inputs::prepare(config, storage)?.into_iter();
     let results: Vec<Result<Summary, PipelineError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..config.workers.max(1))
             .map(|k| {
                 let (storage, metrics, status) = (storage.clone(), metrics.clone(), status.clone());
-                let siblings = open::Siblings { gate: &gate, relay: relays.next().flatten(), stop: shutdown };
+                let siblings = open::Siblings {
+                    gate: &gate,
+                    relay: relays.next().flatten(),
+                    inputs: shares.next(),
+                    stop: shutdown,
+                };
                 std::thread::Builder::new().name(format!("pageviews-worker-{k}")).spawn_scoped(
                     scope,
                     move || {

@@ -11,6 +11,7 @@ use pageviews_core::storage::Storage;
 use pageviews_core::time::format_timestamp;
 use tracing::info;
 
+use super::inputs::WorkerInputs;
 use super::relay::Relay;
 use super::restore::LogRestorer;
 use super::task::{TaskSetup, WindowRules};
@@ -21,7 +22,7 @@ use crate::http::Status;
 use crate::metrics::Metrics;
 use crate::sink::WriterConfig;
 use crate::source::exchange::{exchange_topic, Exchange};
-use crate::source::file::first_event;
+use crate::source::file::{first_event, Taken};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
 
 /// How long an instance on a store that cannot fence counts as live after its last renewal.
@@ -75,6 +76,8 @@ pub(super) struct Siblings<'a> {
     pub gate: &'a StartGate,
     /// Files over several workers: the relay to (or, in worker 0, from) the counting worker.
     pub relay: Option<Relay>,
+    /// Files: the partitions this worker takes, and how each is read.
+    pub inputs: Option<WorkerInputs>,
     /// The instance's stop request, which every wait at start honours.
     pub stop: &'a Shutdown,
 }
@@ -86,7 +89,7 @@ impl Pipeline {
     pub(super) fn open(
         config: &PipelineConfig,
         worker: usize,
-        siblings: Siblings<'_>,
+        mut siblings: Siblings<'_>,
         storage: Storage,
         metrics: Arc<Metrics>,
         status: Arc<Mutex<Status>>,
@@ -99,7 +102,8 @@ impl Pipeline {
                 (SourceIdentity::Generator { seed: g.stream.seed, start_ms: g.stream.start_ms }, 1, 1)
             }
             SourceConfig::Files(paths) => {
-                (SourceIdentity::Files { paths: paths.clone() }, paths.len() as u32, 1)
+                let partitions = siblings.inputs.as_ref().map_or(paths.len() as u32, |i| i.partitions);
+                (SourceIdentity::Files { paths: paths.clone() }, partitions, 1)
             }
             SourceConfig::Kafka(k) => {
                 let n = crate::source::kafka::partition_count(k, siblings.stop)?;
@@ -168,6 +172,8 @@ impl Pipeline {
         // Files not read yet whose first event time is known: they hold the counting
         // watermark just before it, not at the start of time.
         let mut first_events: Vec<(u32, i64)> = Vec::new();
+        // Files: finished partitions no worker takes, which the counting partition must know.
+        let mut left_behind: Vec<(u32, pageviews_core::commit::PartitionTime)> = Vec::new();
         let source: Box<dyn Source> = match &config.source {
             SourceConfig::Generator(g) => {
                 let stream = match stream {
@@ -178,11 +184,16 @@ impl Pipeline {
                 let state = restored.first().and_then(|(_, r)| r.state.as_ref());
                 Box::new(GeneratorSource::resume(stream, state, config.allowed_lateness_ms)?)
             }
-            SourceConfig::Files(paths) => {
-                let workers = config.workers.max(1) as u32;
-                let ids: Vec<u32> =
-                    (0..paths.len() as u32).filter(|i| i % workers == worker as u32).collect();
+            SourceConfig::Files(_) => {
+                let Some(WorkerInputs { taken, left, .. }) = siblings.inputs.take() else {
+                    return Err(PipelineError::Incompatible(format!(
+                        "worker {worker} was started without its share of the inputs (a bug)"
+                    )));
+                };
+                let ids: Vec<u32> = taken.iter().map(|t| t.partition).collect();
                 restored = restore_all(&mut restorer, &ids)?;
+                settle_restored(&mut restored, &taken)?;
+                left_behind = left;
                 let at: BTreeMap<u32, Position> = restored
                     .iter()
                     .filter_map(|(p, r)| Some((*p, r.state.as_ref()?.position.clone())))
@@ -195,24 +206,22 @@ impl Pipeline {
                     let pv = crate::event::decode(line, config.max_record_bytes).ok()?;
                     Some(event_time.check(pv, wall).ok()?.timestamp)
                 };
-                for &i in ids.iter().filter(|i| !newest.contains_key(i)) {
-                    if let Some(ms) = first_event(&paths[i as usize], config.max_record_bytes, accept)? {
-                        first_events.push((i, ms));
+                for t in taken.iter().filter(|t| t.read.is_some() && !newest.contains_key(&t.partition)) {
+                    if let Some(ms) = first_event(&t.path, config.max_record_bytes, accept)? {
+                        first_events.push((t.partition, ms));
                     }
                 }
                 // Read in event-time order, so the files read one after another hold the
                 // windows open as briefly as they can: those with unknown times first.
-                let mut order = ids.clone();
                 let key = |i: &u32| {
                     newest
                         .get(i)
                         .or_else(|| first_events.iter().find(|(p, _)| p == i).map(|(_, ms)| ms))
                         .copied()
                 };
-                order.sort_by_key(|i| key(i).unwrap_or(i64::MIN));
-                let inputs =
-                    order.iter().map(|&i| (i, paths[i as usize].clone(), at.get(&i).cloned())).collect();
-                Box::new(FileSource::new(inputs, config.max_record_bytes))
+                let mut taken = taken;
+                taken.sort_by_key(|t| key(&t.partition).unwrap_or(i64::MIN));
+                Box::new(FileSource::new(taken, &at, config.max_record_bytes))
             }
             SourceConfig::Kafka(k) => {
                 if !siblings.gate.wait(START_GATE_TIMEOUT) {
@@ -282,12 +291,41 @@ impl Pipeline {
                 task.set_first_event(ms);
             }
         }
+        let now = pipeline.now_ms();
+        if let Some(counter) = pipeline.tasks.get_mut(&0) {
+            for (partition, time) in left_behind {
+                counter.declare(partition, &time, now)?;
+            }
+        }
         Ok(pipeline)
     }
 }
 
+/// Files: a partition read goes on past where it finished (its input may have grown); one
+/// not read (an earlier content of its input) is finished. Each restored position must be
+/// the one the plan checked its input against: another instance may have committed since.
+fn settle_restored(restored: &mut [(u32, Restored)], taken: &[Taken]) -> Result<(), PipelineError> {
+    for (partition, r) in restored.iter_mut() {
+        let Some(t) = taken.iter().find(|t| t.partition == *partition) else { continue };
+        let committed = r.state.as_ref().map_or(0, |s| s.position.ordinal());
+        if let Some(read) = &t.read {
+            if committed != read.offset {
+                return Err(SourceError::Restore(format!(
+                    "partition {partition} ({}) was committed up to byte {} when this run checked its input, and is up to byte {committed} now: another instance reads these inputs; run one instance on them",
+                    t.path, read.offset
+                ))
+                .into());
+            }
+        }
+        if let Some(state) = r.state.as_mut() {
+            state.time.finished = t.read.is_none();
+        }
+    }
+    Ok(())
+}
+
 /// An id for this process's run of a worker: tells a restarted instance from its zombie.
-fn run_id(wall_ms: i64, worker: usize) -> String {
+pub(super) fn run_id(wall_ms: i64, worker: usize) -> String {
     // Unique per process and per open within it (tests and library callers open several
     // pipelines in one process, in the same millisecond).
     static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -21,7 +21,7 @@ use thiserror::Error;
 use pageviews_core::commit::{CheckpointError, TaskState};
 pub use pageviews_core::commit::{PartitionTime, Position};
 
-pub use file::FileSource;
+pub use file::{FileSource, InputMode};
 pub use generator::{GeneratorConfig, GeneratorSource, GeneratorSpec};
 pub use kafka::{KafkaConfig, KafkaSource, OffsetReset};
 
@@ -228,16 +228,50 @@ pub enum SourceError {
         /// The first record out of range.
         seq: u64,
     },
-    /// An input changed under us since the checkpoint (for example truncated).
+    /// An input's committed position cannot be told to fit it (a log written before inputs
+    /// were identified).
     #[error(
-        "{path} is {size} bytes, shorter than the {offset} bytes already committed from it; was it replaced?"
+        "the checkpoint of {input} was written before inputs were identified, so whether {input} still begins with the {offset} bytes read from it cannot be told; run again with --input-mode continue if it does (the same input, or one that grew), or with --input-mode new to read it from its start as new content"
     )]
-    Shrunk {
+    Unidentified {
+        /// The input (`stdin` for `-`).
+        input: String,
+        /// Bytes committed from it.
+        offset: u64,
+    },
+    /// More of stdin was committed than a run holds to compare stdin with it.
+    #[error(
+        "{offset} bytes of stdin are committed, more than the {cap} a run holds to tell whether stdin is that stream piped again; run again with --input-mode continue if it is, or with --input-mode new if it is new data"
+    )]
+    StdinUnjudged {
+        /// Bytes committed from stdin.
+        offset: u64,
+        /// What a run holds.
+        cap: u64,
+    },
+    /// `--input-mode continue` on an input that does not begin with its committed bytes.
+    #[error(
+        "--input-mode continue, but {input} does not begin with the {offset} bytes committed from it: {why}; {retry} with --input-mode new to read it from its start as new content"
+    )]
+    NotContinued {
+        /// The input (`stdin` for `-`).
+        input: String,
+        /// Bytes committed from it.
+        offset: u64,
+        /// What differs.
+        why: String,
+        /// How to run again (stdin was read, and must be piped again).
+        retry: &'static str,
+    },
+    /// A file changed between the start of the run, when its committed prefix was checked,
+    /// and the moment reading reached it.
+    #[error(
+        "{path} changed after this run found it to begin with the {offset} bytes committed from it, and no longer does; nothing was read from it: run again"
+    )]
+    Changed {
         /// The input.
         path: String,
-        /// Its size now.
-        size: u64,
-        /// What the checkpoint says was consumed.
+        /// Bytes committed from it.
         offset: u64,
     },
 }

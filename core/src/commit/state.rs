@@ -56,7 +56,9 @@ pub enum SourceIdentity {
         /// The topic.
         topic: String,
     },
-    /// JSON-lines files, one source partition per file, in command-line order.
+    /// JSON-lines files, in command-line order. Partition `i` is the first content read
+    /// from input `i`; new content under an input (stdin piped again, a file rewritten) is
+    /// read as a new partition, numbered after every other (`Position::File::input`).
     Files {
         /// The paths as given (`-` for stdin).
         paths: Vec<String>,
@@ -106,6 +108,16 @@ pub enum Position {
         offset: u64,
         /// Lines consumed.
         line: u64,
+        /// A checksum of the bytes before `offset`: the input continues this position only
+        /// when it begins with these bytes. `None` in logs written before inputs were
+        /// identified: whether an input is still the one read then cannot be told.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<u64>,
+        /// The input (its index among `SourceIdentity::Files::paths`) this partition reads:
+        /// new content under an input is read as a new partition. `None` in logs written
+        /// before that: the partition's own number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<u32>,
     },
 }
 

@@ -1,15 +1,24 @@
 //! JSON-lines files (and stdin) as a source: backfill and replay without a broker.
 //!
-//! Files are read in command-line order; each is a partition that is assigned when reading
-//! starts and finished at its end, so a finished file never holds the watermark back. The
-//! position is the byte offset (plus the line number, for dead letters), so a restart seeks
-//! straight to the first uncommitted record. Stdin cannot seek: on resume the bytes already
-//! committed are read and skipped, which assumes the same stream is piped in again.
+//! Each input is read as a source partition that is assigned when reading reaches it and
+//! finished at its end, so a finished input never holds the watermark back. The position is
+//! the byte offset (plus the line number, for dead letters) and the checksum of the bytes
+//! before it, so a restart goes straight to the first uncommitted record of the same
+//! content, and new content under the same name is told apart (`inputs`: which partition
+//! each input is read as, and from where).
 
+mod checksum;
+mod inputs;
+
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
 use super::{Batch, PartitionEvent, Poll, Position, Source, SourceError};
+pub(crate) use checksum::Checksum;
+pub use inputs::InputMode;
+pub(crate) use inputs::{plan, InputPlan, Taken};
+use inputs::{prefix_checksum, Bytes, Opening, Stamp};
 
 const READ_CHUNK: usize = 1 << 20;
 
@@ -49,32 +58,50 @@ pub fn first_event(
     Ok(None)
 }
 
-/// An oversized line being skipped: its first bytes (kept for the dead letter) and its
-/// length so far. Its bytes count towards the offset only once the line ends, so a
-/// checkpoint never points into the middle of a line.
+/// An oversized line being skipped: its first bytes (kept for the dead letter), its length
+/// so far, and the checksum up to its end so far. Its bytes count towards the offset (and
+/// the input's checksum) only once the line ends, so a checkpoint never points into the
+/// middle of a line.
 struct Skip {
     prefix: Vec<u8>,
     len: u64,
+    checksum: Checksum,
 }
 
 struct Input {
     /// The source partition this input is.
     partition: u32,
+    /// Its index among the pipeline's inputs.
+    input: u32,
     path: String,
+    /// How to open it, until reading reaches it.
+    bytes: Option<Bytes>,
     reader: Option<Box<dyn Read + Send>>,
     offset: u64,
     line: u64,
+    /// The checksum of the bytes before `offset`.
+    checksum: Checksum,
     done: bool,
+}
+
+/// A partition held but not read: its committed position stands.
+struct Kept {
+    partition: u32,
+    path: String,
+    position: Position,
 }
 
 /// Reads JSON lines from files or stdin, one record per non-empty line.
 pub struct FileSource {
     inputs: Vec<Input>,
+    kept: Vec<Kept>,
     current: usize,
     /// Bytes read from the current input but not yet handed out.
     pending: Vec<u8>,
     /// Start of the unconsumed part of `pending`.
     cursor: usize,
+    /// Start of the consumed bytes of `pending` not yet in the current input's checksum.
+    hashed: usize,
     /// Longest record kept whole; longer lines are cut (the pipeline dead-letters them).
     max_record_bytes: usize,
     /// Set while skipping the rest of an oversized line.
@@ -82,25 +109,47 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Reads `inputs` in order: each a source partition number, a path (`-` is stdin) and
-    /// where to resume in it (its committed position), or from the start. Opens nothing yet;
-    /// files are opened in turn as reading reaches them.
-    pub fn new(inputs: Vec<(u32, String, Option<Position>)>, max_record_bytes: usize) -> Self {
-        let inputs = inputs
-            .into_iter()
-            .map(|(partition, path, at)| {
-                let (offset, line) = match at {
-                    Some(Position::File { offset, line }) => (offset, line),
-                    _ => (0, 0),
-                };
-                Input { partition, path, reader: None, offset, line, done: false }
-            })
-            .collect();
+    /// Reads the partitions of `taken` that are to be read, in order, each from where the
+    /// plan found it to start; the others (earlier contents of an input) are held at
+    /// `committed`, their committed positions. Opens no file yet: each is opened as reading
+    /// reaches it.
+    pub(crate) fn new(
+        taken: Vec<Taken>,
+        committed: &BTreeMap<u32, Position>,
+        max_record_bytes: usize,
+    ) -> Self {
+        let (mut inputs, mut kept) = (Vec::new(), Vec::new());
+        for t in taken {
+            match t.read {
+                Some(Opening { offset, line, checksum, bytes }) => inputs.push(Input {
+                    partition: t.partition,
+                    input: t.input,
+                    path: t.path,
+                    bytes: Some(bytes),
+                    reader: None,
+                    offset,
+                    line,
+                    checksum,
+                    done: false,
+                }),
+                None => {
+                    let position = committed.get(&t.partition).cloned().unwrap_or(Position::File {
+                        offset: 0,
+                        line: 0,
+                        checksum: Some(Checksum::default().value()),
+                        input: Some(t.input),
+                    });
+                    kept.push(Kept { partition: t.partition, path: t.path, position });
+                }
+            }
+        }
         FileSource {
             inputs,
+            kept,
             current: 0,
             pending: Vec::with_capacity(READ_CHUNK * 2),
             cursor: 0,
+            hashed: 0,
             max_record_bytes,
             skipping: None,
         }
@@ -109,28 +158,51 @@ impl FileSource {
     fn open(&mut self, idx: usize) -> Result<(), SourceError> {
         let input = &mut self.inputs[idx];
         let io_err = |source| SourceError::Io { path: input.path.clone(), source };
-        let reader: Box<dyn Read + Send> = if input.path == "-" {
-            let mut stdin = io::stdin();
-            io::copy(&mut (&mut stdin).take(input.offset), &mut io::sink()).map_err(io_err)?;
-            Box::new(stdin)
-        } else {
-            let mut file = File::open(&input.path).map_err(io_err)?;
-            let size = file.metadata().map_err(io_err)?.len();
-            if size < input.offset {
-                return Err(SourceError::Shrunk { path: input.path.clone(), size, offset: input.offset });
+        let reader: Box<dyn Read + Send> = match input.bytes.take() {
+            Some(Bytes::Stream(stream)) => stream,
+            Some(Bytes::File { checked }) => {
+                let mut file = File::open(&input.path).map_err(io_err)?;
+                if input.offset > 0 {
+                    // Checked at start; checked again if it changed since.
+                    let now = Stamp::of(&file.metadata().map_err(io_err)?);
+                    if checked.as_ref() != Some(&now) {
+                        let found = prefix_checksum(&mut file, input.offset).map_err(io_err)?;
+                        if found.is_none_or(|c| c.value() != input.checksum.value()) {
+                            return Err(SourceError::Changed {
+                                path: input.path.clone(),
+                                offset: input.offset,
+                            });
+                        }
+                    }
+                    file.seek(SeekFrom::Start(input.offset)).map_err(io_err)?;
+                }
+                Box::new(file)
             }
-            file.seek(SeekFrom::Start(input.offset)).map_err(io_err)?;
-            Box::new(file)
+            None => return Ok(()),
         };
         input.reader = Some(reader);
         Ok(())
     }
 
+    /// Adds the bytes handed out since the last call to the current input's checksum, so
+    /// that it covers exactly the bytes before its offset. While an oversized line is
+    /// skipped its bytes go to the skip's own checksum instead.
+    fn settle(&mut self) {
+        if self.skipping.is_none() && self.hashed < self.cursor {
+            if let Some(input) = self.inputs.get_mut(self.current) {
+                input.checksum.update(&self.pending[self.hashed..self.cursor]);
+            }
+        }
+        self.hashed = self.cursor;
+    }
+
     /// Reads more of the current input; returns false at its end.
     fn fill(&mut self) -> Result<bool, SourceError> {
         if self.cursor > 0 {
+            self.settle();
             self.pending.drain(..self.cursor);
             self.cursor = 0;
+            self.hashed = 0;
         }
         let input = &mut self.inputs[self.current];
         let Some(reader) = input.reader.as_mut() else { return Ok(false) };
@@ -151,14 +223,18 @@ impl FileSource {
     }
 
     /// Hands out the line `pending[start..end]`; `newline` tells whether one follows it.
+    /// The caller has moved the cursor past it.
     fn emit(&mut self, batch: &mut Batch, start: usize, end: usize, newline: bool) {
         let input = &mut self.inputs[self.current];
         let partition = input.partition;
         let consumed = (end - start + usize::from(newline)) as u64;
         input.line += 1;
-        if let Some(skip) = self.skipping.take() {
+        if let Some(mut skip) = self.skipping.take() {
             let total = skip.len + (end - start) as u64;
             input.offset += skip.len + consumed;
+            skip.checksum.update(&self.pending[start..start + consumed as usize]);
+            input.checksum = skip.checksum;
+            self.hashed = self.cursor;
             batch.push_truncated(partition, input.line, &skip.prefix, total);
             return;
         }
@@ -171,10 +247,8 @@ impl FileSource {
             batch.push(partition, input.line, line);
         }
     }
-}
 
-impl Source for FileSource {
-    fn poll(&mut self, batch: &mut Batch, max_records: usize, _now_ms: u64) -> Result<Poll, SourceError> {
+    fn read_lines(&mut self, batch: &mut Batch, max_records: usize) -> Result<Poll, SourceError> {
         loop {
             if self.current >= self.inputs.len() {
                 return Ok(if batch.records().is_empty() && batch.events().is_empty() {
@@ -201,12 +275,18 @@ impl Source for FileSource {
             let unterminated = self.pending.len() - self.cursor;
             if let Some(skip) = self.skipping.as_mut() {
                 skip.len += unterminated as u64;
+                skip.checksum.update(&self.pending[self.cursor..]);
                 self.cursor = self.pending.len();
+                self.hashed = self.cursor;
             } else if unterminated > self.max_record_bytes {
+                self.settle();
                 let keep = self.max_record_bytes.min(crate::event::OVERSIZED_KEEP);
                 let prefix = self.pending[self.cursor..self.cursor + keep].to_vec();
-                self.skipping = Some(Skip { prefix, len: unterminated as u64 });
+                let mut checksum = self.inputs[self.current].checksum.clone();
+                checksum.update(&self.pending[self.cursor..]);
+                self.skipping = Some(Skip { prefix, len: unterminated as u64, checksum });
                 self.cursor = self.pending.len();
+                self.hashed = self.cursor;
             }
             if !self.fill()? {
                 // End of this input: a last line without newline is still a record.
@@ -216,8 +296,9 @@ impl Source for FileSource {
                     self.cursor = end;
                     self.emit(batch, start, end, false);
                 }
+                self.settle();
                 self.pending.clear();
-                self.cursor = 0;
+                (self.cursor, self.hashed) = (0, 0);
                 let input = &mut self.inputs[self.current];
                 input.reader = None;
                 input.done = true;
@@ -229,24 +310,69 @@ impl Source for FileSource {
             }
         }
     }
+}
+
+impl Source for FileSource {
+    fn poll(&mut self, batch: &mut Batch, max_records: usize, _now_ms: u64) -> Result<Poll, SourceError> {
+        let polled = self.read_lines(batch, max_records);
+        // Positions are asked for between polls: the checksum must reach the offset.
+        self.settle();
+        polled
+    }
 
     fn position(&self, partition: u32) -> Option<Position> {
-        let input = self.inputs.iter().find(|i| i.partition == partition)?;
-        Some(Position::File { offset: input.offset, line: input.line })
+        if let Some(input) = self.inputs.iter().find(|i| i.partition == partition) {
+            return Some(Position::File {
+                offset: input.offset,
+                line: input.line,
+                checksum: Some(input.checksum.value()),
+                input: Some(input.input),
+            });
+        }
+        self.kept.iter().find(|k| k.partition == partition).map(|k| k.position.clone())
     }
 
     fn partition_name(&self, partition: u32) -> &str {
-        self.inputs.iter().find(|i| i.partition == partition).map_or("?", |i| i.path.as_str())
+        let input = self.inputs.iter().find(|i| i.partition == partition).map(|i| i.path.as_str());
+        input
+            .or_else(|| self.kept.iter().find(|k| k.partition == partition).map(|k| k.path.as_str()))
+            .unwrap_or("?")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pageviews_core::commit::{PartitionTime, TaskState, Totals};
     use std::io::Write;
 
-    fn fresh(paths: &[String]) -> Vec<(u32, String, Option<Position>)> {
-        paths.iter().enumerate().map(|(i, p)| (i as u32, p.clone(), None)).collect()
+    /// `paths` as a new pipeline takes them.
+    fn fresh(paths: &[String]) -> FileSource {
+        resumed(paths, &BTreeMap::new())
+    }
+
+    /// `paths` as a pipeline that committed `positions` takes them.
+    fn resumed(paths: &[String], positions: &BTreeMap<u32, Position>) -> FileSource {
+        let tasks = positions
+            .iter()
+            .map(|(p, position)| {
+                let state = TaskState {
+                    partition: *p,
+                    claim: 1,
+                    cp: 1,
+                    position: position.clone(),
+                    time: PartitionTime::default(),
+                    counting: None,
+                    forwarded_to: Default::default(),
+                    files: Vec::new(),
+                    open: Vec::new(),
+                    totals: Totals::default(),
+                };
+                (*p, state)
+            })
+            .collect();
+        let plan = plan(paths, InputMode::Auto, &tasks).unwrap();
+        FileSource::new(plan.taken, positions, 100)
     }
 
     fn read_all(src: &mut FileSource, max: usize) -> Vec<(u32, u64, u64, Vec<u8>)> {
@@ -261,6 +387,11 @@ mod tests {
         out
     }
 
+    fn at(offset: u64, line: u64, before: &[u8], input: u32) -> Option<Position> {
+        let checksum = Some(Checksum::of(before).value());
+        Some(Position::File { offset, line, checksum, input: Some(input) })
+    }
+
     #[test]
     fn lines_carry_file_and_line_and_blank_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
@@ -269,12 +400,12 @@ mod tests {
         std::fs::write(&a, "one\r\n\ntwo\n").unwrap();
         std::fs::write(&b, "three").unwrap();
         let paths = vec![a.display().to_string(), b.display().to_string()];
-        let mut src = FileSource::new(fresh(&paths), 100);
+        let mut src = fresh(&paths);
         let got = read_all(&mut src, 1);
         let lines: Vec<_> = got.iter().map(|(p, l, _, b)| (*p, *l, b.clone())).collect();
         assert_eq!(lines, vec![(0, 1, b"one".to_vec()), (0, 3, b"two".to_vec()), (1, 1, b"three".to_vec())]);
-        assert_eq!(src.position(0), Some(Position::File { offset: 10, line: 3 }));
-        assert_eq!(src.position(1), Some(Position::File { offset: 5, line: 1 }));
+        assert_eq!(src.position(0), at(10, 3, b"one\r\n\ntwo\n", 0));
+        assert_eq!(src.position(1), at(5, 1, b"three", 1));
     }
 
     #[test]
@@ -286,15 +417,36 @@ mod tests {
             writeln!(f, "line {i}").unwrap();
         }
         let paths = vec![a.display().to_string()];
-        let mut first = FileSource::new(fresh(&paths), 100);
+        let mut first = fresh(&paths);
         let mut batch = Batch::default();
         first.poll(&mut batch, 4321, 0).unwrap();
         assert_eq!(batch.len(), 4321);
-        let at = first.position(0);
-        let rest = read_all(&mut FileSource::new(vec![(0, paths[0].clone(), at)], 100), 1000);
+        let Some(at) = first.position(0) else { panic!("a position") };
+        let rest = read_all(&mut resumed(&paths, &BTreeMap::from([(0, at)])), 1000);
         assert_eq!(rest.len(), 10_000 - 4321);
         assert_eq!(rest[0].1, 4322);
         assert_eq!(rest[0].3, b"line 4321");
+    }
+
+    #[test]
+    fn the_checksum_covers_exactly_the_bytes_before_the_offset_at_every_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        let big = "x".repeat(3 * READ_CHUNK + 17);
+        let text = format!("small\r\n\n{big}\nafter\n{big}\nlast");
+        std::fs::write(&a, &text).unwrap();
+        let mut src = fresh(&[a.display().to_string()]);
+        let mut batch = Batch::default();
+        let mut polls = 0;
+        while src.poll(&mut batch, 1, 0).unwrap() == Poll::Ready {
+            let Some(Position::File { offset, checksum, .. }) = src.position(0) else { panic!("a position") };
+            let want = Checksum::of(&text.as_bytes()[..offset as usize]).value();
+            assert_eq!(checksum, Some(want), "at offset {offset}");
+            batch.clear();
+            polls += 1;
+        }
+        assert!(polls >= 5);
+        assert_eq!(src.position(0), at(text.len() as u64, 6, text.as_bytes(), 0));
     }
 
     #[test]
@@ -303,8 +455,9 @@ mod tests {
         let a = dir.path().join("a.jsonl");
         let big = "x".repeat(3 * READ_CHUNK + 17);
         std::fs::write(&a, format!("small\n{big}\nafter\n")).unwrap();
-        let paths = vec![a.display().to_string()];
-        let got = read_all(&mut FileSource::new(fresh(&paths), 1000), 100);
+        let mut src = fresh(&[a.display().to_string()]);
+        src.max_record_bytes = 1000;
+        let got = read_all(&mut src, 100);
         assert_eq!(got.len(), 3);
         assert_eq!(got[1].1, 2);
         assert_eq!(got[1].2, big.len() as u64);
@@ -332,14 +485,20 @@ mod tests {
     }
 
     #[test]
-    fn a_shrunk_file_is_refused_on_resume() {
+    fn a_file_rewritten_after_the_start_of_the_run_is_refused_when_reached() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.jsonl");
-        std::fs::write(&a, "x\n").unwrap();
+        std::fs::write(&a, "x\ny\n").unwrap();
         let paths = [a.display().to_string()];
-        let at = Some(Position::File { offset: 99, line: 9 });
-        let mut src = FileSource::new(vec![(0, paths[0].clone(), at)], 100);
+        let mut src = resumed(&paths, &BTreeMap::from([(0, at(2, 1, b"x\n", 0).unwrap())]));
+        // Appended since the check: the same prefix, so reading goes on.
+        std::fs::write(&a, "x\ny\nz\n").unwrap();
+        let got = read_all(&mut src, 10);
+        assert_eq!(got.iter().map(|r| r.3.clone()).collect::<Vec<_>>(), [b"y".to_vec(), b"z".to_vec()]);
+
+        let mut src = resumed(&paths, &BTreeMap::from([(0, at(2, 1, b"x\n", 0).unwrap())]));
+        std::fs::write(&a, "Q\ny\nw\n").unwrap();
         let err = src.poll(&mut Batch::default(), 10, 0).unwrap_err();
-        assert!(matches!(err, SourceError::Shrunk { .. }), "{err}");
+        assert!(matches!(err, SourceError::Changed { offset: 2, .. }), "{err}");
     }
 }
