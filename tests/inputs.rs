@@ -271,3 +271,40 @@ fn input_mode_continue_refuses_stdin_that_is_not_the_stream_committed() {
     assert_ok(&run_stdin(&out, &text(&other), &["--input-mode", "new"]), "--input-mode new");
     assert_each_once(&out, &[first, other].concat());
 }
+
+/// A pipe that stays open (`tail -f events | pageviews run --input -`): what arrives is
+/// committed as it arrives, and a stop is honoured at once, though the writer never closes.
+#[test]
+fn a_pipe_that_stays_open_is_committed_as_it_arrives_and_a_stop_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = bin()
+        .args(["run", "--http", "off", "--input", "-", "--checkpoint-interval", "200ms", "--output"])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pageviews");
+    let mut stdin = child.stdin.take().expect("its stdin");
+    let first = views(1, 3, 0);
+    stdin.write_all(text(&first).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the first lines committed", Duration::from_secs(30), || committed(&out).records_read == 3);
+    let second = views(4, 2, 10);
+    stdin.write_all(text(&second).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the next lines committed", Duration::from_secs(30), || committed(&out).records_read == 5);
+    let sent = std::time::Instant::now();
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let exited = poll_until(Duration::from_secs(30), || child.try_wait().unwrap().is_some());
+    assert!(exited && sent.elapsed() < Duration::from_secs(10), "no exit {:?} after SIGTERM", sent.elapsed());
+    let output = child.wait_with_output().unwrap();
+    assert_ok(&output, "the stopped run");
+    drop(stdin);
+    let mut rows: Vec<i64> =
+        rows(&out, "page_views").iter().map(|r| r.value["user_id"].as_i64().unwrap()).collect();
+    rows.sort();
+    assert_eq!(rows, [1, 2, 3, 4, 5]);
+}

@@ -9,6 +9,7 @@
 
 mod checksum;
 mod inputs;
+mod pipe;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -19,8 +20,12 @@ pub(crate) use checksum::Checksum;
 pub use inputs::InputMode;
 pub(crate) use inputs::{plan, InputPlan, Taken};
 use inputs::{prefix_checksum, Bytes, Opening, Stamp};
+use pipe::PipeReader;
 
 const READ_CHUNK: usize = 1 << 20;
+
+/// How soon a poll comes back to a stream that had nothing new.
+const PIPE_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How far into a file [`first_event`] looks for its first page view.
 const PEEK_BYTES: u64 = 4 << 20;
@@ -76,12 +81,27 @@ struct Input {
     path: String,
     /// How to open it, until reading reaches it.
     bytes: Option<Bytes>,
-    reader: Option<Box<dyn Read + Send>>,
+    reader: Option<Reader>,
     offset: u64,
     line: u64,
     /// The checksum of the bytes before `offset`.
     checksum: Checksum,
     done: bool,
+}
+
+/// An open input: a file, read in the loop (a disk answers at once), or a stream (stdin),
+/// read on a thread of its own so that a quiet writer never stalls the loop.
+enum Reader {
+    File(Box<dyn Read + Send>),
+    Pipe(PipeReader),
+}
+
+/// What one read of the current input brought.
+enum Filled {
+    Bytes,
+    End,
+    /// A stream with nothing new yet.
+    Later,
 }
 
 /// A partition held but not read: its committed position stands.
@@ -158,8 +178,8 @@ impl FileSource {
     fn open(&mut self, idx: usize) -> Result<(), SourceError> {
         let input = &mut self.inputs[idx];
         let io_err = |source| SourceError::Io { path: input.path.clone(), source };
-        let reader: Box<dyn Read + Send> = match input.bytes.take() {
-            Some(Bytes::Stream(stream)) => stream,
+        let reader = match input.bytes.take() {
+            Some(Bytes::Stream(stream)) => Reader::Pipe(PipeReader::spawn(stream).map_err(io_err)?),
             Some(Bytes::File { checked }) => {
                 let mut file = File::open(&input.path).map_err(io_err)?;
                 if input.offset > 0 {
@@ -176,7 +196,7 @@ impl FileSource {
                     }
                     file.seek(SeekFrom::Start(input.offset)).map_err(io_err)?;
                 }
-                Box::new(file)
+                Reader::File(Box::new(file))
             }
             None => return Ok(()),
         };
@@ -196,8 +216,8 @@ impl FileSource {
         self.hashed = self.cursor;
     }
 
-    /// Reads more of the current input; returns false at its end.
-    fn fill(&mut self) -> Result<bool, SourceError> {
+    /// Reads more of the current input.
+    fn fill(&mut self) -> Result<Filled, SourceError> {
         if self.cursor > 0 {
             self.settle();
             self.pending.drain(..self.cursor);
@@ -205,21 +225,32 @@ impl FileSource {
             self.hashed = 0;
         }
         let input = &mut self.inputs[self.current];
-        let Some(reader) = input.reader.as_mut() else { return Ok(false) };
+        let Some(reader) = input.reader.as_mut() else { return Ok(Filled::End) };
         let old = self.pending.len();
         self.pending.resize(old + READ_CHUNK, 0);
-        let n = loop {
-            match reader.read(&mut self.pending[old..]) {
-                Ok(n) => break n,
+        let read = loop {
+            let read = match reader {
+                Reader::File(file) => file.read(&mut self.pending[old..]).map(Some),
+                Reader::Pipe(pipe) => pipe.try_read(&mut self.pending[old..]),
+            };
+            match read {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    self.pending.truncate(old);
-                    return Err(SourceError::Io { path: input.path.clone(), source });
-                }
+                read => break read,
             }
         };
-        self.pending.truncate(old + n);
-        Ok(n > 0)
+        let n = match read {
+            Ok(n) => n,
+            Err(source) => {
+                self.pending.truncate(old);
+                return Err(SourceError::Io { path: input.path.clone(), source });
+            }
+        };
+        self.pending.truncate(old + n.unwrap_or(0));
+        Ok(match n {
+            None => Filled::Later,
+            Some(0) => Filled::End,
+            Some(_) => Filled::Bytes,
+        })
     }
 
     /// Hands out the line `pending[start..end]`; `newline` tells whether one follows it.
@@ -288,7 +319,13 @@ impl FileSource {
                 self.cursor = self.pending.len();
                 self.hashed = self.cursor;
             }
-            if !self.fill()? {
+            let filled = self.fill()?;
+            if let Filled::Later = filled {
+                // A stream that has nothing more yet: hand out what there is, come back soon.
+                let any = !batch.records().is_empty() || !batch.events().is_empty();
+                return Ok(if any { Poll::Ready } else { Poll::Pending(PIPE_WAIT) });
+            }
+            if let Filled::End = filled {
                 // End of this input: a last line without newline is still a record.
                 let rest = self.pending.len() - self.cursor;
                 if rest > 0 || self.skipping.is_some() {
