@@ -7,7 +7,7 @@
 //! <root>/_checkpoints/<pipeline>/log/<version>.json            the commit log (recent entries)
 //! <root>/_checkpoints/<pipeline>/snapshot/<version>.json       the log folded up to a version
 //! <root>/_checkpoints/<pipeline>/index/<from>-<to>.json        every file completed, for audits
-//! <root>/_staging/<pipeline>/uploads/<table>/…                 local uploads in progress
+//! <root>/_staging/<pipeline>/uploads/p<P>/<table>/…            local uploads in progress
 //! <root>/_staging/<pipeline>/tails/p<P>/<claim>-<cp>/<table>/… open files' tails
 //! ```
 //!
@@ -15,7 +15,9 @@
 //! under `_staging/` or in an unfinished S3 multipart upload, so no reader globbing the table
 //! folders sees it. A file's name carries the source partition whose records it holds and the
 //! claim and checkpoint under which it was opened, so two owners of a partition (a restarted
-//! one and its zombie) never write the same name.
+//! one and its zombie) never write the same name. Staging is kept per source partition, so
+//! the recovery of one partition clears its own folders and never one another partition's
+//! holder is writing into.
 
 use object_store::path::Path;
 
@@ -71,19 +73,25 @@ pub fn version_of(path: &Path) -> Option<u64> {
     path.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
-/// The prefix under which a pipeline stages uploads and tails.
-pub fn staging_prefix(pipeline_id: &str) -> Path {
-    Path::from(format!("_staging/{pipeline_id}"))
-}
-
-/// The prefix of a pipeline's staged local uploads.
+/// The prefix of a pipeline's staged local uploads (every partition's, and those staged
+/// before uploads were kept per partition).
 pub fn uploads_prefix(pipeline_id: &str) -> Path {
     Path::from(format!("_staging/{pipeline_id}/uploads"))
 }
 
-/// Where a local upload of the file `rel` is written until it completes.
+/// Where a local upload of the file `rel` is written until it completes: under the folder of
+/// the source partition its name carries (a name that carries none, directly under
+/// `uploads/`).
 pub fn upload_staging(pipeline_id: &str, rel: &str) -> Path {
-    Path::from(format!("_staging/{pipeline_id}/uploads/{rel}"))
+    match FileName::parse(rel) {
+        Some(name) => Path::from(format!("_staging/{pipeline_id}/uploads/p{}/{rel}", name.partition)),
+        None => Path::from(format!("_staging/{pipeline_id}/uploads/{rel}")),
+    }
+}
+
+/// Where the local uploads of source partition `partition` are staged.
+pub fn partition_uploads_prefix(pipeline_id: &str, partition: u32) -> Path {
+    Path::from(format!("_staging/{pipeline_id}/uploads/p{partition}"))
 }
 
 /// Where every tail of source partition `partition` lives.

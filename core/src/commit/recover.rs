@@ -12,7 +12,9 @@
 
 use object_store::path::Path;
 
-use super::layout::{partition_tails_prefix, staging_prefix, upload_staging, uploads_prefix, FileName};
+use super::layout::{
+    partition_tails_prefix, partition_uploads_prefix, upload_staging, uploads_prefix, FileName,
+};
 use super::log::Log;
 use super::state::{ClosedFile, Entry, OpenFileState, TaskState};
 use super::CheckpointError;
@@ -82,7 +84,9 @@ impl Log {
             }
             abort_orphans(storage, pipeline, partition).await?;
             storage.remove_all(&partition_tails_prefix(pipeline, partition)).await?;
-            storage.remove_empty_dirs(&staging_prefix(pipeline)).await?;
+            // Only this partition's folders: a holder of another partition may have just
+            // made a folder it is about to create its next file in.
+            storage.remove_empty_dirs(&partition_uploads_prefix(pipeline, partition)).await?;
             Ok(out)
         })
     }
@@ -140,6 +144,8 @@ async fn abort_orphans(storage: &Storage, pipeline: &str, partition: u32) -> Res
             }
         }
     }
+    // Listed from the top, not the partition's folder: files staged before uploads were kept
+    // per partition lie directly under it.
     for staged in storage.list(&uploads_prefix(pipeline)).await? {
         if ours(staged.as_ref()) {
             storage.delete(&staged).await?;

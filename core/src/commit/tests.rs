@@ -152,3 +152,32 @@ impl<F: std::future::Future<Output = Result<View, CheckpointError>>> AwaitIn for
         root.storage.block_on(self).unwrap()
     }
 }
+
+#[test]
+fn recovering_a_partition_leaves_the_staging_of_every_other_partition_alone() {
+    use crate::table::{Format, Partition, Table};
+    use layout::{file_path, upload_staging};
+    let root = root();
+    let mut a = open(&root, "a", "run-a");
+    let mut b = open(&root, "b", "run-b");
+    a.claim(&[0]).unwrap();
+    b.claim(&[1]).unwrap();
+    let hour = Partition { table: Table::PageViewAggregates, hour: 0 };
+    let local = |path: &object_store::path::Path| root._dir.path().join(path.as_ref());
+    // Partition 1 left an upload behind, in the same hour partition 0 writes.
+    let orphan = file_path(hour, "p", 1, 1, 1, 0, Format::Jsonl);
+    let orphan_staged = upload_staging("p", &orphan);
+    root.storage
+        .block_on(root.storage.begin_upload(&object_store::path::Path::from(orphan.as_str()), &orphan_staged))
+        .unwrap();
+    // a is where a local upload has made its folder and not yet created its file in it.
+    let mine = file_path(hour, "p", 0, 1, 1, 0, Format::Jsonl);
+    let mine_staged = local(&upload_staging("p", &mine));
+    let folder = mine_staged.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&folder).unwrap();
+
+    b.recover_task(1).unwrap();
+    assert!(!local(&orphan_staged).exists(), "recovery removes its own partition's orphans");
+    assert!(folder.is_dir(), "recovery of partition 1 removed {folder:?}, where partition 0 is writing");
+    std::fs::File::create(&mine_staged).expect("a goes on with its upload");
+}
