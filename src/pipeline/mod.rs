@@ -397,6 +397,8 @@ fn run_workers(
     status: &Arc<Mutex<Status>>,
     shutdown: &Shutdown,
 ) -> Result<Summary, PipelineError> {
+    // Before any worker reads: a log that lost its newest entries would have them read again.
+    storage.block_on(pageviews_core::commit::check_head(storage, &config.pipeline_id))?;
     let gate = open::StartGate::new(config.workers.max(1));
     // Files counted in one worker: the others relay to it in memory.
     let relays = match &config.source {

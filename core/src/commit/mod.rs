@@ -4,12 +4,14 @@
 //! form of the pipeline's facts and of each source partition's committed state; [`log`]
 //! writes the log (claims, commits, snapshots, pruning) and is the fence between instances;
 //! [`view`] folds the log into the newest state of everything; [`recover`] publishes
-//! committed files and finishes what a crash left; [`index`] keeps the list of completed
+//! committed files and finishes what a crash left; [`check_head`] refuses a log that lost its
+//! newest entries before a run goes on from it; [`index`] keeps the list of completed
 //! files that audits need. The pipeline writes through [`Log`]; `verify` reads a [`View`];
 //! readers of the tables (the SQL client) see committed state only through [`snapshot`], which
 //! names every committed file, open ones included, with how to read exactly their committed
 //! bytes.
 
+mod head;
 pub mod index;
 pub mod layout;
 pub mod log;
@@ -20,6 +22,7 @@ pub mod view;
 
 use thiserror::Error;
 
+pub use head::check_head;
 pub use log::{Committed, Log};
 pub use snapshot::{read_snapshot, Snapshot, SnapshotError, SnapshotFile, Unreadable};
 pub use state::{
@@ -53,12 +56,26 @@ pub enum CheckpointError {
         found: u32,
     },
     /// A file a committed entry names is missing from both staging and the table.
-    #[error("{path}, committed by log entry {seq}, is missing from the table and from staging; the output was modified outside pageviews")]
+    #[error("{path}, committed by log entry {seq} for source partition {partition}, is missing from the table and from staging: the output was modified outside pageviews (the file, or a newer log entry, was removed); put it back from a backup, or write the tables anew into an empty --output (`pageviews verify` lists every missing file)")]
     Lost {
         /// The file's final path.
         path: String,
         /// The entry that names it.
         seq: u64,
+        /// The source partition whose state names it.
+        partition: u32,
+    },
+    /// The tables hold a file that only a commit after the log's newest entry can have
+    /// published: entries were removed from the end of the log. Going on would read again,
+    /// and write a second time, what they committed.
+    #[error("the commit log of pipeline {pipeline} {}, but the tables hold {path}, which only a later commit can have published: log entry {} ({}) is missing; going on would write its rows a second time. Put the entry back from a backup, or write the tables anew into an empty --output", log_end(*newest), newest + 1, layout::entry_path(pipeline, newest + 1))]
+    LogBehind {
+        /// The pipeline.
+        pipeline: String,
+        /// The newest entry the log holds.
+        newest: u64,
+        /// A table file published by a missing entry.
+        path: String,
     },
     /// Other instances kept winning the race for the next log entry.
     #[error("could not append to the commit log of {pipeline} after {attempts} attempts: other instances keep writing it")]
@@ -76,6 +93,14 @@ pub enum CheckpointError {
         /// The other instance.
         other: String,
     },
+}
+
+/// Where a log ends, in words.
+fn log_end(newest: u64) -> String {
+    match newest {
+        0 => "holds no entry".into(),
+        n => format!("ends at entry {n}"),
+    }
 }
 
 #[cfg(test)]

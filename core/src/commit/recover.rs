@@ -23,9 +23,10 @@ use crate::table::Table;
 
 /// Completes the files an entry committed and writes its markers; idempotent.
 pub async fn publish(storage: &Storage, entry: &Entry) -> Result<(), CheckpointError> {
-    let files = entry.tasks.iter().flat_map(|t| t.files.iter());
-    let completions = files.map(|f| async move {
-        storage.complete_upload(&f.upload, &f.parts, f.bytes).await.map_err(lost(f.path(), entry.version))
+    let files = entry.tasks.iter().flat_map(|t| t.files.iter().map(move |f| (t.partition, f)));
+    let completions = files.map(|(partition, f)| async move {
+        let done = storage.complete_upload(&f.upload, &f.parts, f.bytes).await;
+        done.map_err(lost(f.path(), entry.version, partition))
     });
     futures::future::try_join_all(completions).await?;
     let markers = entry.markers.iter().map(|p| async move { storage.put_marker(&p.marker()).await });
@@ -59,13 +60,18 @@ impl Log {
         let storage = self.storage();
         let pipeline = self.pipeline_id();
         let state = self.view().tasks.get(&partition).cloned();
-        let version = self.view().version;
+        let at = Sealing {
+            pipeline,
+            partition,
+            version: self.view().version_of_task(partition),
+            newest: self.view().version,
+        };
         storage.block_on(async {
             let mut out = None;
             if let Some(mut task) = state {
                 let entry = Entry {
                     format: super::state::LOG_VERSION,
-                    version,
+                    version: at.version,
                     member: String::new(),
                     run: String::new(),
                     created_at: String::new(),
@@ -76,7 +82,7 @@ impl Log {
                 publish(storage, &entry).await?;
                 let mut sealed = Vec::with_capacity(task.open.len());
                 for f in &task.open {
-                    sealed.push(seal(storage, pipeline, f, version).await?);
+                    sealed.push(seal(storage, &at, f).await?);
                 }
                 task.files = sealed;
                 task.open.clear();
@@ -92,14 +98,21 @@ impl Log {
     }
 }
 
-/// Seals an open file as of its checkpoint: the file becomes, visibly and for good, what the
-/// checkpoint recorded. A file whose final path exists was sealed before.
-async fn seal(
-    storage: &Storage,
-    pipeline: &str,
-    f: &OpenFileState,
+/// Whose open files are being sealed, and where the log stands.
+struct Sealing<'a> {
+    pipeline: &'a str,
+    partition: u32,
+    /// The entry holding the partition's newest state.
     version: u64,
-) -> Result<ClosedFile, CheckpointError> {
+    /// The log's newest entry.
+    newest: u64,
+}
+
+/// Seals an open file as of its checkpoint: the file becomes, visibly and for good, what the
+/// checkpoint recorded. A file whose final path exists at the recorded size was sealed
+/// before; at another size, a commit the log no longer holds completed it.
+async fn seal(storage: &Storage, at: &Sealing<'_>, f: &OpenFileState) -> Result<ClosedFile, CheckpointError> {
+    let (pipeline, version, partition) = (at.pipeline, at.version, at.partition);
     let path = Path::from(f.path.as_str());
     let upload = match &f.upload {
         Some(u) => u.clone(),
@@ -110,22 +123,34 @@ async fn seal(
         },
     };
     let mut parts = f.parts.clone();
-    // Only sealing this upload ever creates the file, so if it exists, an earlier recovery
-    // sealed it. Asking first also spares a dead upload id, which some S3-compatible servers
-    // answer with retried 500s instead of 404.
-    if storage.exists(&path).await? {
-        return Ok(f.sealed(upload, parts));
+    // Only sealing this upload, or a later commit that closed the file, creates it: at the
+    // recorded size an earlier recovery sealed it. Asking first also spares a dead upload
+    // id, which some S3-compatible servers answer with retried 500s instead of 404.
+    match storage.size(&path).await? {
+        Some(size) if size == f.bytes => return Ok(f.sealed(upload, parts)),
+        Some(_) => {
+            let path = f.path.clone();
+            return Err(CheckpointError::LogBehind {
+                pipeline: pipeline.to_string(),
+                newest: at.newest,
+                path,
+            });
+        }
+        None => {}
     }
     let upload = match &f.upload {
         Some(u) => u.clone(),
         None => storage.begin_upload(&path, &upload_staging(pipeline, &f.path)).await?,
     };
     if let Some(tail) = &f.tail {
-        let bytes = storage.get(&Path::from(tail.as_str())).await.map_err(lost(tail, version))?;
+        // A missing tail loses the file's committed rows: named by the file, not the tail.
+        let bytes =
+            storage.get(&Path::from(tail.as_str())).await.map_err(lost(&f.path, version, partition))?;
         let id = storage.put_part(&upload, parts.len(), f.sent, bytes).await;
-        parts.push(id.map_err(lost(&f.path, version))?);
+        parts.push(id.map_err(lost(&f.path, version, partition))?);
     }
-    storage.complete_upload(&upload, &parts, f.bytes).await.map_err(lost(&f.path, version))?;
+    let done = storage.complete_upload(&upload, &parts, f.bytes).await;
+    done.map_err(lost(&f.path, version, partition))?;
     Ok(f.sealed(upload, parts))
 }
 
@@ -156,10 +181,10 @@ async fn abort_orphans(storage: &Storage, pipeline: &str, partition: u32) -> Res
 
 /// Maps "not found" for an object or upload a committed entry names to
 /// [`CheckpointError::Lost`]: the output was changed outside pageviews.
-fn lost(path: &str, version: u64) -> impl FnOnce(StorageError) -> CheckpointError + '_ {
+fn lost(path: &str, version: u64, partition: u32) -> impl FnOnce(StorageError) -> CheckpointError + '_ {
     move |e| {
         if e.is_not_found() {
-            CheckpointError::Lost { path: path.to_string(), seq: version }
+            CheckpointError::Lost { path: path.to_string(), seq: version, partition }
         } else {
             e.into()
         }

@@ -181,3 +181,48 @@ fn recovering_a_partition_leaves_the_staging_of_every_other_partition_alone() {
     assert!(folder.is_dir(), "recovery of partition 1 removed {folder:?}, where partition 0 is writing");
     std::fs::File::create(&mine_staged).expect("a goes on with its upload");
 }
+
+#[test]
+fn a_file_recorded_open_but_completed_at_another_size_is_refused_as_a_log_that_lost_entries() {
+    use crate::table::{Format, Partition, Table};
+    use layout::{file_path, upload_staging};
+    use object_store::path::Path;
+    let root = root();
+    let mut a = open(&root, "a", "run-a");
+    a.claim(&[0]).unwrap();
+    let path = file_path(Partition { table: Table::PageViews, hour: 0 }, "p", 0, 1, 1, 0, Format::Jsonl);
+    let storage = &root.storage;
+    let upload = storage
+        .block_on(storage.begin_upload(&Path::from(path.as_str()), &upload_staging("p", &path)))
+        .unwrap();
+    let part =
+        storage.block_on(storage.put_part(&upload, 0, 0, bytes::Bytes::from_static(b"0123456789"))).unwrap();
+    let mut t = task(0, 1, 5);
+    t.open.push(OpenFileState {
+        table: Table::PageViews,
+        hour: 0,
+        path: path.clone(),
+        upload: Some(upload),
+        parts: vec![part],
+        sent: 10,
+        tail: None,
+        rows: 1,
+        bytes: 10,
+    });
+    a.commit(vec![t], no_markers).unwrap();
+    // A newer commit closed the file with more rows, and its entry was removed since.
+    std::fs::create_dir_all(root._dir.path().join(&path).parent().unwrap()).unwrap();
+    std::fs::write(root._dir.path().join(&path), "0123456789abcdefghij").unwrap();
+
+    let behind = |e: CheckpointError| matches!(&e, CheckpointError::LogBehind { newest: 2, path: p, .. } if *p == path);
+    let checked = storage.block_on(check_head(storage, "p")).unwrap_err();
+    assert!(behind(checked), "the start check");
+    let recovered = a.recover_task(0).unwrap_err();
+    assert!(behind(recovered), "recovery, for a partition taken later");
+
+    // At the recorded size it is what an earlier recovery sealed: no complaint.
+    std::fs::write(root._dir.path().join(&path), "0123456789").unwrap();
+    storage.block_on(check_head(storage, "p")).unwrap();
+    let sealed = a.recover_task(0).unwrap().unwrap();
+    assert_eq!(sealed.files.len(), 1);
+}

@@ -60,6 +60,10 @@ pub struct View {
     pub commits: u64,
     /// The newest committed state of every source partition.
     pub tasks: BTreeMap<u32, TaskState>,
+    /// The version of the entry that holds each task's newest state (absent from snapshots
+    /// written before it was kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_versions: BTreeMap<u32, u64>,
     /// Who holds each source partition.
     pub claims: BTreeMap<u32, Claim>,
     /// Hour partitions with completed files and no `_SUCCESS` written since.
@@ -98,6 +102,7 @@ impl View {
                 self.recent_files.push(IndexedFile::of(f, self.commits));
             }
             self.tasks.insert(task.partition, task.clone());
+            self.task_versions.insert(task.partition, entry.version);
         }
         for marker in &entry.markers {
             self.unmarked.remove(marker);
@@ -116,6 +121,12 @@ impl View {
             t.add(&task.totals);
         }
         t
+    }
+
+    /// The version of the entry holding `partition`'s newest state; for a snapshot that does
+    /// not say, the view's version (an upper bound).
+    pub fn version_of_task(&self, partition: u32) -> u64 {
+        self.task_versions.get(&partition).copied().unwrap_or(self.version)
     }
 
     /// The claim number under which `partition` is held now (0: never claimed).
@@ -193,6 +204,7 @@ impl View {
             version: self.version,
             commits: self.commits,
             tasks: self.tasks.clone(),
+            task_versions: self.task_versions.clone(),
             claims: self.claims.clone(),
             unmarked: self.unmarked.clone(),
             index,

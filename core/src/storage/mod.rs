@@ -333,11 +333,35 @@ impl Storage {
     }
 
     async fn exists_once(&self, path: &Path) -> Result<bool, StorageError> {
+        Ok(self.size_once(path).await?.is_some())
+    }
+
+    /// The size of the object at `path`; `None` when there is none.
+    pub async fn size(&self, path: &Path) -> Result<Option<u64>, StorageError> {
+        self.retry.run("head", path.as_ref(), |_| self.size_once(path)).await
+    }
+
+    async fn size_once(&self, path: &Path) -> Result<Option<u64>, StorageError> {
         match self.store.head(path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(StorageError::store("head", path)(source)),
         }
+    }
+
+    /// The folders directly under `prefix` (object stores: the common prefixes of the keys
+    /// below it), as paths.
+    pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>, StorageError> {
+        self.retry
+            .run("list", prefix.as_ref(), |_| async {
+                let listed = self
+                    .store
+                    .list_with_delimiter(Some(prefix))
+                    .await
+                    .map_err(StorageError::store("list", prefix))?;
+                Ok(listed.common_prefixes)
+            })
+            .await
     }
 
     /// Files under `prefix` that [`Storage::list`] does not return. On local disk
@@ -430,9 +454,11 @@ fn remove_empty_below(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 fn local_error(op: &'static str, path: &Path, e: std::io::Error) -> StorageError {
-    StorageError::Store {
-        op,
-        path: path.to_string(),
-        source: object_store::Error::Generic { store: "local", source: Box::new(e) },
-    }
+    // A missing file is "not found" as on S3, so callers tell it from an outage the same way.
+    let source = if e.kind() == std::io::ErrorKind::NotFound {
+        object_store::Error::NotFound { path: path.to_string(), source: Box::new(e) }
+    } else {
+        object_store::Error::Generic { store: "local", source: Box::new(e) }
+    };
+    StorageError::Store { op, path: path.to_string(), source }
 }
