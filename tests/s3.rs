@@ -2,7 +2,8 @@
 //! scripts/s3-local; scripts/test runs these against both): both tables commit and verify
 //! there, files span checkpoints as multipart uploads, kill -9 with an upload open recovers
 //! exactly once and leaves no upload behind, a storage outage mid-run is ridden out in the
-//! same process, and an error that does not pass stops the run at once.
+//! same process, an error that does not pass stops the run at once, and on a store that does
+//! not fence (s3rver) one instance runs at a time, kept out for as long as the other lives.
 
 mod common;
 
@@ -574,4 +575,55 @@ fn on_a_store_that_does_not_fence_an_instance_runs_one_worker() {
     let report = pageviews::verify::verify(&storage).unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.rows.get("page_views").copied(), Some(2 * original_example_lines().len() as u64));
+}
+
+#[test]
+fn on_a_store_that_does_not_fence_the_lease_lasts_as_long_as_its_instance_and_lapses_after_it() {
+    if s3::server() != "s3rver" {
+        eprintln!(
+            "skipped: {} refuses a second create-only write, so no lease is taken (this test is for s3rver: S3_SERVER=s3rver)",
+            s3::server()
+        );
+        return;
+    }
+    // A 4 s lease instead of a minute. The first instance's checkpoints are an hour apart,
+    // so only its renewals while idle can keep the lease.
+    let lease = Duration::from_secs(4);
+    let url = format!("s3://{}/r", s3::bucket("pv-renew"));
+    let first_args = ["--rate", "100", "--checkpoint-interval", "1h", "--instance-id", "a", "--lease", "4s"];
+    let mut first = s3_bin()
+        .args(run_args(&url, &first_args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (rt, storage) = s3::storage(&url);
+    let lease_file = ObjectPath::from("_checkpoints/generator/lease.json");
+    wait_for("the first instance's lease", Duration::from_secs(60), || {
+        rt.block_on(storage.exists(&lease_file)).unwrap_or(false)
+    });
+    let second = || {
+        let args = run_args(&url, &["--count", "100", "--rate", "0", "--instance-id", "b", "--lease", "4s"]);
+        s3_bin().args(args).output().unwrap()
+    };
+    let refused = |out: &std::process::Output, when: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{when}: the second instance was let in:\n{stderr}");
+        assert!(stderr.contains("instance a of pipeline generator is running"), "{when}:\n{stderr}");
+    };
+    // Three leases after the first started: what keeps it out is the first's renewals. This
+    // wait is the time the lease must outlast, not a synchronisation.
+    std::thread::sleep(3 * lease);
+    refused(&second(), "three leases into the first instance's run");
+    assert!(first.try_wait().unwrap().is_none(), "the first instance runs on");
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let killed = Instant::now();
+    refused(&second(), "right after the first instance was killed");
+    let admitted = poll_until(Duration::from_secs(60), || second().status.success());
+    assert!(admitted, "the lease of a killed instance lapses");
+    assert!(killed.elapsed() < 4 * lease, "admitted {:?} after the kill", killed.elapsed());
+    let report = pageviews::verify::verify(&storage).unwrap();
+    assert!(report.is_clean(), "{report}");
 }

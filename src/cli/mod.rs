@@ -233,6 +233,12 @@ pub struct RunArgs {
     #[arg(long, env = "PAGEVIEWS_STORAGE_RETRY_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub storage_retry_timeout: Duration,
 
+    /// On a store that does not fence (s3rver), how long this instance counts as running
+    /// after it last renewed its lease; it renews every third of it. For tests, which
+    /// cannot wait a minute for a lease to lapse.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub lease: Duration,
+
     /// Names this pipeline's checkpoints and files; two pipelines may share an --output
     /// only with different ids. Default: from the source, `generator`, `files` or
     /// `kafka-<topic>`, so each source keeps its own checkpoint in a shared output.
@@ -355,6 +361,10 @@ impl RunArgs {
         config.max_future_ms = millis(self.max_future, "--max-future")?;
         config.storage_retry_timeout = self.storage_retry_timeout;
         config.input_mode = self.input_mode;
+        if self.lease < Duration::from_millis(300) {
+            bail!("--lease must be at least 300ms");
+        }
+        config.lease = self.lease;
         config.http = http;
         if self.instance_id.is_empty()
             || !self.instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

@@ -136,6 +136,9 @@ pub struct PipelineConfig {
     /// Files: whether an input with a committed position is told by its content, or taken
     /// as the content committed, or as new content.
     pub input_mode: InputMode,
+    /// On a store that does not fence, how long this instance counts as running after it
+    /// last renewed its lease ([`pageviews_core::commit::Log::take_lease`]).
+    pub lease: Duration,
 }
 
 impl PipelineConfig {
@@ -181,6 +184,7 @@ impl PipelineConfig {
             workers: 1,
             storage_retry_timeout: RetryPolicy::default().timeout,
             input_mode: InputMode::Auto,
+            lease: pageviews_core::commit::DEFAULT_LEASE,
         }
     }
 }

@@ -25,9 +25,6 @@ use crate::source::exchange::{exchange_topic, Exchange};
 use crate::source::file::{first_event, Taken};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
 
-/// How long an instance on a store that cannot fence counts as live after its last renewal.
-const LEASE_MS: i64 = 60_000;
-
 /// The workers of an instance join the consumer group together. A broker whose
 /// `group.initial.rebalance.delay.ms` is short (0 in `scripts/kafka-local`; Kafka's default is
 /// 3 s) completes a new group's first generation with whoever has joined: a worker whose commit
@@ -128,7 +125,7 @@ impl Pipeline {
         } else {
             config.instance_id.clone()
         };
-        let (log, facts) = Log::open(&storage, &config.pipeline_id, &member, &run, &facts)?;
+        let (mut log, facts) = Log::open(&storage, &config.pipeline_id, &member, &run, &facts)?;
         // A generator run continues the pipeline's stream: a seed or start time it was not
         // given comes from the facts (a random seed must not refuse the resume).
         let stream = match &config.source {
@@ -156,7 +153,7 @@ impl Pipeline {
                 config.output
             )));
         }
-        log.take_lease(wall, LEASE_MS)?;
+        log.take_lease(config.lease)?;
         if !log.view().tasks.is_empty() {
             info!(
                 version = log.view().version,

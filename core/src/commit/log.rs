@@ -21,7 +21,8 @@ use bytes::Bytes;
 use object_store::path::Path;
 
 use super::index;
-use super::layout::{entry_path, facts_path, lease_path, log_dir, snapshot_dir, snapshot_path, version_of};
+use super::layout::{entry_path, facts_path, log_dir, snapshot_dir, snapshot_path, version_of};
+use super::lease::{wall_ms, Lease};
 use super::state::{Entry, Facts, TaskState, LOG_VERSION};
 use super::view::{newest_snapshot, View};
 use super::CheckpointError;
@@ -52,6 +53,8 @@ pub struct Log {
     view: View,
     /// The store refuses a second create of the same key (checked at open).
     fencing: bool,
+    /// This run's lease, on a store that does not fence.
+    lease: Option<Lease>,
 }
 
 impl Log {
@@ -75,6 +78,7 @@ impl Log {
                 run: run.to_string(),
                 view,
                 fencing,
+                lease: None,
             };
             Ok((log, facts))
         })
@@ -184,7 +188,11 @@ impl Log {
     }
 
     /// Writes `entry` create-only; false when another instance wrote that version first.
+    /// Where the store does not fence, only while this run holds the lease.
     fn append(&mut self, entry: &Entry) -> Result<bool, CheckpointError> {
+        if let Some(lease) = &self.lease {
+            self.storage.block_on(lease.renew())?;
+        }
         let path = entry_path(&self.pipeline, entry.version);
         let json = serde_json::to_vec_pretty(entry)
             .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
@@ -269,80 +277,25 @@ impl Log {
     }
 
     /// On a store that does not fence: refuses to run beside another live instance, and
-    /// records this one. `lease_ms` is how long a silent instance counts as live. A lease of
-    /// the same instance id is taken over at once: that is the instance restarted (after a
-    /// kill -9 too), as static group membership would have it; its zombie, if any, is refused
-    /// at its next renewal.
-    pub fn take_lease(&self, wall_ms: i64, lease_ms: i64) -> Result<(), CheckpointError> {
-        // Another member's lease that is still live refuses the start.
-        self.hold_lease(wall_ms, |lease| {
-            lease.member != self.member && wall_ms.saturating_sub(lease.heartbeat_ms) < lease_ms
-        })
-    }
-
-    /// Renews the lease (stores that do not fence), failing if another instance took it.
-    pub fn renew_lease(&self, wall_ms: i64) -> Result<(), CheckpointError> {
-        self.hold_lease(wall_ms, |lease| lease.run != self.run)
-    }
-
-    /// Writes this run's lease at `wall_ms` unless the lease found is `taken` (stores that
-    /// fence need none).
-    fn hold_lease(&self, wall_ms: i64, taken: impl Fn(&Lease) -> bool) -> Result<(), CheckpointError> {
-        if self.fencing {
+    /// keeps this one's lease (see [`super::lease`]) for as long as the run lasts, renewed
+    /// every third of `duration` and before each append. Stores that fence need none.
+    pub fn take_lease(&mut self, duration: Duration) -> Result<(), CheckpointError> {
+        if self.fencing || self.lease.is_some() {
             return Ok(());
         }
-        let storage = &self.storage;
-        let path = lease_path(&self.pipeline);
-        storage.block_on(async {
-            if let Some(lease) = read_lease(storage, &path).await? {
-                if taken(&lease) {
-                    return Err(CheckpointError::Unfenced {
-                        pipeline: self.pipeline.clone(),
-                        other: lease.member,
-                    });
-                }
-            }
-            self.write_lease(&path, wall_ms).await
-        })
+        let (storage, pipeline) = (&self.storage, self.pipeline.as_str());
+        let lease = storage.block_on(Lease::take(storage, pipeline, &self.member, &self.run, duration))?;
+        self.lease = Some(lease);
+        Ok(())
     }
 
     /// Gives the lease up on a clean stop (stores that do not fence), so another instance
-    /// may start at once. Only this run's own lease is removed.
-    pub fn release_lease(&self) -> Result<(), CheckpointError> {
-        if self.fencing {
-            return Ok(());
+    /// may start at once.
+    pub fn release_lease(&mut self) -> Result<(), CheckpointError> {
+        match self.lease.take() {
+            Some(lease) => self.storage.block_on(lease.release()),
+            None => Ok(()),
         }
-        let storage = &self.storage;
-        let path = lease_path(&self.pipeline);
-        storage.block_on(async {
-            match read_lease(storage, &path).await? {
-                Some(lease) if lease.run == self.run => Ok(storage.delete(&path).await?),
-                _ => Ok(()),
-            }
-        })
-    }
-
-    async fn write_lease(&self, path: &Path, wall_ms: i64) -> Result<(), CheckpointError> {
-        let lease = Lease { member: self.member.clone(), run: self.run.clone(), heartbeat_ms: wall_ms };
-        let json = serde_json::to_vec(&lease)
-            .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() })?;
-        self.storage.put(path, Bytes::from(json)).await?;
-        Ok(())
-    }
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Lease {
-    member: String,
-    run: String,
-    heartbeat_ms: i64,
-}
-
-async fn read_lease(storage: &Storage, path: &Path) -> Result<Option<Lease>, CheckpointError> {
-    match storage.get(path).await {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -391,11 +344,7 @@ async fn probe_fencing(storage: &Storage, pipeline: &str, run: &str) -> Result<b
 }
 
 fn now_text() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as i64;
-    crate::time::format_timestamp(ms)
+    crate::time::format_timestamp(wall_ms())
 }
 
 /// The index segments a snapshot names; none when it was pruned meanwhile.

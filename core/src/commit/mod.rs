@@ -14,6 +14,7 @@
 mod head;
 pub mod index;
 pub mod layout;
+mod lease;
 pub mod log;
 pub mod recover;
 pub mod snapshot;
@@ -23,6 +24,7 @@ pub mod view;
 use thiserror::Error;
 
 pub use head::check_head;
+pub use lease::DEFAULT_LEASE;
 pub use log::{Committed, Log};
 pub use snapshot::{read_snapshot, Snapshot, SnapshotError, SnapshotFile, Unreadable};
 pub use state::{
@@ -86,12 +88,31 @@ pub enum CheckpointError {
         attempts: usize,
     },
     /// The store cannot fence two instances, and another one runs.
-    #[error("instance {other} of pipeline {pipeline} is running on this output, and this store does not refuse a second create-only write, so two instances cannot be kept apart safely; stop the other instance, or use a store with conditional writes (S3, MinIO, local disk)")]
+    #[error("instance {other} of pipeline {pipeline} is running on this output (run {run}, since {since} UTC), and this store does not refuse a second create-only write, so two instances cannot be kept apart safely; stop the other instance, or use a store with conditional writes (S3, MinIO, local disk)")]
     Unfenced {
         /// The pipeline.
         pipeline: String,
         /// The other instance.
         other: String,
+        /// Its run.
+        run: String,
+        /// Since when it holds the lease (UTC).
+        since: String,
+    },
+    /// Another run of the pipeline took over what this run held: this run must stop, and
+    /// what it read since its last commit is the other run's to read again.
+    #[error("this run of pipeline {pipeline} was replaced: instance {by} (run {run}) took {took} over at {since} UTC; this run stopped without committing what it read since its last checkpoint, which the other run reads again")]
+    Replaced {
+        /// The pipeline.
+        pipeline: String,
+        /// The instance that took over.
+        by: String,
+        /// Its run.
+        run: String,
+        /// What it took: the lease, or a partition.
+        took: String,
+        /// When (UTC).
+        since: String,
     },
 }
 
