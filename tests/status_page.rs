@@ -21,7 +21,7 @@ fn shown(n: &Value) -> String {
     let digits = n.as_u64().map(|n| n.to_string()).unwrap_or_else(|| panic!("{n} is not a count"));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

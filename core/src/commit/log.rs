@@ -160,7 +160,7 @@ impl Log {
                 self.storage.block_on(super::recover::publish(&self.storage, &entry))?;
                 // The committer of every SNAPSHOT_EVERY-th version snapshots: one snapshotter
                 // per version however many members share the log.
-                if entry.version % SNAPSHOT_EVERY == 0 {
+                if entry.version.is_multiple_of(SNAPSHOT_EVERY) {
                     self.snapshot()?;
                 }
                 return Ok(Committed { version: entry.version, fenced });
