@@ -210,7 +210,8 @@ pub struct RunArgs {
 
     /// This instance of the deployment. Instances of one deployment share --pipeline-id,
     /// --group and --output, and the consumer group spreads the topic's partitions over them;
-    /// each needs its own id (a second process with the same id is fenced).
+    /// each needs its own id (a second process with the same id is refused on a local disk
+    /// while the first runs; elsewhere the newer one takes over and the older one stops).
     #[arg(long, env = "PAGEVIEWS_INSTANCE_ID", default_value = "0", value_name = "ID")]
     pub instance_id: String,
 

@@ -18,6 +18,7 @@ mod checkpoint;
 mod inputs;
 mod open;
 mod relay;
+mod replaced;
 mod report;
 mod restore;
 mod task;
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pageviews_core::commit::{CheckpointError, Totals};
+use pageviews_core::commit::{CheckpointError, InstanceLock, Totals};
 use pageviews_core::storage::{RetryPolicy, S3Env, Storage, StorageError, MIN_PART_BYTES};
 use pageviews_core::table::Format;
 pub use pageviews_core::Shutdown;
@@ -348,6 +349,8 @@ pub fn start(
             config.pipeline_id
         )));
     }
+    // Held until the run ends: a second run of this instance on a local disk is refused.
+    let lock = InstanceLock::take(&storage, &config.pipeline_id, &config.instance_id)?;
     let status = Arc::new(Mutex::new(Status {
         pipeline: config.pipeline_id.clone(),
         instance: config.instance_id.clone(),
@@ -375,6 +378,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("pageviews-pipeline".into())
         .spawn(move || {
+            let _lock = lock;
             let result = run_workers(&config, &storage, &m, &st, &stop);
             if let Ok(mut s) = st.lock() {
                 match &result {
@@ -427,7 +431,7 @@ fn run_workers(
                     move || {
                         let result = worker::Pipeline::open(config, k, siblings, storage, metrics, status)
                             .and_then(|mut pipeline| {
-                                let result = pipeline.run_loop();
+                                let result = pipeline.run_loop().map_err(|e| pipeline.explain(e));
                                 pipeline.report_stopped();
                                 result
                             });

@@ -281,6 +281,7 @@ impl Pipeline {
             reached_end: false,
             checkpoints: 0,
             stop: siblings.stop.clone(),
+            rebalances: matches!(config.source, SourceConfig::Kafka(_)),
         };
         pipeline.add_tasks(restored)?;
         for (partition, ms) in first_events {

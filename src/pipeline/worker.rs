@@ -60,6 +60,9 @@ pub(super) struct Pipeline {
     /// The instance's stop request: the loop checks it between batches, and the waits of a
     /// last checkpoint give up a few seconds after it.
     pub stop: Shutdown,
+    /// Partitions come and go with a consumer group (Kafka); otherwise a fenced one was taken
+    /// by another run for good (`replaced.rs`).
+    pub rebalances: bool,
 }
 
 impl Pipeline {
@@ -561,7 +564,8 @@ impl Pipeline {
     }
 
     /// Drops the tasks of partitions another instance claimed: their uncommitted work is
-    /// abandoned (the new holder reads it again from the committed position).
+    /// abandoned (the new holder reads it again from the committed position). Without a
+    /// consumer group to hand them back, the run was replaced and stops (`replaced.rs`).
     pub(super) fn drop_fenced(&mut self, fenced: &[u32]) -> Result<(), PipelineError> {
         for &p in fenced {
             warn!(partition = p, "another instance holds this partition now; giving it up");
@@ -575,7 +579,8 @@ impl Pipeline {
             self.tasks.remove(&p);
             self.source.fenced(p);
         }
-        self.sync_exchange()
+        self.sync_exchange()?;
+        self.replaced(fenced)
     }
 }
 

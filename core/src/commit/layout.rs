@@ -7,6 +7,8 @@
 //! <root>/_checkpoints/<pipeline>/log/<version>.json            the commit log (recent entries)
 //! <root>/_checkpoints/<pipeline>/snapshot/<version>.json       the log folded up to a version
 //! <root>/_checkpoints/<pipeline>/index/<from>-<to>.json        every file completed, for audits
+//! <root>/_checkpoints/<pipeline>/lease.json                    who runs, on a store that does not fence
+//! <root>/_checkpoints/<pipeline>/instance-<id>.lock            held by a running instance (local disk)
 //! <root>/_staging/<pipeline>/uploads/p<P>/<table>/…            local uploads in progress
 //! <root>/_staging/<pipeline>/tails/p<P>/<claim>-<cp>/<table>/… open files' tails
 //! ```
@@ -66,6 +68,11 @@ pub fn index_path(pipeline_id: &str, from: u64, to: u64) -> Path {
 /// Where an instance on a store without create-only writes records that it runs.
 pub fn lease_path(pipeline_id: &str) -> Path {
     Path::from(format!("_checkpoints/{pipeline_id}/lease.json"))
+}
+
+/// What a running instance holds locked on a local disk (see `commit::lock`).
+pub fn instance_lock_path(pipeline_id: &str, instance: &str) -> Path {
+    Path::from(format!("_checkpoints/{pipeline_id}/instance-{instance}.lock"))
 }
 
 /// The version a log entry or snapshot path names, if it is one.

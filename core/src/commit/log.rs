@@ -169,6 +169,25 @@ impl Log {
         Err(self.contended())
     }
 
+    /// Whether another run took over one of `held` (partitions, with the claims this run
+    /// holds them under), as the log says now: the error that says which, and since when.
+    pub fn taken_over(&mut self, held: &[(u32, u64)]) -> Result<Option<CheckpointError>, CheckpointError> {
+        self.catch_up()?;
+        Ok(held.iter().find(|(p, claim)| self.view.claim_of(*p) != *claim).map(|(p, _)| self.replaced(*p)))
+    }
+
+    /// The error of a run whose `partition` another run claimed: who, and since when.
+    pub fn replaced(&self, partition: u32) -> CheckpointError {
+        let claim = self.view.claims.get(&partition).cloned().unwrap_or_default();
+        CheckpointError::Replaced {
+            pipeline: self.pipeline.clone(),
+            by: claim.member,
+            run: claim.run,
+            took: format!("partition {partition}"),
+            since: claim.since,
+        }
+    }
+
     fn entry(
         &self,
         claims: std::collections::BTreeMap<u32, u64>,

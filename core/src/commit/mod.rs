@@ -5,7 +5,8 @@
 //! writes the log (claims, commits, snapshots, pruning) and is the fence between instances;
 //! [`view`] folds the log into the newest state of everything; [`recover`] publishes
 //! committed files and finishes what a crash left; [`check_head`] refuses a log that lost its
-//! newest entries before a run goes on from it; [`index`] keeps the list of completed
+//! newest entries before a run goes on from it; `lease` and [`InstanceLock`] keep a second
+//! run out where the claims cannot; [`index`] keeps the list of completed
 //! files that audits need. The pipeline writes through [`Log`]; `verify` reads a [`View`];
 //! readers of the tables (the SQL client) see committed state only through [`snapshot`], which
 //! names every committed file, open ones included, with how to read exactly their committed
@@ -15,6 +16,7 @@ mod head;
 pub mod index;
 pub mod layout;
 mod lease;
+mod lock;
 pub mod log;
 pub mod recover;
 pub mod snapshot;
@@ -25,6 +27,7 @@ use thiserror::Error;
 
 pub use head::check_head;
 pub use lease::DEFAULT_LEASE;
+pub use lock::InstanceLock;
 pub use log::{Committed, Log};
 pub use snapshot::{read_snapshot, Snapshot, SnapshotError, SnapshotFile, Unreadable};
 pub use state::{
@@ -98,6 +101,16 @@ pub enum CheckpointError {
         run: String,
         /// Since when it holds the lease (UTC).
         since: String,
+    },
+    /// The same instance of the pipeline already runs on this output.
+    #[error("instance {instance} of pipeline {pipeline} already runs on this output ({holder}); stop it first, or give this run its own --instance-id (instances share a Kafka topic's partitions; over files or the generator, a newer instance takes them over and the older one stops)")]
+    Running {
+        /// The pipeline.
+        pipeline: String,
+        /// The instance id.
+        instance: String,
+        /// The run holding it: its process and since when.
+        holder: String,
     },
     /// Another run of the pipeline took over what this run held: this run must stop, and
     /// what it read since its last commit is the other run's to read again.

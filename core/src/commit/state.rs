@@ -352,7 +352,7 @@ pub struct Entry {
 }
 
 /// Who holds a source partition: the newest claim in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The claim number; every claim of a partition has a higher one.
     pub claim: u64,
@@ -360,4 +360,7 @@ pub struct Claim {
     pub member: String,
     /// Its run.
     pub run: String,
+    /// When the claim was written (UTC), for humans.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub since: String,
 }

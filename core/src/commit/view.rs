@@ -90,7 +90,8 @@ impl View {
     /// Folds in one entry; entries must come in version order.
     pub fn apply(&mut self, entry: &Entry) {
         for (&partition, &claim) in &entry.claims {
-            let claim = Claim { claim, member: entry.member.clone(), run: entry.run.clone() };
+            let (member, run, since) = (entry.member.clone(), entry.run.clone(), entry.created_at.clone());
+            let claim = Claim { claim, member, run, since };
             self.claims.insert(partition, claim);
         }
         if !entry.tasks.is_empty() {

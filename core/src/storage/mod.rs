@@ -245,6 +245,13 @@ impl Storage {
         &self.rt
     }
 
+    /// Where `path` is on this machine, for a root on a local disk; `None` on an object
+    /// store.
+    pub(crate) fn local_path(&self, path: &Path) -> Option<PathBuf> {
+        let Backend::Local(root) = &self.backend else { return None };
+        Some(root.join(path.as_ref()))
+    }
+
     /// The underlying store, rooted at the table root.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -453,7 +460,8 @@ fn remove_empty_below(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
-fn local_error(op: &'static str, path: &Path, e: std::io::Error) -> StorageError {
+/// An I/O error on a local root, as a storage error about `path`.
+pub(crate) fn local_error(op: &'static str, path: &Path, e: std::io::Error) -> StorageError {
     // A missing file is "not found" as on S3, so callers tell it from an outage the same way.
     let source = if e.kind() == std::io::ErrorKind::NotFound {
         object_store::Error::NotFound { path: path.to_string(), source: Box::new(e) }
