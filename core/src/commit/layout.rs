@@ -71,7 +71,7 @@ pub fn lease_path(pipeline_id: &str) -> Path {
 }
 
 /// What a running instance holds locked on a local disk (see `commit::lock`).
-pub fn instance_lock_path(pipeline_id: &str, instance: &str) -> Path {
+pub(crate) fn instance_lock_path(pipeline_id: &str, instance: &str) -> Path {
     Path::from(format!("_checkpoints/{pipeline_id}/instance-{instance}.lock"))
 }
 
@@ -97,7 +97,7 @@ pub fn upload_staging(pipeline_id: &str, rel: &str) -> Path {
 }
 
 /// Where the local uploads of source partition `partition` are staged.
-pub fn partition_uploads_prefix(pipeline_id: &str, partition: u32) -> Path {
+pub(crate) fn partition_uploads_prefix(pipeline_id: &str, partition: u32) -> Path {
     Path::from(format!("_staging/{pipeline_id}/uploads/p{partition}"))
 }
 

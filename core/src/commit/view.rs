@@ -126,7 +126,7 @@ impl View {
 
     /// The version of the entry holding `partition`'s newest state; for a snapshot that does
     /// not say, the view's version (an upper bound).
-    pub fn version_of_task(&self, partition: u32) -> u64 {
+    pub(crate) fn version_of_task(&self, partition: u32) -> u64 {
         self.task_versions.get(&partition).copied().unwrap_or(self.version)
     }
 

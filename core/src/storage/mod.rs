@@ -344,7 +344,7 @@ impl Storage {
     }
 
     /// The size of the object at `path`; `None` when there is none.
-    pub async fn size(&self, path: &Path) -> Result<Option<u64>, StorageError> {
+    pub(crate) async fn size(&self, path: &Path) -> Result<Option<u64>, StorageError> {
         self.retry.run("head", path.as_ref(), |_| self.size_once(path)).await
     }
 
@@ -358,7 +358,7 @@ impl Storage {
 
     /// The folders directly under `prefix` (object stores: the common prefixes of the keys
     /// below it), as paths.
-    pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>, StorageError> {
+    pub(crate) async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>, StorageError> {
         self.retry
             .run("list", prefix.as_ref(), |_| async {
                 let listed = self
