@@ -149,7 +149,7 @@ async fn seal(storage: &Storage, at: &Sealing<'_>, f: &OpenFileState) -> Result<
         let id = storage.put_part(&upload, parts.len(), f.sent, bytes).await;
         parts.push(id.map_err(lost(&f.path, version, partition))?);
     }
-    let done = storage.complete_upload(&upload, &parts, f.bytes).await;
+    let done = storage.seal_upload(&upload, &parts, f.bytes).await;
     done.map_err(lost(&f.path, version, partition))?;
     Ok(f.sealed(upload, parts))
 }

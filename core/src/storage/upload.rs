@@ -138,6 +138,54 @@ impl Storage {
             .await
     }
 
+    /// [`Storage::complete_upload`] for recovery, which may race a holder that lost the
+    /// file's partition but still writes parts into its staged copy: on a local disk the
+    /// recorded bytes are copied into a file of their own, which then appears at the final
+    /// path, so a late write lands in the staged file nobody completes. Object stores
+    /// complete the upload, whose parts are fixed by their ids.
+    pub async fn seal_upload(
+        &self,
+        upload: &UploadRef,
+        parts: &[String],
+        len: u64,
+    ) -> Result<bool, StorageError> {
+        let Backend::Local(root) = &self.backend else {
+            return self.complete_upload(upload, parts, len).await;
+        };
+        let (from, to) = (root.join(&upload.staged), root.join(&upload.path));
+        let sealing = root.join(format!("{}.sealing", upload.staged));
+        let staged = Path::from(upload.staged.as_str());
+        self.retry
+            .run("seal upload", &upload.path, |_| {
+                let (from, to, sealing) = (from.clone(), to.clone(), sealing.clone());
+                let staged = staged.clone();
+                async move {
+                    let io = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+                        use std::io::{Read, Write};
+                        if to.exists() {
+                            return Ok(false);
+                        }
+                        let mut copy = std::fs::File::create(&sealing)?;
+                        std::io::copy(&mut std::fs::File::open(&from)?.take(len), &mut copy)?;
+                        copy.flush()?;
+                        copy.sync_all()?;
+                        if let Some(dir) = to.parent() {
+                            std::fs::create_dir_all(dir)?;
+                        }
+                        std::fs::rename(&sealing, &to)?;
+                        std::fs::remove_file(&from)?;
+                        Ok(true)
+                    });
+                    match io.await {
+                        Ok(Ok(done)) => Ok(done),
+                        Ok(Err(e)) => Err(local_error("seal upload", &staged, e)),
+                        Err(e) => Err(local_error("seal upload", &staged, std::io::Error::other(e))),
+                    }
+                }
+            })
+            .await
+    }
+
     async fn complete_upload_once(
         &self,
         upload: &UploadRef,
@@ -238,5 +286,33 @@ impl S3Root {
         } else {
             self.prefix.parts().chain(path.parts()).collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A holder that lost its partition may still write a part through a file it had open
+    /// when recovery sealed the file: the sealed file keeps exactly the recorded bytes.
+    #[test]
+    fn a_late_write_to_a_staged_file_does_not_reach_the_sealed_one() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let storage = Storage::open(&dir.path().display().to_string(), rt.handle().clone()).unwrap();
+        let path = Path::from("t/day=2020-01-01/hour=00/part-x.jsonl");
+        let upload =
+            rt.block_on(storage.begin_upload(&path, &Path::from("_staging/x/part-x.jsonl"))).unwrap();
+        rt.block_on(storage.put_part(&upload, 0, 0, Bytes::from_static(b"committed\nnot yet\n"))).unwrap();
+        let zombie = std::fs::OpenOptions::new().write(true).open(dir.path().join(&upload.staged)).unwrap();
+        assert!(rt.block_on(storage.seal_upload(&upload, &[], 10)).unwrap());
+        zombie.write_all_at(b"a late part\n", 18).unwrap();
+        let sealed = std::fs::read(dir.path().join(path.as_ref())).unwrap();
+        assert_eq!(sealed, b"committed\n");
+        assert!(
+            !rt.block_on(storage.seal_upload(&upload, &[], 10)).unwrap(),
+            "sealing again changes nothing"
+        );
     }
 }
