@@ -1,111 +1,101 @@
 //! Splitting SQL text into statements at the `;` that ends each one.
 //!
 //! DataFusion plans one statement at a time, and the shell must know when a multi-line
-//! statement is complete. A `;` inside a string ('…'), a quoted identifier ("…") or a
-//! comment (`-- …`, `/* … */`) does not end a statement.
+//! statement is complete. The text is cut with sqlparser's tokenizer, the one DataFusion
+//! parses with (its generic dialect, DataFusion's default, which the session never changes),
+//! so a `;` ends a statement exactly where DataFusion would see one: not inside a string
+//! (`'…'`, `E'…'` with backslash escapes, `$$…$$` and `$tag$…$tag$`), a quoted identifier
+//! (`"…"`) or a comment (`-- …`, `/* … */`).
+
+use std::ops::Range;
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 /// Splits `text` into statements, without their `;` and surrounding whitespace. Text after
-/// the last `;` is returned as a final statement when it holds more than comments.
+/// the last `;` is returned as a final statement when it holds more than comments; so is
+/// text the tokenizer cannot read (an unterminated string, say), from the statement it
+/// starts in to the end, for DataFusion to report.
 pub fn split_statements(text: &str) -> Vec<String> {
-    let (mut statements, rest) = scan(text);
-    if has_code(rest) {
-        statements.push(rest.trim().to_string());
-    }
-    statements
+    let scan = Scan::of(text);
+    let tail = scan.tail.map(|start| start..text.len());
+    scan.statements
+        .into_iter()
+        .chain(tail)
+        .map(|range| text.get(range).unwrap_or_default().trim().to_string())
+        .collect()
 }
 
-/// True when `text` ends inside a statement: something other than whitespace and comments
-/// follows the last complete statement, or a string or comment is still open. The shell
-/// keeps reading lines while this holds.
+/// True when `text` ends inside a statement: code follows the last `;`, or a string,
+/// quoted identifier or comment is still open. The shell keeps reading lines while this
+/// holds. Text the tokenizer cannot read counts as open too (sqlparser reports an open
+/// string and a malformed escape in one alike); Ctrl-C drops it.
 pub fn is_incomplete(text: &str) -> bool {
-    let (_, rest) = scan(text);
-    has_code(rest) || rest_is_open(rest)
+    Scan::of(text).tail.is_some()
 }
 
-/// The complete statements of `text` and the text after the last of them.
-fn scan(text: &str) -> (Vec<String>, &str) {
-    let mut statements = Vec::new();
-    let mut start = 0;
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' | b'"' => i = skip_quoted(bytes, i),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => i = skip_line(bytes, i),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block(bytes, i),
-            b';' => {
-                let statement = text[start..i].trim();
-                if has_code(statement) {
-                    statements.push(statement.to_string());
+/// Where the statements of a text are, as the tokenizer sees them.
+struct Scan {
+    /// Each complete statement that holds code, from just after the previous `;` to its own.
+    statements: Vec<Range<usize>>,
+    /// Where the text after the last `;` starts, when it holds code or something the
+    /// tokenizer cannot read.
+    tail: Option<usize>,
+}
+
+impl Scan {
+    fn of(text: &str) -> Scan {
+        let dialect = GenericDialect {};
+        let mut tokens: Vec<TokenWithSpan> = Vec::new();
+        // On an error, `tokens` holds every token before it.
+        let unreadable = Tokenizer::new(&dialect, text).tokenize_with_location_into_buf(&mut tokens).is_err();
+        let offsets = ByteOffsets::new(text);
+        let mut statements = Vec::new();
+        let mut start = 0;
+        let mut code = false;
+        for token in &tokens {
+            match token.token {
+                Token::SemiColon => {
+                    let end = offsets.of(token.span.start);
+                    if code {
+                        statements.push(start..end);
+                    }
+                    // A `;` is one byte.
+                    start = end + 1;
+                    code = false;
                 }
-                i += 1;
-                start = i;
+                // Comments are whitespace tokens.
+                Token::Whitespace(_) | Token::EOF => {}
+                _ => code = true,
             }
-            _ => i += 1,
         }
+        // What the tokenizer could not read is code: DataFusion then names the problem (an
+        // unterminated string, a comment that never closes).
+        let tail = (code || unreadable).then_some(start);
+        Scan { statements, tail }
     }
-    (statements, &text[start..])
 }
 
-/// Index after the closing quote of the string starting at `i` (a doubled quote is an
-/// escaped one), or the end of the text when it is not closed.
-fn skip_quoted(bytes: &[u8], i: usize) -> usize {
-    let quote = bytes[i];
-    let mut j = i + 1;
-    while j < bytes.len() {
-        if bytes[j] == quote {
-            if bytes.get(j + 1) == Some(&quote) {
-                j += 2;
-                continue;
-            }
-            return j + 1;
-        }
-        j += 1;
+/// Turns the tokenizer's locations (1-based line, and column in characters) into byte
+/// offsets of the text.
+struct ByteOffsets<'a> {
+    text: &'a str,
+    /// Byte offset at which each line starts.
+    line_starts: Vec<usize>,
+}
+
+impl<'a> ByteOffsets<'a> {
+    fn new(text: &'a str) -> Self {
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        ByteOffsets { text, line_starts }
     }
-    bytes.len()
-}
 
-fn skip_line(bytes: &[u8], i: usize) -> usize {
-    bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| i + p + 1)
-}
-
-fn skip_block(bytes: &[u8], i: usize) -> usize {
-    bytes[i + 2..].windows(2).position(|w| w == b"*/").map_or(bytes.len(), |p| i + 2 + p + 2)
-}
-
-/// True when `text` holds something besides whitespace and comments.
-fn has_code(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'-' if bytes.get(i + 1) == Some(&b'-') => i = skip_line(bytes, i),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block(bytes, i),
-            b if b.is_ascii_whitespace() => i += 1,
-            _ => return true,
-        }
+    fn of(&self, location: Location) -> usize {
+        let line = usize::try_from(location.line).unwrap_or(usize::MAX).saturating_sub(1);
+        let Some(&start) = self.line_starts.get(line) else { return self.text.len() };
+        let column = usize::try_from(location.column).unwrap_or(usize::MAX).saturating_sub(1);
+        self.text[start..].char_indices().nth(column).map_or(self.text.len(), |(i, _)| start + i)
     }
-    false
-}
-
-/// True when a block comment in `rest` is not closed (strings are code, so [`has_code`]
-/// already covers an open string).
-fn rest_is_open(rest: &str) -> bool {
-    let bytes = rest.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'-' if bytes.get(i + 1) == Some(&b'-') => i = skip_line(bytes, i),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                if !rest[i + 2..].contains("*/") {
-                    return true;
-                }
-                i = skip_block(bytes, i);
-            }
-            _ => i += 1,
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -124,20 +114,58 @@ mod tests {
     #[test]
     fn escaped_quotes_stay_inside_the_string() {
         assert_eq!(split_statements("SELECT 'it''s; fine';"), vec!["SELECT 'it''s; fine'"]);
+        assert_eq!(
+            split_statements(r"SELECT E'it\'s; fine'; SELECT 2"),
+            vec![r"SELECT E'it\'s; fine'", "SELECT 2"]
+        );
+        assert_eq!(split_statements("SELECT \"a\"\";b\" FROM t;"), vec!["SELECT \"a\"\";b\" FROM t"]);
+    }
+
+    #[test]
+    fn dollar_quoted_strings_hide_their_semicolons() {
+        assert_eq!(
+            split_statements("SELECT $$a;b$$; SELECT $tag$c;d$tag$;SELECT 3;"),
+            vec!["SELECT $$a;b$$", "SELECT $tag$c;d$tag$", "SELECT 3"]
+        );
+    }
+
+    #[test]
+    fn offsets_count_characters_not_bytes() {
+        let text = "SELECT 'é;ü' AS \"ñ\";\nSELECT 'ø';  SELECT 3";
+        assert_eq!(split_statements(text), vec!["SELECT 'é;ü' AS \"ñ\"", "SELECT 'ø'", "SELECT 3"]);
+        assert_eq!(split_statements("SELECT 'ä';\r\nSELECT 'x;y';\r\n"), vec!["SELECT 'ä'", "SELECT 'x;y'"]);
     }
 
     #[test]
     fn comments_and_blank_lines_are_not_statements() {
         assert!(split_statements("-- nothing\n;;  /* here */ \n").is_empty());
+        assert!(split_statements("").is_empty());
+    }
+
+    #[test]
+    fn a_comment_left_open_is_passed_on_for_datafusion_to_report() {
+        assert_eq!(split_statements("SELECT 1; /* open"), vec!["SELECT 1", "/* open"]);
+    }
+
+    #[test]
+    fn an_unterminated_string_is_the_last_statement_for_datafusion_to_report() {
+        assert_eq!(
+            split_statements("SELECT 1; SELECT 'open; SELECT 2;"),
+            vec!["SELECT 1", "SELECT 'open; SELECT 2;"]
+        );
     }
 
     #[test]
     fn a_statement_is_complete_at_its_semicolon() {
         assert!(is_incomplete("SELECT *\nFROM page_views"));
         assert!(is_incomplete("SELECT ';"));
+        assert!(is_incomplete("SELECT $$;"));
+        assert!(is_incomplete("SELECT \"a;"));
         assert!(is_incomplete("SELECT 1; /* open"));
+        assert!(is_incomplete("SELECT 1; /* closed */ /* open ;"));
         assert!(!is_incomplete("SELECT *\nFROM page_views;"));
         assert!(!is_incomplete("SELECT 1; -- done"));
+        assert!(!is_incomplete("SELECT 1; /* done */"));
         assert!(!is_incomplete(""));
     }
 }
