@@ -13,8 +13,9 @@
 //! (the default; `--visible-only` shows the table folders as they are); [`catalog`]
 //! registers the four tables with fixed schemas, each as JSON lines or Parquet as its files
 //! are, and prints them as DDL;
-//! [`session`] runs statements; [`shell`] is the interactive loop, [`script`] splits SQL
-//! text into statements, and [`output`] prints results. The binary `pageviews-sql` (also
+//! [`session`] runs statements, and refuses every one that would write or register
+//! anything (`read_only`); [`shell`] is the interactive loop, [`script`] splits SQL text into
+//! statements, and [`output`] prints results. The binary `pageviews-sql` (also
 //! reached as `pageviews sql`) is a thin layer over these. This crate is separate from the
 //! pipeline so that building the pipeline never compiles DataFusion.
 
@@ -23,6 +24,7 @@
 pub mod catalog;
 pub mod committed;
 pub mod output;
+mod read_only;
 pub mod root;
 pub mod script;
 pub mod session;

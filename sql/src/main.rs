@@ -19,6 +19,9 @@ use pageviews_sql::{catalog, script, Format, Session, TableRoot};
 /// Each statement sees every row the newest checkpoint of each pipeline committed, rows in
 /// files the pipeline is still writing included: a running pipeline's rows show within one
 /// --checkpoint-interval. --visible-only shows the table folders as other readers see them.
+///
+/// It only reads: SELECT, WITH, EXPLAIN, SHOW and DESCRIBE run; INSERT, COPY, CREATE, DROP,
+/// SET and every other statement that would write or register something are refused.
 #[derive(Debug, Parser)]
 #[command(name = "pageviews sql", version)]
 struct Args {

@@ -1,6 +1,7 @@
 //! A SQL session over the catalog: runs one statement, prints its result, its row count
 //! and the time it took, and says when a table it read has no committed files yet or holds
-//! committed rows the root cannot serve.
+//! committed rows the root cannot serve. It runs only statements that read: the others are
+//! refused before they run (see `read_only`).
 //!
 //! Each statement sees the root as of the newest checkpoints when it starts: the session
 //! reads a new snapshot first (see [`crate::committed`]). If a checkpoint committed while
@@ -26,6 +27,7 @@ use thiserror::Error;
 use crate::catalog::{self, Catalog, CatalogError, TableRoot};
 use crate::committed::unreadable_notes;
 use crate::output::{self, Format};
+use crate::read_only;
 use crate::root::View;
 
 /// Runs of one statement before a snapshot that keeps expiring is reported: each run needs a
@@ -49,6 +51,16 @@ pub enum SqlError {
     /// Writing to the terminal or a pipe failed.
     #[error("cannot print the result: {0}")]
     Io(#[from] std::io::Error),
+    /// The statement would write or register something, or change the session.
+    #[error(
+        "pageviews sql is read-only: {statement} is refused (it runs SELECT, WITH, EXPLAIN, SHOW and \
+         DESCRIBE); `pageviews run` writes the tables, and --format csv or json with a redirect \
+         saves a result"
+    )]
+    ReadOnly {
+        /// The statement, in SQL's words: `INSERT INTO`, `CREATE EXTERNAL TABLE`, `COPY`.
+        statement: String,
+    },
 }
 
 /// The result of one statement.
@@ -95,7 +107,8 @@ impl Session {
         Ok(Session { ctx, catalog: RwLock::new(catalog) })
     }
 
-    /// The DataFusion context, for callers that want plans or their own registrations.
+    /// The DataFusion context, for callers that want plans or their own registrations. What
+    /// runs through it directly is not checked to be read-only.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
@@ -112,22 +125,32 @@ impl Session {
         let mut attempt = 1;
         loop {
             let catalog = self.refresh().await?;
-            let run = async {
-                let df = self.ctx.sql(&sql).await.map_err(|e| self.explain_error(e, &catalog))?;
-                let scanned = scanned_tables(df.logical_plan());
-                let schema = SchemaRef::from(df.schema().as_arrow().clone());
-                let batches = df.collect().await?;
-                Ok::<_, DataFusionError>((scanned, schema, batches))
-            };
-            match run.await {
+            match self.run_once(&sql, &catalog).await {
                 Ok((scanned, schema, batches)) => {
                     let notes = notes(&catalog, &scanned);
                     return Ok(QueryResult { schema, batches, elapsed: started.elapsed(), notes });
                 }
-                Err(e) if attempt < ATTEMPTS && snapshot_expired(&e) => attempt += 1,
-                Err(e) => return Err(e.into()),
+                Err(SqlError::Query(e)) if attempt < ATTEMPTS && snapshot_expired(&e) => attempt += 1,
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Plans `sql`, refuses it unless it only reads, and runs it on the snapshot `catalog` was
+    /// found in: the tables it read, the result's columns and its rows.
+    async fn run_once(
+        &self,
+        sql: &str,
+        catalog: &Catalog,
+    ) -> Result<(Vec<Table>, SchemaRef, Vec<RecordBatch>), SqlError> {
+        let plan =
+            self.ctx.state().create_logical_plan(sql).await.map_err(|e| self.explain_error(e, catalog))?;
+        read_only::check(&plan).map_err(|statement| SqlError::ReadOnly { statement })?;
+        let scanned = scanned_tables(&plan);
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema = SchemaRef::from(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok((scanned, schema, batches))
     }
 
     /// Reads the newest committed state and finds the tables in it again.

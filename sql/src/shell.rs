@@ -18,6 +18,7 @@ Statements end with ';' and may span lines. Besides DataFusion SQL:
   EXPLAIN SELECT …;         the plan, with the files each scan reads
   help                      this text
   quit  (or exit, \\q, Ctrl-D)
+The shell only reads: INSERT, COPY, CREATE, DROP and SET are refused.
 Filter on day = 'YYYY-MM-DD' and hour = 'HH' to read only those partitions. Timestamps
 are UTC. In dead_letters, write \"partition\" and \"offset\" in double quotes: they are SQL
 keywords.";
