@@ -13,8 +13,9 @@ use pageviews_sql::{catalog, script, Format, Session, TableRoot};
 /// dead_letters), on Apache DataFusion.
 ///
 /// With neither -e nor -f it starts an interactive shell (or, when stdin is not a terminal,
-/// runs the statements read from stdin). Statements end with ';'. Filter on day and hour
-/// (day = '2020-01-01' AND hour = '00') to read only those partitions.
+/// runs the statements read from stdin). Statements end with ';'. A failing statement
+/// prints its error and the next one runs; the exit code is 1 when any failed. Filter on day
+/// and hour (day = '2020-01-01' AND hour = '00') to read only those partitions.
 ///
 /// Each statement sees every row the newest checkpoint of each pipeline committed, rows in
 /// files the pipeline is still writing included: a running pipeline's rows show within one
@@ -81,7 +82,7 @@ impl From<OutputFormat> for Format {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", pageviews_core::error_chain(e.as_ref()));
             ExitCode::FAILURE
@@ -89,7 +90,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+/// Runs what the arguments ask; the exit code is a failure when a statement failed.
+fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut root = TableRoot::parse(&args.output)?;
     if args.visible_only {
         root = root.visible_only();
@@ -101,7 +103,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             catalog::Catalog::discover(&root).await
         })?;
         print!("{}", catalog::ddl(&catalog));
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let session = rt.block_on(Session::open(&root))?;
     let format = Format::from(args.format);
@@ -117,7 +119,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         if std::io::stdin().is_terminal() {
             let history =
                 std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pageviews_sql_history"));
-            return pageviews_sql::shell::run(&session, &rt, format, history).context("the shell failed");
+            pageviews_sql::shell::run(&session, &rt, format, history).context("the shell failed")?;
+            return Ok(ExitCode::SUCCESS);
         }
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
@@ -129,13 +132,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let mut info: Box<dyn std::io::Write> =
         if format == Format::Table { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) };
-    // Scripts stop at the first failing statement, so a later statement never runs on
-    // the assumption that an earlier one worked.
+    // The client only reads, so a failing statement changes nothing a later one sees: each
+    // runs, its error goes to stderr, and the exit code says whether any failed.
+    let mut failed = 0;
     for (origin, text) in &scripts {
         for (i, statement) in script::split_statements(text).iter().enumerate() {
-            rt.block_on(session.run(statement, format, &mut out, &mut *info))
-                .with_context(|| format!("{origin}, statement {}", i + 1))?;
+            if let Err(e) = rt.block_on(session.run(statement, format, &mut out, &mut *info)) {
+                failed += 1;
+                eprintln!("error: {origin}, statement {}: {}", i + 1, pageviews_core::error_chain(&e));
+            }
         }
     }
-    Ok(())
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -194,24 +194,31 @@ fn the_cli_runs_e_statements_and_prints_csv() {
 }
 
 #[test]
-fn the_cli_runs_a_file_prints_tables_and_stops_at_an_error() {
+fn the_cli_runs_a_file_prints_tables_and_goes_on_after_a_failing_statement() {
     let dir = tempfile::tempdir().unwrap();
     let root = pipeline(dir.path(), &original_example());
     let script = dir.path().join("q.sql");
     std::fs::write(
         &script,
-        "-- views per postcode\nSELECT postcode, sum(views) AS views\nFROM page_view_aggregates\nGROUP BY postcode\nORDER BY postcode;\nSELECT nope FROM page_views;\nSELECT 1;\n",
+        "-- views per postcode\nSELECT postcode, sum(views) AS views\nFROM page_view_aggregates\nGROUP BY postcode\nORDER BY postcode;\nSELECT nope FROM page_views;\nSELECT count(*) AS events FROM page_views;\n",
     )
     .unwrap();
     let out = sql_bin().arg("--output").arg(&root).arg("-f").arg(&script).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "a statement failed: {stderr}");
     let table = "+----------+-------+\n| postcode | views |\n+----------+-------+\n| SW1A 1AA | 5     |\n| W1J 7NT  | 5     |\n+----------+-------+\n";
-    let (printed, footer) = stdout.split_at(table.len().min(stdout.len()));
+    let (printed, rest) = stdout.split_at(table.len().min(stdout.len()));
     assert_eq!(printed, table);
-    assert!(footer.starts_with("2 rows in set (") && footer.ends_with(" s)\n"), "{footer:?}");
-    assert!(stderr.contains("statement 2") && stderr.contains("nope"), "{stderr}");
+    let (footer, rest) = rest.split_once('\n').unwrap_or((rest, ""));
+    assert!(footer.starts_with("2 rows in set (") && footer.ends_with(" s)"), "{footer:?}");
+    // The statement after the failing one ran.
+    let events = "+--------+\n| events |\n+--------+\n| 10     |\n+--------+\n1 row in set (";
+    assert!(rest.starts_with(events), "{rest:?}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].starts_with(&format!("error: {}, statement 2: ", script.display())), "{stderr}");
+    assert!(errors[0].contains("nope"), "{stderr}");
 }
 
 #[test]
