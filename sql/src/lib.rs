@@ -13,14 +13,16 @@
 //! (the default; `--visible-only` shows the table folders as they are); [`catalog`]
 //! registers the four tables with fixed schemas, each as JSON lines or Parquet as its files
 //! are, and prints them as DDL;
-//! [`session`] runs statements, and refuses every one that would write or register
-//! anything (`read_only`); [`shell`] is the interactive loop, [`script`] splits SQL text into
-//! statements, and [`output`] prints results. The binary `pageviews-sql` (also
-//! reached as `pageviews sql`) is a thin layer over these. This crate is separate from the
-//! pipeline so that building the pipeline never compiles DataFusion.
+//! [`session`] runs statements within a [`budget`] of memory and spill, and refuses every
+//! one that would write or register anything (`read_only`); [`shell`] is the interactive
+//! loop, [`script`] splits SQL text into statements, and [`output`] prints results. The
+//! binary `pageviews-sql` (also reached as `pageviews sql`) is a thin layer over these. This
+//! crate is separate from the pipeline so that building the pipeline never compiles
+//! DataFusion.
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod catalog;
 pub mod committed;
 pub mod output;
@@ -30,6 +32,7 @@ pub mod script;
 pub mod session;
 pub mod shell;
 
+pub use budget::{Amount, Budget};
 pub use catalog::{Catalog, CatalogError, TableRoot};
 pub use output::Format;
 pub use session::{QueryResult, Session, SqlError};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use pageviews_sql::{catalog, script, Format, Session, TableRoot};
+use pageviews_sql::{budget, catalog, script, Amount, Budget, Format, Session, TableRoot};
 
 /// SQL over pageviews' tables (page_views, page_view_aggregates, late_page_views,
 /// dead_letters), on Apache DataFusion.
@@ -56,6 +56,33 @@ struct Args {
     /// writing, which reach the folders only when they roll (--roll-age).
     #[arg(long)]
     visible_only: bool,
+
+    /// Memory the statements may hold: sort buffers, hash tables of joins and aggregates, the
+    /// rows of a result. A size (512MiB, 4GiB) or a share of this machine's memory (25%: of
+    /// /proc/meminfo's MemTotal, or of the cgroup's memory.max where that is smaller). Sorts
+    /// and aggregates that need more spill to temporary files in $TMPDIR; a statement that
+    /// needs more still fails with "Resources exhausted", and the next one runs.
+    #[arg(long, env = "PAGEVIEWS_SQL_MEMORY_LIMIT", default_value = "25%", value_name = "SIZE")]
+    memory_limit: Amount,
+
+    /// Temporary disk the statements may spill to once --memory-limit is used: a size, or a
+    /// share of this machine's memory. Default: 4 times --memory-limit, so a runaway
+    /// statement stops before it fills the disk.
+    #[arg(long, env = "PAGEVIEWS_SQL_SPILL_LIMIT", value_name = "SIZE")]
+    spill_limit: Option<Amount>,
+}
+
+impl Args {
+    /// The budget the flags give, with shares taken of this machine's memory.
+    fn budget(&self) -> anyhow::Result<Budget> {
+        let memory = self.memory_limit.resolve(budget::machine_memory).context("--memory-limit")?;
+        Ok(match self.spill_limit {
+            Some(spill) => {
+                Budget::new(memory, spill.resolve(budget::machine_memory).context("--spill-limit")?)
+            }
+            None => Budget::with_memory(memory),
+        })
+    }
 }
 
 /// `--format` values.
@@ -105,7 +132,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", catalog::ddl(&catalog));
         return Ok(ExitCode::SUCCESS);
     }
-    let session = rt.block_on(Session::open(&root))?;
+    let session = rt.block_on(Session::open(&root, args.budget()?))?;
     let format = Format::from(args.format);
 
     let mut scripts: Vec<(String, String)> =

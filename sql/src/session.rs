@@ -17,13 +17,17 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use pageviews_core::commit::SnapshotError;
 use pageviews_core::table::Table;
 use thiserror::Error;
 
+use crate::budget::{self, format_size, Budget, Exhausted};
 use crate::catalog::{self, Catalog, CatalogError, TableRoot};
 use crate::committed::unreadable_notes;
 use crate::output::{self, Format};
@@ -61,6 +65,29 @@ pub enum SqlError {
         /// The statement, in SQL's words: `INSERT INTO`, `CREATE EXTERNAL TABLE`, `COPY`.
         statement: String,
     },
+    /// The statement needed more memory than the budget allows, and could not spill.
+    #[error(
+        "{source}\nhint: the statement needs more than --memory-limit {limit}: raise it, or have it \
+         read less with a filter (day, hour) or a LIMIT"
+    )]
+    Memory {
+        /// DataFusion's "Resources exhausted".
+        source: DataFusionError,
+        /// The memory limit, as the flag takes it.
+        limit: String,
+    },
+    /// The statement spilled as much as the budget allows, and needed more.
+    #[error(
+        "Resources exhausted: the statement spilled more than --spill-limit {limit} to disk\n\
+         hint: raise --spill-limit (or --memory-limit, so that less spills), or have it read less \
+         with a filter (day, hour) or a LIMIT"
+    )]
+    Spill {
+        /// DataFusion's error, which names a setting of its own instead of the flag.
+        error: DataFusionError,
+        /// The spill limit, as the flag takes it.
+        limit: String,
+    },
 }
 
 /// The result of one statement.
@@ -75,6 +102,8 @@ pub struct QueryResult {
     /// What the result leaves out and why, as messages: tables the statement read that
     /// have no committed files yet, committed rows the root cannot serve.
     pub notes: Vec<String>,
+    /// Counts the rows against the memory budget for as long as they are held.
+    _held: MemoryReservation,
 }
 
 impl QueryResult {
@@ -84,33 +113,49 @@ impl QueryResult {
     }
 }
 
+/// What one run of a statement found.
+struct Answer {
+    /// The catalog tables it read.
+    scanned: Vec<Table>,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    /// The batches' memory, counted against the budget.
+    held: MemoryReservation,
+}
+
 /// A DataFusion context with pageviews' tables registered.
 pub struct Session {
     ctx: SessionContext,
     catalog: RwLock<Catalog>,
+    budget: Budget,
 }
 
 impl Session {
     /// Registers the tables under `root`, each in the format its files are in; an S3 root's
     /// folders are listed here. `information_schema` is on, so `SHOW TABLES`, `SHOW COLUMNS`
-    /// and `information_schema.*` work.
-    pub async fn open(root: &TableRoot) -> Result<Self, CatalogError> {
+    /// and `information_schema.*` work. Statements run within `budget`.
+    pub async fn open(root: &TableRoot, budget: Budget) -> Result<Self, CatalogError> {
         let config = SessionConfig::new().with_information_schema(true);
         // No listing cache: DataFusion's keeps a table's listing for good, and the tables
         // grow while the session lasts. (The committed view lists from its snapshot anyway.)
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
-        let runtime = RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc().map_err(|source| {
-            CatalogError::Register { table: "*", location: root.base().to_string(), source }
-        })?;
+        let runtime = budget.apply(RuntimeEnvBuilder::new().with_cache_manager(caches)).build_arc().map_err(
+            |source| CatalogError::Register { table: "*", location: root.base().to_string(), source },
+        )?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = catalog::register(&ctx, root).await?;
-        Ok(Session { ctx, catalog: RwLock::new(catalog) })
+        Ok(Session { ctx, catalog: RwLock::new(catalog), budget })
     }
 
     /// The DataFusion context, for callers that want plans or their own registrations. What
     /// runs through it directly is not checked to be read-only.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// The memory and spill the statements may use.
+    pub fn budget(&self) -> Budget {
+        self.budget
     }
 
     /// What was registered, and from where, as of the last statement.
@@ -126,31 +171,46 @@ impl Session {
         loop {
             let catalog = self.refresh().await?;
             match self.run_once(&sql, &catalog).await {
-                Ok((scanned, schema, batches)) => {
+                Ok(Answer { scanned, schema, batches, held }) => {
                     let notes = notes(&catalog, &scanned);
-                    return Ok(QueryResult { schema, batches, elapsed: started.elapsed(), notes });
+                    let elapsed = started.elapsed();
+                    return Ok(QueryResult { schema, batches, elapsed, notes, _held: held });
                 }
                 Err(SqlError::Query(e)) if attempt < ATTEMPTS && snapshot_expired(&e) => attempt += 1,
+                Err(SqlError::Query(e)) => return Err(self.budget_error(e)),
                 Err(e) => return Err(e),
             }
         }
     }
 
     /// Plans `sql`, refuses it unless it only reads, and runs it on the snapshot `catalog` was
-    /// found in: the tables it read, the result's columns and its rows.
-    async fn run_once(
-        &self,
-        sql: &str,
-        catalog: &Catalog,
-    ) -> Result<(Vec<Table>, SchemaRef, Vec<RecordBatch>), SqlError> {
+    /// found in.
+    async fn run_once(&self, sql: &str, catalog: &Catalog) -> Result<Answer, SqlError> {
         let plan =
             self.ctx.state().create_logical_plan(sql).await.map_err(|e| self.explain_error(e, catalog))?;
         read_only::check(&plan).map_err(|statement| SqlError::ReadOnly { statement })?;
         let scanned = scanned_tables(&plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema = SchemaRef::from(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok((scanned, schema, batches))
+        let (batches, held) = self.collect(df.execute_stream().await?).await?;
+        Ok(Answer { scanned, schema, batches, held })
+    }
+
+    /// Every batch of `stream`, counted against the memory budget: the whole result is held
+    /// before it is printed, so a cross join without an aggregate over it fails within the
+    /// budget instead of filling the memory.
+    async fn collect(
+        &self,
+        mut stream: SendableRecordBatchStream,
+    ) -> Result<(Vec<RecordBatch>, MemoryReservation), DataFusionError> {
+        let held = MemoryConsumer::new("pageviews sql result").register(&self.ctx.runtime_env().memory_pool);
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            held.try_grow(batch.get_array_memory_size())?;
+            batches.push(batch);
+        }
+        Ok((batches, held))
     }
 
     /// Reads the newest committed state and finds the tables in it again.
@@ -186,6 +246,17 @@ impl Session {
         let plural = if rows == 1 { "" } else { "s" };
         writeln!(info, "{rows} row{plural} in set ({:.3} s)", result.elapsed.as_secs_f64())?;
         Ok(())
+    }
+
+    /// `e`, said in the flags' words when the statement ran out of its budget.
+    fn budget_error(&self, e: DataFusionError) -> SqlError {
+        match budget::exhausted(&e) {
+            Some(Exhausted::Memory) => {
+                SqlError::Memory { source: e, limit: format_size(self.budget.memory()) }
+            }
+            Some(Exhausted::Spill) => SqlError::Spill { error: e, limit: format_size(self.budget.spill()) },
+            None => SqlError::Query(e),
+        }
     }
 
     /// Adds the catalog's table names to DataFusion's "table not found" error.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
+use crate::budget::format_size;
 use crate::output::Format;
 use crate::script::{is_incomplete, split_statements};
 use crate::session::Session;
@@ -36,7 +37,12 @@ pub fn run(
         // A first session has no history file yet; that is not an error worth showing.
         let _ = editor.load_history(path);
     }
-    println!("pageviews SQL on {} — type help for help, quit to leave.", session.catalog().root.base());
+    let budget = session.budget();
+    println!(
+        "pageviews SQL on {} (memory limit {}) — type help for help, quit to leave.",
+        session.catalog().root.base(),
+        format_size(budget.memory())
+    );
     for table in &session.catalog().tables {
         if table.files == 0 {
             println!("note: {}", table.empty_note());

@@ -312,7 +312,7 @@ fn open_files_are_read_as_of_the_checkpoint_and_pruned_by_day_and_hour() {
         // The folders, as other readers see them: hour 00 is complete (its files rolled),
         // hour 01's file is open.
         let folders = pageviews_sql::TableRoot::parse(&out.display().to_string()).unwrap().visible_only();
-        let visible = runtime().block_on(pageviews_sql::Session::open(&folders)).unwrap();
+        let visible = runtime().block_on(pageviews_sql::Session::open(&folders, budget())).unwrap();
         let shown = single_i64(&visible, "SELECT count(*) FROM page_views");
         assert!(shown > 0 && (shown as u64) < totals.page_views, "{format:?}: {shown} of {totals:?}");
         assert_eq!(

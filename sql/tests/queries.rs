@@ -323,7 +323,8 @@ fn a_table_holding_both_formats_is_refused_with_the_reason() {
         .expect("a Parquet file");
     std::fs::copy(&file, jsonl.join("page_views/day=2020-01-01/hour=00/part-extra.parquet")).unwrap();
     let root = TableRoot::parse(&jsonl.display().to_string()).unwrap();
-    let err = runtime().block_on(pageviews_sql::Session::open(&root)).err().expect("refused").to_string();
+    let err =
+        runtime().block_on(pageviews_sql::Session::open(&root, budget())).err().expect("refused").to_string();
     assert!(err.contains("page_views") && err.contains("both .jsonl") && err.contains("--format"), "{err}");
 }
 

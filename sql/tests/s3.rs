@@ -61,13 +61,19 @@ fn an_s3_root_answers_like_the_local_root_of_the_same_input() {
     // A bucket that does not exist is an error naming the root and what to check.
     let missing = format!("s3://{bucket}-missing/x");
     let root = pageviews_sql::TableRoot::parse_with(&missing, &s3::env()).unwrap();
-    let err =
-        runtime().block_on(pageviews_sql::Session::open(&root)).err().expect("no such bucket").to_string();
+    let err = runtime()
+        .block_on(pageviews_sql::Session::open(&root, budget()))
+        .err()
+        .expect("no such bucket")
+        .to_string();
     assert!(err.contains(&format!("state of {missing}:")) && err.contains("AWS_ENDPOINT_URL"), "{err}");
     // The folder view lists the table folders, and names the one it could not list.
     let folders = pageviews_sql::TableRoot::parse_with(&missing, &s3::env()).unwrap().visible_only();
-    let err =
-        runtime().block_on(pageviews_sql::Session::open(&folders)).err().expect("no such bucket").to_string();
+    let err = runtime()
+        .block_on(pageviews_sql::Session::open(&folders, budget()))
+        .err()
+        .expect("no such bucket")
+        .to_string();
     assert!(err.contains(&format!("{missing}/page_views/")) && err.contains("AWS_ENDPOINT_URL"), "{err}");
 }
 

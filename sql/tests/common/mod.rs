@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 pub use pageviews::sink::Format as WriteFormat;
 use pageviews_core::time::format_timestamp;
-use pageviews_sql::{output, QueryResult, Session, TableRoot};
+use pageviews_sql::{output, Budget, QueryResult, Session, TableRoot};
 pub use pageviews_testkit::{original_example_lines as original_example, *};
 
 pub const POSTCODES: [&str; 3] = ["SW1A 1AA", "W1J 7NT", "EC1A 1BB"];
@@ -70,7 +70,12 @@ pub fn session_on(url: &str) -> Session {
     let root =
         if url.starts_with("s3://") { TableRoot::parse_with(url, &s3::env()) } else { TableRoot::parse(url) };
     let root = root.unwrap_or_else(|e| panic!("{url}: {e}"));
-    runtime().block_on(Session::open(&root)).unwrap_or_else(|e| panic!("{url}: {e}"))
+    runtime().block_on(Session::open(&root, budget())).unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// The budget of the tests' sessions: more than any of their statements needs.
+pub fn budget() -> Budget {
+    Budget::with_memory(1 << 30)
 }
 
 pub fn query(session: &Session, sql: &str) -> QueryResult {
