@@ -147,6 +147,26 @@ fn statements_past_the_budget_fail_with_a_hint_in_bounded_memory_and_the_script_
 }
 
 #[test]
+fn a_result_printed_as_a_table_needs_no_more_memory_than_printed_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = generated_root(dir.path());
+    let root = root.to_str().expect("a UTF-8 path");
+    let env = [("PAGEVIEWS_SQL_MEMORY_LIMIT", "256MiB")];
+    let all = "SELECT * FROM page_views";
+    let csv = run_polled(&["--output", root, "--format", "csv", "-e", all], &env, 1024);
+    assert_eq!(csv.code, Some(0), "{}", csv.stderr);
+    assert_eq!(csv.stdout.lines().count(), 1 + 300_000);
+    // One row at a time on top of the result, which both hold: what the allocator makes of
+    // it is noise well under this.
+    let slack_mib = 32;
+    let table = run_polled(&["--output", root, "-e", all], &env, csv.peak_mib + slack_mib);
+    assert_eq!(table.code, Some(0), "{}", table.stderr);
+    assert_eq!(table.stdout.lines().count(), 3 + 300_000 + 1 + 1, "rules, header, rows, footer");
+    assert!(table.stdout.contains("+\n300000 rows in set ("), "the footer follows the table");
+    eprintln!("peak RSS: as csv {} MiB, as a table {} MiB", csv.peak_mib, table.peak_mib);
+}
+
+#[test]
 fn help_explains_the_budget_and_bad_sizes_are_refused() {
     let bin = env!("CARGO_BIN_EXE_pageviews-sql");
     let help = Command::new(bin).arg("--help").output().unwrap();
