@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", pageviews_core::error_chain(e.as_ref()));
+            eprintln!("error: {}", pageviews_core::secrets::scrub(&pageviews_core::error_chain(e.as_ref())));
             ExitCode::FAILURE
         }
     }
@@ -166,7 +166,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         for (i, statement) in script::split_statements(text).iter().enumerate() {
             if let Err(e) = rt.block_on(session.run(statement, format, &mut out, &mut *info)) {
                 failed += 1;
-                eprintln!("error: {origin}, statement {}: {}", i + 1, pageviews_core::error_chain(&e));
+                eprintln!(
+                    "error: {origin}, statement {}: {}",
+                    i + 1,
+                    pageviews_core::secrets::scrub(&pageviews_core::error_chain(&e))
+                );
             }
         }
     }

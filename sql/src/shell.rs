@@ -76,7 +76,7 @@ pub fn run(
                     if let Err(e) = result {
                         // The session goes on after a bad statement, as in Flink's client.
                         let _ = out.flush();
-                        eprintln!("error: {e}");
+                        eprintln!("error: {}", pageviews_core::secrets::scrub(&e.to_string()));
                     }
                 }
                 buffer.clear();
