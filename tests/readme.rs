@@ -139,6 +139,10 @@ fn substitute(command: &str, names: &Names) -> Option<String> {
         // native stack, scripts/test is the suite).
         "docker ",
         "make ",
+        // Kubernetes: no cluster runs here; scripts/check-deploy renders the chart with the
+        // README's values and validates it against the API types.
+        "kubectl ",
+        "helm install",
         // Watching it run: tests/dashboards.rs runs a real Prometheus against pipelines.
         "scripts/prom-local",
         // Placeholders for a real deployment's brokers and buckets; tests/scale_out.rs runs

@@ -22,7 +22,7 @@ use crate::http::Status;
 use crate::metrics::Metrics;
 use crate::sink::WriterConfig;
 use crate::source::exchange::{exchange_topic, Exchange};
-use crate::source::file::{first_event, Taken};
+use crate::source::file::{first_event, reopen, Taken};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
 
 /// The workers of an instance join the consumer group together. A broker whose
@@ -182,14 +182,14 @@ impl Pipeline {
                 Box::new(GeneratorSource::resume(stream, state, config.allowed_lateness_ms)?)
             }
             SourceConfig::Files(_) => {
-                let Some(WorkerInputs { taken, left, .. }) = siblings.inputs.take() else {
+                let Some(WorkerInputs { mut taken, left, .. }) = siblings.inputs.take() else {
                     return Err(PipelineError::Incompatible(format!(
                         "worker {worker} was started without its share of the inputs (a bug)"
                     )));
                 };
                 let ids: Vec<u32> = taken.iter().map(|t| t.partition).collect();
                 restored = restore_all(&mut restorer, &ids)?;
-                settle_restored(&mut restored, &taken)?;
+                settle_restored(&mut restored, &mut taken)?;
                 left_behind = left;
                 let at: BTreeMap<u32, Position> = restored
                     .iter()
@@ -216,7 +216,6 @@ impl Pipeline {
                         .or_else(|| first_events.iter().find(|(p, _)| p == i).map(|(_, ms)| ms))
                         .copied()
                 };
-                let mut taken = taken;
                 taken.sort_by_key(|t| key(&t.partition).unwrap_or(i64::MIN));
                 Box::new(FileSource::new(taken, &at, config.max_record_bytes))
             }
@@ -300,19 +299,21 @@ impl Pipeline {
 }
 
 /// Files: a partition read goes on past where it finished (its input may have grown); one
-/// not read (an earlier content of its input) is finished. Each restored position must be
-/// the one the plan checked its input against: another instance may have committed since.
-fn settle_restored(restored: &mut [(u32, Restored)], taken: &[Taken]) -> Result<(), PipelineError> {
+/// not read (an earlier content of its input) is finished. Each restored position is the
+/// one the plan checked its input against, or, when another instance committed since (this
+/// run takes its files over), the newer one, against which the file is checked again.
+fn settle_restored(restored: &mut [(u32, Restored)], taken: &mut [Taken]) -> Result<(), PipelineError> {
     for (partition, r) in restored.iter_mut() {
-        let Some(t) = taken.iter().find(|t| t.partition == *partition) else { continue };
+        let Some(t) = taken.iter_mut().find(|t| t.partition == *partition) else { continue };
         let committed = r.state.as_ref().map_or(0, |s| s.position.ordinal());
-        if let Some(read) = &t.read {
+        if let (Some(read), Some(state)) = (&t.read, r.state.as_ref()) {
             if committed != read.offset {
-                return Err(SourceError::Restore(format!(
-                    "partition {partition} ({}) was committed up to byte {} when this run checked its input, and is up to byte {committed} now: another instance reads these inputs; run one instance on them",
-                    t.path, read.offset
-                ))
-                .into());
+                t.read = Some(reopen(&t.path, state)?.ok_or_else(|| {
+                    SourceError::Restore(format!(
+                        "partition {partition} ({}) was committed up to byte {} when this run checked its input, and is up to byte {committed} now: another instance reads it, and stdin cannot be read again; run one instance on it",
+                        t.path, read.offset
+                    ))
+                })?);
             }
         }
         if let Some(state) = r.state.as_mut() {

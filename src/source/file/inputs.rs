@@ -198,6 +198,22 @@ fn fresh_bytes(path: &str) -> Bytes {
     }
 }
 
+/// Where a file goes on from `state`, a committed state newer than the one the plan judged
+/// (another instance committed in between, and this run took the partition over): the
+/// file must still begin with the bytes that state committed. `None` for stdin, which
+/// cannot be read again.
+pub(crate) fn reopen(path: &str, state: &TaskState) -> Result<Option<Opening>, SourceError> {
+    if path == "-" {
+        return Ok(None);
+    }
+    let at = committed(state);
+    let offset = at.offset;
+    match judge_file(path, at, InputMode::Continue)? {
+        Verdict::Continue(opening) => Ok(Some(opening)),
+        Verdict::New(_) => Err(not_continued(path, offset, "its first bytes differ".into())),
+    }
+}
+
 fn judge(path: &str, at: Committed, mode: InputMode) -> Result<Verdict, SourceError> {
     if at.offset == 0 {
         // Nothing committed: every content begins with it.

@@ -18,7 +18,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use super::{Batch, PartitionEvent, Poll, Position, Source, SourceError};
 pub(crate) use checksum::Checksum;
 pub use inputs::InputMode;
-pub(crate) use inputs::{plan, InputPlan, Taken};
+pub(crate) use inputs::{plan, reopen, InputPlan, Taken};
 use inputs::{prefix_checksum, Bytes, Opening, Stamp};
 use pipe::PipeReader;
 
