@@ -23,6 +23,7 @@ use object_store::path::Path;
 use super::index;
 use super::layout::{entry_path, facts_path, log_dir, snapshot_dir, snapshot_path, version_of};
 use super::lease::{wall_ms, Lease};
+use super::recover::{publish, publish_markers, recover_partition, Sealing};
 use super::state::{Entry, Facts, TaskState, LOG_VERSION};
 use super::view::{newest_snapshot, View};
 use super::CheckpointError;
@@ -157,7 +158,8 @@ impl Log {
             }
             let entry = self.entry(Default::default(), tasks.clone(), markers);
             if self.append(&entry)? {
-                self.storage.block_on(super::recover::publish(&self.storage, &entry))?;
+                let files = entry.tasks.iter().flat_map(|t| t.files.iter().map(move |f| (t.partition, f)));
+                self.storage.block_on(publish(&self.storage, entry.version, files, &entry.markers))?;
                 // The committer of every SNAPSHOT_EVERY-th version snapshots: one snapshotter
                 // per version however many members share the log.
                 if entry.version.is_multiple_of(SNAPSHOT_EVERY) {
@@ -315,6 +317,30 @@ impl Log {
             Some(lease) => self.storage.block_on(lease.release()),
             None => Ok(()),
         }
+    }
+
+    /// Writes the `_SUCCESS` markers of the newest entries again ([`View::recent_markers`]):
+    /// an instance killed between an entry and its publication wrote none of its own.
+    /// Idempotent; once per batch of partitions taken, not per partition.
+    pub fn republish_markers(&self) -> Result<(), CheckpointError> {
+        let markers = self.view.recent_markers.values().flatten();
+        self.storage.block_on(publish_markers(&self.storage, markers))
+    }
+
+    /// Finishes what the newest committed state of `partition` left: publishes its files,
+    /// seals its open files, and removes its orphaned uploads and tails (see
+    /// [`super::recover`]). Returns that state with the sealed files listed as completed (so
+    /// the next commit indexes them) and no open files, or `None` when the partition was
+    /// never committed.
+    pub fn recover_task(&self, partition: u32) -> Result<Option<TaskState>, CheckpointError> {
+        let at = Sealing {
+            pipeline: &self.pipeline,
+            partition,
+            version: self.view.version_of_task(partition),
+            newest: self.view.version,
+        };
+        let state = self.view.tasks.get(&partition).cloned();
+        self.storage.block_on(recover_partition(&self.storage, &at, state))
     }
 }
 

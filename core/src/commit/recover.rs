@@ -4,108 +4,86 @@
 //! entry names (they appear in their table folders) and writes its `_SUCCESS` markers. It is
 //! idempotent, so whoever restores a task can simply run it again.
 //!
-//! [`Log::recover_task`] runs when an instance takes a source partition: it redoes the
-//! publication of the partition's newest committed state, *seals* each file that state
-//! recorded as open — its tail becomes the last part and the upload completes at exactly the
-//! recorded size, so the file holds the committed rows and no others — and removes every
-//! upload, staged file and tail of the partition that no committed state needs.
+//! [`recover_partition`] runs when an instance takes a source partition (through
+//! `Log::recover_task`): it redoes the publication of the partition's newest committed
+//! state, *seals* each file that state recorded as open — its tail becomes the last part and
+//! the upload completes at exactly the recorded size, so the file holds the committed rows
+//! and no others — and removes every upload, staged file and tail of the partition that no
+//! committed state needs. Both take what they work on as data: nothing here reads the log.
 
 use object_store::path::Path;
 
 use super::layout::{
     partition_tails_prefix, partition_uploads_prefix, upload_staging, uploads_prefix, FileName,
 };
-use super::log::Log;
-use super::state::{ClosedFile, Entry, OpenFileState, TaskState};
+use super::state::{ClosedFile, OpenFileState, TaskState};
 use super::CheckpointError;
 use crate::storage::{Storage, StorageError, UploadRef};
-use crate::table::Table;
+use crate::table::{Partition, Table};
 
-/// Completes the files an entry committed and writes its markers; idempotent.
-pub async fn publish(storage: &Storage, entry: &Entry) -> Result<(), CheckpointError> {
-    let files = entry.tasks.iter().flat_map(|t| t.files.iter().map(move |f| (t.partition, f)));
-    let completions = files.map(|(partition, f)| async move {
+/// Completes the files log entry `version` committed (each with the source partition whose
+/// state names it) and writes the `_SUCCESS` markers it carries; idempotent.
+pub async fn publish<'a>(
+    storage: &Storage,
+    version: u64,
+    files: impl IntoIterator<Item = (u32, &'a ClosedFile)>,
+    markers: &[Partition],
+) -> Result<(), CheckpointError> {
+    let completions = files.into_iter().map(|(partition, f)| async move {
         let done = storage.complete_upload(&f.upload, &f.parts, f.bytes).await;
-        done.map_err(lost(f.path(), entry.version, partition))
+        done.map_err(lost(f.path(), version, partition))
     });
     futures::future::try_join_all(completions).await?;
-    let markers = entry.markers.iter().map(|p| async move { storage.put_marker(&p.marker()).await });
-    futures::future::try_join_all(markers).await?;
+    publish_markers(storage, markers).await
+}
+
+/// Writes `_SUCCESS` markers; idempotent.
+pub(super) async fn publish_markers<'a>(
+    storage: &Storage,
+    markers: impl IntoIterator<Item = &'a Partition>,
+) -> Result<(), CheckpointError> {
+    let writes = markers.into_iter().map(|p| async move { storage.put_marker(&p.marker()).await });
+    futures::future::try_join_all(writes).await?;
     Ok(())
 }
 
-impl Log {
-    /// Writes the `_SUCCESS` markers of the newest entries again ([`View::recent_markers`]):
-    /// an instance killed between an entry and its publication wrote none of its own.
-    /// Idempotent; once per batch of partitions taken, not per partition.
-    ///
-    /// [`View::recent_markers`]: super::view::View::recent_markers
-    pub fn republish_markers(&self) -> Result<(), CheckpointError> {
-        let storage = self.storage();
-        let markers = self.view().recent_markers.values().flatten();
-        storage.block_on(async {
-            futures::future::try_join_all(
-                markers.map(|p| async move { storage.put_marker(&p.marker()).await }),
-            )
-            .await?;
-            Ok(())
-        })
+/// Finishes what `state`, the newest committed state of its partition, left: publishes its
+/// files, seals its open files, and removes the partition's orphaned uploads and tails.
+/// Returns that state with the sealed files listed as completed (so the next commit indexes
+/// them) and no open files, or `None` when the partition was never committed.
+pub(super) async fn recover_partition(
+    storage: &Storage,
+    at: &Sealing<'_>,
+    state: Option<TaskState>,
+) -> Result<Option<TaskState>, CheckpointError> {
+    let (pipeline, partition) = (at.pipeline, at.partition);
+    let mut out = None;
+    if let Some(mut task) = state {
+        publish(storage, at.version, task.files.iter().map(|f| (partition, f)), &[]).await?;
+        let mut sealed = Vec::with_capacity(task.open.len());
+        for f in &task.open {
+            sealed.push(seal(storage, at, f).await?);
+        }
+        task.files = sealed;
+        task.open.clear();
+        out = Some(task);
     }
-
-    /// Finishes what the newest committed state of `partition` left: publishes its files,
-    /// seals its open files, and removes its orphaned uploads and tails. Returns that state
-    /// with the sealed files listed as completed (so the next commit indexes them) and no
-    /// open files, or `None` when the partition was never committed.
-    pub fn recover_task(&self, partition: u32) -> Result<Option<TaskState>, CheckpointError> {
-        let storage = self.storage();
-        let pipeline = self.pipeline_id();
-        let state = self.view().tasks.get(&partition).cloned();
-        let at = Sealing {
-            pipeline,
-            partition,
-            version: self.view().version_of_task(partition),
-            newest: self.view().version,
-        };
-        storage.block_on(async {
-            let mut out = None;
-            if let Some(mut task) = state {
-                let entry = Entry {
-                    format: super::state::LOG_VERSION,
-                    version: at.version,
-                    member: String::new(),
-                    run: String::new(),
-                    created_at: String::new(),
-                    claims: Default::default(),
-                    tasks: vec![task.clone()],
-                    markers: Vec::new(),
-                };
-                publish(storage, &entry).await?;
-                let mut sealed = Vec::with_capacity(task.open.len());
-                for f in &task.open {
-                    sealed.push(seal(storage, &at, f).await?);
-                }
-                task.files = sealed;
-                task.open.clear();
-                out = Some(task);
-            }
-            abort_orphans(storage, pipeline, partition).await?;
-            storage.remove_all(&partition_tails_prefix(pipeline, partition)).await?;
-            // Only this partition's folders: a holder of another partition may have just
-            // made a folder it is about to create its next file in.
-            storage.remove_empty_dirs(&partition_uploads_prefix(pipeline, partition)).await?;
-            Ok(out)
-        })
-    }
+    abort_orphans(storage, pipeline, partition).await?;
+    storage.remove_all(&partition_tails_prefix(pipeline, partition)).await?;
+    // Only this partition's folders: a holder of another partition may have just made a
+    // folder it is about to create its next file in.
+    storage.remove_empty_dirs(&partition_uploads_prefix(pipeline, partition)).await?;
+    Ok(out)
 }
 
 /// Whose open files are being sealed, and where the log stands.
-struct Sealing<'a> {
-    pipeline: &'a str,
-    partition: u32,
+pub(super) struct Sealing<'a> {
+    pub(super) pipeline: &'a str,
+    pub(super) partition: u32,
     /// The entry holding the partition's newest state.
-    version: u64,
+    pub(super) version: u64,
     /// The log's newest entry.
-    newest: u64,
+    pub(super) newest: u64,
 }
 
 /// Seals an open file as of its checkpoint: the file becomes, visibly and for good, what the
