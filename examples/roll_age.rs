@@ -79,8 +79,8 @@ fn run(out: &Path, format: Format, roll_age: Duration) -> anyhow::Result<()> {
     };
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
-    config.format = format;
-    config.roll_age = roll_age;
+    config.files.format = format;
+    config.files.roll_age = roll_age;
     config.clock = Arc::new(ManualClock::new(start_ms));
     let metrics = Arc::new(Metrics::new(&config.pipeline_id));
     pageviews::start(config, Shutdown::default(), metrics)?.join()?;

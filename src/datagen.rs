@@ -6,22 +6,16 @@
 //! compute exactly what the pipeline must write. The producer is idempotent: a retried send
 //! never duplicates a record.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use thiserror::Error;
 use tracing::info;
 
 use crate::pipeline::Shutdown;
-use crate::source::kafka::with_options;
+use crate::source::kafka::{ensure_topic, with_options, Deliveries, DeliveryContext};
 use crate::source::{Batch, GeneratorConfig, GeneratorSource, Poll, Source, SourceError};
 
 /// What to produce, and where.
@@ -113,48 +107,6 @@ pub fn datagen_record(generator: &GeneratorConfig, bad_ratio: f64, seq: u64, out
     }
 }
 
-/// Counts broker acknowledgements from librdkafka's delivery callbacks.
-#[derive(Default)]
-struct Deliveries {
-    ok: AtomicU64,
-    failed: AtomicU64,
-}
-
-struct Context(Arc<Deliveries>);
-
-impl ClientContext for Context {}
-
-impl ProducerContext for Context {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => self.0.ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-}
-
-/// Creates the topic when it is missing.
-fn ensure_topic(config: &DatagenConfig) -> Result<(), DatagenError> {
-    let kafka = |what, source| DatagenError::Kafka { brokers: config.brokers.clone(), what, source };
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
-    let admin: AdminClient<DefaultClientContext> =
-        with_options(client, &config.options).create().map_err(|e| kafka("create an admin client", e))?;
-    let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
-        .map_err(|e| kafka("create the topic", e))?;
-    for result in results {
-        match result {
-            Ok(name) => info!(topic = %name, partitions = config.partitions, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(kafka("create the topic", KafkaError::AdminOp(code))),
-        }
-    }
-    Ok(())
-}
-
 /// Produces the stream until `--count` is reached or `shutdown` fires, then flushes.
 /// `progress` prints a line to stderr every second.
 pub fn run_datagen(
@@ -163,8 +115,12 @@ pub fn run_datagen(
     progress: bool,
 ) -> Result<DatagenSummary, DatagenError> {
     let kafka = |what, source| DatagenError::Kafka { brokers: config.brokers.clone(), what, source };
-    ensure_topic(config)?;
-    let deliveries = Arc::new(Deliveries::default());
+    if ensure_topic(&config.brokers, &config.options, &config.topic, config.partitions)
+        .map_err(|e| kafka("create the topic", e))?
+    {
+        info!(topic = %config.topic, partitions = config.partitions, "created topic");
+    }
+    let deliveries = Deliveries::new(|_| 0);
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -175,8 +131,8 @@ pub fn run_datagen(
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
         .set("client.id", "pageviews-datagen");
-    let producer: ThreadedProducer<Context> = with_options(client, &config.options)
-        .create_with_context(Context(deliveries.clone()))
+    let producer: ThreadedProducer<DeliveryContext> = with_options(client, &config.options)
+        .create_with_context(DeliveryContext(deliveries.clone()))
         .map_err(|e| kafka("create the producer", e))?;
 
     let mut source = GeneratorSource::new(config.generator.clone(), 0);
@@ -228,7 +184,7 @@ pub fn run_datagen(
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "datagen: {sent} sent, {} delivered, {:.0}/s",
-                deliveries.ok.load(Ordering::Relaxed),
+                deliveries.delivered(),
                 sent as f64 / secs
             );
         }
@@ -237,11 +193,8 @@ pub fn run_datagen(
     if let Some(source) = failed {
         return Err(DatagenError::Source { sent, source });
     }
-    let summary = DatagenSummary {
-        delivered: deliveries.ok.load(Ordering::Relaxed),
-        malformed,
-        failed: deliveries.failed.load(Ordering::Relaxed),
-    };
+    let summary =
+        DatagenSummary { delivered: deliveries.delivered(), malformed, failed: deliveries.failed(0) };
     info!(
         topic = %config.topic,
         delivered = summary.delivered,

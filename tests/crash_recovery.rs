@@ -62,7 +62,7 @@ fn generated_halves(dir: &Path, records: u64) -> [String; 2] {
 fn halves_and_reference(dir: &Path, records: u64) -> ([String; 2], std::path::PathBuf) {
     let inputs = generated_halves(dir, records);
     let reference = dir.join("reference");
-    let summary = run_files(&inputs, &reference, |c| c.idle_timeout_ms = 3_600_000);
+    let summary = run_files(&inputs, &reference, |c| c.windows.idle_timeout_ms = 3_600_000);
     assert_eq!(summary.totals.late_page_views, 0, "no event may be late in either reading order");
     assert!(summary.totals.dead_letters > 100, "the input must exercise dead letters");
     (inputs, reference)

@@ -46,7 +46,7 @@ fn stream(seed: u64, rate: u64) -> GeneratorConfig {
 fn start(mut config: PipelineConfig, id: &str) -> RunHandle {
     config.pipeline_id = id.to_string();
     config.checkpoint_interval = CHECKPOINT_INTERVAL;
-    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
     pageviews::start(config, Shutdown::default(), Arc::new(Metrics::new(id))).unwrap()
 }
 

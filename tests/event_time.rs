@@ -81,7 +81,7 @@ fn start(
         let mut c: PipelineConfig = kafka_config(topic, group, out, until_end);
         c.instance_id = id.to_string();
         // Produced live, a partition must not count as idle because the producer paused.
-        c.idle_timeout_ms = 60_000;
+        c.windows.idle_timeout_ms = 60_000;
         c
     };
     let configs = match deployment {

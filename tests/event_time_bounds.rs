@@ -115,7 +115,7 @@ fn timestamps_at_the_edges_of_the_supported_years_land_in_well_formed_rows_or_de
         // The clock in the last day of 9999, and no future bound: only the years limit.
         config.clock = Arc::new(ManualClock::new(parse_timestamp("9999-12-31 00:00:00").unwrap()));
         config.max_future_ms = i64::MAX;
-        config.window_ms = window_ms;
+        config.windows.window_ms = window_ms;
         pageviews::run(config, Shutdown::default()).unwrap();
 
         let views = assert_well_formed(&out, "page_views", &["timestamp"]);

@@ -39,7 +39,7 @@ fn healthz_fails_after_three_intervals_without_a_checkpoint_and_recovers_when_th
         PipelineConfig::new(SourceConfig::Generator(generator.into()), dir.path().display().to_string());
     config.checkpoint_interval = Duration::from_secs(1);
     config.clock = clock.clone();
-    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
     let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     let addr = run.http_addr().unwrap();
@@ -80,7 +80,7 @@ fn an_idle_pipeline_with_everything_committed_stays_healthy() {
     let mut config = kafka_config(&topic, &group, &dir.path().join("out"), false);
     config.checkpoint_interval = Duration::from_secs(1);
     config.clock = clock.clone();
-    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
     let metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), metrics.clone()).unwrap();
     let addr = run.http_addr().unwrap();

@@ -29,8 +29,8 @@ fn finished_run(dir: &std::path::Path, header_timeout: Duration) -> RunHandle {
     let input = write_input(dir, "in.jsonl", &lines);
     let mut config =
         PipelineConfig::new(SourceConfig::Files(vec![input]), dir.join("out").display().to_string());
-    config.http = Some("127.0.0.1:0".parse().unwrap());
-    config.http_header_timeout = header_timeout;
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    config.http.header_timeout = header_timeout;
     let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     wait_for("the run to end", Duration::from_secs(60), || run.is_finished());
@@ -247,7 +247,7 @@ fn freshness_says_how_far_behind_sql_and_folder_readers_are() {
     let clock = Arc::new(ManualClock::new(start_ms));
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), dir.path().display().to_string());
-    config.roll_age = Duration::from_secs(60);
+    config.files.roll_age = Duration::from_secs(60);
     config.clock = clock.clone();
     let metrics = Arc::new(Metrics::new("generator"));
     let sql = "pageviews_freshness_seconds{pipeline=\"generator\",reader=\"sql\"}";

@@ -103,7 +103,7 @@ fn an_empty_partition_does_not_hold_back_the_windows() {
 
     let out = dir.path().join("out");
     let mut config = kafka_config(&topic, &group, &out, false);
-    config.idle_timeout_ms = 1_000;
+    config.windows.idle_timeout_ms = 1_000;
     config.checkpoint_interval = Duration::from_millis(200);
     let shutdown = Shutdown::default();
     let runner = {

@@ -47,7 +47,7 @@ fn a_larger_watermark_delay_lets_the_same_events_count() {
     let lines = vec![view(1, "A", "2020-01-01 00:01:53"), view(2, "A", "2020-01-01 00:00:03")];
     let input = write_input(dir.path(), "in.jsonl", &lines);
     let out = dir.path().join("out");
-    let summary = run_files(&[input], &out, |c| c.watermark_delay_ms = 120_000);
+    let summary = run_files(&[input], &out, |c| c.windows.watermark_delay_ms = 120_000);
     assert_eq!(summary.totals.late_page_views, 0);
     assert_eq!(rows(&out, "page_view_aggregates").len(), 2);
 }

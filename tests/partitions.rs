@@ -32,9 +32,9 @@ fn an_hour_gets_success_markers_and_visible_files_once_the_watermark_passes_its_
     clock.hold_at(5_000);
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
-    config.watermark_delay_ms = 1_000;
+    config.windows.watermark_delay_ms = 1_000;
     config.checkpoint_interval = Duration::from_millis(500);
-    config.format = pageviews::sink::Format::Parquet;
+    config.files.format = pageviews::sink::Format::Parquet;
     config.clock = clock.clone();
     let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();

@@ -49,10 +49,10 @@ fn duckdb_and_pyarrow_read_the_parquet_tables_as_the_json_lines_ones() {
     let (jsonl, parquet) = (dir.path().join("jsonl"), dir.path().join("parquet"));
     for (out, format) in [(&jsonl, Format::Jsonl), (&parquet, Format::Parquet)] {
         run_files(std::slice::from_ref(&input), out, |c| {
-            c.format = format;
+            c.files.format = format;
             // Several files and row groups per partition.
-            c.roll_bytes = 1 << 20;
-            c.row_group_rows = 5_000;
+            c.files.roll_bytes = 1 << 20;
+            c.files.row_group_rows = 5_000;
         });
     }
     let report = assert_verified(&parquet);

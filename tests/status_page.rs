@@ -48,7 +48,7 @@ fn the_status_page_in_a_browser_shows_what_the_status_api_reports() {
     let mut config =
         PipelineConfig::new(SourceConfig::Files(inputs), dir.path().join("out").display().to_string());
     config.pipeline_id = "page-test".into();
-    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
     let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     let addr = run.http_addr().unwrap();
@@ -152,7 +152,7 @@ fn with_two_workers_the_status_shows_every_partition_under_its_holder() {
     let mut config = kafka_config(&topic, &group, &dir.path().join("out"), false);
     config.instance_id = "i".into();
     config.workers = 2;
-    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
     let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
     let addr = run.http_addr().unwrap();

@@ -120,7 +120,7 @@ fn the_status_page_never_shows_a_secret_in_an_error() {
     if let pageviews::SourceConfig::Kafka(k) = &mut config.source {
         k.options.push(("sasl.pasword".into(), "STATUS-SECRET-51d0".into()));
     }
-    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
     let metrics = std::sync::Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, pageviews::Shutdown::default(), metrics).unwrap();
     let addr = run.http_addr().unwrap();

@@ -198,9 +198,9 @@ fn reads_during_checkpoints_see_one_checkpoint_each(format: WriteFormat) {
     };
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
-    config.format = format;
+    config.files.format = format;
     config.checkpoint_interval = Duration::from_millis(100);
-    config.roll_age = Duration::from_secs(1);
+    config.files.roll_age = Duration::from_secs(1);
     let watcher = LogWatcher::start(&out);
     let run_metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), run_metrics).unwrap();
@@ -266,8 +266,8 @@ fn frozen_mid_run(
     clock.hold_at(35_000);
     let mut config =
         PipelineConfig::new(SourceConfig::Generator(generator.into()), out.display().to_string());
-    config.format = format;
-    config.roll_age = Duration::from_secs(600);
+    config.files.format = format;
+    config.files.roll_age = Duration::from_secs(600);
     config.clock = clock.clone();
     let metrics = Arc::new(Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), metrics.clone()).unwrap();

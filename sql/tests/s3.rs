@@ -130,8 +130,8 @@ fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
     clock.hold_at(95_000);
     let mut config = PipelineConfig::new(SourceConfig::Generator(generator.into()), url.clone());
     config.s3_env = s3::env();
-    config.part_bytes = Some(5 << 20);
-    config.roll_age = Duration::from_secs(600);
+    config.files.part_bytes = Some(5 << 20);
+    config.files.roll_age = Duration::from_secs(600);
     config.clock = clock.clone();
     let metrics = Arc::new(pageviews::metrics::Metrics::new(&config.pipeline_id));
     let run = pageviews::start(config, Shutdown::default(), metrics.clone()).unwrap();

@@ -345,17 +345,17 @@ impl RunArgs {
             config.pipeline_id = id;
         }
         config.checkpoint_interval = self.checkpoint_interval;
-        config.watermark_delay_ms = millis(self.watermark_delay, "--watermark-delay")?;
-        config.window_ms = window_ms;
-        config.allowed_lateness_ms = millis(self.allowed_lateness, "--allowed-lateness")?;
-        config.idle_timeout_ms = millis(self.idle_timeout, "--idle-timeout")? as u64;
-        config.roll_bytes = self.roll_size.max(1);
-        config.roll_age = self.roll_age;
-        config.format = self.format.into();
+        config.windows.watermark_delay_ms = millis(self.watermark_delay, "--watermark-delay")?;
+        config.windows.window_ms = window_ms;
+        config.windows.allowed_lateness_ms = millis(self.allowed_lateness, "--allowed-lateness")?;
+        config.windows.idle_timeout_ms = millis(self.idle_timeout, "--idle-timeout")? as u64;
+        config.files.roll_bytes = self.roll_size.max(1);
+        config.files.roll_age = self.roll_age;
+        config.files.format = self.format.into();
         if let Some(size) = self.part_size {
-            config.part_bytes = Some(usize::try_from(size).context("--part-size is too large")?.max(1));
+            config.files.part_bytes = Some(usize::try_from(size).context("--part-size is too large")?.max(1));
         }
-        config.max_open_files = self.max_open_files.max(1);
+        config.files.max_open_files = self.max_open_files.max(1);
         config.partition_commit_delay_ms = millis(self.partition_commit_delay, "--partition-commit-delay")?;
         config.max_record_bytes =
             usize::try_from(self.max_record_bytes).context("--max-record-bytes is too large")?;
@@ -366,7 +366,7 @@ impl RunArgs {
             bail!("--lease must be at least 300ms");
         }
         config.lease = self.lease;
-        config.http = http;
+        config.http.addr = http;
         if self.instance_id.is_empty()
             || !self.instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
@@ -413,9 +413,12 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("run expected") };
         let c = args.into_config().unwrap();
         assert_eq!(c.checkpoint_interval, Duration::from_secs(10));
-        assert_eq!(c.roll_age, Duration::from_secs(60));
-        assert_eq!((c.watermark_delay_ms, c.window_ms, c.idle_timeout_ms), (5_000, 60_000, 1_000));
-        assert_eq!(c.http, Some("127.0.0.1:9249".parse().unwrap()));
+        assert_eq!(c.files.roll_age, Duration::from_secs(60));
+        assert_eq!(
+            (c.windows.watermark_delay_ms, c.windows.window_ms, c.windows.idle_timeout_ms),
+            (5_000, 60_000, 1_000)
+        );
+        assert_eq!(c.http.addr, Some("127.0.0.1:9249".parse().unwrap()));
         assert_eq!(c.pipeline_id, "generator");
         let SourceConfig::Generator(spec) = c.source else { panic!("generator expected") };
         let g = spec.stream;

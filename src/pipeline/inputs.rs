@@ -71,7 +71,7 @@ fn commit_created(
     plan: &InputPlan,
 ) -> Result<(), PipelineError> {
     let member = format!("{}-inputs", config.instance_id);
-    let run = super::open::run_id(config.clock.wall_ms(), usize::MAX);
+    let run = super::run_id(config.clock.wall_ms(), usize::MAX);
     let (mut log, _) = Log::open(storage, &config.pipeline_id, &member, &run, facts)?;
     if !log.fencing() {
         // Such a store runs one worker; the workers refuse the start themselves.

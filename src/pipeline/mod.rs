@@ -15,205 +15,32 @@
 //! watermarks and open windows together (`checkpoint`, over `pageviews_core::commit`).
 
 mod checkpoint;
+mod completion;
+mod config;
+mod forward;
 mod inputs;
 mod open;
 mod relay;
-mod replaced;
 mod report;
 mod restore;
 mod task;
+mod tasks;
 mod worker;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use config::{FileRules, HttpConfig, PipelineConfig, SourceConfig, WindowRules, LEGACY_PIPELINE_ID};
 use pageviews_core::commit::{CheckpointError, InstanceLock, Totals};
-use pageviews_core::storage::{RetryPolicy, S3Env, Storage, StorageError, MIN_PART_BYTES};
-use pageviews_core::table::Format;
+use pageviews_core::storage::{Storage, StorageError, MIN_PART_BYTES};
 pub use pageviews_core::Shutdown;
 use thiserror::Error;
 use tracing::info;
 
-use crate::clock::{Clock, SystemClock};
-use crate::http::{HttpState, Status, DEFAULT_HEADER_READ_TIMEOUT};
+use crate::http::{HttpState, Status};
 use crate::metrics::{Metrics, VERSION};
-use crate::source::{GeneratorSpec, InputMode, KafkaConfig, SourceError};
-
-/// Where records come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceConfig {
-    /// The built-in generator (a resumed run continues the checkpoint's stream).
-    Generator(GeneratorSpec),
-    /// JSON-lines files (`-` is stdin), read in order.
-    Files(Vec<String>),
-    /// A Kafka topic, as a consumer group member.
-    Kafka(KafkaConfig),
-}
-
-impl SourceConfig {
-    /// The pipeline id this source runs under unless one is given: `generator`, `files`, or
-    /// `kafka-<topic>` (with characters other than letters, digits, `-` and `_` as `_`). A
-    /// pipeline id names a source's checkpoints, so a generator run and a Kafka run can share
-    /// an output, and the same command run again resumes its own checkpoint.
-    pub fn default_pipeline_id(&self) -> String {
-        match self {
-            SourceConfig::Generator(_) => "generator".into(),
-            SourceConfig::Files(_) => "files".into(),
-            SourceConfig::Kafka(k) => {
-                let topic: String = k
-                    .topic
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-                    .collect();
-                format!("kafka-{topic}")
-            }
-        }
-    }
-}
-
-/// The pipeline id every source ran under before ids were derived from the source.
-pub const LEGACY_PIPELINE_ID: &str = "pageviews";
-
-/// Everything `run` needs, validated.
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    /// The source.
-    pub source: SourceConfig,
-    /// Table root: a path, `file://` or `s3://` URL.
-    pub output: String,
-    /// File format.
-    pub format: Format,
-    /// Names this pipeline's checkpoints, staging and files.
-    pub pipeline_id: String,
-    /// How often both tables commit.
-    pub checkpoint_interval: Duration,
-    /// Out-of-orderness bound.
-    pub watermark_delay_ms: i64,
-    /// Tumbling window size.
-    pub window_ms: i64,
-    /// How long after a window's end it still accepts events.
-    pub allowed_lateness_ms: i64,
-    /// A partition silent this long stops holding the watermark back.
-    pub idle_timeout_ms: u64,
-    /// File cutting.
-    pub roll_bytes: u64,
-    /// File cutting by age.
-    pub roll_age: Duration,
-    /// Upload part size; `None` picks one for the store ([`PipelineConfig::part_bytes_for`]).
-    pub part_bytes: Option<usize>,
-    /// Most files open at once per table.
-    pub max_open_files: usize,
-    /// Parquet rows per row group.
-    pub row_group_rows: usize,
-    /// How long after a partition's end (in event time; dead letters: processing time)
-    /// its files close and its `_SUCCESS` marker is written.
-    pub partition_commit_delay_ms: i64,
-    /// Larger records are dead letters.
-    pub max_record_bytes: usize,
-    /// Events more than this far ahead of the wall clock are dead letters
-    /// (`future_timestamp`), so they never move a watermark.
-    pub max_future_ms: i64,
-    /// Where to serve `/metrics`, `/healthz`, `/api/status` and `/`; `None` serves nothing.
-    pub http: Option<SocketAddr>,
-    /// How long an HTTP client may take to send a request's headers before it is
-    /// disconnected.
-    pub http_header_timeout: Duration,
-    /// Records per poll.
-    pub batch_size: usize,
-    /// Where processing and wall-clock time come from (tests drive it).
-    pub clock: Arc<dyn Clock>,
-    /// The `AWS_*` settings an s3:// output is opened with (the process's, unless given).
-    pub s3_env: S3Env,
-    /// This instance of the deployment (one `--pipeline-id`, `--group` and `--output`).
-    pub instance_id: String,
-    /// Workers in this process, each over its own partitions: Kafka partitions as the group
-    /// assigns them, or input files (file `i` to worker `i % workers`; no more workers than
-    /// files run). The generator has one partition, so one worker.
-    pub workers: usize,
-    /// How long a storage call is retried after failures that pass (timeouts, 5xx,
-    /// throttling, refused connections) before the run stops.
-    pub storage_retry_timeout: Duration,
-    /// Files: whether an input with a committed position is told by its content, or taken
-    /// as the content committed, or as new content.
-    pub input_mode: InputMode,
-    /// On a store that does not fence, how long this instance counts as running after it
-    /// last renewed its lease ([`pageviews_core::commit::Log::take_lease`]).
-    pub lease: Duration,
-}
-
-impl PipelineConfig {
-    /// The upload part size on a store: `part_bytes` when set, else 8 MiB on object stores
-    /// (S3 wants parts of at least 5 MiB, and fewer parts are fewer requests) and 1 MiB on a
-    /// local disk, where a part is a plain write. Every open file holds up to a part of
-    /// encoded rows, and a worker has a file open per partition and hour, so on disk this
-    /// keeps memory flat as partitions grow (six Kafka partitions peaked at 180 MiB with
-    /// 8 MiB parts).
-    pub fn part_bytes_for(&self, object_store: bool) -> usize {
-        self.part_bytes.unwrap_or(if object_store { 8 << 20 } else { 1 << 20 })
-    }
-
-    /// Defaults of DESIGN §6 for a source and an output; the pipeline id is the source's
-    /// ([`SourceConfig::default_pipeline_id`]).
-    pub fn new(source: SourceConfig, output: impl Into<String>) -> Self {
-        PipelineConfig {
-            pipeline_id: source.default_pipeline_id(),
-            source,
-            output: output.into(),
-            format: Format::Jsonl,
-            checkpoint_interval: Duration::from_secs(10),
-            watermark_delay_ms: 5_000,
-            window_ms: 60_000,
-            allowed_lateness_ms: 0,
-            idle_timeout_ms: 1_000,
-            roll_bytes: 128 << 20,
-            // What a person watching can live with: folder readers a minute behind, 60
-            // files an hour per table at 1000 events/s (`examples/roll_age.rs`).
-            roll_age: Duration::from_secs(60),
-            part_bytes: None,
-            max_open_files: 16,
-            row_group_rows: 1 << 17,
-            partition_commit_delay_ms: 0,
-            max_record_bytes: 1 << 20,
-            max_future_ms: crate::event::DEFAULT_MAX_FUTURE.as_millis() as i64,
-            http: None,
-            http_header_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            batch_size: 8192,
-            clock: Arc::new(SystemClock::new()),
-            s3_env: S3Env::process(),
-            instance_id: "0".into(),
-            workers: 1,
-            storage_retry_timeout: RetryPolicy::default().timeout,
-            input_mode: InputMode::Auto,
-            lease: pageviews_core::commit::DEFAULT_LEASE,
-        }
-    }
-}
-
-impl PipelineConfig {
-    /// The output's storage, retrying failures that pass for `--storage-retry-timeout`, or
-    /// until a few seconds after `shutdown` fires.
-    fn storage(&self, rt: tokio::runtime::Handle, shutdown: &Shutdown) -> Result<Storage, StorageError> {
-        let policy = RetryPolicy {
-            timeout: self.storage_retry_timeout,
-            stop: Some(shutdown.clone()),
-            ..RetryPolicy::default()
-        };
-        Ok(Storage::open_with(&self.output, rt, &self.s3_env)?.with_retries(policy))
-    }
-}
-
-impl SourceConfig {
-    /// The source in words, for the status page.
-    pub fn describe(&self) -> String {
-        match self {
-            SourceConfig::Generator(g) if g.stream.rate == 0 => "generator (unthrottled)".to_string(),
-            SourceConfig::Generator(g) => format!("generator ({} events/s)", g.stream.rate),
-            SourceConfig::Files(paths) => format!("files {}", paths.join(", ")),
-            SourceConfig::Kafka(k) => format!("Kafka topic {} at {} (group {})", k.topic, k.brokers, k.group),
-        }
-    }
-}
+use crate::source::SourceError;
 
 /// What a finished run did.
 #[derive(Debug, Clone)]
@@ -336,7 +163,7 @@ pub fn start(
         .build()
         .map_err(PipelineError::Runtime)?;
     let storage = config.storage(rt.handle().clone(), &shutdown)?.with_observer(metrics.clone());
-    if storage.is_object_store() && config.part_bytes_for(true) < MIN_PART_BYTES {
+    if storage.is_object_store() && config.files.part_bytes_for(true) < MIN_PART_BYTES {
         return Err(PipelineError::Incompatible(format!(
             "object stores need upload parts of at least {} MiB; raise --part-size",
             MIN_PART_BYTES >> 20
@@ -360,14 +187,14 @@ pub fn start(
         output: config.output.clone(),
         state: "starting".into(),
         checkpoint_interval_seconds: config.checkpoint_interval.as_secs_f64(),
-        watermark_delay_seconds: config.watermark_delay_ms as f64 / 1000.0,
+        watermark_delay_seconds: config.windows.watermark_delay_ms as f64 / 1000.0,
         ..Status::default()
     }));
-    let http = match config.http {
+    let http = match config.http.addr {
         Some(addr) => {
             let state = HttpState::new(metrics.clone(), status.clone(), config.clock.clone());
             let bound = rt
-                .block_on(crate::http::serve_with_timeout(addr, state, config.http_header_timeout))
+                .block_on(crate::http::serve_with_timeout(addr, state, config.http.header_timeout))
                 .map_err(|source| PipelineError::Http { addr, source })?;
             info!(%bound, "serving the status page at /, /metrics, /healthz and /api/status");
             Some(bound)
@@ -432,7 +259,7 @@ fn run_workers(
                         let result = worker::Pipeline::open(config, k, siblings, storage, metrics, status)
                             .and_then(|mut pipeline| {
                                 let result = pipeline.run_loop().map_err(|e| pipeline.explain(e));
-                                pipeline.report_stopped();
+                                pipeline.stopped();
                                 result
                             });
                         if result.is_err() {
@@ -504,4 +331,13 @@ pub fn run_with_metrics(
     metrics: Arc<Metrics>,
 ) -> Result<Summary, PipelineError> {
     start(config, shutdown, metrics)?.join()
+}
+
+/// An id for this process's run of a worker: tells a restarted instance from its zombie.
+pub(super) fn run_id(wall_ms: i64, worker: usize) -> String {
+    // Unique per process and per open within it (tests and library callers open several
+    // pipelines in one process, in the same millisecond).
+    static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{wall_ms:x}-{:x}-{n:x}-{worker}", std::process::id())
 }

@@ -11,16 +11,18 @@ use pageviews_core::storage::Storage;
 use pageviews_core::time::format_timestamp;
 use tracing::info;
 
+use super::forward::Forwarding;
 use super::inputs::WorkerInputs;
 use super::relay::Relay;
+use super::report::Reporter;
 use super::restore::LogRestorer;
-use super::task::{TaskSetup, WindowRules};
-use super::worker::{restore_all, Pipeline};
+use super::task::TaskSetup;
+use super::tasks::Tasks;
+use super::worker::{Assembly, Limits, Pipeline};
 use super::{PipelineConfig, PipelineError, Shutdown, SourceConfig};
 use crate::event::EventTimeBounds;
 use crate::http::Status;
 use crate::metrics::Metrics;
-use crate::sink::WriterConfig;
 use crate::source::exchange::{exchange_topic, Exchange};
 use crate::source::file::{first_event, reopen, Taken};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
@@ -107,14 +109,14 @@ impl Pipeline {
                 (SourceIdentity::Kafka { topic: k.topic.clone() }, n, n)
             }
         };
-        let run = run_id(wall, worker);
+        let run = super::run_id(wall, worker);
         let facts = Facts {
             version: LOG_VERSION,
             pipeline: config.pipeline_id.clone(),
             id: run.clone(),
             source: identity.clone(),
             counting_partitions: partitions,
-            window_ms: config.window_ms,
+            window_ms: config.windows.window_ms,
             created_at: format_timestamp(wall),
         };
         // One member of the deployment per worker: in the commit log, and in Kafka's group
@@ -139,10 +141,10 @@ impl Pipeline {
             }
             .into());
         }
-        if facts.window_ms != config.window_ms {
+        if facts.window_ms != config.windows.window_ms {
             return Err(PipelineError::Incompatible(format!(
                 "pipeline {} counts {} ms windows but --window is {} ms; keep the window size, or use another --output or --pipeline-id",
-                facts.pipeline, facts.window_ms, config.window_ms
+                facts.pipeline, facts.window_ms, config.windows.window_ms
             )));
         }
         if config.workers > 1 && !log.fencing() {
@@ -165,7 +167,7 @@ impl Pipeline {
         let mut restorer =
             LogRestorer { log: log.clone(), resumable: !matches!(config.source, SourceConfig::Files(_)) };
         let mut restored: Vec<(u32, Restored)> = Vec::new();
-        let event_time = EventTimeBounds::new(config.max_future_ms, config.window_ms);
+        let event_time = EventTimeBounds::new(config.max_future_ms, config.windows.window_ms);
         // Files not read yet whose first event time is known: they hold the counting
         // watermark just before it, not at the start of time.
         let mut first_events: Vec<(u32, i64)> = Vec::new();
@@ -179,7 +181,7 @@ impl Pipeline {
                 };
                 restored = restore_all(&mut restorer, &[0])?;
                 let state = restored.first().and_then(|(_, r)| r.state.as_ref());
-                Box::new(GeneratorSource::resume(stream, state, config.allowed_lateness_ms)?)
+                Box::new(GeneratorSource::resume(stream, state, config.windows.allowed_lateness_ms)?)
             }
             SourceConfig::Files(_) => {
                 let Some(WorkerInputs { mut taken, left, .. }) = siblings.inputs.take() else {
@@ -235,65 +237,65 @@ impl Pipeline {
             }
             _ => None,
         };
-        let writer_config = WriterConfig {
-            pipeline_id: config.pipeline_id.clone(),
-            format: config.format,
-            roll_bytes: config.roll_bytes,
-            roll_age_ms: config.roll_age.as_millis() as u64,
-            part_bytes: config.part_bytes_for(storage.is_object_store()),
-            max_open_files: config.max_open_files,
-            row_group_rows: config.row_group_rows,
-        };
-        let rules = WindowRules {
-            window_ms: config.window_ms,
-            allowed_lateness_ms: config.allowed_lateness_ms,
-            watermark_delay_ms: config.watermark_delay_ms,
-            idle_timeout_ms: config.idle_timeout_ms,
-        };
+        let writer_config = config.files.writer(&config.pipeline_id, storage.is_object_store());
+        let rules = config.windows;
         let totals = log.lock().map(|l| l.view().totals()).unwrap_or_default();
         if let Ok(mut st) = status.lock() {
             st.state = "running".into();
             st.totals = totals;
             st.last_checkpoint = log.lock().ok().map(|l| l.view().version).filter(|v| *v > 0);
         }
-        let mut pipeline = Pipeline {
-            source,
-            tasks: BTreeMap::new(),
-            log,
-            setup: TaskSetup {
-                storage,
-                writer_config,
-                rules,
-                counting_partitions: facts.counting_partitions,
-                source_partitions: source_partitions.max(facts.counting_partitions),
-            },
-            metrics,
-            status,
-            clock: config.clock.clone(),
-            max_record_bytes: config.max_record_bytes,
-            event_time,
-            batch_size: config.batch_size,
-            checkpoint_interval: config.checkpoint_interval,
-            partition_commit_delay_ms: config.partition_commit_delay_ms,
-            exchange,
-            relay: siblings.relay,
-            reached_end: false,
-            checkpoints: 0,
-            stop: siblings.stop.clone(),
-            rebalances: matches!(config.source, SourceConfig::Kafka(_)),
-        };
-        pipeline.add_tasks(restored)?;
+        let mut tasks = Tasks::new(TaskSetup {
+            storage,
+            writer_config,
+            rules,
+            counting_partitions: facts.counting_partitions,
+            source_partitions: source_partitions.max(facts.counting_partitions),
+        });
+        let now = config.clock.now_ms();
+        tasks.add(restored, now);
         for (partition, ms) in first_events {
-            if let Some(task) = pipeline.tasks.get_mut(&partition) {
+            if let Some(task) = tasks.get_mut(partition) {
                 task.set_first_event(ms);
             }
         }
-        let now = pipeline.now_ms();
-        if let Some(counter) = pipeline.tasks.get_mut(&0) {
+        if let Some(counter) = tasks.get_mut(0) {
             for (partition, time) in left_behind {
                 counter.declare(partition, &time, now)?;
             }
         }
+        let forwarding = match (exchange, siblings.relay) {
+            (Some(exchange), _) => Forwarding::Exchange(exchange),
+            (None, Some(relay)) => Forwarding::Relay(relay),
+            (None, None) => Forwarding::Local,
+        };
+        let member = log.lock().map(|l| l.member().to_string()).unwrap_or_default();
+        let reporter = Reporter::new(
+            metrics,
+            status,
+            config.clock.clone(),
+            member,
+            config.checkpoint_interval,
+            config.windows.watermark_delay_ms,
+        );
+        let limits = Limits {
+            batch_size: config.batch_size,
+            max_record_bytes: config.max_record_bytes,
+            checkpoint_interval: config.checkpoint_interval,
+            commit_delay_ms: config.partition_commit_delay_ms,
+        };
+        let pipeline = Pipeline::new(Assembly {
+            source,
+            tasks,
+            log,
+            forwarding,
+            reporter,
+            clock: config.clock.clone(),
+            limits,
+            event_time,
+            stop: siblings.stop.clone(),
+            rebalances: matches!(config.source, SourceConfig::Kafka(_)),
+        })?;
         Ok(pipeline)
     }
 }
@@ -323,13 +325,14 @@ fn settle_restored(restored: &mut [(u32, Restored)], taken: &mut [Taken]) -> Res
     Ok(())
 }
 
-/// An id for this process's run of a worker: tells a restarted instance from its zombie.
-pub(super) fn run_id(wall_ms: i64, worker: usize) -> String {
-    // Unique per process and per open within it (tests and library callers open several
-    // pipelines in one process, in the same millisecond).
-    static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{wall_ms:x}-{:x}-{n:x}-{worker}", std::process::id())
+/// Restores what the newest committed states of `partitions` hold, for sources that know
+/// their partitions up front (the generator, files).
+fn restore_all(
+    restorer: &mut LogRestorer,
+    partitions: &[u32],
+) -> Result<Vec<(u32, Restored)>, PipelineError> {
+    use crate::source::Restore;
+    Ok(restorer.restore(partitions)?)
 }
 
 #[cfg(test)]

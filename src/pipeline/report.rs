@@ -3,11 +3,10 @@
 //! they are reported.
 //!
 //! The loop calls in at five points, each a single line there: when it starts running
-//! ([`Pipeline::report_running`]), after each batch ([`Pipeline::report_batch`]: live
-//! per-partition state), after each commit ([`Pipeline::report_checkpoint`]), when a
-//! checkpoint fell due with nothing new to commit ([`Pipeline::report_caught_up`]), and when
-//! it ends ([`Pipeline::report_stopped`]). The middle three are what `/healthz` judges
-//! progress by.
+//! ([`Reporter::running`]), after each batch ([`Reporter::batch`]: live per-partition
+//! state), after each commit ([`Reporter::checkpoint`]), when a checkpoint fell due with
+//! nothing new to commit ([`Reporter::caught_up`]), and when it ends
+//! ([`Reporter::stopped`]). The middle three are what `/healthz` judges progress by.
 //!
 //! Every worker of an instance shares one [`Status`]; each writes only the partitions it
 //! holds (under its member name) and its own progress, and the instance-wide figures — the
@@ -22,6 +21,7 @@
 //! at each checkpoint and turned into seconds behind the wall clock at each checkpoint and
 //! once a second between them.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pageviews_core::commit::{Position, TaskState, Totals};
@@ -29,11 +29,12 @@ use pageviews_core::table::Table;
 use pageviews_core::time::format_timestamp;
 use tracing::{debug, warn};
 
-use super::worker::Pipeline;
+use super::tasks::Tasks;
+use crate::clock::Clock;
 use crate::event::Reason;
 use crate::http::{CheckpointStatus, Freshness, Progress, Status, TableStatus};
-use crate::metrics::{ReaderLabel, ReasonLabel, TableLabel};
-use crate::source::Batch;
+use crate::metrics::{Metrics, ReaderLabel, ReasonLabel, TableLabel};
+use crate::source::{Batch, Source};
 use crate::window::NO_WATERMARK;
 
 /// How many recent checkpoints the status keeps.
@@ -76,10 +77,47 @@ fn position_number(position: &Position) -> u64 {
     }
 }
 
-impl Pipeline {
-    /// This worker's member name in the group and the commit log.
-    fn member(&self) -> String {
-        self.log.lock().map(|l| l.member().to_string()).unwrap_or_default()
+/// What a checkpoint committed, for the report.
+pub(super) struct Committed<'a> {
+    /// This worker's task states as committed.
+    pub states: &'a [TaskState],
+    /// Rows they added.
+    pub rows: &'a Totals,
+    /// The log entry (0: everything was fenced, nothing written).
+    pub version: u64,
+    /// How long the checkpoint took.
+    pub elapsed: Duration,
+    /// The deployment's totals after the entry, and its newest committed event time.
+    pub totals: Totals,
+    pub newest_committed_ms: Option<i64>,
+}
+
+/// One worker's reporting: its member name, and the instance's metrics and status, which
+/// every worker shares.
+pub(super) struct Reporter {
+    metrics: Arc<Metrics>,
+    status: Arc<Mutex<Status>>,
+    clock: Arc<dyn Clock>,
+    member: String,
+    checkpoint_interval: Duration,
+    watermark_delay_ms: i64,
+}
+
+impl Reporter {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        status: Arc<Mutex<Status>>,
+        clock: Arc<dyn Clock>,
+        member: String,
+        checkpoint_interval: Duration,
+        watermark_delay_ms: i64,
+    ) -> Self {
+        Reporter { metrics, status, clock, member, checkpoint_interval, watermark_delay_ms }
+    }
+
+    /// The instance's metrics, for the counters the loop keeps.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn progress(&self) -> Progress {
@@ -87,59 +125,51 @@ impl Pipeline {
     }
 
     /// The loop starts: this worker's progress (for `/healthz`) is measured from here.
-    pub(super) fn report_running(&self) {
-        let (member, progress) = (self.member(), self.progress());
+    pub fn running(&self) {
+        let progress = self.progress();
         self.metrics.checkpoint_interval.set(self.checkpoint_interval.as_secs_f64());
         if let Ok(mut st) = self.status.lock() {
-            st.progress.insert(member, progress);
+            st.progress.insert(self.member.clone(), progress);
         }
     }
 
     /// The loop ended: a worker done with its input is not a stalled one while the others
     /// go on.
-    pub(super) fn report_stopped(&self) {
-        let member = self.member();
+    pub fn stopped(&self) {
         if let Ok(mut st) = self.status.lock() {
-            st.progress.remove(&member);
+            st.progress.remove(&self.member);
         }
     }
 
     /// After each batch: records read and event time per partition this worker holds.
     /// Cheap next to decoding the batch: a pass over the records' partition numbers, which
     /// come in runs, and one over the worker's few tasks.
-    pub(super) fn report_batch(&self, batch: &Batch) {
-        let member = self.member();
+    pub fn batch(&self, batch: &Batch, tasks: &Tasks, source: &dyn Source) {
         let Ok(mut st) = self.status.lock() else { return };
         for run in batch.records().chunk_by(|a, b| a.partition == b.partition) {
             let partition = run[0].partition;
-            if self.tasks.contains_key(&partition) {
-                let name = self.source.partition_name(partition);
-                st.partition_mut(partition, name, &member).records_read += run.len() as u64;
+            if tasks.contains(partition) {
+                let name = source.partition_name(partition);
+                st.partition_mut(partition, name, &self.member).records_read += run.len() as u64;
             }
         }
-        self.report_tasks(&mut st, &member);
+        self.partitions(&mut st, tasks, source);
     }
 
     /// A checkpoint fell due but nothing changed since the last one: the tables hold
     /// everything read, as if it had committed (an idle source is not a stalled pipeline).
-    pub(super) fn report_caught_up(&self) {
-        let (member, progress) = (self.member(), self.progress());
+    pub fn caught_up(&self) {
+        let progress = self.progress();
         if let Ok(mut st) = self.status.lock() {
-            st.progress.insert(member, progress);
-            self.report_caught_up_gauge(&st);
+            st.progress.insert(self.member.clone(), progress);
+            self.caught_up_gauge(&st);
         }
     }
 
-    /// Counts what log entry `version` committed for this worker's tasks (`states`, with
-    /// `rows` new rows), `elapsed` after the checkpoint began. Rows count when their
+    /// Counts what a log entry committed for this worker's tasks. Rows count when their
     /// checkpoint commits; files and bytes when they roll.
-    pub(super) fn report_checkpoint(
-        &self,
-        states: &[TaskState],
-        rows: &Totals,
-        version: u64,
-        elapsed: Duration,
-    ) {
+    pub fn checkpoint(&self, c: Committed<'_>, tasks: &Tasks, source: &dyn Source) {
+        let Committed { states, rows, version, elapsed, totals, newest_committed_ms: sql_newest } = c;
         let m = &self.metrics;
         for (table, n) in [
             (Table::PageViews, rows.page_views),
@@ -169,15 +199,10 @@ impl Pipeline {
             ?elapsed,
             "checkpoint committed"
         );
-        let (totals, sql_newest) = self
-            .log
-            .lock()
-            .map(|l| (l.view().totals(), l.view().tasks.values().filter_map(|t| t.time.max_event_ms).max()))
-            .unwrap_or_default();
         let closed = states.iter().filter(|s| s.open.is_empty()).filter_map(|s| s.time.max_event_ms);
-        let rolled = self.tasks.values().filter_map(|t| t.writers.page_views.rolled_newest_ms());
+        let rolled = tasks.iter().filter_map(|t| t.writers.page_views.rolled_newest_ms());
         let folders_newest = closed.chain(rolled).max();
-        let (member, progress) = (self.member(), self.progress());
+        let (member, progress) = (self.member.clone(), self.progress());
         let Ok(mut st) = self.status.lock() else { return };
         for (newest, now_visible) in st.freshness.newest_ms.iter_mut().zip([sql_newest, folders_newest]) {
             *newest = (*newest).max(now_visible);
@@ -210,25 +235,25 @@ impl Pipeline {
             };
             st.add_checkpoint(checkpoint, RECENT_CHECKPOINTS);
         }
-        for state in states.iter().filter(|s| self.tasks.contains_key(&s.partition)) {
-            let entry =
-                st.partition_mut(state.partition, self.source.partition_name(state.partition), &member);
+        for state in states.iter().filter(|s| tasks.contains(s.partition)) {
+            let entry = st.partition_mut(state.partition, source.partition_name(state.partition), &member);
             entry.position = Some(position_number(&state.position));
             entry.open_files = Table::ALL.map(|t| state.open.iter().filter(|f| f.table == t).count() as u64);
             entry.open_windows = state.counting.as_ref().map_or(0, |c| c.open_windows.len() as u64);
         }
-        self.report_tasks(&mut st, &member);
-        self.report_tables(&mut st);
-        self.report_caught_up_gauge(&st);
+        self.partitions(&mut st, tasks, source);
+        self.tables(&mut st);
+        self.caught_up_gauge(&st);
     }
 
     /// The partitions this worker holds, as they stand: claim, event time, watermarks; and
     /// the instance's watermark over every worker's partitions.
-    fn report_tasks(&self, st: &mut Status, member: &str) {
-        st.retain_held(member, |p| self.tasks.contains_key(&p));
-        let delay_ms = self.setup.rules.watermark_delay_ms;
-        for task in self.tasks.values() {
-            let p = st.partition_mut(task.partition, self.source.partition_name(task.partition), member);
+    fn partitions(&self, st: &mut Status, tasks: &Tasks, source: &dyn Source) {
+        let member = &self.member;
+        st.retain_held(member, |p| tasks.contains(p));
+        let delay_ms = self.watermark_delay_ms;
+        for task in tasks.iter() {
+            let p = st.partition_mut(task.partition, source.partition_name(task.partition), member);
             p.claim = task.claim;
             p.finished = task.time.finished;
             if let Some(max) = task.time.max_event_ms {
@@ -257,17 +282,16 @@ impl Pipeline {
 
     /// After the watermarks moved: this worker's partitions into the status, and the
     /// instance's watermark (the lowest over every worker's) into its gauge.
-    pub(super) fn report_watermarks(&self) {
-        let member = self.member();
+    pub fn watermarks(&self, tasks: &Tasks, source: &dyn Source) {
         if let Ok(mut st) = self.status.lock() {
-            self.report_tasks(&mut st, &member);
+            self.partitions(&mut st, tasks, source);
         }
     }
 
     /// Per-table rows, rates and files, and dead letters by reason, into the status; the
     /// instance's open files and windows into their gauges (summed over every worker's
     /// partitions, so one worker's commit does not hide another's files).
-    fn report_tables(&self, st: &mut Status) {
+    fn tables(&self, st: &mut Status) {
         let m = &self.metrics;
         let tables: Vec<TableStatus> = Table::ALL
             .into_iter()
@@ -302,7 +326,7 @@ impl Pipeline {
     /// `pageviews_last_checkpoint_timestamp_seconds`: when the instance's tables last
     /// caught up, i.e. the oldest of its running workers' last progress — a stuck worker
     /// ages it even while the others commit.
-    fn report_caught_up_gauge(&self, st: &Status) {
+    fn caught_up_gauge(&self, st: &Status) {
         if let Some(wall) = st.progress.values().map(|p| p.wall_ms).min() {
             self.metrics.last_checkpoint.set(wall as f64 / 1000.0);
         }
@@ -311,7 +335,7 @@ impl Pipeline {
     /// Turns the newest event times each reader sees into seconds behind the wall clock:
     /// into `pageviews_freshness_seconds{reader}` and the status. Called at each checkpoint
     /// and once a second by the record loop.
-    pub(super) fn report_freshness(&self) {
+    pub fn freshness(&self) {
         if let Ok(mut st) = self.status.lock() {
             self.update_freshness(&mut st.freshness);
         }

@@ -16,26 +16,11 @@ use pageviews_core::storage::{Storage, StorageError};
 use pageviews_core::table::{Partition, Table};
 use pageviews_core::time::hour_of;
 
+use super::WindowRules;
 use crate::event::PageView;
 use crate::sink::writer::Owner;
 use crate::sink::{Row, TableWriter, WriterConfig};
 use crate::window::{TumblingCount, Watermarks, WindowCount, WindowSpec, NO_WATERMARK};
-
-/// How windows are counted; the same for every task of a pipeline.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct WindowRules {
-    pub window_ms: i64,
-    pub allowed_lateness_ms: i64,
-    pub watermark_delay_ms: i64,
-    pub idle_timeout_ms: u64,
-}
-
-impl WindowRules {
-    /// The windows' shape.
-    pub fn spec(&self) -> WindowSpec {
-        WindowSpec::new(self.window_ms, self.allowed_lateness_ms)
-    }
-}
 
 /// What every task of an instance is made with.
 pub(super) struct TaskSetup {

@@ -16,22 +16,20 @@
 //! even when it has nothing more for them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientContext, Message};
+use rdkafka::Message;
 use tracing::{info, warn};
 
-use super::kafka::{kafka_error, prefetch_bounds, with_options, KafkaConfig};
+use super::kafka::{
+    ensure_topic, kafka_error, prefetch_bounds, with_options, Deliveries, DeliveryContext, KafkaConfig,
+};
 use super::{PartitionTime, SourceError};
 use crate::Shutdown;
 
@@ -80,29 +78,9 @@ pub enum Item {
     },
 }
 
-#[derive(Default)]
-struct Deliveries {
-    /// Forwarded events the broker never took.
-    failed: AtomicU64,
-    /// Progress markers the broker never took: their sources must say again how far they are.
-    markers_failed: AtomicU64,
-}
-
-struct Context(Arc<Deliveries>);
-
-impl ClientContext for Context {}
-
-impl ProducerContext for Context {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((_, msg)) = result {
-            let counter = match msg.payload().and_then(|p| p.first()) {
-                Some(&PROGRESS) => &self.0.markers_failed,
-                _ => &self.0.failed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+/// Which kind of record a refused payload was: 1 for a progress marker, 0 for an event.
+fn kind(payload: &[u8]) -> usize {
+    usize::from(payload.first() == Some(&PROGRESS))
 }
 
 /// One instance's end of the exchange: a producer for what its sources forward, and a
@@ -110,7 +88,7 @@ impl ProducerContext for Context {
 pub struct Exchange {
     config: KafkaConfig,
     topic: String,
-    producer: ThreadedProducer<Context>,
+    producer: ThreadedProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
     consumer: BaseConsumer,
     /// Hosted counting partitions and the next offset to read in each.
@@ -132,8 +110,11 @@ impl Exchange {
     /// pipeline's counting partitions) when it is missing.
     pub fn open(config: &KafkaConfig, topic: &str, partitions: u32) -> Result<Exchange, SourceError> {
         let topic = topic.to_string();
-        ensure_topic(config, &topic, partitions)?;
-        let deliveries = Arc::new(Deliveries::default());
+        let fail = |e| kafka_error(config, "create the exchange topic", e);
+        if ensure_topic(&config.brokers, &config.options, &topic, partitions as i32).map_err(fail)? {
+            info!(topic = %topic, partitions, "created the exchange topic");
+        }
+        let deliveries = Deliveries::new(kind);
         let mut producer = ClientConfig::new();
         producer
             .set("bootstrap.servers", &config.brokers)
@@ -141,7 +122,7 @@ impl Exchange {
             .set("linger.ms", "5")
             .set("client.id", "pageviews-exchange");
         let producer = with_options(producer, &config.options)
-            .create_with_context(Context(deliveries.clone()))
+            .create_with_context(DeliveryContext(deliveries.clone()))
             .map_err(|e| kafka_error(config, "create the exchange producer", e))?;
         let mut consumer = ClientConfig::new();
         consumer
@@ -229,7 +210,7 @@ impl Exchange {
                 Err(e) => return Err(kafka_error(&self.config, "flush the exchange", e)),
             }
         }
-        let failed = self.deliveries.failed.swap(0, Ordering::Relaxed);
+        let failed = self.deliveries.take_failed(0);
         if failed > 0 {
             return Err(SourceError::Exchange { topic: self.topic.clone(), failed });
         }
@@ -259,7 +240,7 @@ impl Exchange {
     /// True when progress markers were lost since the last call: every source must say
     /// again how far it is.
     pub fn markers_lost(&self) -> bool {
-        self.deliveries.markers_failed.swap(0, Ordering::Relaxed) > 0
+        self.deliveries.take_failed(1) > 0
     }
 
     /// Reads the hosted counting partitions from these offsets (`None`: the beginning).
@@ -377,29 +358,6 @@ fn decode_time(bytes: &[u8]) -> Option<PartitionTime> {
         finished: flags & FINISHED != 0,
         idle: flags & IDLE != 0,
     })
-}
-
-/// Creates the exchange topic when it is missing, with the broker's default replication.
-fn ensure_topic(config: &KafkaConfig, topic: &str, partitions: u32) -> Result<(), SourceError> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
-    let admin: AdminClient<DefaultClientContext> = with_options(client, &config.options)
-        .create()
-        .map_err(|e| kafka_error(config, "create an admin client", e))?;
-    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.create_topics([&new], &opts))
-        .map_err(|e| kafka_error(config, "create the exchange topic", e))?;
-    for result in results {
-        match result {
-            Ok(name) => info!(topic = %name, partitions, "created the exchange topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => {
-                return Err(kafka_error(config, "create the exchange topic", KafkaError::AdminOp(code)))
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

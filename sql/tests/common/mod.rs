@@ -31,7 +31,7 @@ pub fn pipeline(dir: &Path, lines: &[String]) -> PathBuf {
 /// Runs the pipeline over `lines` into `output` (a path or an s3:// URL) in `format`.
 pub fn pipeline_to(dir: &Path, lines: &[String], format: WriteFormat, output: &str) {
     let input = write_input(dir, &format!("input-{}.jsonl", format.extension()), lines);
-    let summary = run_files_to(&[input], output, |c| c.format = format);
+    let summary = run_files_to(&[input], output, |c| c.files.format = format);
     assert!(summary.reached_end);
 }
 

@@ -3,12 +3,18 @@
 
 use std::time::Duration;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use rdkafka::client::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::ProducerContext;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message;
 use tracing::{info, warn};
 
 use super::offsets::OffsetReset;
@@ -146,6 +152,78 @@ impl ClientContext for FatalErrors {
         if !self.note(&error, reason) {
             tracing::debug!(%error, reason, "librdkafka");
         }
+    }
+}
+
+/// Creates `topic` with `partitions` partitions and the broker's default replication when
+/// it is missing; true when this call created it.
+pub(crate) fn ensure_topic(
+    brokers: &str,
+    options: &[(String, String)],
+    topic: &str,
+    partitions: i32,
+) -> Result<bool, KafkaError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    let admin: AdminClient<DefaultClientContext> = with_options(client, options).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics([&new], &opts))?;
+    let mut created = false;
+    for result in results {
+        match result {
+            Ok(_) => created = true,
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(created)
+}
+
+/// A producer's deliveries as the broker acknowledges or refuses them, the refused ones
+/// apart by kind (`kind` reads it from the payload: 0 or 1).
+pub(crate) struct Deliveries {
+    delivered: AtomicU64,
+    failed: [AtomicU64; 2],
+    kind: fn(&[u8]) -> usize,
+}
+
+impl Deliveries {
+    pub fn new(kind: fn(&[u8]) -> usize) -> Arc<Self> {
+        Arc::new(Deliveries { delivered: AtomicU64::new(0), failed: Default::default(), kind })
+    }
+
+    /// Records the broker acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Records of `kind` the broker refused so far.
+    pub fn failed(&self, kind: usize) -> u64 {
+        self.failed[kind.min(1)].load(Ordering::Relaxed)
+    }
+
+    /// Records of `kind` refused since the last call.
+    pub fn take_failed(&self, kind: usize) -> u64 {
+        self.failed[kind.min(1)].swap(0, Ordering::Relaxed)
+    }
+}
+
+/// The producer context that counts [`Deliveries`].
+pub(crate) struct DeliveryContext(pub Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((_, msg)) => {
+                let kind = (self.0.kind)(msg.payload().unwrap_or_default()).min(1);
+                self.0.failed[kind].fetch_add(1, Ordering::Relaxed)
+            }
+        };
     }
 }
 

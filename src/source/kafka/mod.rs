@@ -19,21 +19,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 use tracing::{info, warn};
 
 mod client;
+mod group;
 mod offsets;
 mod rebalance;
 
 use client::METADATA_TIMEOUT;
+pub(crate) use client::{ensure_topic, Deliveries, DeliveryContext};
 pub(super) use client::{kafka_error, prefetch_bounds};
 pub use client::{partition_count, with_options, KafkaConfig};
 pub use offsets::OffsetReset;
-use rebalance::{Context, Shared};
+use rebalance::{Context, Membership, Shared};
 
 use super::{Batch, PartitionEvent, Poll, Position, Restore, Restored, Source, SourceError};
 use crate::metrics::{Metrics, PartitionLabel};
@@ -68,13 +70,6 @@ pub struct KafkaSource {
 
 /// How long after an assignment change a closing consumer lets the fetchers settle.
 const ASSIGNMENT_SETTLE: Duration = Duration::from_millis(500);
-
-/// How often owed group offsets are sent again.
-const GROUP_COMMIT_RETRY: Duration = Duration::from_secs(1);
-
-/// How long after an outage group offsets are held back: longer than the session (10 s), so
-/// any session the outage ends has timed out (and the assignment is lost) before then.
-const GROUP_COMMIT_AFTER_OUTAGE: Duration = Duration::from_secs(12);
 
 impl KafkaSource {
     /// Joins the group and subscribes. Assigned partitions are claimed and restored by
@@ -191,11 +186,7 @@ impl KafkaSource {
     fn reached_end(&self) -> bool {
         let Some(targets) = &self.targets else { return false };
         let Ok(shared) = self.shared.lock() else { return false };
-        if !shared.assigned_once
-            || shared.awaiting_assignment
-            || !shared.assigned.is_empty()
-            || shared.revoke_pending
-        {
+        if !shared.membership.settled() || !shared.assigned.is_empty() {
             return false;
         }
         shared.owned.iter().all(|p| {
@@ -225,69 +216,6 @@ impl KafkaSource {
         }
     }
 
-    /// Sends the committed positions of the partitions assigned now to the group, where lag
-    /// monitors read them (advisory: the commit log holds the truth).
-    ///
-    /// Held back while the assignment is lost, while Kafka is unreachable, and for a session
-    /// timeout after an outage. A session that times out makes librdkafka forget its member
-    /// id, and a commit in flight then is sent under the forgotten id: the broker fences this
-    /// static member (FENCED_INSTANCE_ID), which librdkafka makes fatal. A session can still
-    /// time out seconds after Kafka is reachable again: a restarted broker's coordinator
-    /// answers no heartbeat until it has loaded the group (measured: 4 s after). What is held
-    /// back, or refused (a restarted broker may not know the member until it rejoins), is
-    /// owed, and sent again once it is safe ([`KafkaSource::retry_group_commit`]).
-    fn commit_group_offsets(&mut self) {
-        self.group_commit_at = Some(Instant::now());
-        let set_owed = |shared: &Mutex<Shared>, owed: bool| {
-            if let Ok(mut s) = shared.lock() {
-                s.group_commit_owed = owed;
-            }
-        };
-        let settling = self.recovered_at.is_some_and(|at| at.elapsed() < GROUP_COMMIT_AFTER_OUTAGE);
-        if self.outage.is_some() || settling || self.consumer.assignment_lost() {
-            set_owed(&self.shared, true);
-            return;
-        }
-        let assigned = self.consumer.assignment().unwrap_or_default();
-        let mut tpl = TopicPartitionList::new();
-        for elem in assigned.elements() {
-            if let Some(offset) = self.durable_offsets.get(&elem.partition()) {
-                let _ =
-                    tpl.add_partition_offset(&self.config.topic, elem.partition(), Offset::Offset(*offset));
-            }
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        set_owed(&self.shared, false);
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            warn!(error = %e, "cannot commit offsets to the consumer group");
-            set_owed(&self.shared, true);
-        }
-    }
-
-    /// Notes `partition`'s committed `position` for the group; true when there was one to note
-    /// (a Kafka position past the partition's start).
-    fn note_durable(&mut self, partition: u32, position: &Position) -> bool {
-        match position {
-            Position::Kafka { offset, .. } if position.ordinal() > 0 => {
-                self.durable_offsets.insert(partition as i32, *offset);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Sends owed group offsets again, at most once a second. Without it, an idle topic's
-    /// offsets stayed behind after an outage until new records came, or for good when the
-    /// restarted broker refused the first commits (it did not know the member yet).
-    fn retry_group_commit(&mut self) {
-        let owed = self.shared.lock().is_ok_and(|s| s.group_commit_owed);
-        if owed && self.group_commit_at.is_none_or(|at| at.elapsed() >= GROUP_COMMIT_RETRY) {
-            self.commit_group_offsets();
-        }
-    }
-
     /// Moves rebalance news into the batch; true when a revocation waits for a checkpoint.
     fn take_rebalance(&mut self, batch: &mut Batch) -> bool {
         let Ok(mut shared) = self.shared.lock() else { return false };
@@ -295,10 +223,11 @@ impl KafkaSource {
             self.caught_up.remove(&p);
             batch.push_event(PartitionEvent::Assigned(p as u32));
         }
-        if shared.revoke_pending {
+        let revoking = shared.membership.revoking();
+        if revoking {
             self.checkpoint_due = true;
         }
-        shared.revoke_pending
+        revoking
     }
 }
 
@@ -306,7 +235,7 @@ impl Drop for KafkaSource {
     fn drop(&mut self) {
         // Runs before the consumer field is dropped, which closes the consumer.
         let changed_at = self.shared.lock().ok().and_then(|mut shared| {
-            shared.closing = true;
+            shared.membership = Membership::Closing;
             shared.changed_at
         });
         // librdkafka 2.12 aborts when a partition is removed from the assignment again before
@@ -412,7 +341,7 @@ impl Source for KafkaSource {
                     break;
                 }
             }
-            if self.shared.lock().is_ok_and(|s| s.revoke_pending || !s.assigned.is_empty()) {
+            if self.shared.lock().is_ok_and(|s| s.membership.revoking() || !s.assigned.is_empty()) {
                 break;
             }
         }
@@ -498,7 +427,7 @@ impl Source for KafkaSource {
         if self.checkpoint_due {
             self.checkpoint_due = false;
             let revoked = self.shared.lock().map(|mut s| {
-                s.revoke_pending = false;
+                s.membership = s.membership.released();
                 s.changed_at = Some(Instant::now());
                 std::mem::take(&mut s.revoked)
             });

@@ -34,12 +34,8 @@ pub(super) struct Shared {
     pub(super) fenced: std::collections::BTreeSet<i32>,
     /// Partitions assigned to this instance now.
     pub(super) owned: std::collections::BTreeSet<i32>,
-    /// The group has assigned this member its partitions at least once (maybe none).
-    pub(super) assigned_once: bool,
-    /// Partitions were revoked and the assignment that follows (under the eager protocol,
-    /// every rebalance revokes everything first) has not come yet: holding nothing now does
-    /// not mean this member is done.
-    pub(super) awaiting_assignment: bool,
+    /// Where this member stands in the group's assignment cycle.
+    pub(super) membership: Membership,
     /// When this member's assignment last changed (assigned, or given up).
     pub(super) changed_at: Option<Instant>,
     /// Timestamp of the last record read per partition (the position's fingerprint).
@@ -51,17 +47,54 @@ pub(super) struct Shared {
     /// thread: (partition, position, low, high).
     pub(super) out_of_range: Vec<(i32, i64, i64, i64)>,
     pub(super) revoked: Vec<i32>,
-    pub(super) revoke_pending: bool,
-    /// The source is being dropped: librdkafka's close revokes everything and waits for the
-    /// unassign, and no checkpoint can come any more (the pipeline took its last one), so a
-    /// revocation is honoured at once.
-    pub(super) closing: bool,
     /// The newest durable positions are not known to be in the group's offsets: a commit was
     /// held back (an outage, a lost assignment) or the broker refused it (after a broker
     /// restart the coordinator may not know the member until it rejoins).
     pub(super) group_commit_owed: bool,
     /// Partitions the topic has, as the client's metadata last showed them.
     pub(super) partitions: u32,
+}
+
+/// Where a member stands in the group's assignment cycle.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Membership {
+    /// The group has not assigned this member anything yet.
+    #[default]
+    Joining,
+    /// It holds its assignment (maybe no partition).
+    Assigned,
+    /// Partitions were revoked: a checkpoint is due before they are given up. After it the
+    /// member awaits the assignment that follows (`rejoin`: under the eager protocol every
+    /// rebalance revokes everything first), or, after a failed rebalance, holds the rest.
+    Revoking { rejoin: bool },
+    /// Revoked partitions were given up and the assignment that follows has not come yet:
+    /// holding nothing now does not mean this member is done.
+    Rejoining,
+    /// The source is being dropped: librdkafka's close revokes everything and waits for the
+    /// unassign, and no checkpoint can come any more (the pipeline took its last one), so a
+    /// revocation is honoured at once.
+    Closing,
+}
+
+impl Membership {
+    /// A revocation waits for a checkpoint.
+    pub(super) fn revoking(self) -> bool {
+        matches!(self, Membership::Revoking { .. })
+    }
+
+    /// The checkpoint a revocation waited for is committed and the partitions given up.
+    pub(super) fn released(self) -> Membership {
+        match self {
+            Membership::Revoking { rejoin: true } => Membership::Rejoining,
+            Membership::Revoking { rejoin: false } => Membership::Assigned,
+            other => other,
+        }
+    }
+
+    /// Holding nothing now means nothing more will come: assigned, and no change pending.
+    pub(super) fn settled(self) -> bool {
+        self == Membership::Assigned
+    }
 }
 
 /// librdkafka callbacks: rebalances and statistics.
@@ -113,8 +146,11 @@ impl ConsumerContext for Context {
                     Ok(mut restorer) => restorer.restore(&partitions).map_err(|e| e.to_string()),
                     Err(_) => Err("the restorer panicked".to_string()),
                 };
-                shared.assigned_once = true;
-                shared.awaiting_assignment = false;
+                shared.membership = match shared.membership {
+                    // Already given up only after its checkpoint: that still comes.
+                    Membership::Revoking { .. } => Membership::Revoking { rejoin: false },
+                    _ => Membership::Assigned,
+                };
                 shared.changed_at = Some(Instant::now());
                 let seeded = tpl.clone();
                 match restored {
@@ -169,20 +205,29 @@ impl ConsumerContext for Context {
                     warn!(error = %e, "cannot assign partitions");
                 }
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if shared.closing => {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+                if shared.membership == Membership::Closing =>
+            {
                 if let Err(e) = consumer.unassign() {
                     warn!(error = %e, "cannot give up partitions while closing");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
-                shared.revoke_pending = true;
-                shared.awaiting_assignment = true;
+                shared.membership = Membership::Revoking { rejoin: true };
             }
             other => {
                 warn!(error = ?other, "rebalance failed; giving up the assignment");
                 shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
-                shared.revoke_pending = true;
+                if shared.membership != Membership::Closing {
+                    // Still to be assigned what follows, unless it held an assignment.
+                    let held = matches!(
+                        shared.membership,
+                        Membership::Assigned | Membership::Revoking { rejoin: false }
+                    );
+                    let rejoin = !held;
+                    shared.membership = Membership::Revoking { rejoin };
+                }
             }
         }
     }
