@@ -77,6 +77,47 @@ pub struct VerifyArgs {
     /// Table root to audit: a directory, file:// or s3://bucket/prefix URL.
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     pub output: String,
+
+    /// Also audit the Iceberg tables in this catalog against the commit log (default: the
+    /// output's catalog.db when there is one).
+    #[arg(long, env = "PAGEVIEWS_CATALOG", value_name = "URI")]
+    pub catalog: Option<String>,
+
+    /// The Iceberg namespace of the tables.
+    #[arg(long, env = "PAGEVIEWS_NAMESPACE", default_value = "pageviews", value_name = "NAME")]
+    pub namespace: String,
+
+    /// REST catalog: the warehouse.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_WAREHOUSE", value_name = "NAME")]
+    pub catalog_warehouse: Option<String>,
+
+    /// REST catalog: a bearer token.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub catalog_token: Option<String>,
+
+    /// REST catalog: OAuth2 client credentials `ID:SECRET`.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_CREDENTIAL", hide_env_values = true, value_name = "ID:SECRET")]
+    pub catalog_credential: Option<String>,
+}
+
+impl VerifyArgs {
+    /// The catalog to audit, if any: the one given, or the output's `catalog.db` if it exists.
+    pub fn iceberg(&self) -> Option<crate::sink::iceberg::IcebergConfig> {
+        let catalog = match &self.catalog {
+            Some(c) => c.clone(),
+            None => {
+                let default = crate::sink::iceberg::IcebergConfig::default_catalog(&self.output)?;
+                let exists = std::path::Path::new(default.trim_start_matches("sqlite:")).exists();
+                exists.then_some(default)?
+            }
+        };
+        let mut config = crate::sink::iceberg::IcebergConfig::new(catalog);
+        config.namespace = self.namespace.clone();
+        config.warehouse = self.catalog_warehouse.clone();
+        config.token = self.catalog_token.clone();
+        config.credential = self.catalog_credential.clone();
+        Some(config)
+    }
 }
 
 /// Output file format.
@@ -95,6 +136,81 @@ impl From<Format> for crate::sink::Format {
             Format::Jsonl => crate::sink::Format::Jsonl,
             Format::Parquet => crate::sink::Format::Parquet,
         }
+    }
+}
+
+/// How the tables are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    /// Hive-partitioned folders with `_SUCCESS` markers; readers take committed files from
+    /// the folders (or `pageviews sql` from the commit log).
+    Hive,
+    /// The same Parquet files, also committed as Iceberg tables (format version 2) in a
+    /// catalog (--catalog), one snapshot per checkpoint that completes files.
+    Iceberg,
+}
+
+/// Where and how the Iceberg tables are kept (`--table-format iceberg`).
+#[derive(Debug, Args)]
+pub struct IcebergArgs {
+    /// How the tables are kept: `hive` (folders only) or `iceberg` (also Iceberg tables in
+    /// --catalog; needs --format parquet).
+    #[arg(long, value_enum, default_value_t = TableFormat::Hive)]
+    pub table_format: TableFormat,
+
+    /// The Iceberg catalog: `sqlite:PATH` (the JDBC catalog's tables in a SQLite file, which
+    /// Spark's JdbcCatalog and pyiceberg's SqlCatalog read under the catalog name
+    /// `pageviews`), `http(s)://HOST[:PORT][/PATH]` (an Iceberg REST catalog) or
+    /// `glue://[CATALOG_ID]` (AWS Glue, with the AWS_* settings S3 uses). [default for a
+    /// local --output: sqlite:<output>/catalog.db]
+    #[arg(long, env = "PAGEVIEWS_CATALOG", value_name = "URI")]
+    pub catalog: Option<String>,
+
+    /// The Iceberg namespace (Glue: database) of the four tables.
+    #[arg(long, env = "PAGEVIEWS_NAMESPACE", default_value = "pageviews", value_name = "NAME")]
+    pub namespace: String,
+
+    /// REST catalog: the warehouse to ask the server for.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_WAREHOUSE", value_name = "NAME")]
+    pub catalog_warehouse: Option<String>,
+
+    /// REST catalog: a bearer token.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub catalog_token: Option<String>,
+
+    /// REST catalog: OAuth2 client credentials `ID:SECRET`, exchanged for a token at the
+    /// server's `/v1/oauth/tokens`.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_CREDENTIAL", hide_env_values = true, value_name = "ID:SECRET")]
+    pub catalog_credential: Option<String>,
+
+    /// Iceberg snapshots older than this are expired (the current one never), with the
+    /// manifests only they named; data files are never deleted.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    pub snapshot_retention: Duration,
+}
+
+impl IcebergArgs {
+    /// The Iceberg configuration, `None` for `--table-format hive`.
+    pub fn config(&self, output: &str) -> anyhow::Result<Option<crate::sink::iceberg::IcebergConfig>> {
+        if self.table_format == TableFormat::Hive {
+            return Ok(None);
+        }
+        let catalog = match &self.catalog {
+            Some(c) => c.clone(),
+            None => crate::sink::iceberg::IcebergConfig::default_catalog(output).with_context(|| {
+                format!("--output {output} is not a local folder, so there is no default catalog: give --catalog (http(s):// for a REST catalog, glue:// for AWS Glue)")
+            })?,
+        };
+        if self.namespace.is_empty() || self.namespace.contains(['/', '\\']) {
+            bail!("--namespace {:?} must be a name, like pageviews", self.namespace);
+        }
+        let mut config = crate::sink::iceberg::IcebergConfig::new(catalog);
+        config.namespace = self.namespace.clone();
+        config.warehouse = self.catalog_warehouse.clone();
+        config.token = self.catalog_token.clone();
+        config.credential = self.catalog_credential.clone();
+        config.snapshot_retention = self.snapshot_retention;
+        Ok(Some(config))
     }
 }
 
@@ -125,6 +241,10 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     pub format: Format,
+
+    /// Iceberg tables.
+    #[command(flatten)]
+    pub iceberg: IcebergArgs,
 
     /// The built-in generator (used when neither --brokers nor --input is given).
     #[command(flatten)]
@@ -362,6 +482,13 @@ impl RunArgs {
         config.max_future_ms = millis(self.max_future, "--max-future")?;
         config.storage_retry_timeout = self.storage_retry_timeout;
         config.input_mode = self.input_mode;
+        config.iceberg = self.iceberg.config(&config.output)?;
+        if let Some(iceberg) = config.iceberg.as_mut() {
+            if self.format != Format::Parquet {
+                bail!("--table-format iceberg writes Parquet data files: add --format parquet (Iceberg tables of JSON lines are not readable by Iceberg engines)");
+            }
+            iceberg.retry_timeout = self.storage_retry_timeout;
+        }
         if self.lease < Duration::from_millis(300) {
             bail!("--lease must be at least 300ms");
         }

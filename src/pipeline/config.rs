@@ -94,6 +94,9 @@ pub struct PipelineConfig {
     /// On a store that does not fence, how long this instance counts as running after it
     /// last renewed its lease ([`pageviews_core::commit::Log::take_lease`]).
     pub lease: Duration,
+    /// The Iceberg tables the log's files are also committed to (`--table-format
+    /// iceberg`); `None` keeps the Hive layout alone.
+    pub iceberg: Option<crate::sink::iceberg::IcebergConfig>,
 }
 
 /// Windows and event time: the same for every task of a pipeline.
@@ -146,7 +149,12 @@ impl FileRules {
     }
 
     /// What each table writer of pipeline `pipeline_id` is made with.
-    pub(crate) fn writer(&self, pipeline_id: &str, object_store: bool) -> crate::sink::WriterConfig {
+    pub(crate) fn writer(
+        &self,
+        pipeline_id: &str,
+        object_store: bool,
+        timestamps: crate::sink::parquet::TimestampUnit,
+    ) -> crate::sink::WriterConfig {
         crate::sink::WriterConfig {
             pipeline_id: pipeline_id.to_string(),
             format: self.format,
@@ -155,6 +163,7 @@ impl FileRules {
             part_bytes: self.part_bytes_for(object_store),
             max_open_files: self.max_open_files,
             row_group_rows: self.row_group_rows,
+            timestamps,
         }
     }
 }
@@ -205,6 +214,7 @@ impl PipelineConfig {
             storage_retry_timeout: RetryPolicy::default().timeout,
             input_mode: InputMode::Auto,
             lease: pageviews_core::commit::DEFAULT_LEASE,
+            iceberg: None,
         }
     }
 }

@@ -74,6 +74,9 @@ pub enum PipelineError {
         /// The bind error.
         source: std::io::Error,
     },
+    /// The Iceberg tables cannot be opened or created.
+    #[error("the Iceberg tables: {0}")]
+    Iceberg(#[from] crate::sink::iceberg::IcebergError),
     /// The checkpoint was made with settings this run cannot continue from.
     #[error("{0}")]
     Incompatible(String),
@@ -168,6 +171,11 @@ pub fn start(
             "object stores need upload parts of at least {} MiB; raise --part-size",
             MIN_PART_BYTES >> 20
         )));
+    }
+    if config.iceberg.is_some() && config.files.format != pageviews_core::table::Format::Parquet {
+        return Err(PipelineError::Incompatible(
+            "Iceberg tables hold Parquet files: give --format parquet with --table-format iceberg".into(),
+        ));
     }
     if metrics.pipeline() != config.pipeline_id {
         return Err(PipelineError::Incompatible(format!(

@@ -23,6 +23,8 @@ use super::{PipelineConfig, PipelineError, Shutdown, SourceConfig};
 use crate::event::EventTimeBounds;
 use crate::http::Status;
 use crate::metrics::Metrics;
+use crate::sink::iceberg::IcebergSink;
+use crate::sink::parquet::TimestampUnit;
 use crate::source::exchange::{exchange_topic, Exchange};
 use crate::source::file::{first_event, reopen, Taken};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, SourceError};
@@ -156,6 +158,10 @@ impl Pipeline {
             )));
         }
         log.take_lease(config.lease)?;
+        if let Some(iceberg) = &config.iceberg {
+            let sink = IcebergSink::open(iceberg, &storage, &config.pipeline_id, &config.s3_env, log.view())?;
+            log.set_publisher(Box::new(sink));
+        }
         if !log.view().tasks.is_empty() {
             info!(
                 version = log.view().version,
@@ -237,7 +243,9 @@ impl Pipeline {
             }
             _ => None,
         };
-        let writer_config = config.files.writer(&config.pipeline_id, storage.is_object_store());
+        // Iceberg's timestamptz is microseconds.
+        let timestamps = if config.iceberg.is_some() { TimestampUnit::Micros } else { TimestampUnit::Millis };
+        let writer_config = config.files.writer(&config.pipeline_id, storage.is_object_store(), timestamps);
         let rules = config.windows;
         let totals = log.lock().map(|l| l.view().totals()).unwrap_or_default();
         if let Ok(mut st) = status.lock() {

@@ -40,6 +40,10 @@ impl Restore for LogRestorer {
             }
             out.push((partition, Restored { claim, state }));
         }
+        if !out.is_empty() {
+            // What a crash left between an entry and its catalog commit.
+            log.publish_tables()?;
+        }
         Ok(out)
     }
 }

@@ -5,7 +5,7 @@
 use pageviews_core::storage::StorageError;
 use pageviews_core::table::{Format, Table};
 
-use super::parquet::{ParquetError, ParquetFile};
+use super::parquet::{ParquetError, ParquetFile, TimestampUnit};
 use super::Row;
 
 /// Encoded bytes ready to upload, plus (Parquet) rows buffered for a row group.
@@ -21,12 +21,13 @@ impl Encoder {
         table: Table,
         part_bytes: usize,
         row_group_rows: usize,
+        unit: TimestampUnit,
     ) -> Result<Self, StorageError> {
         Ok(match format {
             Format::Jsonl => Encoder::Jsonl(Vec::with_capacity(part_bytes.min(1 << 16))),
-            Format::Parquet => {
-                Encoder::Parquet(Box::new(ParquetFile::new(table, row_group_rows).map_err(encode_error)?))
-            }
+            Format::Parquet => Encoder::Parquet(Box::new(
+                ParquetFile::with_unit(table, row_group_rows, unit).map_err(encode_error)?,
+            )),
         })
     }
 

@@ -4,9 +4,11 @@
 //! encoders know nothing of storage), uploaded part by part by `upload` (which knows nothing
 //! of formats), into files that [`writer::TableWriter`] opens per Hive partition and rolls.
 //! What a checkpoint makes of the writers' files — the manifest, publication, recovery — is
-//! the commit protocol in `pageviews_core::commit`.
+//! the commit protocol in `pageviews_core::commit`; [`iceberg`] commits the same files into
+//! Iceberg tables after the log.
 
 mod encoder;
+pub mod iceberg;
 pub mod jsonl;
 pub mod parquet;
 mod upload;

@@ -36,6 +36,8 @@ pub struct WriterConfig {
     pub max_open_files: usize,
     /// Parquet rows per row group (a checkpoint also ends a row group).
     pub row_group_rows: usize,
+    /// How Parquet files store timestamps (microseconds for Iceberg tables).
+    pub timestamps: super::parquet::TimestampUnit,
 }
 
 struct OpenFile {
@@ -152,7 +154,7 @@ impl TableWriter {
         let staged = upload_staging(&c.pipeline_id, &path);
         self.open.push(OpenFile {
             hour,
-            encoder: Encoder::new(c.format, self.table, c.part_bytes, c.row_group_rows)?,
+            encoder: Encoder::new(c.format, self.table, c.part_bytes, c.row_group_rows, c.timestamps)?,
             upload: FileUpload::new(path, staged),
             rows: 0,
             opened_ms: now_ms,
@@ -308,6 +310,7 @@ mod tests {
             part_bytes,
             max_open_files: 4,
             row_group_rows: 1000,
+            timestamps: Default::default(),
         };
         (
             rt,
@@ -482,6 +485,7 @@ mod recovery_tests {
                 part_bytes: 200,
                 max_open_files: 4,
                 row_group_rows: 7,
+                timestamps: Default::default(),
             };
             let facts = Facts {
                 version: LOG_VERSION,

@@ -24,6 +24,8 @@ pub(super) struct FileRecord {
     pub open: bool,
     /// The checkpoint that completed it (0 for open files).
     pub checkpoint: u64,
+    /// The log entry that completed it (0 for open files, and in older logs).
+    pub version: u64,
 }
 
 /// One pipeline's committed state.
@@ -76,6 +78,7 @@ impl Committed {
                         bytes: f.bytes,
                         open: false,
                         checkpoint: f.checkpoint,
+                        version: f.version,
                     };
                     (f.path, record)
                 })
@@ -89,6 +92,7 @@ impl Committed {
                         bytes: f.bytes,
                         open: true,
                         checkpoint: 0,
+                        version: 0,
                     };
                     files.entry(f.path.clone()).or_insert(record);
                 }

@@ -19,6 +19,7 @@
 //!   markers count as pending: a running instance or the next recovery writes them).
 
 mod committed;
+mod iceberg;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};
@@ -41,6 +42,9 @@ pub enum VerifyError {
     /// A commit log cannot be read.
     #[error(transparent)]
     Log(#[from] CheckpointError),
+    /// The Iceberg tables cannot be read.
+    #[error(transparent)]
+    Iceberg(#[from] crate::sink::iceberg::IcebergError),
 }
 
 /// What the audit found.
@@ -62,6 +66,10 @@ pub struct Report {
     pub markers_pending: u64,
     /// Committed totals, summed over pipelines.
     pub totals: Totals,
+    /// Iceberg tables audited: per table, live data files and rows of the current snapshot.
+    pub iceberg: BTreeMap<&'static str, (u64, u64)>,
+    /// Committed files of log versions newer than their Iceberg table holds yet.
+    pub iceberg_pending: u64,
     /// Every guarantee broken, with where.
     pub violations: Vec<String>,
 }
@@ -72,7 +80,7 @@ impl Report {
         self.violations.is_empty()
     }
 
-    fn violation(&mut self, text: String) {
+    pub(crate) fn violation(&mut self, text: String) {
         // Past a few hundred, more lines help nobody; the count still tells the scale.
         if self.violations.len() < 200 {
             self.violations.push(text);
@@ -106,6 +114,16 @@ impl fmt::Display for Report {
                 self.markers_pending
             )?;
         }
+        for (table, (files, rows)) in &self.iceberg {
+            writeln!(f, "iceberg {table:<21} {files:>6} files {rows:>12} rows")?;
+        }
+        if self.iceberg_pending > 0 {
+            writeln!(
+                f,
+                "iceberg pending  {:>17} files (committed by the log after the table's newest snapshot; the next commit or recovery adds them)",
+                self.iceberg_pending
+            )?;
+        }
         writeln!(f, "records read     {:>17}", self.totals.records_read)?;
         for (reason, n) in &self.dead_letters_by_reason {
             writeln!(f, "  dead letters {reason:<14} {n:>8}")?;
@@ -120,6 +138,22 @@ impl fmt::Display for Report {
             Ok(())
         }
     }
+}
+
+/// Audits the table root, and the Iceberg tables in `iceberg`'s catalog against its logs:
+/// each committed Parquet file of the versions a table holds is in its current snapshot
+/// once, with the rows its commit recorded, and the snapshot holds no other data file.
+pub fn verify_with(
+    storage: &Storage,
+    iceberg: Option<&crate::sink::iceberg::IcebergConfig>,
+    env: &pageviews_core::storage::S3Env,
+) -> Result<Report, VerifyError> {
+    let mut report = verify(storage)?;
+    if let Some(config) = iceberg {
+        let committed = Committed::read(storage)?;
+        iceberg::audit(storage, &committed, config, env, &mut report)?;
+    }
+    Ok(report)
 }
 
 /// Audits the table root.

@@ -127,6 +127,7 @@ mod tests {
                 rows: 1,
                 bytes: 1,
                 checkpoint: segment + 1,
+                version: 0,
             })
             .collect()
     }

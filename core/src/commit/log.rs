@@ -45,6 +45,15 @@ pub struct Committed {
     pub fenced: Vec<u32>,
 }
 
+/// What commits the log's published files into a table format with a catalog of its own
+/// (Iceberg): called after each entry's files are published, and after recovery, with the
+/// up-to-date view. It must be idempotent and go by log versions: the view names every
+/// file the log committed, and the publisher adds those its tables lack.
+pub trait TablePublisher: Send {
+    /// Brings the tables up to `view` (every file committed through `view.version`).
+    fn publish(&mut self, view: &View) -> Result<(), CheckpointError>;
+}
+
 /// One instance's handle on a pipeline's commit log.
 pub struct Log {
     storage: Storage,
@@ -56,6 +65,8 @@ pub struct Log {
     fencing: bool,
     /// This run's lease, on a store that does not fence.
     lease: Option<Lease>,
+    /// Tables kept in a catalog as well as in their folders (Iceberg), if any.
+    publisher: Option<Box<dyn TablePublisher>>,
 }
 
 impl Log {
@@ -80,6 +91,7 @@ impl Log {
                 view,
                 fencing,
                 lease: None,
+                publisher: None,
             };
             Ok((log, facts))
         })
@@ -109,6 +121,22 @@ impl Log {
     /// The member (instance, or instance's worker) this handle commits as.
     pub fn member(&self) -> &str {
         &self.member
+    }
+
+    /// Commits every published file into `publisher`'s tables too, after each entry and
+    /// after recovery ([`Log::publish_tables`]).
+    pub fn set_publisher(&mut self, publisher: Box<dyn TablePublisher>) {
+        self.publisher = Some(publisher);
+    }
+
+    /// Brings the publisher's tables up to the log as this instance sees it: what a crash
+    /// left between an entry and its catalog commit, or another member's entries. Called
+    /// after each commit, and by recovery once it published the partitions it took.
+    pub fn publish_tables(&mut self) -> Result<(), CheckpointError> {
+        match self.publisher.as_mut() {
+            Some(p) => p.publish(&self.view),
+            None => Ok(()),
+        }
     }
 
     /// Reads what other instances committed since.
@@ -160,6 +188,9 @@ impl Log {
             if self.append(&entry)? {
                 let files = entry.tasks.iter().flat_map(|t| t.files.iter().map(move |f| (t.partition, f)));
                 self.storage.block_on(publish(&self.storage, entry.version, files, &entry.markers))?;
+                // Before the snapshot, which moves the entry's files from the view into the
+                // index.
+                self.publish_tables()?;
                 // The committer of every SNAPSHOT_EVERY-th version snapshots: one snapshotter
                 // per version however many members share the log.
                 if entry.version.is_multiple_of(SNAPSHOT_EVERY) {

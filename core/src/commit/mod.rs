@@ -28,7 +28,7 @@ use thiserror::Error;
 pub use head::check_head;
 pub use lease::DEFAULT_LEASE;
 pub use lock::InstanceLock;
-pub use log::{Committed, Log};
+pub use log::{Committed, Log, TablePublisher};
 pub use snapshot::{read_snapshot, Snapshot, SnapshotError, SnapshotFile, Unreadable};
 pub use state::{
     Claim, ClosedFile, Counting, Entry, Facts, InputProgress, OpenFileState, PartitionTime, Position,
@@ -82,6 +82,10 @@ pub enum CheckpointError {
         /// A table file published by a missing entry.
         path: String,
     },
+    /// Committing the log's files into a table format's catalog (Iceberg) failed; the log
+    /// entry stands, and the next commit or recovery adds what is missing.
+    #[error("committing the tables to their catalog failed: {0}")]
+    Tables(String),
     /// Other instances kept winning the race for the next log entry.
     #[error("could not append to the commit log of {pipeline} after {attempts} attempts: other instances keep writing it")]
     Contended {

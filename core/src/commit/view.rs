@@ -33,10 +33,18 @@ pub struct IndexedFile {
     /// The checkpoint (counted over the pipeline's commits, from 1) that completed it.
     #[serde(default)]
     pub checkpoint: u64,
+    /// The log entry that completed it (0 in indexes written before it was kept): what a
+    /// table format committing the log's files in version order goes by.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl IndexedFile {
-    fn of(f: &ClosedFile, checkpoint: u64) -> Self {
+    fn of(f: &ClosedFile, checkpoint: u64, version: u64) -> Self {
         IndexedFile {
             path: f.path().to_string(),
             table: f.table,
@@ -44,6 +52,7 @@ impl IndexedFile {
             rows: f.rows,
             bytes: f.bytes,
             checkpoint,
+            version,
         }
     }
 }
@@ -100,7 +109,7 @@ impl View {
         for task in &entry.tasks {
             for f in &task.files {
                 self.unmarked.insert(Partition { table: f.table, hour: f.hour });
-                self.recent_files.push(IndexedFile::of(f, self.commits));
+                self.recent_files.push(IndexedFile::of(f, self.commits, entry.version));
             }
             self.tasks.insert(task.partition, task.clone());
             self.task_versions.insert(task.partition, entry.version);

@@ -235,6 +235,24 @@ impl Storage {
         &self.url
     }
 
+    /// The root as an absolute URI, `file:///abs/path` or `s3://bucket/prefix`: how other
+    /// programs (a table catalog, its readers) name the files under it.
+    pub fn root_uri(&self) -> String {
+        match &self.backend {
+            Backend::Local(root) => format!("file://{}", root.display()),
+            Backend::S3(s3) => {
+                let bucket = match Location::parse(&self.url) {
+                    Ok(Location::S3 { bucket, .. }) => bucket,
+                    _ => String::new(),
+                };
+                match s3.prefix.as_ref() {
+                    "" => format!("s3://{bucket}"),
+                    prefix => format!("s3://{bucket}/{prefix}"),
+                }
+            }
+        }
+    }
+
     /// Runs an async storage call to completion from a synchronous thread.
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         self.rt.block_on(fut)
@@ -344,7 +362,7 @@ impl Storage {
     }
 
     /// The size of the object at `path`; `None` when there is none.
-    pub(crate) async fn size(&self, path: &Path) -> Result<Option<u64>, StorageError> {
+    pub async fn size(&self, path: &Path) -> Result<Option<u64>, StorageError> {
         self.retry.run("head", path.as_ref(), |_| self.size_once(path)).await
     }
 

@@ -55,6 +55,34 @@ use parquet::schema::types::{ColumnPath, Type, TypePtr};
 pub use read::to_jsonl;
 pub use write::ParquetFile;
 
+/// How timestamp columns are stored. Iceberg's `timestamptz` is microseconds; the Hive
+/// layout keeps milliseconds, the pipeline's own resolution, which its readers already know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampUnit {
+    /// `timestamp(ms, UTC)`: the Hive tables.
+    #[default]
+    Millis,
+    /// `timestamp(us, UTC)`: the Iceberg tables.
+    Micros,
+}
+
+impl TimestampUnit {
+    fn parquet(self) -> TimeUnit {
+        match self {
+            TimestampUnit::Millis => TimeUnit::MILLIS,
+            TimestampUnit::Micros => TimeUnit::MICROS,
+        }
+    }
+
+    /// Stored values per millisecond.
+    fn per_ms(self) -> i64 {
+        match self {
+            TimestampUnit::Millis => 1,
+            TimestampUnit::Micros => 1000,
+        }
+    }
+}
+
 /// File extension of Parquet table files.
 pub const EXTENSION: &str = "parquet";
 
@@ -152,21 +180,22 @@ fn columns(table: Table) -> &'static [Column] {
     table.columns()
 }
 
-/// The table's Parquet schema: every column REQUIRED.
-fn schema(table: Table) -> Result<TypePtr, LibError> {
+/// The table's Parquet schema: every column REQUIRED, with the Iceberg field id of its
+/// column (its position from 1), which Iceberg readers match columns by.
+fn schema(table: Table, unit: TimestampUnit) -> Result<TypePtr, LibError> {
     let fields = columns(table)
         .iter()
-        .map(|c| {
+        .zip(1..)
+        .map(|(c, id)| {
             let (physical, logical) = match kind(c) {
                 Kind::Int => (PhysicalType::INT64, None),
-                Kind::Timestamp => {
-                    (PhysicalType::INT64, Some(LogicalType::timestamp(true, TimeUnit::MILLIS)))
-                }
+                Kind::Timestamp => (PhysicalType::INT64, Some(LogicalType::timestamp(true, unit.parquet()))),
                 Kind::Label | Kind::Text => (PhysicalType::BYTE_ARRAY, Some(LogicalType::String)),
             };
             Type::primitive_type_builder(c.name, physical)
                 .with_repetition(Repetition::REQUIRED)
                 .with_logical_type(logical)
+                .with_id(Some(id))
                 .build()
                 .map(Arc::new)
         })

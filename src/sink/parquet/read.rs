@@ -13,7 +13,7 @@ use parquet::file::reader::{FileReader, RowGroupReader};
 use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
-use super::{columns, schema, ParquetError};
+use super::{columns, kind, schema, Kind, ParquetError, TimestampUnit};
 use crate::event::PageView;
 use crate::sink::jsonl::{write_dead_letter_fields, DeadLetterFields};
 use crate::sink::Row;
@@ -25,16 +25,21 @@ use crate::sink::Row;
 pub fn to_jsonl(table: Table, file: Bytes) -> Result<(Vec<u8>, u64), ParquetError> {
     let read = |source| ParquetError::Read { table, source };
     let reader = SerializedFileReader::new(file).map_err(read)?;
-    check_schema(table, reader.metadata().file_metadata().schema_descr())?;
+    let unit = check_schema(table, reader.metadata().file_metadata().schema_descr())?;
     let mut out = Vec::new();
     let mut first_row = 0u64;
     for i in 0..reader.num_row_groups() {
         let group = reader.get_row_group(i).map_err(read)?;
         let rows = usize::try_from(group.metadata().num_rows())
             .map_err(|_| read(LibError::General("negative row count".into())))?;
-        let values = (0..columns(table).len())
+        let mut values = (0..columns(table).len())
             .map(|j| read_column(&*group, j, rows).map_err(read))
             .collect::<Result<Vec<_>, _>>()?;
+        for (c, v) in columns(table).iter().zip(values.iter_mut()) {
+            if let (Kind::Timestamp, Values::Ints(v)) = (kind(c), v) {
+                v.iter_mut().for_each(|x| *x = x.div_euclid(unit.per_ms()));
+            }
+        }
         let mut rows_of = RowGroupValues { table, columns: columns(table), values, first_row };
         for r in 0..rows {
             rows_of.write_jsonl(r, &mut out)?;
@@ -44,20 +49,16 @@ pub fn to_jsonl(table: Table, file: Bytes) -> Result<(Vec<u8>, u64), ParquetErro
     Ok((out, first_row))
 }
 
-fn check_schema(table: Table, found: &SchemaDescriptor) -> Result<(), ParquetError> {
-    let expected =
-        SchemaDescriptor::new(schema(table).map_err(|source| ParquetError::Encode { table, source })?);
-    let same = |a: &ColumnDescriptor, b: &ColumnDescriptor| {
-        a.name() == b.name()
-            && a.physical_type() == b.physical_type()
-            && a.logical_type_ref() == b.logical_type_ref()
-            && a.max_def_level() == 0
-            && a.max_rep_level() == 0
-    };
-    let matches = found.num_columns() == expected.num_columns()
-        && found.columns().iter().zip(expected.columns()).all(|(f, e)| same(f, e));
-    if matches {
-        return Ok(());
+/// Checks the file's columns against the table's, in either timestamp unit; returns the unit.
+fn check_schema(table: Table, found: &SchemaDescriptor) -> Result<TimestampUnit, ParquetError> {
+    let of = |unit| schema(table, unit).map(SchemaDescriptor::new);
+    let encode = |source| ParquetError::Encode { table, source };
+    let expected = of(TimestampUnit::Millis).map_err(encode)?;
+    if matches_schema(found, &expected) {
+        return Ok(TimestampUnit::Millis);
+    }
+    if matches_schema(found, &of(TimestampUnit::Micros).map_err(encode)?) {
+        return Ok(TimestampUnit::Micros);
     }
     let describe = |s: &SchemaDescriptor| {
         let cols: Vec<String> = s
@@ -72,6 +73,18 @@ fn check_schema(table: Table, found: &SchemaDescriptor) -> Result<(), ParquetErr
         cols.join(", ")
     };
     Err(ParquetError::Schema { table, found: describe(found), expected: describe(&expected) })
+}
+
+fn matches_schema(found: &SchemaDescriptor, expected: &SchemaDescriptor) -> bool {
+    let same = |a: &ColumnDescriptor, b: &ColumnDescriptor| {
+        a.name() == b.name()
+            && a.physical_type() == b.physical_type()
+            && a.logical_type_ref() == b.logical_type_ref()
+            && a.max_def_level() == 0
+            && a.max_rep_level() == 0
+    };
+    found.num_columns() == expected.num_columns()
+        && found.columns().iter().zip(expected.columns()).all(|(f, e)| same(f, e))
 }
 
 /// One column chunk, decoded.

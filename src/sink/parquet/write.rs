@@ -16,7 +16,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::SchemaDescriptor;
 use rustc_hash::FxBuildHasher;
 
-use super::{columns, kind, properties, schema, Kind, ParquetError, BATCH};
+use super::{columns, kind, properties, schema, Kind, ParquetError, TimestampUnit, BATCH};
 use crate::sink::Row;
 
 /// The distinct labels of one file, each stored once: buffered rows hold a `u32` index, and
@@ -96,6 +96,7 @@ pub struct ParquetFile {
     /// Reused between column batches so encoding does not allocate per batch.
     scratch: Vec<ByteArray>,
     rows: u64,
+    unit: TimestampUnit,
 }
 
 impl std::fmt::Debug for ParquetFile {
@@ -112,8 +113,13 @@ impl ParquetFile {
     /// A new file for `table`; a row group is cut every `row_group_rows` rows (at least 1)
     /// and at every checkpoint. The magic bytes are in [`Self::output`] at once.
     pub fn new(table: Table, row_group_rows: usize) -> Result<Self, ParquetError> {
+        Self::with_unit(table, row_group_rows, TimestampUnit::Millis)
+    }
+
+    /// [`Self::new`] with timestamps stored in `unit`.
+    pub fn with_unit(table: Table, row_group_rows: usize, unit: TimestampUnit) -> Result<Self, ParquetError> {
         let encode = |source| ParquetError::Encode { table, source };
-        let schema = schema(table).map_err(encode)?;
+        let schema = schema(table, unit).map_err(encode)?;
         let mut writer = SerializedFileWriter::new(Vec::new(), schema.clone(), Arc::new(properties(table)))
             .map_err(encode)?;
         writer.flush().map_err(|e| encode(e.into()))?;
@@ -126,6 +132,7 @@ impl ParquetFile {
             buffered: Buffered::for_table(table),
             scratch: Vec::new(),
             rows: 0,
+            unit,
         })
     }
 
@@ -274,12 +281,17 @@ impl ParquetFile {
         let (mut ints, mut labels, mut texts) = (ints.iter_mut(), labels.iter_mut(), texts.iter_mut());
         let dict = &self.labels.values;
         let scratch = &mut self.scratch;
+        let per_ms = self.unit.per_ms();
         let mut group = self.writer.next_row_group().map_err(encode)?;
         for column in columns(table) {
             let mut writer = group.next_column().map_err(encode)?.ok_or_else(mismatch)?;
             match (kind(column), writer.untyped()) {
-                (Kind::Int | Kind::Timestamp, ColumnWriter::Int64ColumnWriter(w)) => {
+                (k @ (Kind::Int | Kind::Timestamp), ColumnWriter::Int64ColumnWriter(w)) => {
                     let values = ints.next().ok_or_else(mismatch)?;
+                    if k == Kind::Timestamp && per_ms != 1 {
+                        // Rows carry milliseconds, whose range fits microseconds (years 0000-9999).
+                        values.iter_mut().for_each(|v| *v = v.saturating_mul(per_ms));
+                    }
                     w.write_batch(values, None, None).map_err(encode)?;
                     values.clear();
                 }
