@@ -61,6 +61,11 @@ pub fn command(exe: &str) -> std::process::Command {
         "PAGEVIEWS_LOG_FORMAT",
         "PAGEVIEWS_MAX_FUTURE",
         "PAGEVIEWS_STORAGE_RETRY_TIMEOUT",
+        "PAGEVIEWS_CATALOG",
+        "PAGEVIEWS_NAMESPACE",
+        "PAGEVIEWS_CATALOG_WAREHOUSE",
+        "PAGEVIEWS_CATALOG_TOKEN",
+        "PAGEVIEWS_CATALOG_CREDENTIAL",
     ] {
         cmd.env_remove(var);
     }

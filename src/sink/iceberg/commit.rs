@@ -50,6 +50,10 @@ impl TableCommit<'_> {
                 files.iter().filter(|f| f.version > held || (held == 0 && f.version == 0)).collect();
             add.sort_by(|a, b| a.path.cmp(&b.path));
             add.dedup_by(|a, b| a.path == b.path);
+            if add.is_empty() {
+                // The versions it lacks hold no file of this table: nothing to commit.
+                return Ok(through);
+            }
             let prepared = self.prepare(&base, &add, through).await?;
             let change = Change {
                 base: &base,

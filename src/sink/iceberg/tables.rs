@@ -134,7 +134,15 @@ impl IcebergSink {
                 pipeline: &self.pipeline,
                 retention_ms: self.retention_ms,
             };
+            let began = Instant::now();
             let now = commit.commit(&files, through).await?;
+            tracing::debug!(
+                table = table.name(),
+                files = files.len(),
+                version = now,
+                elapsed_ms = began.elapsed().as_secs_f64() * 1000.0,
+                "Iceberg commit"
+            );
             self.held.insert(table, now);
         }
         let held = &self.held;

@@ -1,0 +1,336 @@
+//! The Iceberg tables (`--table-format iceberg`) as readers nobody here wrote see them:
+//! pyiceberg 0.12 through the SQLite catalog (the default), Apache Iceberg's own REST
+//! catalog server (scripts/iceberg-rest) and Glue (moto's server, scripts/s3-local). Each
+//! reads the rows `verify` counts from the commit log, each older snapshot holds exactly the
+//! rows of the checkpoint it records, and a filter on the time column plans only its hours.
+//! kill -9 during commit cycles, and two pipelines committing to one set of tables at once,
+//! leave every table exact.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pageviews::core::commit::index::read_index;
+use pageviews::core::commit::View;
+use pageviews::core::storage::{S3Env, Storage};
+use pageviews::sink::iceberg::IcebergConfig;
+use serde_json::Value;
+
+const TABLES: [&str; 4] = ["page_views", "page_view_aggregates", "late_page_views", "dead_letters"];
+
+fn python() -> String {
+    let out = Command::new("scripts/python-env").output().expect("run scripts/python-env");
+    assert!(out.status.success(), "scripts/python-env failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().last().expect("the venv's python").trim().to_string()
+}
+
+/// pyiceberg's view of the four tables (tests/readers/read_iceberg.py).
+fn pyiceberg(catalog: &Value, env: &S3Env) -> Value {
+    let out = Command::new(python())
+        .arg("tests/readers/read_iceberg.py")
+        .arg(catalog.to_string())
+        .arg("pageviews")
+        .envs(env.vars().iter().map(|(k, v)| (k.clone(), v.clone())))
+        .output()
+        .expect("run read_iceberg.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pyiceberg failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("read_iceberg.py prints JSON")
+}
+
+fn spawn(args: &[&str], env: &S3Env) -> Child {
+    bin()
+        .args(args)
+        .envs(env.vars().iter().map(|(k, v)| (k.clone(), v.clone())))
+        .env("RUST_LOG", "pageviews=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pageviews")
+}
+
+fn run(args: &[&str], env: &S3Env) -> String {
+    let out = spawn(args, env).wait_with_output().expect("run pageviews");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "pageviews {args:?} failed:\n{stderr}");
+    stderr
+}
+
+/// The audit of the root and its Iceberg tables; panics on any violation.
+fn verified(url: &str, config: &IcebergConfig, env: &S3Env) -> pageviews::verify::Report {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let storage = Storage::open_with(url, rt.handle().clone(), env).unwrap();
+    let report = pageviews::verify::verify_with(&storage, Some(config), env).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.iceberg_pending, 0, "{report}");
+    report
+}
+
+/// Rows the log committed into completed files of each table through each log version.
+fn log_rows(url: &str, pipeline: &str, env: &S3Env) -> BTreeMap<&'static str, Vec<(u64, u64)>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let storage = Storage::open_with(url, rt.handle().clone(), env).unwrap();
+    let view = rt.block_on(View::load(&storage, pipeline)).unwrap();
+    let files = rt.block_on(read_index(&storage, &view.index, &view.recent_files)).unwrap();
+    let mut out: BTreeMap<&'static str, Vec<(u64, u64)>> = BTreeMap::new();
+    for f in files {
+        out.entry(f.table.name()).or_default().push((f.version, f.rows));
+    }
+    out
+}
+
+/// pyiceberg reads what verify counts, each snapshot is its checkpoint, and filters prune.
+fn assert_read_back(
+    read: &Value,
+    report: &pageviews::verify::Report,
+    through: &BTreeMap<&str, Vec<(u64, u64)>>,
+) {
+    for table in TABLES {
+        let rows = report.rows.get(table).copied().unwrap_or(0);
+        let (files, iceberg_rows) = report.iceberg.get(table).copied().unwrap_or_default();
+        assert_eq!(
+            iceberg_rows, rows,
+            "{table}: the Iceberg table holds other rows than its folder\n{report}"
+        );
+        assert_eq!(
+            read[table]["rows"], rows,
+            "{table}: pyiceberg read other rows than verify counted\n{read}"
+        );
+        assert_eq!(read[table]["files"], files, "{table}\n{read}");
+        for s in read[table]["snapshots"].as_array().unwrap() {
+            let version = s["version"].as_u64().unwrap();
+            let want: u64 = through
+                .get(table)
+                .map_or(0, |f| f.iter().filter(|(v, _)| *v <= version).map(|(_, r)| r).sum());
+            assert_eq!(s["rows"], want, "{table}: snapshot {} (log version {version}) has other rows than the log committed through it", s["id"]);
+        }
+    }
+    let pv = report.rows.get("page_views").copied().unwrap_or(0);
+    let late = report.rows.get("late_page_views").copied().unwrap_or(0);
+    assert_eq!(read["views"], pv - late, "views = page_views - late\n{read}");
+    assert_eq!(read["page_views"]["type"], "timestamp[us, tz=UTC]", "{read}");
+}
+
+fn generator(out: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--output",
+        out,
+        "--format",
+        "parquet",
+        "--table-format",
+        "iceberg",
+        "--http",
+        "off",
+        "--seed",
+        "7",
+        "--start-time",
+        "2020-01-01 00:40:00",
+        "--event-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (flag, default) in [("--checkpoint-interval", "300ms"), ("--roll-age", "500ms")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), default.to_string()]);
+        }
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A JSON-lines input of `n` generated page views over a few hours.
+fn input_file(dir: &Path, n: u64) -> String {
+    let gen = pageviews::source::GeneratorConfig {
+        rate: 20,
+        count: None,
+        max_late_ms: 8_000,
+        seed: 4,
+        start_ms: 1_577_833_200_000,
+        interval_us: None,
+    };
+    let lines: Vec<String> = (0..n)
+        .map(|seq| {
+            let mut out = Vec::new();
+            gen.write_record(seq, &mut out);
+            String::from_utf8(out).unwrap()
+        })
+        .collect();
+    write_input(dir, "in.jsonl", &lines)
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn pyiceberg_reads_every_checkpoint_of_the_sqlite_catalog_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let env = S3Env::from_pairs::<String, String>([]);
+    run(&refs(&generator(&out, &["--count", "40000", "--rate", "10000"])), &env);
+    let config = IcebergConfig::new(format!("sqlite:{out}/catalog.db"));
+    let report = verified(&out, &config, &env);
+    assert_eq!(report.rows.get("page_views"), Some(&40_000), "{report}");
+    let read =
+        pyiceberg(&serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}), &env);
+    assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
+    let snapshots = read["page_views"]["snapshots"].as_array().unwrap().len();
+    assert!(snapshots >= 3, "one snapshot per checkpoint that completed files: {snapshots}\n{read}");
+    let pruned = read["page_views"]["pruned_files"].as_u64().unwrap();
+    assert!(
+        pruned < read["page_views"]["files"].as_u64().unwrap(),
+        "a filter on the newest hour plans fewer files\n{read}"
+    );
+}
+
+#[test]
+fn jsonl_is_refused_with_iceberg() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let result =
+        bin().args(["run", "--output", &out, "--table-format", "iceberg", "--count", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("--format parquet"), "{stderr}");
+}
+
+/// Apache Iceberg's REST catalog server in its own folder, stopped when dropped.
+struct RestServer {
+    dir: std::path::PathBuf,
+    uri: String,
+}
+
+impl RestServer {
+    fn start(dir: &Path) -> RestServer {
+        let dir = dir.join("rest");
+        let out = Command::new(workspace().join("scripts/iceberg-rest"))
+            .arg("start")
+            .env("ICEBERG_REST_DIR", &dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/iceberg-rest");
+        assert!(out.status.success(), "scripts/iceberg-rest start failed");
+        let uri = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim().to_string();
+        RestServer { dir, uri }
+    }
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace().join("scripts/iceberg-rest"))
+            .arg("stop")
+            .env("ICEBERG_REST_DIR", &self.dir)
+            .status();
+    }
+}
+
+#[test]
+fn two_pipelines_commit_to_the_rest_catalog_at_once_and_pyiceberg_reads_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let rest = RestServer::start(dir.path());
+    let out = dir.path().join("out").display().to_string();
+    let env = S3Env::from_pairs::<String, String>([]);
+    let input = input_file(dir.path(), 60_000);
+    let a = generator(
+        &out,
+        &["--count", "40000", "--rate", "10000", "--catalog", &rest.uri, "--checkpoint-interval", "100ms"],
+    );
+    let b = [
+        "run",
+        "--output",
+        &out,
+        "--format",
+        "parquet",
+        "--table-format",
+        "iceberg",
+        "--http",
+        "off",
+        "--input",
+        &input,
+        "--catalog",
+        &rest.uri,
+        "--checkpoint-interval",
+        "100ms",
+        "--roll-age",
+        "200ms",
+    ];
+    let (ca, cb) = (spawn(&refs(&a), &env), spawn(&b, &env));
+    let (oa, ob) = (ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap());
+    let logs = format!("{}{}", String::from_utf8_lossy(&oa.stderr), String::from_utf8_lossy(&ob.stderr));
+    assert!(oa.status.success() && ob.status.success(), "{logs}");
+    let conflicts = logs.matches("the Iceberg table moved on").count();
+    eprintln!("commits that met a newer table and were retried: {conflicts}");
+
+    let config = IcebergConfig::new(rest.uri.clone());
+    let report = verified(&out, &config, &env);
+    let read = pyiceberg(&serde_json::json!({"type": "rest", "uri": rest.uri}), &env);
+    for table in TABLES {
+        assert_eq!(read[table]["rows"], report.rows.get(table).copied().unwrap_or(0), "{table}\n{read}");
+    }
+    assert!(report.rows.get("page_views").copied().unwrap_or(0) > 40_000, "{report}");
+}
+
+#[test]
+fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let env = S3Env::from_pairs::<String, String>([]);
+    let args = generator(
+        &out,
+        &["--count", "60000", "--rate", "20000", "--checkpoint-interval", "50ms", "--roll-age", "100ms"],
+    );
+    let mut rng = Lcg::from_env_or_clock();
+    let want = soak_kills(4);
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < want && started.elapsed() < Duration::from_secs(600) {
+        let mut child = spawn(&refs(&args), &env);
+        std::thread::sleep(Duration::from_millis(400 + rng.below(600)));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    run(&refs(&args), &env);
+    assert!(kills >= want.min(2), "only {kills} kills hit a running pipeline");
+    let config = IcebergConfig::new(format!("sqlite:{out}/catalog.db"));
+    let report = verified(&out, &config, &env);
+    assert_eq!(report.rows.get("page_views"), Some(&60_000), "{report}");
+    let read =
+        pyiceberg(&serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}), &env);
+    assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
+}
+
+#[test]
+fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
+    let bucket = s3::bucket("iceberg-glue");
+    let out = format!("s3://{bucket}/warehouse");
+    let env = s3::env();
+    let args = generator(
+        &out,
+        &["--count", "20000", "--rate", "10000", "--catalog", "glue://", "--namespace", "pageviews"],
+    );
+    run(&refs(&args), &env);
+    let config = IcebergConfig::new("glue://");
+    let report = verified(&out, &config, &env);
+    assert_eq!(report.rows.get("page_views"), Some(&20_000), "{report}");
+    let endpoint = s3::endpoint();
+    let read = pyiceberg(
+        &serde_json::json!({
+            "type": "glue", "glue.endpoint": endpoint, "glue.region": "us-east-1",
+            "glue.access-key-id": "S3RVER", "glue.secret-access-key": "S3RVER",
+            "s3.endpoint": endpoint, "s3.access-key-id": "S3RVER", "s3.secret-access-key": "S3RVER",
+            "s3.region": "us-east-1",
+        }),
+        &env,
+    );
+    assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
+}
