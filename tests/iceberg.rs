@@ -29,11 +29,11 @@ fn python() -> String {
 }
 
 /// pyiceberg's view of the four tables (tests/readers/read_iceberg.py).
-fn pyiceberg(catalog: &Value, env: &S3Env) -> Value {
+fn pyiceberg(catalog: &Value, namespace: &str, env: &S3Env) -> Value {
     let out = Command::new(python())
         .arg("tests/readers/read_iceberg.py")
         .arg(catalog.to_string())
-        .arg("pageviews")
+        .arg(namespace)
         .envs(env.vars().iter().map(|(k, v)| (k.clone(), v.clone())))
         .output()
         .expect("run read_iceberg.py");
@@ -178,8 +178,11 @@ fn pyiceberg_reads_every_checkpoint_of_the_sqlite_catalog_tables() {
     let config = IcebergConfig::new(format!("sqlite:{out}/catalog.db"));
     let report = verified(&out, &config, &env);
     assert_eq!(report.rows.get("page_views"), Some(&40_000), "{report}");
-    let read =
-        pyiceberg(&serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}), &env);
+    let read = pyiceberg(
+        &serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}),
+        "pageviews",
+        &env,
+    );
     assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
     let snapshots = read["page_views"]["snapshots"].as_array().unwrap().len();
     assert!(snapshots >= 3, "one snapshot per checkpoint that completed files: {snapshots}\n{read}");
@@ -269,7 +272,7 @@ fn two_pipelines_commit_to_the_rest_catalog_at_once_and_pyiceberg_reads_both() {
 
     let config = IcebergConfig::new(rest.uri.clone());
     let report = verified(&out, &config, &env);
-    let read = pyiceberg(&serde_json::json!({"type": "rest", "uri": rest.uri}), &env);
+    let read = pyiceberg(&serde_json::json!({"type": "rest", "uri": rest.uri}), "pageviews", &env);
     for table in TABLES {
         assert_eq!(read[table]["rows"], report.rows.get(table).copied().unwrap_or(0), "{table}\n{read}");
     }
@@ -304,8 +307,11 @@ fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
     let config = IcebergConfig::new(format!("sqlite:{out}/catalog.db"));
     let report = verified(&out, &config, &env);
     assert_eq!(report.rows.get("page_views"), Some(&60_000), "{report}");
-    let read =
-        pyiceberg(&serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}), &env);
+    let read = pyiceberg(
+        &serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}),
+        "pageviews",
+        &env,
+    );
     assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
 }
 
@@ -314,12 +320,15 @@ fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
     let bucket = s3::bucket("iceberg-glue");
     let out = format!("s3://{bucket}/warehouse");
     let env = s3::env();
+    // The suite's moto keeps its Glue databases across runs: a namespace of this test's own.
+    let namespace = bucket.replace('-', "_");
     let args = generator(
         &out,
-        &["--count", "20000", "--rate", "10000", "--catalog", "glue://", "--namespace", "pageviews"],
+        &["--count", "20000", "--rate", "10000", "--catalog", "glue://", "--namespace", &namespace],
     );
     run(&refs(&args), &env);
-    let config = IcebergConfig::new("glue://");
+    let mut config = IcebergConfig::new("glue://");
+    config.namespace = namespace.clone();
     let report = verified(&out, &config, &env);
     assert_eq!(report.rows.get("page_views"), Some(&20_000), "{report}");
     let endpoint = s3::endpoint();
@@ -330,6 +339,7 @@ fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
             "s3.endpoint": endpoint, "s3.access-key-id": "S3RVER", "s3.secret-access-key": "S3RVER",
             "s3.region": "us-east-1",
         }),
+        &namespace,
         &env,
     );
     assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
