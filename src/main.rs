@@ -53,7 +53,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let storage = pageviews::core::storage::Storage::open(&args.output, rt.handle().clone())?;
-            let env = pageviews::core::storage::S3Env::process();
+            let env = pageviews::core::storage::StoreEnv::process();
             let report = pageviews::verify::verify_with(&storage, args.iceberg().as_ref(), &env)?;
             println!("{report}");
             if !report.is_clean() {

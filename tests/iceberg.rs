@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pageviews::core::commit::index::read_index;
 use pageviews::core::commit::View;
-use pageviews::core::storage::{S3Env, Storage};
+use pageviews::core::storage::{StoreEnv, Storage};
 use pageviews::sink::iceberg::IcebergConfig;
 use serde_json::Value;
 
@@ -29,7 +29,7 @@ fn python() -> String {
 }
 
 /// pyiceberg's view of the four tables (tests/readers/read_iceberg.py).
-fn pyiceberg(catalog: &Value, namespace: &str, env: &S3Env) -> Value {
+fn pyiceberg(catalog: &Value, namespace: &str, env: &StoreEnv) -> Value {
     let out = Command::new(python())
         .arg("tests/readers/read_iceberg.py")
         .arg(catalog.to_string())
@@ -42,7 +42,7 @@ fn pyiceberg(catalog: &Value, namespace: &str, env: &S3Env) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("read_iceberg.py prints JSON")
 }
 
-fn spawn(args: &[&str], env: &S3Env) -> Child {
+fn spawn(args: &[&str], env: &StoreEnv) -> Child {
     bin()
         .args(args)
         .envs(env.vars().iter().map(|(k, v)| (k.clone(), v.clone())))
@@ -53,7 +53,7 @@ fn spawn(args: &[&str], env: &S3Env) -> Child {
         .expect("start pageviews")
 }
 
-fn run(args: &[&str], env: &S3Env) -> String {
+fn run(args: &[&str], env: &StoreEnv) -> String {
     let out = spawn(args, env).wait_with_output().expect("run pageviews");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "pageviews {args:?} failed:\n{stderr}");
@@ -61,7 +61,7 @@ fn run(args: &[&str], env: &S3Env) -> String {
 }
 
 /// The audit of the root and its Iceberg tables; panics on any violation.
-fn verified(url: &str, config: &IcebergConfig, env: &S3Env) -> pageviews::verify::Report {
+fn verified(url: &str, config: &IcebergConfig, env: &StoreEnv) -> pageviews::verify::Report {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let storage = Storage::open_with(url, rt.handle().clone(), env).unwrap();
     let report = pageviews::verify::verify_with(&storage, Some(config), env).unwrap();
@@ -71,7 +71,7 @@ fn verified(url: &str, config: &IcebergConfig, env: &S3Env) -> pageviews::verify
 }
 
 /// Rows the log committed into completed files of each table through each log version.
-fn log_rows(url: &str, pipeline: &str, env: &S3Env) -> BTreeMap<&'static str, Vec<(u64, u64)>> {
+fn log_rows(url: &str, pipeline: &str, env: &StoreEnv) -> BTreeMap<&'static str, Vec<(u64, u64)>> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let storage = Storage::open_with(url, rt.handle().clone(), env).unwrap();
     let view = rt.block_on(View::load(&storage, pipeline)).unwrap();
@@ -173,7 +173,7 @@ fn refs(args: &[String]) -> Vec<&str> {
 fn pyiceberg_reads_every_checkpoint_of_the_sqlite_catalog_tables() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out").display().to_string();
-    let env = S3Env::from_pairs::<String, String>([]);
+    let env = StoreEnv::from_pairs::<String, String>([]);
     run(&refs(&generator(&out, &["--count", "40000", "--rate", "10000"])), &env);
     let config = IcebergConfig::new(format!("sqlite:{out}/catalog.db"));
     let report = verified(&out, &config, &env);
@@ -238,7 +238,7 @@ fn two_pipelines_commit_to_the_rest_catalog_at_once_and_pyiceberg_reads_both() {
     let dir = tempfile::tempdir().unwrap();
     let rest = RestServer::start(dir.path());
     let out = dir.path().join("out").display().to_string();
-    let env = S3Env::from_pairs::<String, String>([]);
+    let env = StoreEnv::from_pairs::<String, String>([]);
     let input = input_file(dir.path(), 60_000);
     let a = generator(
         &out,
@@ -283,7 +283,7 @@ fn two_pipelines_commit_to_the_rest_catalog_at_once_and_pyiceberg_reads_both() {
 fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out").display().to_string();
-    let env = S3Env::from_pairs::<String, String>([]);
+    let env = StoreEnv::from_pairs::<String, String>([]);
     let args = generator(
         &out,
         &["--count", "60000", "--rate", "20000", "--checkpoint-interval", "50ms", "--roll-age", "100ms"],
@@ -317,9 +317,13 @@ fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
 
 #[test]
 fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
-    let bucket = s3::bucket("iceberg-glue");
+    if store::server() != "moto" {
+        eprintln!("skipped: Glue is served by moto (PAGEVIEWS_TEST_STORE=moto), not {}", store::server());
+        return;
+    }
+    let bucket = store::bucket("iceberg-glue");
     let out = format!("s3://{bucket}/warehouse");
-    let env = s3::env();
+    let env = store::env();
     // The suite's moto keeps its Glue databases across runs: a namespace of this test's own.
     let namespace = bucket.replace('-', "_");
     let args = generator(
@@ -331,7 +335,7 @@ fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
     config.namespace = namespace.clone();
     let report = verified(&out, &config, &env);
     assert_eq!(report.rows.get("page_views"), Some(&20_000), "{report}");
-    let endpoint = s3::endpoint();
+    let endpoint = store::endpoint();
     let read = pyiceberg(
         &serde_json::json!({
             "type": "glue", "glue.endpoint": endpoint, "glue.region": "us-east-1",

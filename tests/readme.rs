@@ -1,6 +1,6 @@
 //! The README, run top to bottom in one folder: every command of its ```sh blocks, in order,
 //! in one shell (so `export`, `&` and `kill %1` work as they do for a reader), against the
-//! real binaries, a real Kafka broker and a real S3 server. Commands are read from the
+//! real binaries, a real Kafka broker and real object stores (an S3 server and Azurite). Commands are read from the
 //! README itself, so the test breaks when the README does.
 //!
 //! Where a README command shows its output (a ```text block right after it), the output must
@@ -134,6 +134,7 @@ fn substitute(command: &str, names: &Names) -> Option<String> {
         // The servers are the suite's, shared with other tests: not stopped here.
         "scripts/kafka-local stop",
         "scripts/s3-local stop",
+        "scripts/azure-local stop",
         // Deploy: no container engine runs here (tests/compose.sh validates compose.yaml);
         // the Makefile's targets wrap scripts tested on their own (tests/stack.sh runs the
         // native stack, scripts/test is the suite).
@@ -156,16 +157,21 @@ fn substitute(command: &str, names: &Names) -> Option<String> {
         return None;
     }
     let broker = pageviews_testkit::kafka::broker();
-    let s3_env: Vec<String> =
-        pageviews_testkit::s3::env().vars().iter().map(|(k, v)| format!("export {k}='{v}'")).collect();
+    let exports = |kind| {
+        let env = pageviews_testkit::store::env_of(kind);
+        env.vars().iter().map(|(k, v)| format!("export {k}='{v}'")).collect::<Vec<_>>().join("; ")
+    };
+    use pageviews_testkit::store::Kind;
     let command = command
-        // The suite's broker and S3 server, started once for every test.
+        // The suite's broker and object stores, started once for every test.
         .replace("$(scripts/kafka-local start | tail -n 1)", broker)
-        .replace("eval \"$(scripts/s3-local env)\"", &s3_env.join("; "))
+        .replace("eval \"$(scripts/s3-local env)\"", &exports(Kind::S3))
+        .replace("eval \"$(scripts/azure-local env)\"", &exports(Kind::Azure))
         // Names no other test (or earlier run) uses on them.
         .replace("--group pageviews", &format!("--group {}", names.group))
         .replace("bucket demo", &format!("bucket {}", names.bucket))
-        .replace("s3://demo/", &format!("s3://{}/", names.bucket));
+        .replace("s3://demo/", &format!("s3://{}/", names.bucket))
+        .replace("az://demo/", &format!("az://{}/", names.bucket));
     Some(command)
 }
 
@@ -195,7 +201,11 @@ impl Shell {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         // The scripts find the servers the suite started by their state folders.
-        for (var, folder) in [("KAFKA_LOCAL_DIR", ".kafka-local"), ("S3_LOCAL_DIR", ".s3-local")] {
+        for (var, folder) in [
+            ("KAFKA_LOCAL_DIR", ".kafka-local"),
+            ("S3_LOCAL_DIR", ".s3-local"),
+            ("AZURE_LOCAL_DIR", ".azure-local"),
+        ] {
             if std::env::var_os(var).is_none() {
                 cmd.env(var, workspace().join(folder));
             }

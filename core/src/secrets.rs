@@ -29,12 +29,17 @@ const SASL_NAMES: [&str; 6] = [
     "sasl.oauthbearer.method",
 ];
 
+/// Keys that hold a secret without naming it: Azure's account keys and SAS. (`AWS_ACCESS_KEY_ID`
+/// names a key and is no secret: an id is left alone.)
+const SECRET_KEY_WORDS: [&str; 4] = ["account_key", "access_key", "master_key", "sas_key"];
+
 /// True for a configuration key whose value is a secret: anything naming a password, a
-/// secret, a token or a credential, every other `sasl.*` property, and private keys
-/// (`ssl.key.*`).
+/// secret, a token or a credential, an account or SAS key, every other `sasl.*` property,
+/// and private keys (`ssl.key.*`).
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["password", "passwd", "pasword", "secret", "token", "credential"].iter().any(|w| key.contains(w))
+        || (SECRET_KEY_WORDS.iter().any(|w| key.contains(w)) && !key.ends_with("_id"))
         || (key.starts_with("sasl.") && !SASL_NAMES.iter().any(|n| key.starts_with(n)))
         || key.starts_with("ssl.key.")
 }
@@ -88,12 +93,23 @@ mod tests {
             "ssl.keystore.password",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN",
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCESS_KEY",
+            "AZURE_STORAGE_SAS_KEY",
+            "AZURE_STORAGE_SAS_TOKEN",
+            "AZURE_CLIENT_SECRET",
         ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in
-            ["sasl.mechanism", "sasl.mechanisms", "sasl.username", "security.protocol", "ssl.ca.location"]
-        {
+        for key in [
+            "sasl.mechanism",
+            "sasl.mechanisms",
+            "sasl.username",
+            "security.protocol",
+            "ssl.ca.location",
+            "AWS_ACCESS_KEY_ID",
+            "AZURE_STORAGE_ACCOUNT_NAME",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }

@@ -299,8 +299,11 @@ pub fn ddl(catalog: &Catalog) -> String {
         out,
         "-- Timestamps are UTC. day = 'YYYY-MM-DD' and hour = 'HH' come from the folder names."
     );
-    if catalog.root.is_s3() {
-        let _ = writeln!(out, "-- s3:// locations: the reading engine needs the same AWS_* settings.");
+    if catalog.root.is_bucket() {
+        let _ = writeln!(
+            out,
+            "-- Bucket locations: the reading engine needs the same AWS_* (s3://) or AZURE_* (az://) settings."
+        );
     }
     for (def, status) in Table::ALL.iter().zip(&catalog.tables) {
         let _ = writeln!(out, "\nCREATE EXTERNAL TABLE {} (", def.name());

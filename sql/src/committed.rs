@@ -34,14 +34,14 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use pageviews_core::commit::{read_snapshot, Snapshot, SnapshotError, SnapshotFile, Unreadable};
-use pageviews_core::storage::{S3Env, Storage};
+use pageviews_core::storage::{Storage, StoreEnv};
 use pageviews_core::table::Table;
 
 /// The snapshot the committed view shows, and how to read a new one.
 #[derive(Debug)]
 pub struct Committed {
     url: String,
-    env: S3Env,
+    env: StoreEnv,
     /// A local root, which is opened only once it exists: a reader must not create it.
     local_dir: Option<PathBuf>,
     storage: Mutex<Option<Storage>>,
@@ -50,7 +50,7 @@ pub struct Committed {
 
 impl Committed {
     /// The view of the root `url` (as `--output` gives it); nothing is read yet.
-    pub fn new(url: &str, env: &S3Env, local_dir: Option<PathBuf>) -> Self {
+    pub fn new(url: &str, env: &StoreEnv, local_dir: Option<PathBuf>) -> Self {
         Committed {
             url: url.to_string(),
             env: env.clone(),
@@ -120,9 +120,9 @@ pub fn unreadable_notes(snapshot: &Snapshot, tables: &[Table], base: &str) -> Ve
         notes.insert(
             0,
             format!(
-                "{files} {file} still being written under {base} {hold} {rows} committed rows that S3 cannot \
-                 serve until {it} (an unfinished multipart upload cannot be read); the result shows the other \
-                 committed rows"
+                "{files} {file} still being written under {base} {hold} {rows} committed rows that the store \
+                 cannot serve until {it} (an unfinished multipart upload, or a blob's uncommitted blocks, cannot \
+                 be read); the result shows the other committed rows"
             ),
         );
     }
@@ -357,7 +357,7 @@ mod tests {
         write("_staging/p/unrelated", "x");
 
         let base = dir.display().to_string();
-        let committed = Arc::new(Committed::new(&base, &S3Env::default(), Some(dir.to_path_buf())));
+        let committed = Arc::new(Committed::new(&base, &StoreEnv::default(), Some(dir.to_path_buf())));
         committed.refresh().await.unwrap();
         CommittedStore::new(
             Arc::new(LocalFileSystem::new()),

@@ -5,10 +5,10 @@
 //! <root>/page_view_aggregates/…                          ├──> catalog (listing tables, day/hour
 //! <root>/late_page_views/…                               │     partitions) ──> session ──> table | csv | json
 //! <root>/dead_letters/…                                 ─┘
-//!   <root>: a local directory or s3://bucket/prefix
+//!   <root>: a local directory, s3://bucket/prefix or az://container/prefix
 //! ```
 //!
-//! [`root`] parses the table root (local disk or S3) and lists its files; [`committed`] shows
+//! [`root`] parses the table root (local disk, S3 or Azure) and lists its files; [`committed`] shows
 //! every committed row, files still being written included, as of the newest checkpoints
 //! (the default; `--visible-only` shows the table folders as they are); [`catalog`]
 //! registers the four tables with fixed schemas, each as JSON lines or Parquet as its files

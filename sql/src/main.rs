@@ -26,10 +26,13 @@ use pageviews_sql::{budget, catalog, script, Amount, Budget, Format, Session, Ta
 #[derive(Debug, Parser)]
 #[command(name = "pageviews sql", version)]
 struct Args {
-    /// Table root written by `pageviews run`: a directory, file:// URL or s3://bucket/prefix.
-    /// Each table is read in the format of its files (.jsonl or .parquet). An s3:// root is
-    /// configured from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and for
-    /// S3-compatible servers AWS_ENDPOINT_URL (plus AWS_ALLOW_HTTP=true for plain http).
+    /// Table root written by `pageviews run`: a directory, file:// URL, s3://bucket/prefix or
+    /// az://container/prefix. Each table is read in the format of its files (.jsonl or
+    /// .parquet). An s3:// root is configured from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, and for S3-compatible servers AWS_ENDPOINT_URL (plus AWS_ALLOW_HTTP=true
+    /// for plain http); an az:// root from AZURE_STORAGE_ACCOUNT_NAME and
+    /// AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY (AZURE_STORAGE_USE_EMULATOR=true for
+    /// Azurite).
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     output: String,
 

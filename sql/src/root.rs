@@ -1,11 +1,13 @@
-//! The table root: where `pageviews run --output` wrote the tables, on local disk or in an S3
-//! bucket, the object store that lists its files, and which view of it queries see.
+//! The table root: where `pageviews run --output` wrote the tables, on local disk, in an S3
+//! bucket or an Azure container, the object store that lists its files, and which view of it
+//! queries see.
 //!
 //! The root is parsed by the same code as the pipeline's `--output` (`pageviews_core::storage`):
-//! a plain path, a `file://` URL or `s3://bucket/prefix`. An S3 root is configured the AWS way,
-//! from `AWS_*` variables read once, when the root is parsed, and refused up front when the
-//! settings cannot work; its store is registered in the session's runtime so that DataFusion
-//! reads the tables through the same client that listed them.
+//! a plain path, a `file://` URL, `s3://bucket/prefix` or `az://container/prefix`. A bucket
+//! is configured the usual way for its store, from `AWS_*` or `AZURE_*` variables read once,
+//! when the root is parsed, and refused up front when the settings cannot work; its store is
+//! registered in the session's runtime so that DataFusion reads the tables through the same
+//! client that listed them.
 //!
 //! Two views ([`View`]): by default every committed row, as of each pipeline's newest
 //! checkpoint ([`crate::committed`]); with `--visible-only`, the table folders as they are,
@@ -20,7 +22,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
-use pageviews_core::storage::{s3_client, Location, S3Env, StorageError, S3_SETTINGS};
+use pageviews_core::storage::{open_bucket, StorageError, StoreEnv};
 
 use crate::catalog::CatalogError;
 use crate::committed::{Committed, CommittedStore};
@@ -34,18 +36,19 @@ pub enum View {
     Folders,
 }
 
-/// The table root: a local directory or an S3 bucket and prefix.
+/// The table root: a local directory, or a bucket (S3) or container (Azure) and prefix.
 #[derive(Debug, Clone)]
 pub struct TableRoot {
     /// Where the tables' folders are, without a trailing `/`: an absolute path or
-    /// `s3://bucket/prefix`. Table locations are `<base>/<table>/`.
+    /// `s3://bucket/prefix` (or `az://container/prefix`). Table locations are `<base>/<table>/`.
     base: String,
     /// Lists the root's files.
     store: Arc<dyn ObjectStore>,
     /// The root inside `store`.
     prefix: StorePath,
-    /// For an S3 root, the bucket's URL (`s3://bucket`), under which `store` is registered.
-    s3_bucket: Option<ObjectStoreUrl>,
+    /// For a bucket root, the bucket's URL (`s3://bucket`, `az://container`), under which
+    /// `store` is registered.
+    bucket_url: Option<ObjectStoreUrl>,
     /// What to check when listing fails, appended to the error; empty for local roots.
     list_hint: String,
     /// What queries see.
@@ -54,36 +57,35 @@ pub struct TableRoot {
 
 impl TableRoot {
     /// Parses `--output` the way `pageviews run` does (the same code: `pageviews_core`): a
-    /// plain path, a `file://` URL, or `s3://bucket/prefix` with the `AWS_*` variables of the
-    /// environment. A local directory does not have to exist: its tables then read as empty.
+    /// plain path, a `file://` URL, or `s3://bucket/prefix` or `az://container/prefix` with
+    /// the `AWS_*` or `AZURE_*` variables of the environment. A local directory does not have
+    /// to exist: its tables then read as empty.
     pub fn parse(url: &str) -> Result<Self, CatalogError> {
-        Self::parse_with(url, &S3Env::process())
+        Self::parse_with(url, &StoreEnv::process())
     }
 
-    /// [`TableRoot::parse`] with the `AWS_*` settings given instead of read from the process.
-    pub fn parse_with(url: &str, env: &S3Env) -> Result<Self, CatalogError> {
+    /// [`TableRoot::parse`] with the store's settings given instead of read from the process.
+    pub fn parse_with(url: &str, env: &StoreEnv) -> Result<Self, CatalogError> {
         let bad = |reason: String| CatalogError::BadRoot { url: url.to_string(), reason };
-        let location = Location::parse(url).map_err(|e| root_error(url, e))?;
-        let path = match location {
-            Location::Local(path) => path,
-            Location::S3 { bucket, prefix } => {
-                let client = s3_client(url, &bucket, env).map_err(|e| root_error(url, e))?;
-                let bucket_url =
-                    ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|e| bad(e.to_string()))?;
-                let base = if prefix.is_empty() {
-                    format!("s3://{bucket}")
-                } else {
-                    format!("s3://{bucket}/{prefix}")
-                };
-                return Ok(TableRoot {
-                    base,
-                    store: Arc::new(client.s3),
-                    prefix: StorePath::from(prefix),
-                    s3_bucket: Some(bucket_url),
-                    list_hint: format!("; check that bucket {bucket} exists, and {S3_SETTINGS}"),
-                    view: View::Committed(Arc::new(Committed::new(url, env, None))),
-                });
-            }
+        if let Some(bucket) = open_bucket(url, env).map_err(|e| root_error(url, e))? {
+            let bucket_url = ObjectStoreUrl::parse(&bucket.store_url).map_err(|e| bad(e.to_string()))?;
+            let base = if bucket.prefix.is_empty() {
+                bucket.store_url.clone()
+            } else {
+                format!("{}/{}", bucket.store_url, bucket.prefix)
+            };
+            return Ok(TableRoot {
+                base,
+                store: bucket.store,
+                prefix: StorePath::from(bucket.prefix),
+                bucket_url: Some(bucket_url),
+                list_hint: format!("; check that {} exists, and {}", bucket.store_url, bucket.settings),
+                view: View::Committed(Arc::new(Committed::new(url, env, None))),
+            });
+        }
+        let path = match pageviews_core::storage::Location::parse(url).map_err(|e| root_error(url, e))? {
+            pageviews_core::storage::Location::Local(path) => path,
+            _ => return Err(bad("not a local path".into())),
         };
         // Absolute, so the DDL's LOCATION works from any directory; not canonicalized,
         // since the root may not exist yet.
@@ -92,7 +94,7 @@ impl TableRoot {
         let base = dir.display().to_string().trim_end_matches('/').to_string();
         let store = Arc::new(LocalFileSystem::new());
         let view = View::Committed(Arc::new(Committed::new(&base, env, Some(dir))));
-        Ok(TableRoot { base, store, prefix, s3_bucket: None, list_hint: String::new(), view })
+        Ok(TableRoot { base, store, prefix, bucket_url: None, list_hint: String::new(), view })
     }
 
     /// The same root seen as its table folders are: only rolled files, as external readers
@@ -120,14 +122,14 @@ impl TableRoot {
         Ok(())
     }
 
-    /// The root as a path or `s3://` URL, without a trailing `/`.
+    /// The root as a path or a bucket URL, without a trailing `/`.
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    /// True for an `s3://` root.
-    pub fn is_s3(&self) -> bool {
-        self.s3_bucket.is_some()
+    /// True for a bucket root (`s3://`, `az://`).
+    pub fn is_bucket(&self) -> bool {
+        self.bucket_url.is_some()
     }
 
     /// A table's folder, with the trailing `/` that tells DataFusion it is a directory.
@@ -137,10 +139,10 @@ impl TableRoot {
 
     /// Lets `ctx` read this root. The committed view is a store over the root's own (local
     /// disk's or the bucket's) that serves the table folders from the snapshot; the folder
-    /// view registers an S3 root's client for its bucket (local paths need nothing,
+    /// view registers a bucket root's client for its bucket (local paths need nothing,
     /// DataFusion reads them itself).
     pub fn register_store(&self, ctx: &SessionContext) {
-        let url = self.s3_bucket.clone().unwrap_or_else(ObjectStoreUrl::local_filesystem);
+        let url = self.bucket_url.clone().unwrap_or_else(ObjectStoreUrl::local_filesystem);
         match &self.view {
             View::Committed(committed) => {
                 let store =
@@ -148,7 +150,7 @@ impl TableRoot {
                 ctx.runtime_env().register_object_store(url.as_ref(), Arc::new(store));
             }
             View::Folders => {
-                if self.s3_bucket.is_some() {
+                if self.bucket_url.is_some() {
                     ctx.runtime_env().register_object_store(url.as_ref(), Arc::clone(&self.store));
                 }
             }
@@ -222,7 +224,7 @@ mod tests {
     fn local_roots_are_absolute_folders() {
         let root = TableRoot::parse("file:///tmp/x/").unwrap();
         assert_eq!(root.location("page_views"), "/tmp/x/page_views/");
-        assert!(!root.is_s3());
+        assert!(!root.is_bucket());
         let err = TableRoot::parse("gs://bucket/x").unwrap_err().to_string();
         assert!(err.contains("gs:// scheme is not supported"), "{err}");
         let err = TableRoot::parse("s3:///prefix").unwrap_err().to_string();

@@ -74,7 +74,7 @@ pub struct SqlArgs {
 /// Flags of `pageviews verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Table root to audit: a directory, file:// or s3://bucket/prefix URL.
+    /// Table root to audit: a directory, file://, s3://bucket/prefix or az://container/prefix URL.
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     pub output: String,
 
@@ -232,9 +232,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = InputMode::Auto)]
     pub input_mode: InputMode,
 
-    /// Table root: a directory, file:// URL, or s3://bucket/prefix. S3 is configured the
-    /// AWS way: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and for S3-compatible
-    /// servers AWS_ENDPOINT_URL (plus AWS_ALLOW_HTTP=true for plain http).
+    /// Table root: a directory, file:// URL, s3://bucket/prefix or az://container/prefix. S3
+    /// is configured the AWS way: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and
+    /// for S3-compatible servers AWS_ENDPOINT_URL (plus AWS_ALLOW_HTTP=true for plain http).
+    /// Azure Blob Storage from AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY or
+    /// AZURE_STORAGE_SAS_KEY (AZURE_STORAGE_USE_EMULATOR=true for Azurite).
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     pub output: String,
 
@@ -311,7 +313,7 @@ pub struct RunArgs {
     pub roll_age: Duration,
 
     /// Upload files in parts of this size (object stores need at least 5MiB). Each open file
-    /// holds up to a part in memory. [default: 8MiB on S3, 1MiB on a local disk]
+    /// holds up to a part in memory. [default: 8MiB on S3 and Azure, 1MiB on a local disk]
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub part_size: Option<u64>,
 
@@ -349,8 +351,9 @@ pub struct RunArgs {
     pub max_future: Duration,
 
     /// How long a storage call is retried in place when it fails for a reason that passes
-    /// (timeouts, refused or reset connections, 5xx, S3's SlowDown) before the run stops.
-    /// Failures that do not pass (access denied, no such bucket, disk full) stop it at once.
+    /// (timeouts, refused or reset connections, 5xx, S3's SlowDown, Azure's ServerBusy)
+    /// before the run stops. Failures that do not pass (access denied, no such bucket or
+    /// container, disk full) stop it at once.
     #[arg(long, env = "PAGEVIEWS_STORAGE_RETRY_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub storage_retry_timeout: Duration,
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pageviews_core::storage::{RetryPolicy, S3Env, Storage, StorageError};
+use pageviews_core::storage::{RetryPolicy, StoreEnv, Storage, StorageError};
 use pageviews_core::table::Format;
 
 use super::Shutdown;
@@ -83,8 +83,8 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     /// Where processing and wall-clock time come from (tests drive it).
     pub clock: Arc<dyn Clock>,
-    /// The `AWS_*` settings an s3:// output is opened with (the process's, unless given).
-    pub s3_env: S3Env,
+    /// The `AWS_*` or `AZURE_*` settings a bucket output is opened with (the process's, unless given).
+    pub store_env: StoreEnv,
     /// How long a storage call is retried after failures that pass (timeouts, 5xx,
     /// throttling, refused connections) before the run stops.
     pub storage_retry_timeout: Duration,
@@ -210,7 +210,7 @@ impl PipelineConfig {
             max_future_ms: crate::event::DEFAULT_MAX_FUTURE.as_millis() as i64,
             batch_size: 8192,
             clock: Arc::new(SystemClock::new()),
-            s3_env: S3Env::process(),
+            store_env: StoreEnv::process(),
             storage_retry_timeout: RetryPolicy::default().timeout,
             input_mode: InputMode::Auto,
             lease: pageviews_core::commit::DEFAULT_LEASE,
@@ -232,7 +232,7 @@ impl PipelineConfig {
             stop: Some(shutdown.clone()),
             ..RetryPolicy::default()
         };
-        Ok(Storage::open_with(&self.output, rt, &self.s3_env)?.with_retries(policy))
+        Ok(Storage::open_with(&self.output, rt, &self.store_env)?.with_retries(policy))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use pageviews_core::storage::{S3Env, Storage};
+use pageviews_core::storage::{StoreEnv, Storage};
 
 use super::committed::Committed;
 use super::{Report, VerifyError};
@@ -15,7 +15,7 @@ pub(super) fn audit(
     storage: &Storage,
     committed: &Committed,
     config: &IcebergConfig,
-    env: &S3Env,
+    env: &StoreEnv,
     report: &mut Report,
 ) -> Result<(), VerifyError> {
     let tables = read_tables(config, storage, env)?;

@@ -146,7 +146,7 @@ impl fmt::Display for Report {
 pub fn verify_with(
     storage: &Storage,
     iceberg: Option<&crate::sink::iceberg::IcebergConfig>,
-    env: &pageviews_core::storage::S3Env,
+    env: &pageviews_core::storage::StoreEnv,
 ) -> Result<Report, VerifyError> {
     let mut report = verify(storage)?;
     if let Some(config) = iceberg {

@@ -55,11 +55,11 @@ pub fn run_files(paths: &[String], out: &Path, tweak: impl FnOnce(&mut PipelineC
     run_files_to(paths, &out.display().to_string(), tweak)
 }
 
-/// Runs the pipeline over files into `output` (a path or an s3:// URL).
+/// Runs the pipeline over files into `output` (a path or a bucket URL of the test store).
 pub fn run_files_to(paths: &[String], output: &str, tweak: impl FnOnce(&mut PipelineConfig)) -> Summary {
     let mut config = PipelineConfig::new(SourceConfig::Files(paths.to_vec()), output);
-    if output.starts_with("s3://") {
-        config.s3_env = crate::s3::env();
+    if crate::store::is_bucket_url(output) {
+        config.store_env = crate::store::env();
     }
     tweak(&mut config);
     pageviews::run(config, Shutdown::default()).expect("pipeline run")

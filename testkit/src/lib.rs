@@ -1,7 +1,7 @@
 //! Fixtures and helpers for the integration tests of pageviews and pageviews-sql, defined
 //! once: the inputs (the original job's example, generated streams), runs of the pipeline,
-//! reading committed tables back, the real services (the Kafka broker and the S3 server the
-//! project's scripts start), a fault-injecting proxy to put between the pipeline and them, and
+//! reading committed tables back, the real services (the Kafka broker and the object stores
+//! the project's scripts start: S3-compatible servers and Azurite), a fault-injecting proxy to put between the pipeline and them, and
 //! waiting for conditions with deadlines.
 #![allow(clippy::missing_panics_doc)]
 
@@ -12,7 +12,7 @@ pub mod fixtures;
 pub mod kafka;
 pub mod prometheus;
 pub mod proxy;
-pub mod s3;
+pub mod store;
 pub mod tables;
 
 use std::path::PathBuf;
@@ -31,12 +31,26 @@ pub fn workspace() -> PathBuf {
 /// Runs a project script (`scripts/<name>`) from the workspace root and returns the last line
 /// it printed, where the scripts put their result.
 pub fn script(name: &str, args: &[&str]) -> String {
+    script_with(name, args, &[])
+}
+
+/// [`script`] with these environment variables set for it.
+pub fn script_with(name: &str, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let text = run_script(name, args, envs);
+    text.lines().last().unwrap_or_else(|| panic!("scripts/{name} printed nothing")).trim().to_string()
+}
+
+/// Runs a project script and returns everything it printed.
+pub fn script_output(name: &str, args: &[&str]) -> String {
+    run_script(name, args, &[])
+}
+
+fn run_script(name: &str, args: &[&str], envs: &[(&str, &str)]) -> String {
     let mut cmd = std::process::Command::new(workspace().join("scripts").join(name));
-    cmd.args(args).current_dir(workspace()).stderr(Stdio::inherit());
+    cmd.args(args).envs(envs.iter().copied()).current_dir(workspace()).stderr(Stdio::inherit());
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
     assert!(out.status.success(), "scripts/{name} {args:?} failed: {}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().last().unwrap_or_else(|| panic!("scripts/{name} printed nothing")).trim().to_string()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A `pageviews` command for the binary at `exe` (tests pass `env!("CARGO_BIN_EXE_pageviews")`),

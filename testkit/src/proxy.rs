@@ -1,11 +1,11 @@
-//! A fault-injecting TCP proxy for HTTP services (the S3 server): tests put it between the
+//! A fault-injecting TCP proxy for HTTP services (the object stores): tests put it between the
 //! pipeline and the server and switch its mode while the pipeline runs.
 //!
 //! - [`Fault::Pass`]: bytes flow both ways untouched.
 //! - [`Fault::Refuse`]: nothing listens on the port, so connecting is refused.
 //! - [`Fault::Reset`]: connections are accepted and reset at once.
 //! - [`Fault::SlowDown`]: every HTTP request is read and answered `503 SlowDown`, as S3
-//!   throttles.
+//!   throttles (Azure answers the same status as ServerBusy).
 //!
 //! Leaving `Pass` resets every connection in flight, so keep-alive connections a client
 //! pooled meet the fault too.

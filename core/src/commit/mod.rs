@@ -95,7 +95,7 @@ pub enum CheckpointError {
         attempts: usize,
     },
     /// The store cannot fence two instances, and another one runs.
-    #[error("instance {other} of pipeline {pipeline} is running on this output (run {run}, since {since} UTC), and this store does not refuse a second create-only write, so two instances cannot be kept apart safely; stop the other instance, or use a store with conditional writes (S3, MinIO, local disk)")]
+    #[error("instance {other} of pipeline {pipeline} is running on this output (run {run}, since {since} UTC), and this store does not refuse a second create-only write, so two instances cannot be kept apart safely; stop the other instance, or use a store with conditional writes (S3, MinIO, Azure Blob Storage, local disk)")]
     Unfenced {
         /// The pipeline.
         pipeline: String,

@@ -1,4 +1,5 @@
-//! The table root: one object store, local disk or S3, behind one code path.
+//! The table root: one object store, local disk, S3 or Azure Blob Storage, behind one code
+//! path.
 //!
 //! Paths here are relative to the root the user gave with `--output`. Callers on a
 //! synchronous thread (the pipeline's record loop, `verify`) run the store's async calls on
@@ -6,12 +7,14 @@
 //!
 //! Table files are written as uploads that stay invisible until completed (see
 //! [`UploadRef`]), so one file can span many checkpoints. On S3 that is a multipart upload to
-//! the file's final key, which appears atomically on completion. On local disk it is a file
-//! under `_staging/`, written part by part at known offsets and renamed into the table on
-//! completion.
+//! the file's final key, on Azure a block blob's staged blocks; either appears atomically on
+//! completion. On local disk it is a file under `_staging/`, written part by part at known
+//! offsets and renamed into the table on completion.
 
+mod azure;
 mod retry;
 mod root;
+mod s3;
 mod s3_uploads;
 mod upload;
 
@@ -29,7 +32,7 @@ use thiserror::Error;
 use tokio::runtime::Handle;
 
 pub use retry::{NoObserver, RetryPolicy, StorageObserver};
-pub use root::{s3_client, Location, S3Client, S3Env, S3_SETTINGS};
+pub use root::{open_bucket, Bucket, Location, StoreEnv};
 pub use upload::{UploadRef, MIN_PART_BYTES};
 
 /// A storage operation that failed, with what and where.
@@ -72,16 +75,20 @@ pub enum StorageError {
         /// The last failure.
         source: Box<StorageError>,
     },
-    /// The bucket of an s3:// output does not exist.
-    #[error("the bucket of --output does not exist (S3 answered NoSuchBucket to {op} {path}); create it, or correct --output")]
+    /// The bucket (S3) or container (Azure) of the output does not exist.
+    #[error("the {kind} of --output does not exist (the store answered {code} to {op} {path}); create it, or correct --output")]
     NoSuchBucket {
+        /// `bucket` or `container`.
+        kind: &'static str,
+        /// The store's error code.
+        code: &'static str,
         /// The operation.
         op: &'static str,
         /// The path, relative to the table root.
         path: String,
     },
     /// The store refused the credentials or the operation.
-    #[error("{op} {path}: access denied ({source}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that the bucket's policy allows this")]
+    #[error("{op} {path}: access denied ({source}); check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://, AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY for az://), and that the bucket or container allows this")]
     Denied {
         /// The operation.
         op: &'static str,
@@ -110,7 +117,12 @@ impl StorageError {
             let path = path.to_string();
             match source {
                 object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists(path),
-                _ if text.contains("NoSuchBucket") => StorageError::NoSuchBucket { op, path },
+                _ if text.contains("NoSuchBucket") => {
+                    StorageError::NoSuchBucket { kind: "bucket", code: "NoSuchBucket", op, path }
+                }
+                _ if text.contains("ContainerNotFound") => {
+                    StorageError::NoSuchBucket { kind: "container", code: "ContainerNotFound", op, path }
+                }
                 object_store::Error::PermissionDenied { .. }
                 | object_store::Error::Unauthenticated { .. } => {
                     StorageError::Denied { op, path, source: Box::new(source) }
@@ -139,13 +151,13 @@ impl StorageError {
 enum Backend {
     /// A local directory: uploads are staging files written at offsets.
     Local(PathBuf),
-    /// An S3 bucket (or S3-compatible server) under a key prefix.
-    S3(Arc<S3Root>),
+    /// An S3 bucket (or S3-compatible server) or an Azure container, under a key prefix.
+    Object(Arc<ObjectRoot>),
 }
 
 #[derive(Debug)]
-struct S3Root {
-    client: Arc<S3Client>,
+struct ObjectRoot {
+    client: root::Client,
     /// The key prefix of the table root, e.g. `warehouse/pageviews`.
     prefix: Path,
 }
@@ -164,39 +176,43 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens `--output`: a plain path, a `file://` URL (the directory is created), or
+    /// Opens `--output`: a plain path, a `file://` URL (the directory is created),
     /// `s3://bucket/prefix`, configured the AWS way from the process's `AWS_*` variables
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` for
-    /// S3-compatible servers, `AWS_ALLOW_HTTP=true` for plain-http ones).
+    /// S3-compatible servers, `AWS_ALLOW_HTTP=true` for plain-http ones), or
+    /// `az://container/prefix`, configured from its `AZURE_*` variables
+    /// (`AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY` or `AZURE_STORAGE_SAS_KEY`,
+    /// `AZURE_STORAGE_USE_EMULATOR=true` for Azurite).
     pub fn open(url: &str, rt: Handle) -> Result<Self, StorageError> {
-        Self::open_with(url, rt, &S3Env::process())
+        Self::open_with(url, rt, &StoreEnv::process())
     }
 
-    /// [`Storage::open`] with the `AWS_*` settings given instead of read from the process.
-    pub fn open_with(url: &str, rt: Handle, env: &S3Env) -> Result<Self, StorageError> {
-        match Location::parse(url)? {
+    /// [`Storage::open`] with the store's settings given instead of read from the process.
+    pub fn open_with(url: &str, rt: Handle, env: &StoreEnv) -> Result<Self, StorageError> {
+        let location = Location::parse(url)?;
+        match &location {
             Location::Local(path) => {
                 let bad = |reason: String| StorageError::BadOutput { url: url.to_string(), reason };
-                std::fs::create_dir_all(&path)
+                std::fs::create_dir_all(path)
                     .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
                 let root = path.canonicalize().map_err(|e| bad(e.to_string()))?;
                 let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?;
                 Ok(Storage::new(Arc::new(store), Backend::Local(root), url, rt))
             }
-            Location::S3 { bucket, prefix } => {
+            Location::S3 { prefix, .. } | Location::Azure { prefix, .. } => {
                 for (key, value) in env.vars() {
                     crate::secrets::register_option(key, value);
                 }
-                let client = Arc::new(root::s3_client_for_storage(url, &bucket, env)?);
-                let s3: Arc<dyn ObjectStore> = Arc::new(client.s3.clone());
-                let prefix = Path::from(prefix);
+                let client = root::Client::open(url, &location, env, root::Retries::Brief)?;
+                let bucket = client.object_store();
+                let prefix = Path::from(prefix.as_str());
                 let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
-                    s3
+                    bucket
                 } else {
-                    Arc::new(PrefixStore::new(s3, prefix.clone()))
+                    Arc::new(PrefixStore::new(bucket, prefix.clone()))
                 };
-                let root = S3Root { client, prefix };
-                Ok(Storage::new(store, Backend::S3(Arc::new(root)), url, rt))
+                let root = ObjectRoot { client, prefix };
+                Ok(Storage::new(store, Backend::Object(Arc::new(root)), url, rt))
             }
         }
     }
@@ -227,7 +243,7 @@ impl Storage {
     /// True when the root is an object store that needs parts of at least
     /// [`MIN_PART_BYTES`].
     pub fn is_object_store(&self) -> bool {
-        matches!(self.backend, Backend::S3(_))
+        matches!(self.backend, Backend::Object(_))
     }
 
     /// The root as the user gave it, for logs.

@@ -299,6 +299,9 @@ mod tests {
             generic(Text("Server returned non-2xx status code: 500 Internal Server Error: ".into())),
             generic(Text("Server returned non-2xx status code: 429 Too Many Requests".into())),
             generic(Text("Server returned error response: <Error><Code>SlowDown</Code></Error>".into())),
+            // Azure's throttling and server timeouts.
+            generic(Text("Server returned non-2xx status code: 503 Service Unavailable: <Code>ServerBusy</Code>".into())),
+            generic(Text("Server returned non-2xx status code: 500 Internal Server Error: <Code>OperationTimedOut</Code>".into())),
             generic(HttpStatus { status: 503, body: String::new() }),
             generic(Error::new(ErrorKind::ConnectionReset, "reset")),
             generic(object_store::client::HttpError::new(
@@ -317,6 +320,16 @@ mod tests {
                 "Server returned non-2xx status code: 404 Not Found: <Code>NoSuchBucket</Code>".into(),
             )),
             generic(HttpStatus { status: 501, body: "<Code>NotImplemented</Code>".into() }),
+            generic(Text(
+                "Server returned non-2xx status code: 400 Bad Request: <Code>InvalidBlockList</Code>".into(),
+            )),
+            generic(Text(
+                "Server returned non-2xx status code: 404 Not Found: <Code>ContainerNotFound</Code>".into(),
+            )),
+            generic(Text(
+                "Server returned non-2xx status code: 403 Forbidden: <Code>AuthenticationFailed</Code>"
+                    .into(),
+            )),
             generic(Error::new(ErrorKind::StorageFull, "No space left on device")),
             generic(Error::new(ErrorKind::NotADirectory, "Not a directory")),
             object_store::Error::AlreadyExists { path: "x".into(), source: Box::new(Text("exists".into())) },

@@ -9,7 +9,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use super::retry::HttpStatus;
-use super::{S3Root, StorageError, UploadRef};
+use super::s3::S3Client;
+use super::{ObjectRoot, StorageError, UploadRef};
 
 /// SigV4 canonicalises query values with everything but the unreserved characters encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -34,13 +35,16 @@ struct Upload {
 }
 
 /// Unfinished uploads whose keys start with `prefix/` (relative to the table root).
-pub(super) async fn list(root: &S3Root, prefix: &Path) -> Result<Vec<UploadRef>, StorageError> {
+pub(super) async fn list(
+    client: &S3Client,
+    root: &ObjectRoot,
+    prefix: &Path,
+) -> Result<Vec<UploadRef>, StorageError> {
     let err = |reason: String| StorageError::Store {
         op: "list uploads",
         path: prefix.to_string(),
         source: object_store::Error::Generic { store: "S3", source: reason.into() },
     };
-    let client = &root.client;
     let http: HttpClient = ReqwestConnector::default()
         .connect(&ClientOptions::new().with_allow_http(client.allow_http))
         .map_err(|e| err(e.to_string()))?;

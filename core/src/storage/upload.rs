@@ -1,15 +1,16 @@
 //! Uploads: a table file written in parts while it stays invisible, completed into place in
-//! one step, or abandoned. The same four calls on local disk and on S3.
+//! one step, or abandoned. The same four calls on local disk, S3 and Azure.
 
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::multipart::PartId;
 use object_store::path::Path;
 use object_store::PutPayload;
 use serde::{Deserialize, Serialize};
 
-use super::{local_error, s3_uploads, Backend, S3Root, Storage, StorageError};
+use super::root::Client;
+use super::{local_error, retry, s3_uploads, Backend, ObjectRoot, Storage, StorageError};
 
 /// An upload in progress: enough to add parts, complete or abort it, also from another
 /// process after a crash (it is recorded in checkpoint manifests).
@@ -17,15 +18,16 @@ use super::{local_error, s3_uploads, Backend, S3Root, Storage, StorageError};
 pub struct UploadRef {
     /// The file's final path, relative to the table root.
     pub path: String,
-    /// The S3 upload id; empty on local disk.
+    /// The S3 upload id; empty on local disk and on Azure (a blob's staged blocks are its own).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
-    /// Where a local upload is written until completion; empty on S3.
+    /// Where a local upload is written until completion; empty on object stores.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub staged: String,
 }
 
-/// S3 needs every part but the last to be at least this large.
+/// S3 needs every part but the last to be at least this large. Azure's blocks have no
+/// minimum, but take the same parts: one protocol for every object store.
 pub const MIN_PART_BYTES: usize = 5 << 20;
 
 impl Storage {
@@ -51,11 +53,11 @@ impl Storage {
                 io.await.map_err(|e| local_error("upload", staged, e))?;
                 Ok(UploadRef { path: path.to_string(), id: String::new(), staged: staged.to_string() })
             }
-            Backend::S3(root) => {
+            Backend::Object(root) => {
                 let key = root.key(path);
                 let id = root
                     .client
-                    .s3
+                    .multipart()
                     .create_multipart(&key)
                     .await
                     .map_err(StorageError::store("upload", path))?;
@@ -100,11 +102,11 @@ impl Storage {
                 .map_err(|e| local_error("upload part", &staged, e))?;
                 Ok(String::new())
             }
-            Backend::S3(root) => {
+            Backend::Object(root) => {
                 let path = Path::from(upload.path.as_str());
                 let part = root
                     .client
-                    .s3
+                    .multipart()
                     .put_part(&root.key(&path), &upload.id, idx, PutPayload::from(data))
                     .await
                     .map_err(StorageError::store("upload part", &path))?;
@@ -213,12 +215,15 @@ impl Storage {
                     Err(e) => Err(local_error("complete upload", &staged, e)),
                 }
             }
-            Backend::S3(root) => {
+            Backend::Object(root) => {
                 let key = root.key(&path);
                 let ids = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
-                match root.client.s3.complete_multipart(&key, &upload.id, ids).await {
+                match root.client.multipart().complete_multipart(&key, &upload.id, ids).await {
                     Ok(_) => Ok(true),
-                    Err(object_store::Error::NotFound { .. }) if self.exists_once(&path).await? => Ok(false),
+                    // Completed before (recovery redoes publications): S3 no longer knows the
+                    // upload (404); Azure refuses a block list naming blocks it has committed
+                    // (400 InvalidBlockList). Only this completion creates the file.
+                    Err(e) if !retry::retryable(&e) && self.exists_once(&path).await? => Ok(false),
                     Err(source) => Err(StorageError::store("complete upload", &path)(source)),
                 }
             }
@@ -238,9 +243,10 @@ impl Storage {
                 }
                 _ => Ok(()),
             },
-            Backend::S3(root) => {
+            // On Azure a no-op: staged blocks cannot be dropped, and expire by themselves.
+            Backend::Object(root) => {
                 let path = Path::from(upload.path.as_str());
-                match root.client.s3.abort_multipart(&root.key(&path), &upload.id).await {
+                match root.client.multipart().abort_multipart(&root.key(&path), &upload.id).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                     Err(source) => Err(StorageError::store("abort upload", &path)(source)),
                 }
@@ -250,17 +256,20 @@ impl Storage {
 
     /// Unfinished S3 multipart uploads whose keys start with `prefix`: what a crash leaves
     /// behind, invisible to listings but billed. Empty on local disk, where unfinished
-    /// uploads are plain files under `_staging/`.
+    /// uploads are plain files under `_staging/`, and on Azure, whose uncommitted blocks
+    /// cannot be listed by prefix and expire after 7 days by themselves.
     ///
     /// Listing uploads only serves that cleanup, and some S3-compatible servers (s3rver)
     /// do not implement it: there it is empty too, after one warning that names the bucket
     /// lifecycle rule that cleans orphans up instead.
     pub async fn list_uploads(&self, prefix: &Path) -> Result<Vec<UploadRef>, StorageError> {
-        let Backend::S3(root) = &self.backend else { return Ok(Vec::new()) };
+        let Backend::Object(root) = &self.backend else { return Ok(Vec::new()) };
+        let Client::S3(client) = &root.client else { return Ok(Vec::new()) };
         if self.no_upload_listing.load(Ordering::Relaxed) {
             return Ok(Vec::new());
         }
-        match self.retry.run("list uploads", prefix.as_ref(), |_| s3_uploads::list(root, prefix)).await {
+        let list = |_| s3_uploads::list(client, root, prefix);
+        match self.retry.run("list uploads", prefix.as_ref(), list).await {
             Err(StorageError::Unsupported { reason, .. }) => {
                 if !self.no_upload_listing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -278,7 +287,7 @@ impl Storage {
     }
 }
 
-impl S3Root {
+impl ObjectRoot {
     /// The bucket key of a path relative to the table root.
     pub(super) fn key(&self, path: &Path) -> Path {
         if self.prefix.as_ref().is_empty() {

@@ -64,11 +64,14 @@ pub fn session(root: &Path) -> Session {
     session_on(&root.display().to_string())
 }
 
-/// A session on a root given as `--output` would be: a path or an s3:// URL (with the test
-/// server's settings).
+/// A session on a root given as `--output` would be: a path or a bucket URL (with the test
+/// store's settings).
 pub fn session_on(url: &str) -> Session {
-    let root =
-        if url.starts_with("s3://") { TableRoot::parse_with(url, &s3::env()) } else { TableRoot::parse(url) };
+    let root = if store::is_bucket_url(url) {
+        TableRoot::parse_with(url, &store::env())
+    } else {
+        TableRoot::parse(url)
+    };
     let root = root.unwrap_or_else(|e| panic!("{url}: {e}"));
     runtime().block_on(Session::open(&root, budget())).unwrap_or_else(|e| panic!("{url}: {e}"))
 }

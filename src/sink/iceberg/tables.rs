@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use pageviews_core::commit::index::read_index;
 use pageviews_core::commit::{CheckpointError, IndexedFile, TablePublisher, View};
-use pageviews_core::storage::{S3Env, Storage};
+use pageviews_core::storage::{StoreEnv, Storage};
 use pageviews_core::table::{Format, Table};
 use tracing::{info, warn};
 
@@ -42,7 +42,7 @@ impl IcebergSink {
         config: &IcebergConfig,
         storage: &Storage,
         pipeline: &str,
-        env: &S3Env,
+        env: &StoreEnv,
         view: &View,
     ) -> Result<IcebergSink, IcebergError> {
         for secret in [&config.token, &config.credential].into_iter().flatten() {
@@ -216,7 +216,7 @@ pub(crate) struct IcebergTable {
 pub(crate) fn read_tables(
     config: &IcebergConfig,
     storage: &Storage,
-    env: &S3Env,
+    env: &StoreEnv,
 ) -> Result<BTreeMap<Table, Option<IcebergTable>>, IcebergError> {
     storage.block_on(async {
         let catalog = Catalog::connect(config, env).await?;

@@ -5,7 +5,7 @@
 //! (`ConcurrentModificationException`). Requests are Glue's JSON API, signed with SigV4 from
 //! the `AWS_*` settings S3 is configured with; `AWS_ENDPOINT_URL` points at another server.
 
-use pageviews_core::storage::S3Env;
+use pageviews_core::storage::StoreEnv;
 use pageviews_core::table::Table;
 use reqwest::Client;
 use ring::{digest, hmac};
@@ -27,7 +27,7 @@ pub(crate) struct GlueCatalog {
 }
 
 impl GlueCatalog {
-    pub(crate) fn new(catalog_id: &str, namespace: &str, env: &S3Env) -> Result<GlueCatalog, IcebergError> {
+    pub(crate) fn new(catalog_id: &str, namespace: &str, env: &StoreEnv) -> Result<GlueCatalog, IcebergError> {
         let var = |k: &str| env.vars().iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let region =
             var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn requests_are_signed_as_aws_documents_sigv4() {
         // AWS's published example key, with a fixed clock: the signature depends only on them.
-        let env = S3Env::from_pairs([
+        let env = StoreEnv::from_pairs([
             ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             ("AWS_REGION", "us-east-1"),

@@ -12,7 +12,7 @@ mod glue;
 mod rest;
 mod sql;
 
-use pageviews_core::storage::{S3Env, Storage};
+use pageviews_core::storage::{StoreEnv, Storage};
 use pageviews_core::table::Table;
 use serde_json::{Map, Value};
 
@@ -56,7 +56,7 @@ pub(crate) enum Catalog {
 
 impl Catalog {
     /// Connects to the catalog `config` names and makes sure its namespace exists.
-    pub(crate) async fn connect(config: &IcebergConfig, env: &S3Env) -> Result<Catalog, IcebergError> {
+    pub(crate) async fn connect(config: &IcebergConfig, env: &StoreEnv) -> Result<Catalog, IcebergError> {
         let uri = config.catalog.as_str();
         let catalog = if let Some(path) = uri.strip_prefix("sqlite:") {
             Catalog::Sql(sql::SqlCatalog::open(path.trim_start_matches("//"), &config.namespace)?)

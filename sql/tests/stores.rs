@@ -1,9 +1,9 @@
-//! SQL over an s3:// table root: tables the pipeline wrote to an S3-compatible server
-//! answer the same queries as the same input written to local disk, in both formats.
+//! SQL over a bucket root (`s3://` or `az://`): tables the pipeline wrote to a real object
+//! store answer the same queries as the same input written to local disk, in both formats.
 //!
-//! The server is `PAGEVIEWS_TEST_S3` (an endpoint URL) or the project's moto server, which
-//! `scripts/s3-local start` starts. Its `AWS_*` settings are handed to the pipeline and the
-//! SQL client explicitly; the process environment is left alone.
+//! The store is the one the testkit's `store` module names (`PAGEVIEWS_TEST_STORE`: moto,
+//! s3rver or Azurite; scripts/test runs this suite against each). Its settings are handed to
+//! the pipeline and the SQL client explicitly; the process environment is left alone.
 
 mod common;
 
@@ -25,15 +25,15 @@ const QUERIES: &[&str] = &[
 ];
 
 #[test]
-fn an_s3_root_answers_like_the_local_root_of_the_same_input() {
-    let bucket = s3::bucket("pv-sql");
+fn a_bucket_root_answers_like_the_local_root_of_the_same_input() {
+    let bucket = store::bucket("pv-sql");
 
     let dir = tempfile::tempdir().unwrap();
     let (lines, _) = three_hours();
     for (format, table_format) in
         [(WriteFormat::Jsonl, TableFormat::Jsonl), (WriteFormat::Parquet, TableFormat::Parquet)]
     {
-        let url = format!("s3://{bucket}/x/{}", format.extension());
+        let url = store::url(&bucket, &format!("x/{}", format.extension()));
         pipeline_to(dir.path(), &lines, format, &url);
         let local = dir.path().join(format!("local-{}", format.extension()));
         pipeline_to(dir.path(), &lines, format, &local.display().to_string());
@@ -59,56 +59,72 @@ fn an_s3_root_answers_like_the_local_root_of_the_same_input() {
     }
 
     // A bucket that does not exist is an error naming the root and what to check.
-    let missing = format!("s3://{bucket}-missing/x");
-    let root = pageviews_sql::TableRoot::parse_with(&missing, &s3::env()).unwrap();
+    let missing = store::url(&format!("{bucket}-missing"), "x");
+    let hint = match store::kind() {
+        store::Kind::S3 => "AWS_ENDPOINT_URL",
+        store::Kind::Azure => "AZURE_STORAGE_ACCOUNT_NAME",
+    };
+    let root = pageviews_sql::TableRoot::parse_with(&missing, &store::env()).unwrap();
     let err = runtime()
         .block_on(pageviews_sql::Session::open(&root, budget()))
         .err()
         .expect("no such bucket")
         .to_string();
-    assert!(err.contains(&format!("state of {missing}:")) && err.contains("AWS_ENDPOINT_URL"), "{err}");
+    assert!(err.contains(&format!("state of {missing}:")) && err.contains(hint), "{err}");
     // The folder view lists the table folders, and names the one it could not list.
-    let folders = pageviews_sql::TableRoot::parse_with(&missing, &s3::env()).unwrap().visible_only();
+    let folders = pageviews_sql::TableRoot::parse_with(&missing, &store::env()).unwrap().visible_only();
     let err = runtime()
         .block_on(pageviews_sql::Session::open(&folders, budget()))
         .err()
         .expect("no such bucket")
         .to_string();
-    assert!(err.contains(&format!("{missing}/page_views/")) && err.contains("AWS_ENDPOINT_URL"), "{err}");
+    assert!(err.contains(&format!("{missing}/page_views/")) && err.contains(hint), "{err}");
 }
 
 #[test]
-fn s3_settings_that_cannot_work_are_refused_with_what_to_set() {
+fn settings_that_cannot_work_are_refused_with_what_to_set() {
     // Only checks of the parsed settings, no requests: these run without a server. Each
     // case builds its own configuration from these values, not from the process's.
-    let parse = |vars: &[(&str, &str)]| {
+    let parse = |output: &str, vars: &[(&str, &str)]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pageviews-sql"));
-        for key in ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ALLOW_HTTP"] {
-            cmd.env_remove(key);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AWS_") || key.starts_with("AZURE_") {
+                cmd.env_remove(key);
+            }
         }
-        cmd.envs(vars.iter().copied()).args(["--output", "s3://bucket/x", "-e", "SELECT 1"]);
+        cmd.envs(vars.iter().copied()).args(["--output", output, "-e", "SELECT 1"]);
         let out = cmd.output().unwrap();
         assert!(!out.status.success(), "{vars:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let no_keys = parse(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:1")]);
+    let no_keys = parse("s3://bucket/x", &[("AWS_ENDPOINT_URL", "http://127.0.0.1:1")]);
     assert!(no_keys.contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{no_keys}");
-    let half = parse(&[("AWS_ACCESS_KEY_ID", "a")]);
+    let half = parse("s3://bucket/x", &[("AWS_ACCESS_KEY_ID", "a")]);
     assert!(half.contains("AWS_SECRET_ACCESS_KEY"), "{half}");
-    let http = parse(&[
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
-        ("AWS_ACCESS_KEY_ID", "a"),
-        ("AWS_SECRET_ACCESS_KEY", "b"),
-    ]);
+    let http = parse(
+        "s3://bucket/x",
+        &[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+        ],
+    );
     assert!(http.contains("set AWS_ALLOW_HTTP=true"), "{http}");
+    let no_account = parse("az://container/x", &[]);
+    assert!(no_account.contains("set AZURE_STORAGE_ACCOUNT_NAME"), "{no_account}");
+    let no_key = parse(
+        "az://container/x",
+        &[("AZURE_STORAGE_ACCOUNT_NAME", "a"), ("AZURE_STORAGE_ENDPOINT", "http://127.0.0.1:1/a")],
+    );
+    assert!(no_key.contains("set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY"), "{no_key}");
 }
 
-/// A pipeline frozen mid-run on S3 at 95 s of virtual time, 1000 events/s, 5 MiB parts:
-/// page_views' open file (~110 bytes a row) has uploaded a part, which S3 does not let
-/// anyone read before the upload completes; page_view_aggregates' open file is all in its
-/// checkpoint tail, which is read.
+/// A pipeline frozen mid-run in a bucket at 95 s of virtual time, 1000 events/s, 5 MiB parts:
+/// page_views' open file (~110 bytes a row) has uploaded a part, which neither S3 nor Azure
+/// lets anyone read before the upload completes; page_view_aggregates' open file is all in
+/// its checkpoint tail, which is read.
 #[test]
-fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
+fn open_files_in_a_bucket_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -116,8 +132,8 @@ fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
     use pageviews::source::GeneratorConfig;
     use pageviews::{PipelineConfig, Shutdown, SourceConfig};
 
-    let bucket = s3::bucket("pv-open");
-    let url = format!("s3://{bucket}/x");
+    let bucket = store::bucket("pv-open");
+    let url = store::url(&bucket, "x");
     let generator = GeneratorConfig {
         rate: 1000,
         count: None,
@@ -129,7 +145,7 @@ fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
     let clock = Arc::new(ManualClock::new(BASE_MS));
     clock.hold_at(95_000);
     let mut config = PipelineConfig::new(SourceConfig::Generator(generator.into()), url.clone());
-    config.s3_env = s3::env();
+    config.store_env = store::env();
     config.files.part_bytes = Some(5 << 20);
     config.files.roll_age = Duration::from_secs(600);
     config.clock = clock.clone();
@@ -155,7 +171,7 @@ fn open_files_on_s3_are_read_from_their_tails_or_said_to_wait_for_their_roll() {
         "the only page_views file is unreadable"
     );
     let note = format!(
-        "1 file still being written under {url} holds {} committed rows that S3 cannot serve until it rolls",
+        "1 file still being written under {url} holds {} committed rows that the store cannot serve until it rolls",
         totals.page_views
     );
     assert!(result.notes.iter().any(|n| n.starts_with(&note)), "{note:?} in {:?}", result.notes);
