@@ -121,6 +121,13 @@ impl RestCatalog {
         if status.is_success() || status == StatusCode::CONFLICT {
             return Ok(());
         }
+        // Two writers creating it at once: some servers (Iceberg's own, on a JDBC store)
+        // answer the loser with a 500 for the violated key, not a 409. Made is made.
+        let at = format!("{}/namespaces/{}", self.base, self.namespace.join("%1F"));
+        let (exists, _) = self.exchange(self.request(Method::GET, &at), "loading the namespace").await?;
+        if exists.is_success() {
+            return Ok(());
+        }
         Err(status_error(&self.uri, "creating the namespace", status, &text))
     }
 
@@ -153,6 +160,10 @@ impl RestCatalog {
         let what = format!("creating table {}", table.name());
         let (status, text) = self.exchange(self.request(Method::POST, &url).json(&body), &what).await?;
         if status.is_success() || status == StatusCode::CONFLICT {
+            return Ok(());
+        }
+        // As for the namespace: another writer's create may have won with a 500 to us.
+        if self.load(table.name()).await?.is_some() {
             return Ok(());
         }
         Err(status_error(&self.uri, &what, status, &text))
