@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pageviews::core::commit::index::read_index;
 use pageviews::core::commit::View;
-use pageviews::core::storage::{StoreEnv, Storage};
+use pageviews::core::storage::{Storage, StoreEnv};
 use pageviews::sink::iceberg::IcebergConfig;
 use serde_json::Value;
 

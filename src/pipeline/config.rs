@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pageviews_core::storage::{RetryPolicy, StoreEnv, Storage, StorageError};
+use pageviews_core::storage::{RetryPolicy, Storage, StorageError, StoreEnv};
 use pageviews_core::table::Format;
 
 use super::Shutdown;

@@ -159,7 +159,8 @@ impl Pipeline {
         }
         log.take_lease(config.lease)?;
         if let Some(iceberg) = &config.iceberg {
-            let sink = IcebergSink::open(iceberg, &storage, &config.pipeline_id, &config.store_env, log.view())?;
+            let sink =
+                IcebergSink::open(iceberg, &storage, &config.pipeline_id, &config.store_env, log.view())?;
             log.set_publisher(Box::new(sink));
         }
         if !log.view().tasks.is_empty() {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use pageviews_core::storage::{StoreEnv, Storage};
+use pageviews_core::storage::{Storage, StoreEnv};
 
 use super::committed::Committed;
 use super::{Report, VerifyError};

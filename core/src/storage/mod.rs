@@ -251,19 +251,21 @@ impl Storage {
         &self.url
     }
 
-    /// The root as an absolute URI, `file:///abs/path` or `s3://bucket/prefix`: how other
+    /// The root as an absolute URI, `file:///abs/path`, `s3://bucket/prefix` or
+    /// `az://container/prefix`: how other
     /// programs (a table catalog, its readers) name the files under it.
     pub fn root_uri(&self) -> String {
         match &self.backend {
             Backend::Local(root) => format!("file://{}", root.display()),
-            Backend::S3(s3) => {
-                let bucket = match Location::parse(&self.url) {
-                    Ok(Location::S3 { bucket, .. }) => bucket,
+            Backend::Object(object) => {
+                let base = match Location::parse(&self.url) {
+                    Ok(Location::S3 { bucket, .. }) => format!("s3://{bucket}"),
+                    Ok(Location::Azure { store_url, .. }) => store_url,
                     _ => String::new(),
                 };
-                match s3.prefix.as_ref() {
-                    "" => format!("s3://{bucket}"),
-                    prefix => format!("s3://{bucket}/{prefix}"),
+                match object.prefix.as_ref() {
+                    "" => base,
+                    prefix => format!("{base}/{prefix}"),
                 }
             }
         }

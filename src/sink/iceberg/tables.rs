@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use pageviews_core::commit::index::read_index;
 use pageviews_core::commit::{CheckpointError, IndexedFile, TablePublisher, View};
-use pageviews_core::storage::{StoreEnv, Storage};
+use pageviews_core::storage::{Storage, StoreEnv};
 use pageviews_core::table::{Format, Table};
 use tracing::{info, warn};
 

@@ -27,7 +27,11 @@ pub(crate) struct GlueCatalog {
 }
 
 impl GlueCatalog {
-    pub(crate) fn new(catalog_id: &str, namespace: &str, env: &StoreEnv) -> Result<GlueCatalog, IcebergError> {
+    pub(crate) fn new(
+        catalog_id: &str,
+        namespace: &str,
+        env: &StoreEnv,
+    ) -> Result<GlueCatalog, IcebergError> {
         let var = |k: &str| env.vars().iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let region =
             var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());

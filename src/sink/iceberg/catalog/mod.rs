@@ -12,7 +12,7 @@ mod glue;
 mod rest;
 mod sql;
 
-use pageviews_core::storage::{StoreEnv, Storage};
+use pageviews_core::storage::{Storage, StoreEnv};
 use pageviews_core::table::Table;
 use serde_json::{Map, Value};
 
