@@ -7,7 +7,10 @@
 //! the commit protocol in `pageviews_core::commit`; [`iceberg`] commits the same files into
 //! Iceberg tables after the log.
 
+mod columns;
 mod encoder;
+#[cfg(test)]
+mod fixtures;
 pub mod iceberg;
 pub mod jsonl;
 pub mod parquet;

@@ -46,11 +46,13 @@ mod write;
 
 use std::sync::Arc;
 
-use pageviews_core::table::{Column, ColumnType, Table};
+use pageviews_core::table::{Column, Table};
 use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
 use parquet::errors::ParquetError as LibError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::{ColumnPath, Type, TypePtr};
+
+use crate::sink::columns::{kind, Kind};
 
 pub use read::to_jsonl;
 pub use write::ParquetFile;
@@ -152,30 +154,9 @@ pub enum ParquetError {
     },
 }
 
-/// How a column is stored: its type, and for text whether it is dictionary-encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// INT64.
-    Int,
-    /// INT64 UTC milliseconds, read as `timestamp(ms, UTC)`.
-    Timestamp,
-    /// A string from a small set (postcode, webpage, reason…): interned per file.
-    Label,
-    /// A free-form string (payload, error text).
-    Text,
-}
-
-fn kind(column: &Column) -> Kind {
-    match (column.ty, column.low_cardinality) {
-        (ColumnType::BigInt, _) => Kind::Int,
-        (ColumnType::Timestamp, _) => Kind::Timestamp,
-        (ColumnType::Varchar, true) => Kind::Label,
-        (ColumnType::Varchar, false) => Kind::Text,
-    }
-}
-
-// The `push` arms fill `ints` (Int and Timestamp), `labels` and `texts` in the order their
-// columns appear in the table definition; `encode_row_group` takes them back in the same order.
+// `columns::Buffered::push` fills `ints` (Int and Timestamp), `labels` and `texts` in the order
+// their columns appear in the table definition; `encode_row_group` takes them back in the same
+// order.
 fn columns(table: Table) -> &'static [Column] {
     table.columns()
 }

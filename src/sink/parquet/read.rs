@@ -1,11 +1,8 @@
 //! Reading back: a table file as the JSON lines the JSON-lines writer makes for the same
 //! rows, so `verify` audits both formats with one code path.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
-use pageviews_core::commit::WindowCount;
-use pageviews_core::table::{Column, Table};
+use pageviews_core::table::Table;
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::ByteArray;
 use parquet::errors::ParquetError as LibError;
@@ -14,12 +11,11 @@ use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
 use super::{columns, kind, schema, Kind, ParquetError, TimestampUnit};
-use crate::event::PageView;
-use crate::sink::jsonl::{write_dead_letter_fields, DeadLetterFields};
-use crate::sink::Row;
+pub(super) use crate::sink::columns::Values;
+use crate::sink::columns::{BadValue, Decoded};
 
 /// Converts a Parquet file of `table`, as [`ParquetFile`] writes it, into the JSON-lines
-/// bytes [`Row::write_jsonl`] writes for the same rows in the same order, and the row count.
+/// bytes [`crate::sink::Row::write_jsonl`] writes for the same rows in the same order, and the row count.
 /// Fails on a file that is not Parquet, has other columns, or holds a value the pipeline
 /// could not have written (a string that is not UTF-8, say).
 pub fn to_jsonl(table: Table, file: Bytes) -> Result<(Vec<u8>, u64), ParquetError> {
@@ -40,9 +36,11 @@ pub fn to_jsonl(table: Table, file: Bytes) -> Result<(Vec<u8>, u64), ParquetErro
                 v.iter_mut().for_each(|x| *x = x.div_euclid(unit.per_ms()));
             }
         }
-        let mut rows_of = RowGroupValues { table, columns: columns(table), values, first_row };
+        let decoded = Decoded { table, values, first_row };
         for r in 0..rows {
-            rows_of.write_jsonl(r, &mut out)?;
+            decoded.write_jsonl(r, &mut out).map_err(|BadValue { row, column, problem }| {
+                ParquetError::BadValue { table, row, column, problem }
+            })?;
         }
         first_row += rows as u64;
     }
@@ -87,17 +85,11 @@ fn matches_schema(found: &SchemaDescriptor, expected: &SchemaDescriptor) -> bool
         && found.columns().iter().zip(expected.columns()).all(|(f, e)| same(f, e))
 }
 
-/// One column chunk, decoded.
-pub(super) enum Values {
-    Ints(Vec<i64>),
-    Strings(Vec<ByteArray>),
-}
-
 pub(super) fn read_column(
     group: &dyn RowGroupReader,
     column: usize,
     rows: usize,
-) -> Result<Values, LibError> {
+) -> Result<Values<ByteArray>, LibError> {
     let short = |n: usize| LibError::General(format!("column {column} holds {n} of {rows} values"));
     // Columns are REQUIRED (checked with the schema), so there are no levels to read.
     match group.get_column_reader(column)? {
@@ -118,82 +110,5 @@ pub(super) fn read_column(
             Ok(Values::Strings(values))
         }
         _ => Err(LibError::General(format!("column {column} is neither INT64 nor BYTE_ARRAY"))),
-    }
-}
-
-/// A decoded row group, written back out row by row.
-struct RowGroupValues {
-    table: Table,
-    columns: &'static [Column],
-    values: Vec<Values>,
-    /// File-wide number of the group's first row, for error messages.
-    first_row: u64,
-}
-
-impl RowGroupValues {
-    fn bad(&self, r: usize, column: usize, problem: &'static str) -> ParquetError {
-        let column = self.columns.get(column).map_or("?", |c| c.name);
-        ParquetError::BadValue { table: self.table, row: self.first_row + r as u64, column, problem }
-    }
-
-    fn int(&self, r: usize, column: usize) -> Result<i64, ParquetError> {
-        match self.values.get(column) {
-            Some(Values::Ints(v)) => v.get(r).copied().ok_or_else(|| self.bad(r, column, "missing")),
-            _ => Err(self.bad(r, column, "not an integer column")),
-        }
-    }
-
-    fn str(&self, r: usize, column: usize) -> Result<&str, ParquetError> {
-        match self.values.get(column) {
-            Some(Values::Strings(v)) => {
-                let value = v.get(r).ok_or_else(|| self.bad(r, column, "missing"))?;
-                std::str::from_utf8(value.data()).map_err(|_| self.bad(r, column, "not UTF-8"))
-            }
-            _ => Err(self.bad(r, column, "not a string column")),
-        }
-    }
-
-    /// Appends row `r` as the JSON-lines writer would have. Page views and aggregates go
-    /// through the writer itself; a dead letter's error is stored as text, not as the
-    /// `DecodeError` it came from, so its fields go to the layout `jsonl::write_dead_letter`
-    /// uses.
-    fn write_jsonl(&mut self, r: usize, out: &mut Vec<u8>) -> Result<(), ParquetError> {
-        match self.table {
-            Table::PageViews | Table::LatePageViews => {
-                let pv = PageView {
-                    user_id: self.int(r, 0)?,
-                    postcode: Cow::Borrowed(self.str(r, 1)?),
-                    timestamp: self.int(r, 2)?,
-                    webpage: Cow::Borrowed(self.str(r, 3)?),
-                };
-                if self.table == Table::PageViews {
-                    Row::View(&pv).write_jsonl(out);
-                } else {
-                    Row::Late(&pv, self.int(r, 4)?).write_jsonl(out);
-                }
-            }
-            Table::PageViewAggregates => {
-                let (start, end) = (self.int(r, 1)?, self.int(r, 2)?);
-                let size_ms =
-                    end.checked_sub(start).ok_or_else(|| self.bad(r, 1, "window size overflows"))?;
-                let window =
-                    WindowCount { end, postcode: self.str(r, 0)?.to_string(), views: self.int(r, 3)? as u64 };
-                Row::Aggregate(&window, size_ms).write_jsonl(out);
-            }
-            Table::DeadLetters => {
-                let fields = DeadLetterFields {
-                    payload: self.str(r, 0)?,
-                    payload_encoding: self.str(r, 1)?,
-                    reason: self.str(r, 2)?,
-                    error: self.str(r, 3)?,
-                    source: self.str(r, 4)?,
-                    partition: self.int(r, 5)?,
-                    offset: self.int(r, 6)? as u64,
-                    received_at_ms: self.int(r, 7)?,
-                };
-                write_dead_letter_fields(out, &fields);
-            }
-        }
-        Ok(())
     }
 }

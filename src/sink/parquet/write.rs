@@ -1,82 +1,20 @@
 //! Writing: rows buffered per column, encoded a row group at a time, with a footer at every
 //! checkpoint that makes the bytes so far a readable file.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use bytes::Bytes;
 use pageviews_core::table::Table;
-use pageviews_core::time::{MAX_MS, MIN_MS};
 use parquet::column::writer::ColumnWriter;
 use parquet::data_type::ByteArray;
 use parquet::errors::ParquetError as LibError;
 use parquet::file::metadata::{FileMetaData, ParquetMetaData, ParquetMetaDataWriter};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::SchemaDescriptor;
-use rustc_hash::FxBuildHasher;
 
-use super::{columns, kind, properties, schema, Kind, ParquetError, TimestampUnit, BATCH};
+use super::{columns, properties, schema, ParquetError, TimestampUnit, BATCH};
+use crate::sink::columns::{kind, Buffered, Kind, Labels, PushError};
 use crate::sink::Row;
-
-/// The distinct labels of one file, each stored once: buffered rows hold a `u32` index, and
-/// the values handed to the encoder share that one copy.
-#[derive(Default)]
-struct Labels {
-    index: HashMap<Bytes, u32, FxBuildHasher>,
-    values: Vec<ByteArray>,
-}
-
-impl Labels {
-    #[inline]
-    fn intern(&mut self, s: &str) -> Option<u32> {
-        if let Some(&i) = self.index.get(s.as_bytes()) {
-            return Some(i);
-        }
-        let i = u32::try_from(self.values.len()).ok()?;
-        let bytes = Bytes::copy_from_slice(s.as_bytes());
-        self.values.push(ByteArray::from(bytes.clone()));
-        self.index.insert(bytes, i);
-        Some(i)
-    }
-}
-
-/// Free-form strings of one row group: one buffer, and where each value ends.
-#[derive(Default)]
-struct Texts {
-    bytes: String,
-    ends: Vec<usize>,
-}
-
-impl Texts {
-    fn end_value(&mut self) {
-        self.ends.push(self.bytes.len());
-    }
-}
-
-/// Rows pushed since the last row group, column by column.
-#[derive(Default)]
-struct Buffered {
-    /// Int and Timestamp columns, in schema order.
-    ints: Vec<Vec<i64>>,
-    /// Label columns, in schema order: indices into the file's [`Labels`].
-    labels: Vec<Vec<u32>>,
-    /// Text columns, in schema order.
-    texts: Vec<Texts>,
-    rows: usize,
-}
-
-impl Buffered {
-    fn for_table(table: Table) -> Self {
-        let count = |kinds: &[Kind]| columns(table).iter().filter(|c| kinds.contains(&kind(c))).count();
-        Buffered {
-            ints: vec![Vec::new(); count(&[Kind::Int, Kind::Timestamp])],
-            labels: vec![Vec::new(); count(&[Kind::Label])],
-            texts: (0..count(&[Kind::Text])).map(|_| Texts::default()).collect(),
-            rows: 0,
-        }
-    }
-}
 
 /// One Parquet table file being written: rows in, bytes out as they are encoded.
 ///
@@ -142,61 +80,12 @@ impl ParquetFile {
     #[inline]
     pub fn push(&mut self, row: &Row<'_>) -> Result<(), ParquetError> {
         let table = self.table;
-        let Buffered { ints, labels, texts, rows } = &mut self.buffered;
-        let dict = &mut self.labels;
-        let mut intern = |s: &str| dict.intern(s).ok_or(ParquetError::TooManyStrings { table });
-        match (*row, table) {
-            (Row::View(pv), Table::PageViews) => {
-                let (postcode, webpage) = (intern(&pv.postcode)?, intern(&pv.webpage)?);
-                ints[0].push(pv.user_id);
-                labels[0].push(postcode);
-                ints[1].push(pv.timestamp);
-                labels[1].push(webpage);
-            }
-            (Row::Late(pv, watermark), Table::LatePageViews) => {
-                let (postcode, webpage) = (intern(&pv.postcode)?, intern(&pv.webpage)?);
-                ints[0].push(pv.user_id);
-                labels[0].push(postcode);
-                ints[1].push(pv.timestamp);
-                labels[1].push(webpage);
-                ints[2].push(watermark.clamp(MIN_MS, MAX_MS));
-            }
-            (Row::Aggregate(w, size_ms), Table::PageViewAggregates) => {
-                let postcode = intern(&w.postcode)?;
-                labels[0].push(postcode);
-                ints[0].push(w.end - size_ms);
-                ints[1].push(w.end);
-                // The same 64 bits: a count past i64::MAX reads back negative elsewhere but
-                // round-trips here.
-                ints[2].push(w.views as i64);
-            }
-            (Row::DeadLetter { payload, error, origin, received_at }, Table::DeadLetters) => {
-                // Verbatim when UTF-8, base64 otherwise: the choice jsonl::write_dead_letter makes.
-                let text = std::str::from_utf8(payload).ok();
-                let encoding = intern(if text.is_some() { "utf8" } else { "base64" })?;
-                let (reason, source) = (intern(error.reason().as_str())?, intern(origin.source)?);
-                match text {
-                    Some(text) => texts[0].bytes.push_str(text),
-                    None => {
-                        base64::engine::general_purpose::STANDARD.encode_string(payload, &mut texts[0].bytes)
-                    }
-                }
-                texts[0].end_value();
-                labels[0].push(encoding);
-                labels[1].push(reason);
-                texts[1].bytes.push_str(&error.to_string());
-                texts[1].end_value();
-                labels[2].push(source);
-                ints[0].push(i64::from(origin.partition));
-                // Kafka offsets fit i64; the bit pattern round-trips whatever the value.
-                ints[1].push(origin.offset as i64);
-                ints[2].push(received_at);
-            }
-            (row, table) => return Err(ParquetError::WrongTable { table, row: row_kind(&row) }),
-        }
-        *rows += 1;
+        self.buffered.push(&mut self.labels, table, row).map_err(|e| match e {
+            PushError::WrongTable(row) => ParquetError::WrongTable { table, row },
+            PushError::TooManyStrings => ParquetError::TooManyStrings { table },
+        })?;
         self.rows += 1;
-        if *rows >= self.row_group_rows {
+        if self.buffered.rows >= self.row_group_rows {
             self.encode_row_group()?;
         }
         Ok(())
@@ -219,11 +108,7 @@ impl ParquetFile {
     /// usually much smaller (labels become dictionary indices, then Snappy), so this is an
     /// upper bound for roll-by-size decisions, not a forecast.
     pub fn buffered_bytes(&self) -> usize {
-        let b = &self.buffered;
-        // Every row adds one value to each int and label column: a fixed width. Only text
-        // columns (dead letters) vary.
-        let fixed = b.ints.len() * 8 + b.labels.len() * 4 + b.texts.len() * 8;
-        b.rows * fixed + b.texts.iter().map(|t| t.bytes.len()).sum::<usize>()
+        self.buffered.bytes()
     }
 
     /// Rows pushed into the file, buffered or encoded.
@@ -279,7 +164,7 @@ impl ParquetFile {
         let mismatch = || encode(LibError::General("column buffers do not match the schema".into()));
         let Buffered { ints, labels, texts, rows } = &mut self.buffered;
         let (mut ints, mut labels, mut texts) = (ints.iter_mut(), labels.iter_mut(), texts.iter_mut());
-        let dict = &self.labels.values;
+        let dict = self.labels.values();
         let scratch = &mut self.scratch;
         let per_ms = self.unit.per_ms();
         let mut group = self.writer.next_row_group().map_err(encode)?;
@@ -299,7 +184,7 @@ impl ParquetFile {
                     let keys = labels.next().ok_or_else(mismatch)?;
                     for batch in keys.chunks(BATCH) {
                         scratch.clear();
-                        scratch.extend(batch.iter().map(|&k| dict[k as usize].clone()));
+                        scratch.extend(batch.iter().map(|&k| ByteArray::from(dict[k as usize].clone())));
                         w.write_batch(scratch, None, None).map_err(encode)?;
                     }
                     keys.clear();
@@ -329,14 +214,5 @@ impl ParquetFile {
         self.writer.flush().map_err(|e| encode(e.into()))?;
         *rows = 0;
         Ok(())
-    }
-}
-
-fn row_kind(row: &Row<'_>) -> &'static str {
-    match row {
-        Row::View(_) => Table::PageViews.name(),
-        Row::Late(..) => Table::LatePageViews.name(),
-        Row::Aggregate(..) => Table::PageViewAggregates.name(),
-        Row::DeadLetter { .. } => Table::DeadLetters.name(),
     }
 }
