@@ -1,7 +1,9 @@
-//! Parquet tables as other engines read them: DuckDB and pyarrow (from PyPI, installed by
-//! scripts/python-env) read all four tables with Hive partitioning and no options, and get
-//! the same rows as the JSON-lines tables of the same input. The pipeline's own reader
-//! (verify) agrees too.
+//! Parquet and ORC tables as other engines read them: DuckDB and pyarrow (from PyPI, installed
+//! by scripts/python-env) read all four Parquet tables, and pyarrow's ORC reader (Apache ORC's
+//! C++ library) the ORC ones, with Hive partitioning and no options, and get the same rows as
+//! the JSON-lines tables of the same input. The pipeline's own reader (verify) agrees too.
+//! Spark reads the ORC tables in `scripts/spark-orc`, outside CI (pyspark is a 450 MB
+//! download).
 
 mod common;
 
@@ -83,5 +85,45 @@ fn duckdb_and_pyarrow_read_the_parquet_tables_as_the_json_lines_ones() {
                 "{reader} did not match {table}:\n{stdout}"
             );
         }
+    }
+}
+
+#[test]
+fn pyarrow_reads_the_orc_tables_as_the_json_lines_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = input(dir.path());
+    let (jsonl, orc) = (dir.path().join("jsonl"), dir.path().join("orc"));
+    for (out, format) in [(&jsonl, Format::Jsonl), (&orc, Format::Orc)] {
+        run_files(std::slice::from_ref(&input), out, |c| {
+            c.files.format = format;
+            // Several files and stripes per partition.
+            c.files.roll_bytes = 1 << 20;
+            c.files.row_group_rows = 5_000;
+        });
+    }
+    let report = assert_verified(&orc);
+    assert_eq!(report.rows.get("page_views"), Some(&120_000), "{report}");
+    for table in ["page_views", "page_view_aggregates", "late_page_views"] {
+        assert_eq!(row_multiset(&orc, table, &[]), row_multiset(&jsonl, table, &[]), "{table}");
+    }
+
+    // A zone other than UTC: ORC readers that turned the writer's UTC into local time
+    // would show other instants.
+    let out = Command::new(python())
+        .arg("tests/readers/read_orc.py")
+        .arg(&jsonl)
+        .arg(&orc)
+        .env("TZ", "America/New_York")
+        .output()
+        .expect("run read_orc.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for table in ["page_views", "page_view_aggregates", "late_page_views", "dead_letters"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("pyarrow-orc {table} ")) && l.ends_with("rows match")),
+            "pyarrow did not match {table}:\n{stdout}"
+        );
     }
 }

@@ -67,7 +67,7 @@ pub enum ColumnType {
     /// Text.
     Varchar,
     /// Milliseconds since the epoch, UTC: `yyyy-MM-dd HH:mm:ss.SSS` in JSON lines,
-    /// `timestamp(ms, UTC)` in Parquet.
+    /// `timestamp(ms, UTC)` in Parquet, TIMESTAMP written in UTC in ORC.
     Timestamp,
 }
 
@@ -120,17 +120,21 @@ pub enum Format {
     Jsonl,
     /// Parquet: typed columns, dictionary-encoded strings, snappy.
     Parquet,
+    /// ORC: typed columns, dictionary-encoded strings, snappy; what Hive-lineage engines
+    /// (Hive, Spark, Trino) read natively.
+    Orc,
 }
 
 impl Format {
-    /// Both formats, in the order a file's name is tested against them.
-    pub const ALL: [Format; 2] = [Format::Jsonl, Format::Parquet];
+    /// Every format, in the order a file's name is tested against them.
+    pub const ALL: [Format; 3] = [Format::Jsonl, Format::Parquet, Format::Orc];
 
     /// The file extension, without its dot.
     pub fn extension(self) -> &'static str {
         match self {
             Format::Jsonl => "jsonl",
             Format::Parquet => "parquet",
+            Format::Orc => "orc",
         }
     }
 
@@ -173,6 +177,7 @@ mod tests {
         }
         assert_eq!(Format::of_file("a/part-x-1-2.parquet"), Some(Format::Parquet));
         assert_eq!(Format::of_file("a/part-x-1-2.jsonl"), Some(Format::Jsonl));
+        assert_eq!(Format::of_file("a/part-x-1-2.orc"), Some(Format::Orc));
         assert_eq!(Format::of_file("a/_SUCCESS"), None);
     }
 

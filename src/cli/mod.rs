@@ -128,6 +128,9 @@ pub enum Format {
     /// Parquet: typed columns (timestamps as timestamp(ms, UTC)), dictionary-encoded
     /// strings, snappy; what DuckDB, Spark, Trino and pyarrow read best.
     Parquet,
+    /// ORC: typed columns (timestamps as TIMESTAMP in UTC), dictionary-encoded strings,
+    /// snappy; what Hive, Spark and Trino read natively.
+    Orc,
 }
 
 impl From<Format> for crate::sink::Format {
@@ -135,6 +138,7 @@ impl From<Format> for crate::sink::Format {
         match f {
             Format::Jsonl => crate::sink::Format::Jsonl,
             Format::Parquet => crate::sink::Format::Parquet,
+            Format::Orc => crate::sink::Format::Orc,
         }
     }
 }

@@ -5,17 +5,21 @@
 use pageviews_core::storage::StorageError;
 use pageviews_core::table::{Format, Table};
 
+use super::orc::{OrcError, OrcFile};
 use super::parquet::{ParquetError, ParquetFile, TimestampUnit};
 use super::Row;
 
-/// Encoded bytes ready to upload, plus (Parquet) rows buffered for a row group.
+/// Encoded bytes ready to upload, plus (Parquet, ORC) rows buffered for a row group or
+/// stripe.
 pub(super) enum Encoder {
     Jsonl(Vec<u8>),
     Parquet(Box<ParquetFile>),
+    Orc(Box<OrcFile>),
 }
 
 impl Encoder {
-    /// An encoder for a new file of `table`.
+    /// An encoder for a new file of `table`; `row_group_rows` is a Parquet row group's or an
+    /// ORC stripe's most rows.
     pub(super) fn new(
         format: Format,
         table: Table,
@@ -28,6 +32,7 @@ impl Encoder {
             Format::Parquet => Encoder::Parquet(Box::new(
                 ParquetFile::with_unit(table, row_group_rows, unit).map_err(encode_error)?,
             )),
+            Format::Orc => Encoder::Orc(Box::new(OrcFile::new(table, row_group_rows))),
         })
     }
 
@@ -39,6 +44,7 @@ impl Encoder {
                 Ok(())
             }
             Encoder::Parquet(file) => file.push(row).map_err(encode_error),
+            Encoder::Orc(file) => file.push(row).map_err(orc_error),
         }
     }
 
@@ -47,6 +53,7 @@ impl Encoder {
         match self {
             Encoder::Jsonl(out) => out,
             Encoder::Parquet(file) => file.output(),
+            Encoder::Orc(file) => file.output(),
         }
     }
 
@@ -56,15 +63,17 @@ impl Encoder {
         match self {
             Encoder::Jsonl(out) => out.len(),
             Encoder::Parquet(file) => file.held_bytes(),
+            Encoder::Orc(file) => file.held_bytes(),
         }
     }
 
-    /// Ends the current row group; returns what completes the file as of now after
-    /// everything uploaded and [`Encoder::output`].
+    /// Ends the current row group or stripe; returns what completes the file as of now
+    /// after everything uploaded and [`Encoder::output`].
     pub(super) fn checkpoint_footer(&mut self) -> Result<Vec<u8>, StorageError> {
         match self {
             Encoder::Jsonl(_) => Ok(Vec::new()),
             Encoder::Parquet(file) => file.checkpoint_footer().map_err(encode_error),
+            Encoder::Orc(file) => file.checkpoint_footer().map_err(orc_error),
         }
     }
 
@@ -73,10 +82,15 @@ impl Encoder {
         match self {
             Encoder::Jsonl(out) => Ok(out),
             Encoder::Parquet(file) => file.finish().map_err(encode_error),
+            Encoder::Orc(file) => file.finish().map_err(orc_error),
         }
     }
 }
 
 fn encode_error(e: ParquetError) -> StorageError {
+    StorageError::Encode(e.to_string())
+}
+
+fn orc_error(e: OrcError) -> StorageError {
     StorageError::Encode(e.to_string())
 }

@@ -13,6 +13,7 @@ mod encoder;
 mod fixtures;
 pub mod iceberg;
 pub mod jsonl;
+pub mod orc;
 pub mod parquet;
 mod upload;
 pub mod writer;

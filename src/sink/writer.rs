@@ -4,8 +4,8 @@
 //! the file's upload (see [`super::upload`]). Files span checkpoints and roll on size, on
 //! age, when their partition is complete, or when too many are open. At a checkpoint each
 //! open file reports its uploaded parts and writes its *tail* — the bytes not yet uploaded
-//! plus, for Parquet, a footer describing every row so far — so recovery can seal it exactly
-//! as of that checkpoint (see `pageviews_core::commit`).
+//! plus, for Parquet and ORC, a footer describing every row so far — so recovery can seal it
+//! exactly as of that checkpoint (see `pageviews_core::commit`).
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -34,7 +34,7 @@ pub struct WriterConfig {
     pub part_bytes: usize,
     /// Most files open at once per table; the least recently written closes first.
     pub max_open_files: usize,
-    /// Parquet rows per row group (a checkpoint also ends a row group).
+    /// Parquet rows per row group, ORC rows per stripe (a checkpoint also ends either).
     pub row_group_rows: usize,
     /// How Parquet files store timestamps (microseconds for Iceberg tables).
     pub timestamps: super::parquet::TimestampUnit,
@@ -224,7 +224,7 @@ impl TableWriter {
         !self.closing.is_empty()
     }
 
-    /// First half of the task's checkpoint `cp`: ends row groups and starts writing every
+    /// First half of the task's checkpoint `cp`: ends row groups and stripes and starts writing every
     /// open file's tail (all writers start before any waits, so tails upload in parallel).
     pub fn start_checkpoint(&mut self, cp: u64) -> Result<(), StorageError> {
         let prefix = tails_prefix(&self.config.pipeline_id, self.owner.partition, self.owner.claim, cp);
@@ -468,11 +468,11 @@ mod recovery_tests {
         }
     }
 
-    /// Both formats: a file open at a checkpoint, written on past it (parts included) and
+    /// Every format: a file open at a checkpoint, written on past it (parts included) and
     /// then abandoned by a crash, is sealed by recovery with exactly the checkpoint's rows.
     #[test]
     fn recovery_seals_an_open_file_as_of_its_checkpoint() {
-        for format in [Format::Jsonl, Format::Parquet] {
+        for format in Format::ALL {
             let dir = tempfile::tempdir().unwrap();
             let rt =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -529,6 +529,7 @@ mod recovery_tests {
                 Format::Parquet => {
                     super::super::parquet::to_jsonl(Table::PageViewAggregates, bytes.into()).unwrap().0
                 }
+                Format::Orc => super::super::orc::to_jsonl(Table::PageViewAggregates, &bytes).unwrap().0,
             };
             assert_eq!(
                 String::from_utf8(text).unwrap(),

@@ -62,16 +62,23 @@ pub(super) fn audit(
             let window_ms = committed.pipelines.get(&pipeline).map_or(60_000, |p| p.window_ms);
             let raw = storage.block_on(storage.get(path))?;
             let size = raw.len() as u64;
-            let bytes = if path.extension() == Some(crate::sink::parquet::EXTENSION) {
-                match crate::sink::parquet::to_jsonl(table, raw) {
-                    Ok((lines, _)) => bytes::Bytes::from(lines),
-                    Err(e) => {
-                        report.violation(format!("{dir} is not a readable Parquet file: {e}"));
-                        continue;
-                    }
+            let columnar = match path.extension() {
+                Some(crate::sink::parquet::EXTENSION) => Some(
+                    crate::sink::parquet::to_jsonl(table, raw.clone())
+                        .map_err(|e| ("Parquet", e.to_string())),
+                ),
+                Some(crate::sink::orc::EXTENSION) => {
+                    Some(crate::sink::orc::to_jsonl(table, &raw).map_err(|e| ("ORC", e.to_string())))
                 }
-            } else {
-                raw
+                _ => None,
+            };
+            let bytes = match columnar {
+                None => raw,
+                Some(Ok((lines, _))) => bytes::Bytes::from(lines),
+                Some(Err((format, e))) => {
+                    report.violation(format!("{dir} is not a readable {format} file: {e}"));
+                    continue;
+                }
             };
             let in_file = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
             if let Some(rec) = committed.file(&dir) {

@@ -15,7 +15,7 @@ pub struct Row {
     pub value: serde_json::Value,
 }
 
-/// Every row of `table` under `root`, from every file in the table folder; Parquet files
+/// Every row of `table` under `root`, from every file in the table folder; Parquet and ORC files
 /// are read as the JSON lines they hold.
 pub fn rows(root: &Path, table: &str) -> Vec<Row> {
     let mut out = Vec::new();
@@ -42,6 +42,11 @@ pub fn table_file_text(table: &str, bytes: &[u8], name: &str) -> String {
         let table = Table::from_name(table).expect("a table");
         let (jsonl, _) = pageviews::sink::parquet::to_jsonl(table, bytes::Bytes::copy_from_slice(bytes))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        String::from_utf8(jsonl).expect("utf-8 rows")
+    } else if name.ends_with(".orc") {
+        let table = Table::from_name(table).expect("a table");
+        let (jsonl, _) =
+            pageviews::sink::orc::to_jsonl(table, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         String::from_utf8(jsonl).expect("utf-8 rows")
     } else {
         String::from_utf8(bytes.to_vec()).unwrap_or_else(|e| panic!("{name}: {e}"))
