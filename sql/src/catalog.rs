@@ -1,9 +1,10 @@
 //! The catalog: pageviews' four tables, registered from a table root as DataFusion listing
 //! tables, and the same definitions printed as SQL DDL for other engines.
 //!
-//! Each table is `<root>/<table>/day=YYYY-MM-DD/hour=HH/part-*.{jsonl,parquet}` (DESIGN §3),
-//! on local disk or S3 (see [`crate::root`]). A table's format is read off its files: `.jsonl`
-//! files are JSON lines, `.parquet` files Parquet. A table with no files yet takes the format
+//! Each table is `<root>/<table>/day=YYYY-MM-DD/hour=HH/part-*.{jsonl,parquet,orc}` (DESIGN
+//! §3), on local disk or S3 (see [`crate::root`]). A table's format is read off its files:
+//! `.jsonl` files are JSON lines, `.parquet` files Parquet, `.orc` files ORC
+//! ([`crate::orc`]). A table with no files yet takes the format
 //! of the root's other tables (one pipeline writes one format), or JSON lines when the root
 //! is empty. The schemas are written down here instead of inferred, so a table reads the
 //! same whether it holds one file or none, and in either format:
@@ -11,7 +12,8 @@
 //! - timestamps (`timestamp`, `window_start`, `window`, `watermark`, `received_at`) are
 //!   `TIMESTAMP(3)` without a time zone, holding UTC. JSON lines write them as
 //!   `yyyy-MM-dd HH:mm:ss.SSS` UTC, which the JSON reader parses; Parquet stores them as
-//!   UTC-adjusted milliseconds, which are read as the same instants with the zone dropped.
+//!   UTC-adjusted milliseconds and ORC as TIMESTAMP written in UTC, which are read as the
+//!   same instants with the zone dropped.
 //!   So `date_trunc`, range filters and printed values are the same for both formats;
 //! - strings are `VARCHAR` (Parquet's dictionary-encoded columns are decoded), integers
 //!   `BIGINT`;
@@ -50,6 +52,7 @@ fn file_format(format: Format) -> Arc<dyn FileFormat> {
         // Plain Utf8 rather than DataFusion's default string views: the declared
         // columns are Utf8, as for JSON lines, so no batch needs a cast.
         Format::Parquet => Arc::new(ParquetFormat::default().with_force_view_types(false)),
+        Format::Orc => Arc::new(crate::orc::OrcTables),
     }
 }
 
@@ -58,6 +61,7 @@ fn stored_as(format: Format) -> &'static str {
     match format {
         Format::Jsonl => "JSON",
         Format::Parquet => "PARQUET",
+        Format::Orc => "ORC",
     }
 }
 
@@ -111,20 +115,16 @@ pub enum CatalogError {
         /// The store's error.
         source: object_store::Error,
     },
-    /// A table holds files of both formats, so there is no one schema to read it with.
-    #[error(
-        "table {table} at {location} holds both .jsonl ({jsonl}) and .parquet ({parquet}) files; \
-         a table root must be written in one --format"
-    )]
+    /// A table holds files of more than one format, so there is no one schema to read it
+    /// with.
+    #[error("table {table} at {location} holds {found} files; a table root must be written in one --format")]
     MixedFormats {
         /// The table.
         table: &'static str,
         /// Its folder.
         location: String,
-        /// Its `.jsonl` files.
-        jsonl: usize,
-        /// Its `.parquet` files.
-        parquet: usize,
+        /// The formats found and their files, as `both .jsonl (3) and .parquet (1)`.
+        found: String,
     },
     /// The committed state of the root could not be read.
     #[error("cannot read the committed state of {root}: {source}{hint}")]
@@ -189,9 +189,18 @@ impl Catalog {
         for def in Table::ALL {
             let counts = count_committed_files(root, def.name()).await?;
             let location = root.location(def.name());
-            let [jsonl, parquet] = counts;
-            if jsonl > 0 && parquet > 0 {
-                return Err(CatalogError::MixedFormats { table: def.name(), location, jsonl, parquet });
+            let present: Vec<String> = Format::ALL
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .map(|(f, n)| format!("{} ({n})", dot_extension(*f)))
+                .collect();
+            if let [first @ .., last] = present.as_slice() {
+                if !first.is_empty() {
+                    let both = if first.len() == 1 { "both " } else { "" };
+                    let found = format!("{both}{} and {last}", first.join(", "));
+                    return Err(CatalogError::MixedFormats { table: def.name(), location, found });
+                }
             }
             let format = Format::ALL.into_iter().zip(counts).find(|(_, n)| *n > 0);
             found.push((def.name(), location, format));
@@ -260,8 +269,11 @@ fn register_table(ctx: &SessionContext, def: Table, status: &TableStatus) -> Res
 }
 
 /// Committed files of `table` under `root`, per format in `Format::ALL` order.
-pub async fn count_committed_files(root: &TableRoot, table: &str) -> Result<[usize; 2], CatalogError> {
-    let mut counts = [0; 2];
+pub async fn count_committed_files(
+    root: &TableRoot,
+    table: &str,
+) -> Result<[usize; Format::ALL.len()], CatalogError> {
+    let mut counts = [0; Format::ALL.len()];
     for file in root.list_files(table).await? {
         for (count, format) in counts.iter_mut().zip(Format::ALL) {
             if file.ends_with(&dot_extension(format)) {
@@ -285,8 +297,8 @@ fn ident(name: &str) -> String {
 
 /// The catalog as `CREATE EXTERNAL TABLE` statements (DataFusion's dialect, which Hive-style
 /// engines read with small changes): the columns, `day` and `hour` as partition columns,
-/// each table's format as `STORED AS JSON` or `STORED AS PARQUET`, and the table folder as
-/// LOCATION.
+/// each table's format as `STORED AS JSON`, `STORED AS PARQUET` or `STORED AS ORC`, and the
+/// table folder as LOCATION.
 ///
 /// DataFusion gives a table created from a folder LOCATION no extension filter, so it reads
 /// every file below it. That is the same set as [`register`]'s extension filter, because a
@@ -339,9 +351,11 @@ mod tests {
 
     #[test]
     fn ddl_names_every_table_with_its_partitions_format_and_folder() {
-        for (format, stored) in
-            [(TableFormat::Jsonl, "STORED AS JSON"), (TableFormat::Parquet, "STORED AS PARQUET")]
-        {
+        for (format, stored) in [
+            (TableFormat::Jsonl, "STORED AS JSON"),
+            (TableFormat::Parquet, "STORED AS PARQUET"),
+            (TableFormat::Orc, "STORED AS ORC"),
+        ] {
             let ddl = ddl(&catalog(format));
             for def in Table::ALL {
                 assert!(ddl.contains(&format!("CREATE EXTERNAL TABLE {} (", def.name())), "{ddl}");

@@ -25,6 +25,7 @@
 pub mod budget;
 pub mod catalog;
 pub mod committed;
+pub(crate) mod orc;
 pub mod output;
 mod read_only;
 pub mod root;

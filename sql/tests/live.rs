@@ -278,7 +278,7 @@ fn frozen_mid_run(
 
 #[test]
 fn open_files_are_read_as_of_the_checkpoint_and_pruned_by_day_and_hour() {
-    for format in [WriteFormat::Jsonl, WriteFormat::Parquet] {
+    for format in [WriteFormat::Jsonl, WriteFormat::Parquet, WriteFormat::Orc] {
         let (_dir, out, run, clock) = frozen_mid_run(format);
         let totals = committed(&out);
         let s = session(&out);

@@ -295,6 +295,42 @@ fn a_filter_on_day_and_hour_opens_only_that_partitions_parquet_files() {
 }
 
 #[test]
+fn an_orc_root_answers_queries_like_the_json_lines_root_of_the_same_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let jsonl = pipeline(dir.path(), &lines);
+    let orc = dir.path().join("tables-orc");
+    pipeline_to(dir.path(), &lines, WriteFormat::Orc, &orc.display().to_string());
+    let (j, o) = (session(&jsonl), session(&orc));
+    for t in &o.catalog().tables {
+        assert_eq!(t.format, TableFormat::Orc, "{}", t.name);
+        assert!(t.files > 0, "{} has ORC files", t.name);
+    }
+    for sql in SAME_ANSWER_QUERIES {
+        let want = csv(&j, sql);
+        assert!(want.len() > 1, "{sql}: no rows to compare");
+        assert_eq!(csv(&o, sql), want, "{sql}");
+    }
+    // Columns in another order than the file's, and the partition columns between them.
+    assert_eq!(
+        csv(&o, "SELECT hour, webpage, day, user_id FROM page_views ORDER BY user_id, hour LIMIT 3"),
+        csv(&j, "SELECT hour, webpage, day, user_id FROM page_views ORDER BY user_id, hour LIMIT 3")
+    );
+    assert_eq!(single_i64(&o, "SELECT sum(views) FROM page_view_aggregates"), 600);
+    let ddl = catalog::ddl(&o.catalog());
+    assert_eq!(ddl.matches("STORED AS ORC").count(), 4, "{ddl}");
+}
+
+#[test]
+fn a_filter_on_day_and_hour_opens_only_that_partitions_orc_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let root = dir.path().join("tables");
+    pipeline_to(dir.path(), &lines, WriteFormat::Orc, &root.display().to_string());
+    assert_hour_01_is_read_alone(&root, ".orc");
+}
+
+#[test]
 fn the_printed_catalog_of_a_parquet_root_says_parquet_and_reads_in_datafusion() {
     let dir = tempfile::tempdir().unwrap();
     let (lines, _) = three_hours();
