@@ -2,8 +2,7 @@
 //! by scripts/python-env) read all four Parquet tables, and pyarrow's ORC reader (Apache ORC's
 //! C++ library) the ORC ones, with Hive partitioning and no options, and get the same rows as
 //! the JSON-lines tables of the same input. The pipeline's own reader (verify) agrees too.
-//! Spark reads the ORC tables in `scripts/spark-orc`, outside CI (pyspark is a 450 MB
-//! download).
+//! Spark reads the ORC tables in `sql/tests/queries.rs`, against `pageviews sql`'s counts.
 
 mod common;
 

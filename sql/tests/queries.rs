@@ -330,6 +330,51 @@ fn a_filter_on_day_and_hour_opens_only_that_partitions_orc_files() {
     assert_hour_01_is_read_alone(&root, ".orc");
 }
 
+/// Spark 4 (pyspark, from `scripts/python-env spark`) reads the ORC folders with nothing but
+/// Hive partition discovery, and counts what `pageviews sql` counts: rows per table and per
+/// day/hour, and the smallest and largest event time.
+#[test]
+fn spark_reads_the_orc_tables_with_the_counts_of_pageviews_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let root = dir.path().join("tables");
+    pipeline_to(dir.path(), &lines, WriteFormat::Orc, &root.display().to_string());
+
+    let s = session(&root);
+    let mut want = Vec::new();
+    for (table, time) in [
+        ("page_views", "timestamp"),
+        ("late_page_views", "timestamp"),
+        ("page_view_aggregates", "window"),
+        ("dead_letters", "received_at"),
+    ] {
+        let t = |c: &str| format!("to_char(\"{c}\"(\"{time}\"), '%Y-%m-%d %H:%M:%S%.3f')");
+        let (lo, hi) = (t("min"), t("max"));
+        let sql = format!(
+            "SELECT '{table}', CAST(NULL AS VARCHAR) AS d, CAST(NULL AS VARCHAR) AS h, count(*), {lo}, {hi} FROM {table} \
+             UNION ALL SELECT '{table}', day, hour, count(*), {lo}, {hi} FROM {table} GROUP BY day, hour"
+        );
+        want.extend(csv(&s, &sql).into_iter().skip(1));
+    }
+    want.sort();
+    assert!(want.len() > 8, "every table has rows in several hours: {want:?}");
+
+    let spark =
+        Command::new("../scripts/python-env").arg("spark").output().expect("run scripts/python-env spark");
+    assert!(spark.status.success(), "scripts/python-env spark:\n{}", String::from_utf8_lossy(&spark.stderr));
+    let python = String::from_utf8_lossy(&spark.stdout).lines().last().expect("a python").trim().to_string();
+    let out = Command::new(python)
+        .arg("../tests/readers/spark_orc.py")
+        .arg(&root)
+        .env("TZ", "America/New_York")
+        .output()
+        .expect("run spark_orc.py");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "spark_orc.py failed:\n{stderr}");
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(got, want, "Spark's counts (left) against pageviews sql's; Spark said:\n{stderr}");
+}
+
 #[test]
 fn the_printed_catalog_of_a_parquet_root_says_parquet_and_reads_in_datafusion() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,10 @@ hour empty for the whole table), sorted, for comparing with `pageviews sql`.
 
     "$SPARK_PY" tests/readers/spark_orc.py ROOT
 
-Runs Spark in local mode on one core, in UTC.
+Runs Spark in local mode on one core, in UTC: the session's zone, and the JVM's. Spark reads
+an ORC TIMESTAMP as a wall-clock time in the JVM's default zone (java.sql.Timestamp), not as
+the UTC instant the file's writer zone says, so a JVM in another zone shifts every time by
+its offset; Spark jobs reading these tables run their JVMs in UTC (`-Duser.timezone=UTC`).
 """
 
 import os
@@ -25,6 +28,8 @@ TIME_COLUMN = {
 
 
 def main(root):
+    # Inherited by the JVM that pyspark starts: its default zone (see the docstring).
+    os.environ["TZ"] = "UTC"
     spark = (
         SparkSession.builder.master("local[1]")
         .appName("pageviews-orc")
