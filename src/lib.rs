@@ -1,14 +1,15 @@
-//! pageviews: Kafka page-view events into two consistent, Hive-partitioned tables.
+//! pageviews: Kafka page-view events into four consistent tables, partitioned by day and hour
+//! (raw events, views per postcode per window, late events, dead letters).
 //!
 //! ```text
 //! source ──> decode ──> event time ──┬──> raw table writer ─────────┐
 //! (generator |          (watermarks)  ├──> window operator ──> aggregate table writer
-//!  file)                              ├──> late table writer        ├──> checkpoint: files + state
+//!  files | Kafka)                     ├──> late table writer        ├──> checkpoint: files + state
 //!                                     └── (decode errors) dead letters ┘    + source positions
 //! ```
 //!
 //! The binary is a thin shell over [`pipeline::start`]; tests call the same function. The
-//! guarantees (exactly once across both tables, late data never lost, bad input never
+//! guarantees (exactly once across every table, late data never lost, bad input never
 //! fatal) are stated in `ARCHITECTURE.md` and enforced by the commit protocol in
 //! `pageviews_core::commit`, which this crate shares with the SQL client.
 

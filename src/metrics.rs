@@ -81,7 +81,7 @@ pub struct Metrics {
     pub bytes_committed: Family<TableLabel, Counter>,
     /// Checkpoints committed.
     pub checkpoints: Counter,
-    /// Time from closing files to published manifest.
+    /// Time from closing files to the published log entry.
     pub checkpoint_duration: Histogram,
     /// Pipeline watermark, as Unix seconds.
     pub watermark: Gauge<f64, AtomicU64>,
@@ -181,7 +181,7 @@ impl Metrics {
         r.register("pageviews_checkpoints", "Checkpoints committed", m.checkpoints.clone());
         r.register(
             "pageviews_checkpoint_duration_seconds",
-            "Time to close files, write the manifest and publish",
+            "Time to close files, write the log entry and publish",
             m.checkpoint_duration.clone(),
         );
         r.register("pageviews_watermark_seconds", "Pipeline watermark (Unix seconds)", m.watermark.clone());

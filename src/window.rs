@@ -3,7 +3,7 @@
 //! Sits between decode and the writers. Guarantees (ARCHITECTURE.md §4):
 //! - an event is late when its window fires under the watermark of its own source partition
 //!   (the highest event time that partition delivered before it, minus the bound): a
-//!   function of the partition's records, judged where they are read ([`TumblingCount::behind`]);
+//!   function of the partition's records, judged where they are read ([`WindowSpec::behind`]);
 //! - a counting partition's watermark is the minimum over every source partition of the
 //!   pipeline, read or not yet read, leaving out only finished ones and idle ones (caught up
 //!   with their end and silent), and never moves backwards ([`Watermarks`]). So a window

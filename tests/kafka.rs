@@ -41,7 +41,7 @@ fn datagen_to_three_partitions_then_until_end_writes_exactly_what_was_produced()
     assert!(dead.iter().all(|r| r.value["source"] == topic.as_str()));
     let report = assert_verified(&out);
     assert!(report.windows > 0);
-    // The manifest's positions reached the group, where lag tooling reads them.
+    // The log entry's positions reached the group, where lag tooling reads them.
     assert_eq!(committed_offsets(broker(), &topic, &group, 3), end_offsets(broker(), &topic, 3));
 }
 

@@ -174,7 +174,7 @@ fn a_page_view_whose_time_leaves_its_partition_fails_verify_naming_the_row_and_i
 fn a_removed_dead_letter_fails_verify_so_every_record_read_stays_accounted_for() {
     let (_dir, out) = committed_run();
     edit_lines(&only_file(&out, "dead_letters"), |l| l.clear());
-    // Read = page views + dead letters holds among the manifest's own totals; what a lost
+    // Read = page views + dead letters holds among the log entry's own totals; what a lost
     // dead letter breaks is the table's row count against them.
     assert_violation(&audit(&out), &["dead_letters holds 0 rows but the checkpoints committed 1"]);
 }

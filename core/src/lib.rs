@@ -6,7 +6,7 @@
 //!                         └────────────────┬───────────────────────────────────┘
 //!                                          ▼
 //!   pageviews-core:  table (names, columns, formats, partitions) · time (UTC, day/hour)
-//!                    storage (root URL → local disk or S3, uploads) · commit (layout, manifest, protocol)
+//!                    storage (root URL → local disk or S3, uploads) · commit (layout, log, protocol)
 //! ```
 //!
 //! Everything both binaries must agree on lives here, and nothing else: no Kafka client,

@@ -1,10 +1,10 @@
 //! The catalog: pageviews' four tables, registered from a table root as DataFusion listing
 //! tables, and the same definitions printed as SQL DDL for other engines.
 //!
-//! Each table is `<root>/<table>/day=YYYY-MM-DD/hour=HH/part-*.{jsonl,parquet,orc}` (DESIGN
-//! §3), on local disk or S3 (see [`crate::root`]). A table's format is read off its files:
-//! `.jsonl` files are JSON lines, `.parquet` files Parquet, `.orc` files ORC
-//! ([`crate::orc`]). A table with no files yet takes the format
+//! Each table is `<root>/<table>/day=YYYY-MM-DD/hour=HH/part-*.{jsonl,parquet,orc}`
+//! (ARCHITECTURE.md §3), on a local disk or an object store (see [`crate::root`]). A table's
+//! format is read off its files: `.jsonl` files are JSON lines, `.parquet` files Parquet,
+//! `.orc` files ORC (`orc.rs`). A table with no files yet takes the format
 //! of the root's other tables (one pipeline writes one format), or JSON lines when the root
 //! is empty. The schemas are written down here instead of inferred, so a table reads the
 //! same whether it holds one file or none, and in either format:

@@ -35,7 +35,7 @@ fn sum_of_views_equals_the_on_time_page_views() {
         .collect();
     assert_eq!(rows, want);
 
-    // DESIGN §4's equation, in SQL: views = page_views in the window − late ones.
+    // The window equation of ARCHITECTURE.md §4, in SQL: views = page_views in the window − late ones.
     let mismatches = single_i64(
         &s,
         "WITH raw AS (SELECT postcode, date_trunc('minute', \"timestamp\") AS w, count(*) AS n
@@ -165,7 +165,7 @@ fn the_printed_catalog_registers_the_same_tables_in_datafusion() {
     let dir = tempfile::tempdir().unwrap();
     let (lines, _) = three_hours();
     let root = pipeline(dir.path(), &lines);
-    // DESIGN §3's completion marker: the DDL's tables read only data files, and a marker
+    // The completion marker (ARCHITECTURE.md §3): the DDL's tables read only data files, and a marker
     // must add no rows.
     std::fs::write(root.join("page_views/day=2020-01-01/hour=00/_SUCCESS"), "").unwrap();
     assert_printed_catalog_reads_like_the_session(&root);

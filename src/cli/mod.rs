@@ -1,5 +1,5 @@
-//! The command line: clap definitions, each flag with its env var where DESIGN §6 names
-//! one, validated once into the plain config types the library takes.
+//! The command line: clap definitions, each flag with its env var where one is conventional
+//! (`KAFKA_BOOTSTRAP`, `PAGEVIEWS_*`), validated once into the plain config types the library takes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -165,8 +165,8 @@ pub struct IcebergArgs {
     /// The Iceberg catalog: `sqlite:PATH` (the JDBC catalog's tables in a SQLite file, which
     /// Spark's JdbcCatalog and pyiceberg's SqlCatalog read under the catalog name
     /// `pageviews`), `http(s)://HOST[:PORT][/PATH]` (an Iceberg REST catalog) or
-    /// `glue://[CATALOG_ID]` (AWS Glue, with the AWS_* settings S3 uses). [default for a
-    /// local --output: sqlite:<output>/catalog.db]
+    /// `glue://[CATALOG_ID]` (AWS Glue, with the AWS_* settings S3 uses). A local
+    /// --output defaults to `sqlite:<output>/catalog.db`.
     #[arg(long, env = "PAGEVIEWS_CATALOG", value_name = "URI")]
     pub catalog: Option<String>,
 
@@ -284,7 +284,7 @@ pub struct RunArgs {
     #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE")]
     pub kafka_options: Vec<(String, String)>,
 
-    /// How often both tables commit.
+    /// How often the tables commit.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub checkpoint_interval: Duration,
 

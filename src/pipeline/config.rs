@@ -63,7 +63,7 @@ pub struct PipelineConfig {
     /// assigns them, or input files (file `i` to worker `i % workers`; no more workers than
     /// files run). The generator has one partition, so one worker.
     pub workers: usize,
-    /// How often both tables commit.
+    /// How often the tables commit.
     pub checkpoint_interval: Duration,
     /// Windows and event time.
     pub windows: WindowRules,

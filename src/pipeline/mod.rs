@@ -11,7 +11,7 @@
 //! own thread, returning a [`RunHandle`]: the bound address, the live status, and the
 //! [`Shutdown`] token. The loop is synchronous and batch-at-a-time; storage I/O runs on a
 //! small tokio runtime beside it. Every checkpoint interval, at the end of bounded input and
-//! on shutdown, the writers close their files and one manifest commits files, positions,
+//! on shutdown, the writers close their files and one log entry commits files, positions,
 //! watermarks and open windows together (`checkpoint`, over `pageviews_core::commit`).
 
 mod checkpoint;

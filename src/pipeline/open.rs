@@ -33,7 +33,7 @@ use crate::source::{FileSource, GeneratorSource, KafkaSource, Restored, Source, 
 /// `group.initial.rebalance.delay.ms` is short (0 in `scripts/kafka-local`; Kafka's default is
 /// 3 s) completes a new group's first generation with whoever has joined: a worker whose commit
 /// log took a few milliseconds longer to open waited for a second rebalance while its sibling
-/// read every partition alone (measured in ARCHITECTURE.md §10).
+/// read every partition alone (docs/measurements.md).
 pub(super) struct StartGate {
     expected: usize,
     arrived: Mutex<usize>,

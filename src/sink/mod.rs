@@ -3,7 +3,7 @@
 //! Last stage before the checkpoint. A [`Row`] is encoded by [`jsonl`] or [`parquet`] (the
 //! encoders know nothing of storage), uploaded part by part by `upload` (which knows nothing
 //! of formats), into files that [`writer::TableWriter`] opens per Hive partition and rolls.
-//! What a checkpoint makes of the writers' files — the manifest, publication, recovery — is
+//! What a checkpoint makes of the writers' files — the log entry, publication, recovery — is
 //! the commit protocol in `pageviews_core::commit`; [`iceberg`] commits the same files into
 //! Iceberg tables after the log.
 

@@ -1,6 +1,6 @@
 //! One file's upload: encoded bytes go to the store as parts, in the background, so the
 //! record loop does not wait on I/O; the upload is completed (the file appears) only by the
-//! commit protocol, after the manifest naming it is durable.
+//! commit protocol, after the log entry naming it is durable.
 //!
 //! Kept apart from the encoders: an encoder turns rows into bytes, this turns bytes into a
 //! durable, invisible upload.
@@ -68,7 +68,7 @@ impl FileUpload {
     }
 
     /// Uploads `rest` as the last part (a file needs at least one) and waits for all parts:
-    /// everything the manifest needs to complete the file. Returns the upload, its part ids
+    /// everything the log entry needs to complete the file. Returns the upload, its part ids
     /// and the file's size.
     pub(super) async fn finish(
         mut self,

@@ -1,7 +1,7 @@
 //! The table writer: one open file per Hive partition, and when each file rolls.
 //!
 //! Rows are encoded into their partition's file; every `part_bytes` the encoded bytes go to
-//! the file's upload (see [`super::upload`]). Files span checkpoints and roll on size, on
+//! the file's upload (see `sink::upload`). Files span checkpoints and roll on size, on
 //! age, when their partition is complete, or when too many are open. At a checkpoint each
 //! open file reports its uploaded parts and writes its *tail* — the bytes not yet uploaded
 //! plus, for Parquet and ORC, a footer describing every row so far — so recovery can seal it

@@ -3,11 +3,11 @@
 //! First stage of the flow (`source -> decode -> ...`). A [`Source`] fills a [`Batch`] with
 //! raw record bytes, each tagged with the partition it came from and its position there
 //! (Kafka offset, file line, generator sequence number). The pipeline processes whole
-//! batches, so [`Source::checkpoint`] — the position just after the last record handed
-//! out — is exactly what the committed tables contain once a checkpoint is taken.
+//! batches, so each partition's [`Source::position`] — the position just after the last
+//! record handed out — is exactly what the committed tables contain once a checkpoint is taken.
 //!
 //! The shape is Kafka's: partitions come and go ([`PartitionEvent`]), each carries its own
-//! watermark, and positions are restored from the checkpoint manifest, which is the truth.
+//! watermark, and positions are restored from the commit log, which is the truth.
 
 pub mod exchange;
 pub mod file;

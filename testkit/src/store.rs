@@ -86,7 +86,7 @@ pub fn env_of(kind: Kind) -> StoreEnv {
     settings(kind, endpoint_of(kind))
 }
 
-/// [`env`] with another endpoint: a proxy in front of the server.
+/// [`env()`] with another endpoint: a proxy in front of the server.
 pub fn env_at(endpoint: &str) -> StoreEnv {
     settings(kind(), endpoint)
 }

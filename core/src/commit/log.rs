@@ -329,7 +329,7 @@ impl Log {
     }
 
     /// On a store that does not fence: refuses to run beside another live instance, and
-    /// keeps this one's lease (see [`super::lease`]) for as long as the run lasts, renewed
+    /// keeps this one's lease (see `commit::lease`) for as long as the run lasts, renewed
     /// every third of `duration` and before each append. Stores that fence need none.
     pub fn take_lease(&mut self, duration: Duration) -> Result<(), CheckpointError> {
         if self.fencing || self.lease.is_some() {

@@ -4,7 +4,7 @@
 //! entry names (they appear in their table folders) and writes its `_SUCCESS` markers. It is
 //! idempotent, so whoever restores a task can simply run it again.
 //!
-//! [`recover_partition`] runs when an instance takes a source partition (through
+//! `recover_partition` runs when an instance takes a source partition (through
 //! `Log::recover_task`): it redoes the publication of the partition's newest committed
 //! state, *seals* each file that state recorded as open — its tail becomes the last part and
 //! the upload completes at exactly the recorded size, so the file holds the committed rows

@@ -3,7 +3,7 @@
 //!
 //! A checkpoint commits every row written so far, but only rolled files are visible in the
 //! table folders; the rest sit in files still open, whose committed prefix each task's state
-//! records ([`OpenFileState`](super::OpenFileState)). [`read_snapshot`] loads the [`View`] of
+//! records ([`OpenFileState`]). [`read_snapshot`] loads the [`View`] of
 //! every pipeline under the root and names every file it commits — visible files whole, open
 //! ones up to their committed length — and [`SnapshotFile::read`] serves any byte range of
 //! them, never a byte past what is committed. The SQL client reads tables only through this

@@ -13,7 +13,7 @@ use super::root::Client;
 use super::{local_error, retry, s3_uploads, Backend, ObjectRoot, Storage, StorageError};
 
 /// An upload in progress: enough to add parts, complete or abort it, also from another
-/// process after a crash (it is recorded in checkpoint manifests).
+/// process after a crash (it is recorded in commit-log entries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRef {
     /// The file's final path, relative to the table root.

@@ -11,14 +11,14 @@
 //!
 //! The commit log stays the one commit point: an Iceberg snapshot only ever adds files the
 //! log committed, and records the newest log version it carries (snapshot summary and a
-//! table property, [`metadata`]). Before each commit the table is read again, so a version
+//! table property, `metadata`). Before each commit the table is read again, so a version
 //! the table has (a crash after the catalog commit, a timeout that landed, another member
 //! that committed it) is never added twice, and one it lacks is added by whichever member
 //! commits next. Versions are added in order: a file not visible yet (another member's
 //! entry, not published) holds its version and every later one back until it is.
 //!
-//! Catalog-independent pieces — the tables' schemas and specs ([`spec`]), manifests
-//! ([`manifest`]), metadata ([`metadata`]) — are what `verify` reads the tables with.
+//! Catalog-independent pieces — the tables' schemas and specs (`spec`), manifests
+//! (`manifest`), metadata (`metadata`) — are what `verify` reads the tables with.
 
 mod catalog;
 mod commit;

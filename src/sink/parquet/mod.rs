@@ -16,7 +16,7 @@
 //!   Page indexes are off (statistics are per column chunk), because they are written only at
 //!   close: so a checkpoint footer and the final footer describe the same kind of file, and
 //!   the final footer equals a checkpoint footer taken after the last row.
-//! - [`to_jsonl`] turns a table file back into exactly the bytes [`Row::write_jsonl`] makes for
+//! - [`to_jsonl`] turns a table file back into exactly the bytes `Row::write_jsonl` makes for
 //!   the same rows, so `pageviews verify` audits Parquet tables with the JSON-lines code.
 //!
 //! ```

@@ -14,7 +14,7 @@ use super::{columns, kind, schema, Kind, ParquetError, TimestampUnit};
 pub(super) use crate::sink::columns::Values;
 use crate::sink::columns::{BadValue, Decoded};
 
-/// Converts a Parquet file of `table`, as [`ParquetFile`] writes it, into the JSON-lines
+/// Converts a Parquet file of `table`, as `ParquetFile` writes it, into the JSON-lines
 /// bytes [`crate::sink::Row::write_jsonl`] writes for the same rows in the same order, and the row count.
 /// Fails on a file that is not Parquet, has other columns, or holds a value the pipeline
 /// could not have written (a string that is not UTF-8, say).

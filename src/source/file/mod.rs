@@ -31,7 +31,7 @@ const PIPE_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 const PEEK_BYTES: u64 = 4 << 20;
 
 /// The event time of the first record of the file at `path` that `accept` takes (the
-/// pipeline's decoder and event-time checks), looking at most [`PEEK_BYTES`] in; `None`
+/// pipeline's decoder and event-time checks), looking at most `PEEK_BYTES` in; `None`
 /// when there is none that early, or for stdin (`-`), which cannot be read twice. Lines are
 /// cut as the reader cuts them; one longer than `max_record_bytes` is a dead letter, not
 /// taken.

@@ -51,19 +51,11 @@ pub fn with_options(mut config: ClientConfig, options: &[(String, String)]) -> C
     config
 }
 
-/// How much a consumer fetches ahead, for the source and the exchange alike. librdkafka
-/// bounds its prefetch queue per partition (by messages, `queued.min.messages`, default
-/// 100,000, and by bytes), so memory grew with the partitions assigned: 238 MiB peak RSS on 6
-/// partitions. 20,000 records or 4 MiB per partition is still well over 100 ms of reading at
-/// a million records a second. librdkafka pauses a full partition's fetching for
-/// `fetch.queue.backoff.ms` (default 1 s); at hundreds of thousands of records per second that
-/// pause, not the broker, set the pace (220 k/s against 970 k/s measured), hence 10 ms.
-///
-/// librdkafka keeps one fetch in flight per broker, and a fetch that holds only partitions
-/// with nothing new (read to their end, or the others left out because their queue is full)
-/// waits `fetch.wait.max.ms` at the broker (default 500 ms) while the rest queue up behind it:
-/// 3 M records over 6 partitions took 6.5 s at 500 ms and 4.0–4.3 s at 100 ms, for 1.2 % of a
-/// core more broker CPU when idle (10 ms: 3.8–4.1 s, but 11 % more).
+/// How much a consumer fetches ahead, for the source and the exchange alike: librdkafka's
+/// per-partition prefetch is bounded, or memory grows with the partitions assigned; a full
+/// partition pauses 10 ms, not 1 s, or that pause sets the pace; and a fetch of partitions with
+/// nothing new waits 100 ms at the broker, not 500, or the others queue behind it. The
+/// measurements: docs/measurements.md.
 pub(in crate::source) fn prefetch_bounds(client: &mut ClientConfig) {
     client
         .set("fetch.wait.max.ms", "100")

@@ -1,8 +1,8 @@
 //! Kafka as a source: a consumer group member whose positions live in the checkpoint.
 //!
-//! Positions come from the checkpoint manifest, which is the truth; the group's committed
-//! offsets are only where a partition starts when no manifest names it (and `earliest` when
-//! the group has none either). After every checkpoint the manifest's positions are
+//! Positions come from the commit log, which is the truth; the group's committed
+//! offsets are only where a partition starts when no log entry names it (and `earliest` when
+//! the group has none either). After every checkpoint the log entry's positions are
 //! committed to the group, so `kafka-consumer-groups` and lag exporters see them.
 //!
 //! Rebalances: an assignment seeks each partition to its known position. A revocation is
@@ -106,7 +106,7 @@ impl KafkaSource {
             // A member learns of a rebalance from its next heartbeat's answer, and under the
             // eager protocol nobody reads until every member has rejoined: at the default 3 s
             // a second worker joining a running one waited 3 s for its partitions
-            // (ARCHITECTURE.md §10).
+            // (docs/measurements.md).
             .set("heartbeat.interval.ms", "500")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
