@@ -27,7 +27,8 @@ pub mod route;
 pub mod sink;
 pub mod source;
 pub mod verify;
-pub mod window;
+/// Windows and watermarks: `pageviews_core::window`, which the SQL client shares.
+pub use pageviews_core::window;
 
 pub use pageviews_core as core;
 pub use pipeline::{run, start, PipelineConfig, RunHandle, Shutdown, SourceConfig, Summary};

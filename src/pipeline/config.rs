@@ -206,7 +206,7 @@ impl PipelineConfig {
             },
             http: HttpConfig { addr: None, header_timeout: DEFAULT_HEADER_READ_TIMEOUT },
             partition_commit_delay_ms: 0,
-            max_record_bytes: 1 << 20,
+            max_record_bytes: crate::event::DEFAULT_MAX_RECORD_BYTES,
             max_future_ms: crate::event::DEFAULT_MAX_FUTURE.as_millis() as i64,
             batch_size: 8192,
             clock: Arc::new(SystemClock::new()),

@@ -175,7 +175,7 @@ impl Task {
     /// before it, so the same records are late wherever and whenever they are read.
     #[inline]
     pub fn is_behind(&self, event_ms: i64) -> bool {
-        self.spec.behind(event_ms, self.own_watermark())
+        self.spec.behind_own_partition(&self.time, self.delay_ms, event_ms)
     }
 
     /// Writes a late row for an event behind this partition's own watermark (see

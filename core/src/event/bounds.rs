@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use pageviews_core::time::{TimestampError, MAX_MS, MIN_MS};
+use crate::time::{TimestampError, MAX_MS, MIN_MS};
 
 use super::{DecodeError, PageView};
 
@@ -62,7 +62,7 @@ impl EventTimeBounds {
         }
         if ts < self.first_ms || ts > self.last_ms {
             return Err(DecodeError::BadTimestamp {
-                value: pageviews_core::time::format_timestamp(ts),
+                value: crate::time::format_timestamp(ts),
                 reason: TimestampError::WindowOutOfRange,
             });
         }
@@ -80,7 +80,7 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use pageviews_core::time::{format_timestamp, parse_timestamp};
+    use crate::time::{format_timestamp, parse_timestamp};
 
     fn at(ts: i64) -> PageView<'static> {
         PageView { user_id: 1, postcode: Cow::Borrowed("A"), webpage: Cow::Borrowed("w"), timestamp: ts }

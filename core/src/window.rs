@@ -1,9 +1,12 @@
 //! Event time: the watermark of a counting partition and the tumbling window count.
 //!
-//! Sits between decode and the writers. Guarantees (ARCHITECTURE.md §4):
+//! Sits between decode and whatever counts. The pipeline's tasks and the SQL client's
+//! streaming queries over the Kafka topic both judge events with this module, so a window
+//! holds the same events for both. Guarantees (ARCHITECTURE.md §4):
 //! - an event is late when its window fires under the watermark of its own source partition
 //!   (the highest event time that partition delivered before it, minus the bound): a
-//!   function of the partition's records, judged where they are read ([`WindowSpec::behind`]);
+//!   function of the partition's records, judged where they are read
+//!   ([`WindowSpec::behind_own_partition`]);
 //! - a counting partition's watermark is the minimum over every source partition of the
 //!   pipeline, read or not yet read, leaving out only finished ones and idle ones (caught up
 //!   with their end and silent), and never moves backwards ([`Watermarks`]). So a window
@@ -18,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxBuildHasher;
 
-pub use pageviews_core::commit::{PartitionTime, WindowCount, NO_WATERMARK};
+pub use crate::commit::{PartitionTime, WindowCount, NO_WATERMARK};
 
 /// A counting partition's watermark over the source partitions that may feed it.
 #[derive(Debug, Clone)]
@@ -140,6 +143,16 @@ impl WindowSpec {
     #[inline]
     pub fn behind(&self, event_ms: i64, watermark: i64) -> bool {
         self.fires(self.window_end(event_ms), watermark)
+    }
+
+    /// The own-partition lateness rule: true when the window of `event_ms` fires under the
+    /// watermark of its own source partition, `own` (its newest event time before this
+    /// event, minus `delay_ms`). The event is then late wherever it would be counted: a
+    /// function of the partition's records alone, so the same events are late whoever
+    /// reads the partition, whenever, and however fast the other partitions go.
+    #[inline]
+    pub fn behind_own_partition(&self, own: &PartitionTime, delay_ms: i64, event_ms: i64) -> bool {
+        self.behind(event_ms, own.own_watermark(delay_ms))
     }
 }
 
@@ -357,6 +370,17 @@ mod tests {
         assert!(!spec.behind(60_000, MIN - 1));
         assert!(!spec.behind(59_999, MIN - 2));
         assert!(!spec.behind(0, NO_WATERMARK), "nothing is behind before the first event");
+    }
+
+    #[test]
+    fn an_event_is_behind_its_own_partitions_watermark_whatever_the_others_did() {
+        let spec = WindowSpec::new(MIN, 0);
+        let own = at(MIN + 4_999);
+        assert!(spec.behind_own_partition(&own, 5_000, 59_999), "the first window fires at 59 999");
+        assert!(!spec.behind_own_partition(&own, 5_001, 59_999), "a longer delay keeps it open");
+        assert!(!spec.behind_own_partition(&own, 5_000, MIN), "the next window is open");
+        let quiet = PartitionTime::default();
+        assert!(!spec.behind_own_partition(&quiet, 0, -MIN), "nothing is behind before a first event");
     }
 
     #[test]
