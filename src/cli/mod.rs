@@ -378,29 +378,6 @@ pub struct RunArgs {
     pub http: String,
 }
 
-/// librdkafka properties that name a file (or, for the CA, a folder) to read at start.
-const TLS_FILE_OPTIONS: [&str; 5] = [
-    "ssl.ca.location",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "ssl.keystore.location",
-    "ssl.crl.location",
-];
-
-/// Refuses a TLS file option whose file does not exist, naming it: librdkafka's own refusal
-/// ("ssl.ca.location failed: x509 certificate routines::system lib") does not say which
-/// file. `probe` (the CA) asks librdkafka to search the system's usual places.
-fn check_tls_files(options: &[(String, String)]) -> anyhow::Result<()> {
-    for (key, value) in options {
-        if TLS_FILE_OPTIONS.contains(&key.as_str()) && value != "probe" {
-            if let Err(e) = std::fs::metadata(value) {
-                bail!("--kafka-option {key}={value}: cannot read {value}: {e}");
-            }
-        }
-    }
-    Ok(())
-}
-
 fn millis(d: Duration, what: &str) -> anyhow::Result<i64> {
     i64::try_from(d.as_millis()).with_context(|| format!("{what} is too large"))
 }
@@ -442,7 +419,7 @@ impl RunArgs {
         if !self.kafka_options.is_empty() && !matches!(source, SourceConfig::Kafka(_)) {
             bail!("--kafka-option configures the Kafka consumer; it needs --brokers");
         }
-        check_tls_files(&self.kafka_options)?;
+        pageviews_kafka::check_option_files(&self.kafka_options)?;
         if self.input_mode != InputMode::Auto && !matches!(source, SourceConfig::Files(_)) {
             bail!("--input-mode applies to --input (files and stdin)");
         }

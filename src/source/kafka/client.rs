@@ -1,10 +1,11 @@
 //! Configuring librdkafka clients for the source topic, and reading its metadata: shared by
-//! the group consumer, the exchange and datagen.
+//! the group consumer, the exchange and datagen. How every client of ours is set up (options,
+//! the prefetch bound, fatal errors) is `pageviews_kafka`'s, which the SQL client shares.
 
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -41,28 +42,8 @@ pub struct KafkaConfig {
     pub on_offset_reset: OffsetReset,
 }
 
-/// Applies user-given librdkafka properties last, so they override the built-in ones.
-pub fn with_options(mut config: ClientConfig, options: &[(String, String)]) -> ClientConfig {
-    for (key, value) in options {
-        // librdkafka quotes a value in its errors (a misspelled key's, for one).
-        pageviews_core::secrets::register_option(key, value);
-        config.set(key, value);
-    }
-    config
-}
-
-/// How much a consumer fetches ahead, for the source and the exchange alike: librdkafka's
-/// per-partition prefetch is bounded, or memory grows with the partitions assigned; a full
-/// partition pauses 10 ms, not 1 s, or that pause sets the pace; and a fetch of partitions with
-/// nothing new waits 100 ms at the broker, not 500, or the others queue behind it. The
-/// measurements: docs/measurements.md.
-pub(in crate::source) fn prefetch_bounds(client: &mut ClientConfig) {
-    client
-        .set("fetch.wait.max.ms", "100")
-        .set("fetch.queue.backoff.ms", "10")
-        .set("queued.min.messages", "20000")
-        .set("queued.max.messages.kbytes", "4096");
-}
+pub(in crate::source) use pageviews_kafka::prefetch_bounds;
+pub use pageviews_kafka::{with_options, FatalErrors};
 
 /// The topic's partition count, waiting for the topic to exist unless `--until-end` is set
 /// (then a missing topic is an error), and for the brokers to answer, until `stop` fires.
@@ -105,44 +86,6 @@ pub fn partition_count(config: &KafkaConfig, stop: &Shutdown) -> Result<u32, Sou
                 let waiting_for = format!("Kafka at {} (topic {})", config.brokers, config.topic);
                 return Err(SourceError::Stopped { waiting_for });
             }
-        }
-    }
-}
-
-/// librdkafka's error callback for a client of ours: an authentication or TLS failure is kept
-/// for the caller, which stops with it (no retry cures a wrong password or an untrusted
-/// certificate); other errors are transport trouble the caller waits out and reports once.
-#[derive(Debug, Default)]
-pub struct FatalErrors(Mutex<Option<String>>);
-
-impl FatalErrors {
-    /// The authentication or TLS failure reported since the last call, if any.
-    pub fn take(&self) -> Option<String> {
-        self.0.lock().ok()?.take()
-    }
-
-    /// Keeps `error` when no retry can cure it; true when it was kept.
-    pub fn note(&self, error: &KafkaError, reason: &str) -> bool {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let fatal = matches!(
-            error.rdkafka_error_code(),
-            Some(Code::Authentication | Code::SaslAuthenticationFailed | Code::SSL)
-        );
-        if fatal {
-            if let Ok(mut slot) = self.0.lock() {
-                *slot = Some(reason.to_string());
-            }
-        }
-        fatal
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for FatalErrors {}
-
-impl ClientContext for FatalErrors {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !self.note(&error, reason) {
-            tracing::debug!(%error, reason, "librdkafka");
         }
     }
 }
