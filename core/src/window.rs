@@ -117,6 +117,11 @@ impl WindowSpec {
         WindowSpec { size_ms, lateness_ms }
     }
 
+    /// The windows' size, ms.
+    pub fn size_ms(&self) -> i64 {
+        self.size_ms
+    }
+
     /// The end of the window holding `event_ms`.
     #[inline]
     pub fn window_end(&self, event_ms: i64) -> i64 {
@@ -156,48 +161,120 @@ impl WindowSpec {
     }
 }
 
-/// Tumbling, epoch-aligned counts per postcode.
+/// Epoch-aligned tumbling windows, each holding an `S`, and which of them were emitted: the
+/// bookkeeping every counter of windows shares (the pipeline's views per postcode, the SQL
+/// client's accumulators per group), so that they open, fire and refuse late events alike.
 #[derive(Debug, Clone)]
-pub struct TumblingCount {
+pub struct TumblingWindows<S> {
     spec: WindowSpec,
-    open: BTreeMap<i64, Counts>,
+    /// Open windows by their end.
+    open: BTreeMap<i64, S>,
     /// Every window ending at or before this was emitted: either the watermark passed it,
     /// or the end of a bounded input flushed it. Events for those windows are late even if
     /// the watermark (kept real across a flush, so a later run can go on) has not passed.
     emitted_through: i64,
 }
 
+impl<S> TumblingWindows<S> {
+    /// No window open, none emitted.
+    pub fn new(spec: WindowSpec) -> Self {
+        TumblingWindows { spec, open: BTreeMap::new(), emitted_through: NO_WATERMARK }
+    }
+
+    /// The windows' shape.
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
+    /// The window ending at `end`, opened empty if it is not open yet. The caller checks
+    /// lateness first with [`Self::is_late`].
+    #[inline]
+    pub fn window_mut(&mut self, end: i64) -> &mut S
+    where
+        S: Default,
+    {
+        self.open.entry(end).or_default()
+    }
+
+    /// True when the event's window has already been emitted, or fires at `watermark`.
+    #[inline]
+    pub fn is_late(&self, event_ms: i64, watermark: i64) -> bool {
+        let end = self.spec.window_end(event_ms);
+        end <= self.emitted_through || self.spec.fires(end, watermark)
+    }
+
+    /// The end of the last emitted window, for the checkpoint.
+    pub fn emitted_through(&self) -> i64 {
+        self.emitted_through
+    }
+
+    /// The earliest open window's end, to check cheaply whether anything can fire.
+    pub fn next_end(&self) -> Option<i64> {
+        self.open.keys().next().copied()
+    }
+
+    /// The open windows, oldest first.
+    pub fn open(&self) -> impl Iterator<Item = (i64, &S)> {
+        self.open.iter().map(|(end, s)| (*end, s))
+    }
+
+    /// How many windows are open.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Removes every window that fires at `watermark` and hands it to `emit`, oldest first.
+    pub fn fire(&mut self, watermark: i64, mut emit: impl FnMut(i64, S)) {
+        while let Some(entry) = self.open.first_entry() {
+            let end = *entry.key();
+            if !self.spec.fires(end, watermark) {
+                break;
+            }
+            let window = entry.remove();
+            self.emitted_through = self.emitted_through.max(end);
+            emit(end, window);
+        }
+    }
+
+    /// Takes the emitted mark from a checkpoint.
+    pub fn restore_emitted(&mut self, emitted_through: i64) {
+        self.emitted_through = emitted_through;
+    }
+}
+
+/// Tumbling, epoch-aligned counts per postcode.
+#[derive(Debug, Clone)]
+pub struct TumblingCount {
+    windows: TumblingWindows<Counts>,
+}
+
 impl TumblingCount {
     /// Windows of `size_ms`, emitted `lateness_ms` after their end passes the watermark.
     pub fn new(size_ms: i64, lateness_ms: i64) -> Self {
-        TumblingCount {
-            spec: WindowSpec::new(size_ms, lateness_ms),
-            open: BTreeMap::new(),
-            emitted_through: NO_WATERMARK,
-        }
+        TumblingCount { windows: TumblingWindows::new(WindowSpec::new(size_ms, lateness_ms)) }
     }
 
     /// Window size in ms.
     pub fn size_ms(&self) -> i64 {
-        self.spec.size_ms
+        self.windows.spec().size_ms
     }
 
     /// The end of the window holding `event_ms`.
     #[inline]
     pub fn window_end(&self, event_ms: i64) -> i64 {
-        self.spec.window_end(event_ms)
+        self.windows.spec().window_end(event_ms)
     }
 
     /// True when the window ending at `end` fires at (or before) `watermark`.
     #[inline]
     pub fn fires(&self, end: i64, watermark: i64) -> bool {
-        self.spec.fires(end, watermark)
+        self.windows.spec().fires(end, watermark)
     }
 
     /// Counts an on-time event. The caller checks lateness first with [`Self::is_late`].
     #[inline]
     pub fn add(&mut self, event_ms: i64, postcode: &str) {
-        let counts = self.open.entry(self.window_end(event_ms)).or_default();
+        let counts = self.windows.window_mut(self.window_end(event_ms));
         match counts.get_mut(postcode) {
             Some(n) => *n += 1,
             None => {
@@ -209,13 +286,12 @@ impl TumblingCount {
     /// True when the event's window has already been emitted.
     #[inline]
     pub fn is_late(&self, event_ms: i64, watermark: i64) -> bool {
-        let end = self.window_end(event_ms);
-        end <= self.emitted_through || self.fires(end, watermark)
+        self.windows.is_late(event_ms, watermark)
     }
 
     /// The end of the last emitted window, for the checkpoint.
     pub fn emitted_through(&self) -> i64 {
-        self.emitted_through
+        self.windows.emitted_through()
     }
 
     /// Emits every open window: the end of a bounded input.
@@ -225,28 +301,23 @@ impl TumblingCount {
 
     /// The earliest open window's end, to check cheaply whether anything can fire.
     pub fn next_end(&self) -> Option<i64> {
-        self.open.keys().next().copied()
+        self.windows.next_end()
     }
 
     /// Removes and returns every window that fires at `watermark`, oldest first, postcodes
     /// sorted so output is deterministic.
     pub fn fire(&mut self, watermark: i64, out: &mut Vec<WindowCount>) {
-        while let Some(&end) = self.open.keys().next() {
-            if !self.fires(end, watermark) {
-                break;
-            }
-            let Some(counts) = self.open.remove(&end) else { break };
-            self.emitted_through = self.emitted_through.max(end);
+        self.windows.fire(watermark, |end, counts| {
             let mut counts: Vec<_> = counts.into_iter().collect();
             counts.sort_unstable();
             out.extend(counts.into_iter().map(|(p, views)| WindowCount { end, postcode: p.into(), views }));
-        }
+        });
     }
 
     /// Open windows, for the checkpoint.
     pub fn snapshot(&self) -> Vec<WindowCount> {
         let mut out = Vec::new();
-        for (&end, counts) in &self.open {
+        for (end, counts) in self.windows.open() {
             let mut counts: Vec<_> = counts.iter().collect();
             counts.sort_unstable();
             out.extend(counts.into_iter().map(|(p, &views)| WindowCount {
@@ -260,9 +331,9 @@ impl TumblingCount {
 
     /// Restores open windows and the emitted mark from a checkpoint.
     pub fn restore(&mut self, windows: &[WindowCount], emitted_through: i64) {
-        self.emitted_through = emitted_through;
+        self.windows.restore_emitted(emitted_through);
         for w in windows {
-            *self.open.entry(w.end).or_default().entry(w.postcode.as_str().into()).or_default() += w.views;
+            *self.windows.window_mut(w.end).entry(w.postcode.as_str().into()).or_default() += w.views;
         }
     }
 }
@@ -397,6 +468,26 @@ mod tests {
         back.fire(i64::MAX, &mut out);
         let views: Vec<_> = out.iter().map(|c| (c.end, c.postcode.as_str(), c.views)).collect();
         assert_eq!(views, vec![(MIN, "A", 1), (MIN, "B", 2), (2 * MIN, "A", 1)]);
+    }
+}
+
+#[cfg(test)]
+mod generic_tests {
+    use super::*;
+
+    #[test]
+    fn windows_of_any_state_fire_in_order_once_and_refuse_late_events() {
+        let mut w: TumblingWindows<Vec<&str>> = TumblingWindows::new(WindowSpec::new(60_000, 0));
+        for (t, v) in [(61_000, "b"), (1_000, "a"), (2_000, "c")] {
+            assert!(!w.is_late(t, NO_WATERMARK));
+            w.window_mut(w.spec().window_end(t)).push(v);
+        }
+        let mut fired = Vec::new();
+        w.fire(119_999, |end, s| fired.push((end, s)));
+        assert_eq!(fired, vec![(60_000, vec!["a", "c"]), (120_000, vec!["b"])]);
+        assert_eq!((w.emitted_through(), w.open_count()), (120_000, 0));
+        assert!(w.is_late(119_999, NO_WATERMARK), "an emitted window stays closed");
+        assert!(!w.is_late(120_000, 119_999));
     }
 }
 
