@@ -16,7 +16,11 @@
 //! [`session`] runs statements within a [`budget`] of memory and spill, and refuses every
 //! one that would write or register anything (`read_only`); [`shell`] is the interactive
 //! loop, [`script`] splits SQL text into statements, and [`output`] prints results. The
-//! binary `pageviews-sql` (also reached as `pageviews sql`) is a thin layer over these. This
+//! binary `pageviews-sql` (also reached as `pageviews sql`) is a thin layer over these.
+//! With `--brokers`, [`kafka`] registers the topics as tables of schema `kafka`, read with
+//! the pipeline's decoder; [`settings`] holds what `SET` changes (Flink's
+//! `execution.runtime-mode` and the rest), and in streaming mode [`stream`] follows a topic,
+//! printing rows, closed windows or changes as they come. This
 //! crate is separate from the pipeline so that building the pipeline never compiles
 //! DataFusion.
 
@@ -25,13 +29,16 @@
 pub mod budget;
 pub mod catalog;
 pub mod committed;
+pub mod kafka;
 pub(crate) mod orc;
 pub mod output;
 mod read_only;
 pub mod root;
 pub mod script;
 pub mod session;
+pub mod settings;
 pub mod shell;
+pub mod stream;
 
 pub use budget::{Amount, Budget};
 pub use catalog::{Catalog, CatalogError, TableRoot};

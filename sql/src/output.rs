@@ -33,17 +33,16 @@ pub enum Format {
     Json,
 }
 
+/// How values print in a table: NULL, timestamps as the tables write them.
+pub(crate) fn table_options() -> FormatOptions<'static> {
+    FormatOptions::default().with_null("NULL").with_timestamp_format(Some(TIMESTAMP_FORMAT)).with_types_info(false)
+}
+
 /// Writes `batches` to `out` in `format`. An empty result prints the header only (table,
 /// CSV) or nothing (JSON).
 pub fn write_batches(out: &mut dyn Write, format: Format, batches: &[RecordBatch]) -> Result<(), ArrowError> {
     match format {
-        Format::Table => {
-            let options = FormatOptions::default()
-                .with_null("NULL")
-                .with_timestamp_format(Some(TIMESTAMP_FORMAT))
-                .with_types_info(false);
-            write_table(out, batches, &options)?;
-        }
+        Format::Table => write_table(out, batches, &table_options())?,
         Format::Csv => {
             let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                 .with_header(true)

@@ -9,7 +9,7 @@
 //! snapshot; it prints nothing before it has all its rows, so nobody sees the first try.
 
 use std::io::Write;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
@@ -25,14 +25,18 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use pageviews_core::commit::SnapshotError;
 use pageviews_core::table::Table;
+use pageviews_core::Shutdown;
 use thiserror::Error;
 
 use crate::budget::{self, format_size, Budget, Exhausted};
 use crate::catalog::{self, Catalog, CatalogError, TableRoot};
 use crate::committed::unreadable_notes;
+use crate::kafka::{KafkaError, KafkaSettings, KafkaTable};
 use crate::output::{self, Format};
 use crate::read_only;
 use crate::root::View;
+use crate::settings::{self, RuntimeMode, SettingError, Settings};
+use crate::stream::{self, Limits, StreamError};
 
 /// Runs of one statement before a snapshot that keeps expiring is reported: each run needs a
 /// checkpoint to commit during it, so this many in a row means checkpoints come faster than
@@ -76,6 +80,18 @@ pub enum SqlError {
         /// The memory limit, as the flag takes it.
         limit: String,
     },
+    /// A Kafka topic could not be read.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Streaming mode cannot run the statement.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// A `SET` of a session option with a value it does not take.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    /// The statement was stopped (Ctrl-C) before it finished.
+    #[error("stopped")]
+    Stopped,
     /// The statement spilled as much as the budget allows, and needed more.
     #[error(
         "Resources exhausted: the statement spilled more than --spill-limit {limit} to disk\n\
@@ -128,6 +144,15 @@ pub struct Session {
     ctx: SessionContext,
     catalog: RwLock<Catalog>,
     budget: Budget,
+    /// The Kafka topics, schema `kafka`.
+    kafka: Vec<Arc<KafkaTable>>,
+    /// The options `SET` changes, and what `RESET` goes back to.
+    settings: Mutex<Settings>,
+    defaults: Settings,
+    /// When a streaming statement ends besides being stopped.
+    limits: Limits,
+    /// Whether results go to a terminal (an updating result is then a grid).
+    terminal: bool,
 }
 
 impl Session {
@@ -144,7 +169,42 @@ impl Session {
         )?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = catalog::register(&ctx, root).await?;
-        Ok(Session { ctx, catalog: RwLock::new(catalog), budget })
+        Ok(Session {
+            ctx,
+            catalog: RwLock::new(catalog),
+            budget,
+            kafka: Vec::new(),
+            settings: Mutex::default(),
+            defaults: Settings::default(),
+            limits: Limits::default(),
+            terminal: false,
+        })
+    }
+
+    /// Registers schema `kafka`, one table per topic of `settings`.
+    pub fn with_kafka(mut self, settings: KafkaSettings) -> Result<Self, SqlError> {
+        self.kafka = crate::kafka::register(&self.ctx, settings)?;
+        Ok(self)
+    }
+
+    /// Starts with `settings` (the flags'), which `RESET` goes back to.
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = Mutex::new(settings.clone());
+        self.defaults = settings;
+        self
+    }
+
+    /// Streaming statements end at `limits` besides being stopped; results go to a terminal
+    /// when `terminal`.
+    pub fn with_limits(mut self, limits: Limits, terminal: bool) -> Self {
+        self.limits = limits;
+        self.terminal = terminal;
+        self
+    }
+
+    /// The session options as they are now.
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The DataFusion context, for callers that want plans or their own registrations. What
@@ -223,7 +283,8 @@ impl Session {
     }
 
     /// Runs one statement and prints its rows to `out` in `format`; the row count, the time
-    /// taken and any empty-table notes go to `info`.
+    /// taken and any empty-table notes go to `info`. A streaming statement runs until its
+    /// limits (or its LIMIT): see [`Session::run_until`].
     pub async fn run(
         &self,
         sql: &str,
@@ -231,7 +292,42 @@ impl Session {
         out: &mut dyn Write,
         info: &mut dyn Write,
     ) -> Result<(), SqlError> {
-        let result = self.query(sql).await?;
+        self.run_until(sql, format, out, info, &Shutdown::default()).await
+    }
+
+    /// [`Session::run`], stopped when `stop` is triggered: a batch statement then fails with
+    /// [`SqlError::Stopped`], a streaming one ends as it does at its limits. A streaming
+    /// statement blocks the calling thread while it runs; its rows print as they come.
+    pub async fn run_until(
+        &self,
+        sql: &str,
+        format: Format,
+        out: &mut dyn Write,
+        info: &mut dyn Write,
+        stop: &Shutdown,
+    ) -> Result<(), SqlError> {
+        if let Some(statement) = settings::parse(sql) {
+            return self.apply(statement, format, out, info);
+        }
+        let settings = self.settings();
+        if settings.runtime_mode == RuntimeMode::Streaming {
+            let state = self.ctx.state();
+            let plan = state.create_logical_plan(&rewrite_shortcuts(sql)).await?;
+            read_only::check(&plan).map_err(|statement| SqlError::ReadOnly { statement })?;
+            if let Some(plan) = stream::plan::plan(&state.optimize(&plan)?, &state)? {
+                let cx = stream::Context {
+                    settings: &settings,
+                    limits: self.limits,
+                    stop,
+                    pool: &self.ctx.runtime_env().memory_pool,
+                };
+                return stream::run_statement(plan, cx, format, self.terminal, out, info).map(|_| ());
+            }
+        }
+        let result = tokio::select! {
+            result = self.query(sql) => result?,
+            () = stop.triggered() => return Err(SqlError::Stopped),
+        };
         for note in &result.notes {
             writeln!(info, "note: {note}")?;
         }
@@ -243,8 +339,43 @@ impl Session {
             result.batches
         };
         output::write_batches(out, format, &batches)?;
+        for table in &self.kafka {
+            if let Some(skipped) = table.take_skipped() {
+                writeln!(info, "note: {}.{}: {skipped}", crate::kafka::SCHEMA, table.topic())?;
+            }
+        }
         let plural = if rows == 1 { "" } else { "s" };
         writeln!(info, "{rows} row{plural} in set ({:.3} s)", result.elapsed.as_secs_f64())?;
+        Ok(())
+    }
+
+    /// Runs a `SET`, `RESET` or `SET;` of the session options.
+    fn apply(
+        &self,
+        statement: settings::Statement,
+        format: Format,
+        out: &mut dyn Write,
+        info: &mut dyn Write,
+    ) -> Result<(), SqlError> {
+        let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match statement {
+            settings::Statement::Set { key, value } => {
+                settings.set(&key, &value)?;
+                writeln!(info, "[INFO] Session property has been set.")?;
+            }
+            settings::Statement::Reset(key) => {
+                settings.reset(key.as_deref(), &self.defaults);
+                writeln!(info, "[INFO] Session property has been reset.")?;
+            }
+            settings::Statement::Show => {
+                let (keys, values): (Vec<&str>, Vec<String>) = settings.list().into_iter().unzip();
+                let batch = RecordBatch::try_from_iter([
+                    ("key", Arc::new(datafusion::arrow::array::StringArray::from(keys)) as _),
+                    ("value", Arc::new(datafusion::arrow::array::StringArray::from(values)) as _),
+                ])?;
+                output::write_batches(out, format, &[batch])?;
+            }
+        }
         Ok(())
     }
 
@@ -275,8 +406,14 @@ impl Session {
 fn scanned_tables(plan: &LogicalPlan) -> Vec<Table> {
     let mut scanned: Vec<Table> = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
+        // kafka.page_views is a topic, not the page_views table.
+        let in_files = |scan: &datafusion::logical_expr::TableScan| {
+            scan.table_name.schema().is_none_or(|s| s != crate::kafka::SCHEMA)
+        };
         if let LogicalPlan::TableScan(scan) = node {
-            scanned.extend(Table::from_name(scan.table_name.table()));
+            if in_files(scan) {
+                scanned.extend(Table::from_name(scan.table_name.table()));
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     });

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use pageviews_core::Shutdown;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
@@ -19,7 +20,13 @@ Statements end with ';' and may span lines. Besides DataFusion SQL:
   EXPLAIN SELECT …;         the plan, with the files each scan reads
   help                      this text
   quit  (or exit, \\q, Ctrl-D)
-The shell only reads: INSERT, COPY, CREATE, DROP and SET are refused.
+With --brokers, the topic is the table kafka.page_views. Streaming mode follows it:
+  SET 'execution.runtime-mode' = 'streaming';   (or 'batch': up to its end, the default)
+  SET 'sql-client.execution.result-mode' = 'changelog';   (or 'table', 'tableau')
+  SET 'scan.startup.mode' = 'earliest-offset';   (or 'latest-offset', the default)
+  SET;                      the options; RESET goes back to the flags'
+  Ctrl-C stops a statement and returns here.
+The shell only reads: INSERT, COPY, CREATE and DROP are refused.
 Filter on day = 'YYYY-MM-DD' and hour = 'HH' to read only those partitions. Timestamps
 are UTC. In dead_letters, write \"partition\" and \"offset\" in double quotes: they are SQL
 keywords.";
@@ -70,9 +77,25 @@ pub fn run(
                 }
                 let _ = editor.add_history_entry(buffer.trim());
                 for statement in split_statements(&buffer) {
+                    // Ctrl-C while a statement runs stops it, not the shell.
+                    let stop = Shutdown::default();
+                    let watcher = rt.spawn({
+                        let stop = stop.clone();
+                        async move {
+                            if tokio::signal::ctrl_c().await.is_ok() {
+                                stop.trigger();
+                            }
+                        }
+                    });
                     let mut out = std::io::stdout().lock();
-                    let result =
-                        rt.block_on(session.run(&statement, format, &mut out, &mut std::io::stdout()));
+                    let result = rt.block_on(session.run_until(
+                        &statement,
+                        format,
+                        &mut out,
+                        &mut std::io::stdout(),
+                        &stop,
+                    ));
+                    watcher.abort();
                     if let Err(e) = result {
                         // The session goes on after a bad statement, as in Flink's client.
                         let _ = out.flush();
