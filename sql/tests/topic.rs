@@ -1,0 +1,216 @@
+//! The Kafka topic as a table, against the real broker, each answer checked against one
+//! computed another way:
+//! - batch mode counts what the topic holds up to its end offsets at the statement's start:
+//!   the records produced minus the bad ones, which are skipped and counted;
+//! - a streaming tumbling-window query over an unkeyed, out-of-order topic with late and bad
+//!   records prints each window once, with the counts of the event-time reference model
+//!   (`testkit::event_time`, the pipeline's rules computed from the records alone), and the
+//!   late events it reports are the reference's; SIGTERM ends it with exit 0;
+//! - a streaming projection prints a produced row within a second, and Ctrl-C (SIGINT) ends
+//!   it with exit 0.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pageviews::source::GeneratorConfig;
+use pageviews_core::time::{format_timestamp, parse_timestamp};
+use pageviews_testkit::event_time::{per_partition, Rules};
+use pageviews_testkit::kafka::{
+    broker, create_topic, expected, generator, produce, produce_unkeyed, read_topic, unique,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// `pageviews-sql --brokers <suite's> --topic TOPIC ARGS`.
+fn sql(topic: &str, args: &[&str]) -> Command {
+    let mut cmd = command(env!("CARGO_BIN_EXE_pageviews-sql"));
+    let dir = std::env::temp_dir();
+    cmd.current_dir(dir).args(["--brokers", broker(), "--topic", topic]).args(args);
+    cmd
+}
+
+/// A statement's output lines as they come, from a child's stdout or stderr.
+fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+fn producer() -> BaseProducer {
+    ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap()
+}
+
+/// Sends `record` to `partition` (or where librdkafka places it) and waits until the broker has it.
+fn send(producer: &BaseProducer, topic: &str, partition: Option<i32>, record: &str) {
+    let mut r = BaseRecord::<(), _>::to(topic).payload(record);
+    if let Some(p) = partition {
+        r = r.partition(p);
+    }
+    producer.send(r).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_batch_count_is_the_records_produced_minus_the_bad_ones_up_to_the_statements_start() {
+    let topic = unique("sql-batch");
+    let stream = generator(7, "2024-01-01 00:00:00", 4_000);
+    produce(&topic, stream.clone(), 0.05);
+    let (valid, bad) = expected(&[(stream, 0.05)]);
+    assert!(bad > 0);
+    let count = format!("SELECT count(*) AS n FROM kafka.\"{topic}\"");
+    let out = sql(&topic, &["--format", "csv", "-e", &count]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, format!("n\n{}\n", valid.len()));
+    assert!(stderr.contains(&format!("kafka.{topic}: {bad} records skipped (")), "{stderr}");
+
+    // The same count by partition and postcode, joined with itself: a plan DataFusion runs
+    // whole, each scan bounded at its start.
+    let per_postcode = format!(
+        "SELECT sum(a.n) AS n FROM (SELECT postcode, count(*) AS n FROM kafka.\"{topic}\" GROUP BY postcode) a \
+         JOIN (SELECT DISTINCT postcode FROM kafka.\"{topic}\") b ON a.postcode = b.postcode"
+    );
+    let out = sql(&topic, &["--format", "csv", "-e", &per_postcode]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n\n{}\n", valid.len()));
+}
+
+/// A page view at `ms`.
+fn page_view(user: i64, postcode: &str, ms: i64) -> String {
+    format!(r#"{{"user_id":{user},"postcode":"{postcode}","webpage":"w","timestamp":{ms}}}"#)
+}
+
+#[test]
+fn a_streaming_window_query_prints_each_window_once_with_the_reference_counts() {
+    let topic = unique("sql-windows");
+    // Ten minutes of event time, up to 8 s out of order (the watermark allows 5 s), placed
+    // at random as kcat places unkeyed records, with bad ones among them.
+    let stream = GeneratorConfig { interval_us: Some(100_000), ..generator(11, "2024-01-01 00:00:00", 6_000) };
+    produce_unkeyed(&topic, &stream, 0.02);
+    // An event an hour later in every partition moves every partition's event time past
+    // every window above, so each closes whatever the reading order.
+    let after = stream.start_ms + 3_600_000;
+    let p = producer();
+    for partition in 0..3 {
+        send(&p, &topic, Some(partition), &page_view(0, "LATER", after));
+    }
+    let reference = per_partition(read_topic(&topic).values().map(Vec::as_slice), Rules::default());
+    let want: BTreeSet<String> =
+        reference.aggregates.iter().filter(|a| !a.contains("|LATER|")).cloned().collect();
+    assert!(want.len() > 20 && !reference.late.is_empty(), "{reference:?}");
+
+    let query = format!(
+        "SELECT date_bin(INTERVAL '1 minute', \"timestamp\") AS window_start, postcode, count(*) AS views \
+         FROM kafka.\"{topic}\" GROUP BY 1, 2"
+    );
+    let mut child = sql(&topic, &["--mode", "streaming", "--startup", "earliest", "--format", "csv", "-e", &query])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let mut printed: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while printed.iter().filter(|r| want.contains(*r)).count() < want.len() && Instant::now() < deadline {
+        let Ok(line) = out.recv_timeout(Duration::from_millis(200)) else { continue };
+        if line == "window_start,postcode,views" {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        let end = parse_timestamp(fields[0]).unwrap() + 60_000;
+        printed.push(format!("{}|{}|{}", format_timestamp(end), fields[1], fields[2]));
+    }
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let notes: Vec<String> = err.try_iter().collect();
+    assert!(status.success(), "SIGTERM must end a stream with exit 0, got {status}: {notes:?}");
+    printed.extend(out.try_iter().filter(|l| !l.starts_with("window_start")).map(|l| l.to_string()));
+
+    let mut once = BTreeMap::new();
+    for row in &printed {
+        *once.entry(row.clone()).or_insert(0) += 1;
+    }
+    assert!(once.values().all(|n| *n == 1), "a window printed twice: {once:?}");
+    let got: BTreeSet<String> = printed.into_iter().collect();
+    let missing: Vec<_> = want.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&want).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, not in the reference {extra:?}");
+    let late = format!("{} late events not counted", reference.late.len());
+    assert!(notes.iter().any(|n| n.contains(&late)), "want `{late}` in {notes:?}");
+    let skipped = notes.iter().any(|n| n.contains("records skipped ("));
+    assert!(skipped, "the bad records are counted: {notes:?}");
+}
+
+#[test]
+fn a_streaming_projection_prints_a_produced_row_within_a_second_and_ctrl_c_ends_it() {
+    let topic = unique("sql-latency");
+    create_topic(&topic, 3);
+    // The broker that created it may take a moment to tell every client of it.
+    let count = format!("SELECT count(*) FROM kafka.\"{topic}\"");
+    wait_for("the new topic's metadata", Duration::from_secs(30), || {
+        sql(&topic, &["-e", &count]).output().unwrap().status.success()
+    });
+    let query = format!("SELECT user_id, postcode FROM kafka.\"{topic}\" WHERE postcode = 'FAST'");
+    let mut child = sql(&topic, &["--mode", "streaming", "--format", "csv", "-e", &query])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    // It reads from the end offsets it asked for before saying so.
+    let started = err.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(started.starts_with("[INFO] Following"), "{started}");
+
+    let p = producer();
+    let now_ms = || {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        i64::try_from(d.as_millis()).unwrap()
+    };
+    let mut latencies = Vec::new();
+    for user in 1..=10 {
+        send(&p, &topic, None, &page_view(user - 1, "SLOW", now_ms()));
+        let sent = Instant::now();
+        send(&p, &topic, None, &page_view(user, "FAST", now_ms()));
+        let want = format!("{user},FAST");
+        loop {
+            let line = out.recv_timeout(Duration::from_secs(5)).expect("the row is printed");
+            if line == want {
+                break;
+            }
+            assert!(line == "user_id,postcode", "only the filter's rows print: {line}");
+        }
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "produce -> printed row: median {:?}, max {:?} over {} rows",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
+    assert!(latencies[latencies.len() - 1] < Duration::from_secs(1), "{latencies:?}");
+
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    let notes: Vec<String> = err.try_iter().collect();
+    assert!(status.success(), "Ctrl-C ends a stream with exit 0, got {status}: {notes:?}");
+    assert!(notes.iter().any(|n| n.starts_with("Received a total of 10 rows (stopped)")), "{notes:?}");
+}
