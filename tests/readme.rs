@@ -131,6 +131,8 @@ fn substitute(command: &str, names: &Names) -> Option<String> {
         "scripts/bench-e2e",
         // A month in minutes: tests/month.rs runs its short version.
         "scripts/month",
+        // The streaming SQL session: the_readme_streaming_session_runs_in_a_terminal types it.
+        "pageviews sql --brokers",
         // The servers are the suite's, shared with other tests: not stopped here.
         "scripts/kafka-local stop",
         "scripts/s3-local stop",
@@ -351,6 +353,128 @@ fn the_readme_runs_top_to_bottom_in_one_folder() {
         }
     }
     assert!(ran > 15 && checked >= 5, "{ran} commands run, {checked} outputs checked");
+}
+
+/// The README's ```console session: what a person types at `pageviews> `, and `^C` for Ctrl-C.
+fn session(readme: &str) -> Vec<String> {
+    let start = readme.find("```console\n").expect("a ```console session in the README") + "```console\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    readme[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("pageviews> ").or(if l == "^C" { Some("^C") } else { None }))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A terminal of tmux's, on a server of its own.
+struct Terminal(String);
+
+impl Terminal {
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        command("tmux").args(["-L", &self.0]).args(args).output().expect("tmux (scripts/setup installs it)")
+    }
+
+    /// What the terminal shows, its scrollback included.
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-S", "-100000"]).stdout).into_owned()
+    }
+
+    /// Waits until the screen satisfies `done`; returns how long that took.
+    fn wait(&self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> Duration {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return started.elapsed();
+            }
+            let tail: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
+            let tail = tail[tail.len().saturating_sub(15)..].join("\n");
+            assert!(started.elapsed() < timeout, "no {what} within {timeout:?}; the terminal shows:\n{tail}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types `text` and Enter, as a person would (tmux would read a final `;` as its own).
+    fn type_line(&self, text: &str) {
+        let text = text.strip_suffix(';').map_or(text.to_string(), |t| format!("{t}\\;"));
+        assert!(self.tmux(&["send-keys", "-l", &text]).status.success());
+        assert!(self.tmux(&["send-keys", "Enter"]).status.success());
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// The screen after the last line that starts with `prefix`.
+fn after_last<'a>(screen: &'a str, prefix: &str) -> &'a str {
+    screen.rfind(prefix).map_or("", |i| &screen[i..])
+}
+
+/// True when the shell waits at its prompt.
+fn at_prompt(screen: &str) -> bool {
+    screen.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_end() == "pageviews>")
+}
+
+#[test]
+fn the_readme_streaming_session_runs_in_a_terminal() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let typed = session(&readme);
+    assert!(typed.iter().filter(|l| *l == "^C").count() >= 2, "{typed:?}");
+    let bins = Binaries::beside_pageviews(env!("CARGO_BIN_EXE_pageviews"));
+    let dir = tempfile::tempdir().unwrap();
+    let broker = pageviews_testkit::kafka::broker();
+    // A topic of this test's own on the shared broker, as the README's run uses.
+    let topic = pageviews_testkit::kafka::unique("readme-stream");
+    let mut datagen = command(bins.pageviews.to_str().unwrap())
+        .args(["datagen", "--brokers", broker, "--topic", &topic])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sql = format!("{} sql --brokers {broker} --topic {topic}", bins.pageviews.display());
+    let terminal = Terminal(pageviews_testkit::kafka::unique("readme-tmux"));
+    let started = terminal.tmux(&[
+        "new-session", "-d", "-x", "200", "-y", "50", "-c", dir.path().to_str().unwrap(), &sql,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    terminal.wait("prompt", Duration::from_secs(30), at_prompt);
+    for line in typed {
+        let line = line.replace("kafka.page_views", &format!("kafka.\"{topic}\""));
+        let before = terminal.screen();
+        let (stopped, settings) = (before.matches("Received a total of").count(), before.matches("[INFO] Session").count());
+        if line == "^C" {
+            assert!(terminal.tmux(&["send-keys", "C-c"]).status.success());
+            let took = terminal.wait("return to the prompt after Ctrl-C", Duration::from_secs(5), |s| {
+                s.matches("Received a total of").count() > stopped && at_prompt(s)
+            });
+            eprintln!("README session: Ctrl-C returned to the prompt in {took:?}");
+        } else if line == "quit" {
+            terminal.type_line(&line);
+            terminal.wait("the shell's end", Duration::from_secs(10), |_| {
+                !terminal.tmux(&["has-session"]).status.success()
+            });
+        } else if line.starts_with("SET") {
+            terminal.type_line(&line);
+            terminal.wait("SET's answer", Duration::from_secs(10), |s| {
+                s.matches("[INFO] Session").count() > settings && at_prompt(s)
+            });
+        } else {
+            terminal.type_line(&line);
+            // Rows print as the topic brings them; a window once it closes (within a
+            // minute of event time and the watermark delay).
+            let following = before.matches("[INFO] Following").count();
+            let took = terminal.wait("a row of the stream", Duration::from_secs(90), |s| {
+                s.matches("[INFO] Following").count() > following
+                    && after_last(s, "[INFO] Following").lines().any(|l| l.starts_with("| 20"))
+            });
+            eprintln!("README session: `{line}` printed its first row in {took:?}");
+        }
+    }
+    let _ = datagen.kill();
+    let _ = datagen.wait();
 }
 
 #[test]
