@@ -357,7 +357,8 @@ fn the_readme_runs_top_to_bottom_in_one_folder() {
 
 /// The README's ```console session: what a person types at `pageviews> `, and `^C` for Ctrl-C.
 fn session(readme: &str) -> Vec<String> {
-    let start = readme.find("```console\n").expect("a ```console session in the README") + "```console\n".len();
+    let start =
+        readme.find("```console\n").expect("a ```console session in the README") + "```console\n".len();
     let end = start + readme[start..].find("```").unwrap();
     readme[start..end]
         .lines()
@@ -437,14 +438,23 @@ fn the_readme_streaming_session_runs_in_a_terminal() {
     let sql = format!("{} sql --brokers {broker} --topic {topic}", bins.pageviews.display());
     let terminal = Terminal(pageviews_testkit::kafka::unique("readme-tmux"));
     let started = terminal.tmux(&[
-        "new-session", "-d", "-x", "200", "-y", "50", "-c", dir.path().to_str().unwrap(), &sql,
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-c",
+        dir.path().to_str().unwrap(),
+        &sql,
     ]);
     assert!(started.status.success(), "{started:?}");
     terminal.wait("prompt", Duration::from_secs(30), at_prompt);
     for line in typed {
         let line = line.replace("kafka.page_views", &format!("kafka.\"{topic}\""));
         let before = terminal.screen();
-        let (stopped, settings) = (before.matches("Received a total of").count(), before.matches("[INFO] Session").count());
+        let (stopped, settings) =
+            (before.matches("Received a total of").count(), before.matches("[INFO] Session").count());
         if line == "^C" {
             assert!(terminal.tmux(&["send-keys", "C-c"]).status.success());
             let took = terminal.wait("return to the prompt after Ctrl-C", Duration::from_secs(5), |s| {

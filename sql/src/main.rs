@@ -213,11 +213,15 @@ impl Args {
     /// How to reach the topics, when --brokers is given.
     fn kafka(&self) -> anyhow::Result<Option<KafkaSettings>> {
         let Some(brokers) = &self.brokers else {
-            anyhow::ensure!(self.kafka_options.is_empty(), "--kafka-option configures the Kafka consumer; it needs --brokers");
+            anyhow::ensure!(
+                self.kafka_options.is_empty(),
+                "--kafka-option configures the Kafka consumer; it needs --brokers"
+            );
             return Ok(None);
         };
         pageviews_kafka::check_option_files(&self.kafka_options)?;
-        let max_future_ms = i64::try_from(self.max_future.as_millis()).context("--max-future is too large")?;
+        let max_future_ms =
+            i64::try_from(self.max_future.as_millis()).context("--max-future is too large")?;
         Ok(Some(KafkaSettings {
             brokers: brokers.clone(),
             topics: self.topics.clone(),

@@ -35,7 +35,10 @@ pub enum Format {
 
 /// How values print in a table: NULL, timestamps as the tables write them.
 pub(crate) fn table_options() -> FormatOptions<'static> {
-    FormatOptions::default().with_null("NULL").with_timestamp_format(Some(TIMESTAMP_FORMAT)).with_types_info(false)
+    FormatOptions::default()
+        .with_null("NULL")
+        .with_timestamp_format(Some(TIMESTAMP_FORMAT))
+        .with_types_info(false)
 }
 
 /// Writes `batches` to `out` in `format`. An empty result prints the header only (table,

@@ -249,10 +249,16 @@ mod tests {
         );
         assert_eq!(
             parse("set sql-client.execution.result-mode=changelog"),
-            Some(Statement::Set { key: "sql-client.execution.result-mode".into(), value: "changelog".into() })
+            Some(Statement::Set {
+                key: "sql-client.execution.result-mode".into(),
+                value: "changelog".into()
+            })
         );
         assert_eq!(parse("SET;"), Some(Statement::Show));
-        assert_eq!(parse("RESET 'scan.startup.mode'"), Some(Statement::Reset(Some("scan.startup.mode".into()))));
+        assert_eq!(
+            parse("RESET 'scan.startup.mode'"),
+            Some(Statement::Reset(Some("scan.startup.mode".into())))
+        );
         assert_eq!(parse("RESET"), Some(Statement::Reset(None)));
         for other in [
             "SET datafusion.runtime.memory_limit = '1T'",

@@ -101,7 +101,8 @@ fn a_streaming_window_query_prints_each_window_once_with_the_reference_counts() 
     let topic = unique("sql-windows");
     // Ten minutes of event time, up to 8 s out of order (the watermark allows 5 s), placed
     // at random as kcat places unkeyed records, with bad ones among them.
-    let stream = GeneratorConfig { interval_us: Some(100_000), ..generator(11, "2024-01-01 00:00:00", 6_000) };
+    let stream =
+        GeneratorConfig { interval_us: Some(100_000), ..generator(11, "2024-01-01 00:00:00", 6_000) };
     produce_unkeyed(&topic, &stream, 0.02);
     // An event an hour later in every partition moves every partition's event time past
     // every window above, so each closes whatever the reading order.
@@ -119,11 +120,12 @@ fn a_streaming_window_query_prints_each_window_once_with_the_reference_counts() 
         "SELECT date_bin(INTERVAL '1 minute', \"timestamp\") AS window_start, postcode, count(*) AS views \
          FROM kafka.\"{topic}\" GROUP BY 1, 2"
     );
-    let mut child = sql(&topic, &["--mode", "streaming", "--startup", "earliest", "--format", "csv", "-e", &query])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        sql(&topic, &["--mode", "streaming", "--startup", "earliest", "--format", "csv", "-e", &query])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let out = lines(child.stdout.take().unwrap());
     let err = lines(child.stderr.take().unwrap());
     let mut printed: Vec<String> = Vec::new();

@@ -164,11 +164,8 @@ impl SkipLog {
 /// The columns of a topic's table: page_views' four, typed as the committed tables are,
 /// then the metadata columns.
 pub fn topic_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = crate::catalog::file_schema(Table::PageViews)
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
+    let mut fields: Vec<Field> =
+        crate::catalog::file_schema(Table::PageViews).fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(METADATA_COLUMNS[0], DataType::Int64, false));
     fields.push(Field::new(METADATA_COLUMNS[1], DataType::Int64, false));
     fields.push(Field::new(METADATA_COLUMNS[2], DataType::Timestamp(TimeUnit::Millisecond, None), true));
@@ -225,8 +222,14 @@ impl TableProvider for KafkaTable {
             self.schema.clone(),
             self.skipped.clone(),
         );
-        let exec =
-            StreamingTableExec::try_new(self.schema.clone(), vec![Arc::new(stream)], projection, [], false, limit)?;
+        let exec = StreamingTableExec::try_new(
+            self.schema.clone(),
+            vec![Arc::new(stream)],
+            projection,
+            [],
+            false,
+            limit,
+        )?;
         Ok(Arc::new(exec))
     }
 }

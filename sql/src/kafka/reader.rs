@@ -169,7 +169,8 @@ impl TopicReader {
         let mut read_to = BTreeMap::new();
         let mut read = 0;
         while read < max {
-            let timeout = if read == 0 { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let timeout =
+                if read == 0 { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
             match self.consumer.poll(timeout) {
                 None => break,
                 Some(Ok(msg)) => {

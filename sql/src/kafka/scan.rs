@@ -56,7 +56,8 @@ impl PartitionStream for BoundedScan {
         let (topic, settings, schema) = (self.topic.clone(), self.settings.clone(), self.schema.clone());
         let (skipped, slot) = (self.skipped.clone(), self.skipped.start());
         let spawned = std::thread::Builder::new().name(format!("kafka-scan-{topic}")).spawn(move || {
-            let result = read_to_end(&topic, &settings, schema, batch_size, &tx, |skips| skipped.add(slot, skips));
+            let result =
+                read_to_end(&topic, &settings, schema, batch_size, &tx, |skips| skipped.add(slot, skips));
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
             }
@@ -85,7 +86,8 @@ fn read_to_end(
     let ends = reader.end_offsets()?;
     // A partition is done once a record at or past its end offset was seen (offsets can have
     // gaps: transaction markers, compaction) or the consumer reached its end.
-    let mut left: BTreeMap<i32, i64> = ends.iter().filter(|(_, end)| **end > 0).map(|(p, e)| (*p, *e)).collect();
+    let mut left: BTreeMap<i32, i64> =
+        ends.iter().filter(|(_, end)| **end > 0).map(|(p, e)| (*p, *e)).collect();
     if left.is_empty() {
         return Ok(());
     }

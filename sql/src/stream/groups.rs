@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, filter, prep_null_mask_filter, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
@@ -125,7 +127,9 @@ impl Aggregation {
                     let mask = mask
                         .as_any()
                         .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| DataFusionError::Execution("an aggregate FILTER that is not boolean".into()))?
+                        .ok_or_else(|| {
+                            DataFusionError::Execution("an aggregate FILTER that is not boolean".into())
+                        })?
                         .clone();
                     Some(if mask.null_count() > 0 { prep_null_mask_filter(&mask) } else { mask })
                 }
@@ -145,16 +149,24 @@ impl Aggregation {
 
     /// Feeds rows `rows` of `ev` to `group`; returns how many bytes the group grew by, with
     /// `key_len` bytes of key (negative when it shrank).
-    pub(crate) fn update(&self, group: &mut Group, key_len: usize, ev: &Evaluated, rows: &UInt32Array) -> Result<i64> {
+    pub(crate) fn update(
+        &self,
+        group: &mut Group,
+        key_len: usize,
+        ev: &Evaluated,
+        rows: &UInt32Array,
+    ) -> Result<i64> {
         for (i, acc) in group.accumulators.iter_mut().enumerate() {
-            let mut values = ev.args[i].iter().map(|a| take(a, rows, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let mut values =
+                ev.args[i].iter().map(|a| take(a, rows, None)).collect::<std::result::Result<Vec<_>, _>>()?;
             if let Some(mask) = &ev.filters[i] {
                 let taken = take(mask, rows, None)?;
                 let mask = taken
                     .as_any()
                     .downcast_ref::<BooleanArray>()
                     .ok_or_else(|| DataFusionError::Internal("a filter mask that is not boolean".into()))?;
-                values = values.iter().map(|v| filter(v, mask)).collect::<std::result::Result<Vec<_>, _>>()?;
+                values =
+                    values.iter().map(|v| filter(v, mask)).collect::<std::result::Result<Vec<_>, _>>()?;
             }
             acc.update_batch(&values)?;
         }
@@ -185,17 +197,22 @@ impl Aggregation {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
         for i in 0..group_columns {
             let column = if Some(i) == self.window_column {
-                let start = window_start.ok_or_else(|| DataFusionError::Internal("no window for a window column".into()))?;
+                let start = window_start
+                    .ok_or_else(|| DataFusionError::Internal("no window for a window column".into()))?;
                 Arc::new(TimestampMillisecondArray::from(vec![start; n])) as ArrayRef
             } else {
-                key_columns.next().ok_or_else(|| DataFusionError::Internal("fewer keys than group columns".into()))?
+                key_columns
+                    .next()
+                    .ok_or_else(|| DataFusionError::Internal("fewer keys than group columns".into()))?
             };
             columns.push(column);
         }
         let mut groups = groups;
         for a in 0..self.aggregates.len() {
-            let values =
-                groups.iter_mut().map(|g| g.accumulators[a].evaluate()).collect::<Result<Vec<ScalarValue>>>()?;
+            let values = groups
+                .iter_mut()
+                .map(|g| g.accumulators[a].evaluate())
+                .collect::<Result<Vec<ScalarValue>>>()?;
             let field = self.output.field(group_columns + a);
             let column = if values.is_empty() {
                 datafusion::arrow::array::new_empty_array(field.data_type())

@@ -119,7 +119,8 @@ pub(crate) fn run_statement(
     info: &mut dyn Write,
 ) -> Result<Ended, SqlError> {
     let updating = matches!(plan.shape, Shape::Updating { .. });
-    let mut renderer = Renderer::new(out, format, cx.settings.result_mode, terminal, updating, plan.schema.clone());
+    let mut renderer =
+        Renderer::new(out, format, cx.settings.result_mode, terminal, updating, plan.schema.clone());
     run(plan, cx, &mut renderer, info)
 }
 

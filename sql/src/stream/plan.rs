@@ -28,8 +28,8 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
-use datafusion::logical_expr::{Aggregate as AggregateNode, Expr, ExprSchemable, LogicalPlan, TableScan};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Aggregate as AggregateNode, Expr, ExprSchemable, LogicalPlan, TableScan};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::PhysicalSortExpr;
 use thiserror::Error;
@@ -140,8 +140,12 @@ pub(crate) fn plan(plan: &LogicalPlan, state: &SessionState) -> Result<Option<St
         ));
     }
     fetch = min_fetch(fetch, scan.fetch.map(|f| f.saturating_sub(skip)));
-    let aggregates: Vec<usize> =
-        chain.iter().enumerate().filter(|(_, n)| matches!(n, LogicalPlan::Aggregate(_))).map(|(i, _)| i).collect();
+    let aggregates: Vec<usize> = chain
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n, LogicalPlan::Aggregate(_)))
+        .map(|(i, _)| i)
+        .collect();
     let schema = SchemaRef::new(plan.schema().as_arrow().clone());
     let projection = scan.projection.clone();
     let Some(&at) = aggregates.first() else {
@@ -171,7 +175,8 @@ pub(crate) fn plan(plan: &LogicalPlan, state: &SessionState) -> Result<Option<St
     }
     let below = stages(below_nodes, state)?;
     let (agg, window) = aggregation(node, below_nodes, state)?;
-    let sorts: Vec<&LogicalPlan> = above_nodes.iter().copied().filter(|n| matches!(n, LogicalPlan::Sort(_))).collect();
+    let sorts: Vec<&LogicalPlan> =
+        above_nodes.iter().copied().filter(|n| matches!(n, LogicalPlan::Sort(_))).collect();
     let shape = match window {
         Some((size_ms, column)) => {
             for sort in &sorts {
@@ -326,14 +331,18 @@ fn aggregation(
         };
         if let Expr::AggregateFunction(AggregateFunction { params, .. }) = inner {
             if !params.order_by.is_empty() {
-                return Err(unsupported("an aggregate orders its input (… ORDER BY inside the call)", IN_BATCH));
+                return Err(unsupported(
+                    "an aggregate orders its input (… ORDER BY inside the call)",
+                    IN_BATCH,
+                ));
             }
         }
         let planning = PhysicalPlanningContext::default();
-        let lowered = LoweredAggregateBuilder::new(e, input, physical_input, state.execution_props(), &planning)
-            .with_name(name)
-            .with_human_display(e.human_display().to_string())
-            .build()?;
+        let lowered =
+            LoweredAggregateBuilder::new(e, input, physical_input, state.execution_props(), &planning)
+                .with_name(name)
+                .with_human_display(e.human_display().to_string())
+                .build()?;
         let (function, filter) = (lowered.aggregate, lowered.filter);
         aggregates.push(Aggregate { function, filter });
     }
@@ -424,12 +433,10 @@ fn tumbling_window(expr: &Expr) -> Result<Option<i64>, StreamError> {
                 "minute" => 60_000,
                 "hour" => 3_600_000,
                 "day" => 86_400_000,
-                _ => {
-                    return Err(unsupported(
-                        format!("date_trunc('{unit}', …) is not a window of fixed size"),
-                        "use date_trunc by second, minute, hour or day, or date_bin(INTERVAL '…', \"timestamp\")",
-                    ))
-                }
+                _ => return Err(unsupported(
+                    format!("date_trunc('{unit}', …) is not a window of fixed size"),
+                    "use date_trunc by second, minute, hour or day, or date_bin(INTERVAL '…', \"timestamp\")",
+                )),
             }
         }
         _ => return Ok(None),

@@ -194,8 +194,16 @@ fn widths(schema: &Schema, ops: bool) -> Vec<usize> {
     for f in schema.fields() {
         let by_type = match f.data_type() {
             DataType::Int64 | DataType::UInt64 => 20,
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => 11,
-            DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => 24,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => 11,
+            DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(_, _)
+            | DataType::Decimal256(_, _) => 24,
             DataType::Timestamp(_, _) => 23,
             DataType::Date32 | DataType::Date64 => 10,
             DataType::Boolean => 5,
@@ -220,7 +228,11 @@ fn line(widths: &[usize], cells: &[String]) -> String {
     let mut out = String::from("|");
     for (cell, w) in cells.iter().zip(widths) {
         let cell = cell.replace('\n', " ");
-        let shown = if cell.width() > *w { cut(&cell, w.saturating_sub(3)).trim_end().to_string() + "..." } else { cell };
+        let shown = if cell.width() > *w {
+            cut(&cell, w.saturating_sub(3)).trim_end().to_string() + "..."
+        } else {
+            cell
+        };
         out.push(' ');
         out.push_str(&shown);
         out.extend(std::iter::repeat_n(' ', w.saturating_sub(shown.width()) + 1));
@@ -252,7 +264,8 @@ fn formatters(batch: &RecordBatch) -> Result<Vec<ArrayFormatter<'_>>, ArrowError
 fn with_ops(ops: &[Op], rows: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let mut fields = vec![Arc::new(Field::new("op", DataType::Utf8, false))];
     fields.extend(rows.schema().fields().iter().cloned());
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(ops.iter().map(|o| o.as_str())))];
+    let mut columns: Vec<ArrayRef> =
+        vec![Arc::new(StringArray::from_iter_values(ops.iter().map(|o| o.as_str())))];
     columns.extend(rows.columns().iter().cloned());
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

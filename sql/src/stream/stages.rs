@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
-use datafusion::arrow::compute::{filter, filter_record_batch, lexsort_to_indices, prep_null_mask_filter, take};
+use datafusion::arrow::compute::{
+    filter, filter_record_batch, lexsort_to_indices, prep_null_mask_filter, take,
+};
 use datafusion::arrow::compute::{take_record_batch, SortColumn};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};

@@ -65,7 +65,13 @@ pub(crate) struct Updating {
 
 impl Updating {
     pub(crate) fn new() -> Self {
-        Updating { groups: Groups::new(), dirty: BTreeSet::new(), shown: BTreeMap::new(), schema: None, bytes: 0 }
+        Updating {
+            groups: Groups::new(),
+            dirty: BTreeSet::new(),
+            shown: BTreeMap::new(),
+            schema: None,
+            bytes: 0,
+        }
     }
 
     /// Groups, and what they hold, estimated.

@@ -63,7 +63,13 @@ pub(crate) struct Windowed {
 impl Windowed {
     /// Windows of `spec` over `partitions`, with the pipeline's watermark delay and idle
     /// timeout; `now_ms` is the query's clock at its start.
-    pub(crate) fn new(spec: WindowSpec, delay_ms: i64, idle_timeout_ms: u64, partitions: &[i32], now_ms: u64) -> Self {
+    pub(crate) fn new(
+        spec: WindowSpec,
+        delay_ms: i64,
+        idle_timeout_ms: u64,
+        partitions: &[i32],
+        now_ms: u64,
+    ) -> Self {
         let mut watermarks = Watermarks::new(delay_ms, NO_WATERMARK, BTreeMap::new());
         let mut known = BTreeMap::new();
         for &p in partitions {
@@ -110,7 +116,10 @@ impl Windowed {
         let (mut on_time, mut late) = (Vec::new(), Vec::new());
         for row in 0..batch.num_rows() {
             let (p, ts) = (i32::try_from(partitions.value(row)).unwrap_or(i32::MAX), timestamps.value(row));
-            let own = self.partitions.entry(p).or_insert_with(|| Partition { last_seen_ms: now_ms, ..Default::default() });
+            let own = self
+                .partitions
+                .entry(p)
+                .or_insert_with(|| Partition { last_seen_ms: now_ms, ..Default::default() });
             own.last_seen_ms = now_ms;
             own.caught_up = false;
             if self.spec.behind_own_partition(&own.time, self.delay_ms, ts) {
@@ -167,7 +176,13 @@ impl Windowed {
     /// Tells the watermark what each partition now declares (its newest event time, and
     /// whether it is idle: caught up and silent for the idle timeout), and fires what that
     /// passes.
-    fn declare(&mut self, now_ms: u64, agg: &Aggregation, above: &Stages, closed: &mut Vec<Closed>) -> Result<()> {
+    fn declare(
+        &mut self,
+        now_ms: u64,
+        agg: &Aggregation,
+        above: &Stages,
+        closed: &mut Vec<Closed>,
+    ) -> Result<()> {
         let mut moved = false;
         for (p, own) in &mut self.partitions {
             own.time.idle = own.caught_up && now_ms.saturating_sub(own.last_seen_ms) >= self.idle_timeout_ms;
@@ -215,7 +230,13 @@ impl Windowed {
     }
 
     /// Emits the windows that fire at `watermark`, each with its groups in key order.
-    fn fire(&mut self, watermark: i64, agg: &Aggregation, above: &Stages, closed: &mut Vec<Closed>) -> Result<()> {
+    fn fire(
+        &mut self,
+        watermark: i64,
+        agg: &Aggregation,
+        above: &Stages,
+        closed: &mut Vec<Closed>,
+    ) -> Result<()> {
         let size = self.spec.size_ms();
         let mut fired = Vec::new();
         self.windows.fire(watermark, |end, groups| fired.push((end, groups)));
