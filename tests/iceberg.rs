@@ -348,3 +348,63 @@ fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
     );
     assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
 }
+
+/// Spark 4.0 with Iceberg's runtime reads the tables through the SQLite (JDBC) catalog, as the
+/// README shows: the rows per table and the views per postcode the files hold (read by the
+/// test kit's own reader), and a filter on one hour of `timestamp` plans only that hour's
+/// files (hidden partitioning).
+#[test]
+fn spark_reads_the_sqlite_catalog_tables_and_a_time_filter_reads_one_hours_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let env = StoreEnv::from_pairs::<String, String>([]);
+    // 60,000 events 100 ms apart from 00:40: hours 00, 01 and 02 of 2020-01-01.
+    run(&refs(&generator(&out, &["--count", "60000", "--rate", "0"])), &env);
+    let root = Path::new(&out);
+    let mut want: Vec<String> = TABLES.iter().map(|t| format!("{t},{}", rows(root, t).len())).collect();
+    let mut views = BTreeMap::<String, u64>::new();
+    for r in rows(root, "page_view_aggregates") {
+        let postcode = r.value["postcode"].as_str().expect("a postcode").to_string();
+        *views.entry(postcode).or_default() += r.value["views"].as_u64().expect("views");
+    }
+    want.extend(views.iter().map(|(p, v)| format!("agg,{p},{v}")));
+    let hour = "day=2020-01-01/hour=01";
+    let hour_files = files(&root.join("page_views").join(hour))
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+        .count();
+    let hour_rows = rows(root, "page_views").iter().filter(|r| r.partition == hour).count();
+    let all_files = files(&root.join("page_views"))
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+        .count();
+    assert!(0 < hour_files && hour_files < all_files, "hour 01 holds some of the files, not all");
+    want.extend([
+        format!("pruned,{hour_files}"),
+        format!("skipped,{}", all_files - hour_files),
+        format!("pruned_rows,{hour_rows}"),
+    ]);
+    want.sort();
+
+    let spark =
+        Command::new("scripts/python-env").arg("spark").output().expect("run scripts/python-env spark");
+    assert!(spark.status.success(), "scripts/python-env spark:\n{}", String::from_utf8_lossy(&spark.stderr));
+    let python = String::from_utf8_lossy(&spark.stdout).lines().last().expect("a python").trim().to_string();
+    let jars =
+        Command::new("scripts/iceberg-rest").arg("spark-jars").output().expect("run scripts/iceberg-rest");
+    assert!(
+        jars.status.success(),
+        "scripts/iceberg-rest spark-jars:\n{}",
+        String::from_utf8_lossy(&jars.stderr)
+    );
+    let jars = String::from_utf8_lossy(&jars.stdout).lines().last().expect("the jars").trim().to_string();
+    let read = Command::new(python)
+        .args(["tests/readers/spark_iceberg.py", &out, &jars, "2020-01-01 01:00:00", "2020-01-01 02:00:00"])
+        .env("TZ", "America/New_York")
+        .output()
+        .expect("run spark_iceberg.py");
+    let stderr = String::from_utf8_lossy(&read.stderr);
+    assert!(read.status.success(), "spark_iceberg.py failed:\n{stderr}");
+    let got: Vec<String> = String::from_utf8_lossy(&read.stdout).lines().map(str::to_string).collect();
+    assert_eq!(got, want, "Spark's answers (left) against the files'; Spark said:\n{stderr}");
+}
