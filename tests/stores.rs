@@ -652,7 +652,12 @@ fn on_a_store_that_does_not_fence_the_lease_lasts_as_long_as_its_instance_and_la
     first.kill().unwrap();
     first.wait().unwrap();
     let killed = Instant::now();
-    refused(&second(), "right after the first instance was killed");
+    // The lease was renewed at most a third of a lease before the kill, so it holds for two
+    // thirds of one after it; a second instance that took longer to start may rightly get in.
+    let out = second();
+    if killed.elapsed() < 2 * lease / 3 {
+        refused(&out, "right after the first instance was killed");
+    }
     let admitted = poll_until(Duration::from_secs(60), || second().status.success());
     assert!(admitted, "the lease of a killed instance lapses");
     assert!(killed.elapsed() < 4 * lease, "admitted {:?} after the kill", killed.elapsed());
