@@ -20,7 +20,8 @@
 //! With `--brokers`, [`kafka`] registers the topics as tables of schema `kafka`, read with
 //! the pipeline's decoder; [`settings`] holds what `SET` changes (Flink's
 //! `execution.runtime-mode` and the rest), and in streaming mode [`stream`] follows a topic,
-//! printing rows, closed windows or changes as they come. This
+//! printing rows, closed windows or changes as they come. In both modes [`group_window`]
+//! turns Flink's `TUMBLE` group windows into the `date_bin` windows DataFusion plans. This
 //! crate is separate from the pipeline so that building the pipeline never compiles
 //! DataFusion.
 
@@ -29,6 +30,7 @@
 pub mod budget;
 pub mod catalog;
 pub mod committed;
+pub mod group_window;
 pub mod kafka;
 pub(crate) mod orc;
 pub mod output;

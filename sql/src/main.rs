@@ -38,8 +38,9 @@ const MAX_RECORD_BYTES: usize = 1 << 20;
 /// to its end offset when the statement started. In streaming mode (--mode streaming, or
 /// SET 'execution.runtime-mode' = 'streaming';) a query over a topic follows it until Ctrl-C
 /// (SIGINT or SIGTERM outside the shell), --max-rows or --timeout: rows print as they
-/// arrive, a GROUP BY date_bin(INTERVAL '1 minute', "timestamp"), … prints each window once
-/// when the watermark passes its end, and other aggregates print their changes.
+/// arrive, a GROUP BY date_bin(INTERVAL '1 minute', "timestamp"), … (or Flink's
+/// TUMBLE("timestamp", INTERVAL '1' MINUTE)) prints each window once when the watermark
+/// passes its end, and other aggregates print their changes.
 ///
 /// It only reads: SELECT, WITH, EXPLAIN, SHOW and DESCRIBE run, and SET changes the options
 /// above; INSERT, COPY, CREATE, DROP and every other statement that would write or register

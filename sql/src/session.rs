@@ -31,6 +31,7 @@ use thiserror::Error;
 use crate::budget::{self, format_size, Budget, Exhausted};
 use crate::catalog::{self, Catalog, CatalogError, TableRoot};
 use crate::committed::unreadable_notes;
+use crate::group_window::{self, GroupWindowError};
 use crate::kafka::{KafkaError, KafkaSettings, KafkaTable};
 use crate::output::{self, Format};
 use crate::read_only;
@@ -86,6 +87,9 @@ pub enum SqlError {
     /// Streaming mode cannot run the statement.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// A Flink group window this client does not have, or written with other arguments.
+    #[error(transparent)]
+    GroupWindow(#[from] GroupWindowError),
     /// A `SET` of a session option with a value it does not take.
     #[error(transparent)]
     Setting(#[from] SettingError),
@@ -246,8 +250,9 @@ impl Session {
     /// Plans `sql`, refuses it unless it only reads, and runs it on the snapshot `catalog` was
     /// found in.
     async fn run_once(&self, sql: &str, catalog: &Catalog) -> Result<Answer, SqlError> {
-        let plan =
-            self.ctx.state().create_logical_plan(sql).await.map_err(|e| self.explain_error(e, catalog))?;
+        let state = self.ctx.state();
+        let statement = group_window::parse(&state, sql)?;
+        let plan = state.statement_to_plan(statement).await.map_err(|e| self.explain_error(e, catalog))?;
         read_only::check(&plan).map_err(|statement| SqlError::ReadOnly { statement })?;
         let scanned = scanned_tables(&plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
@@ -312,7 +317,7 @@ impl Session {
         let settings = self.settings();
         if settings.runtime_mode == RuntimeMode::Streaming {
             let state = self.ctx.state();
-            let plan = state.create_logical_plan(&rewrite_shortcuts(sql)).await?;
+            let plan = state.statement_to_plan(group_window::parse(&state, &rewrite_shortcuts(sql))?).await?;
             read_only::check(&plan).map_err(|statement| SqlError::ReadOnly { statement })?;
             if let Some(plan) = stream::plan::plan(&state.optimize(&plan)?, &state)? {
                 let cx = stream::Context {

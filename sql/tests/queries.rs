@@ -139,6 +139,74 @@ fn an_empty_or_missing_table_reads_as_empty_and_says_so() {
     assert!(err.contains("not found") && err.contains("page_view_aggregates"), "{err}");
 }
 
+/// Flink's group window over page_views answers as the `date_bin` window does, and both
+/// hold the count of the input's valid lines per minute and postcode.
+#[test]
+fn flinks_tumble_windows_are_the_date_bin_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = three_hours();
+    let s = session(&pipeline(dir.path(), &lines));
+
+    // Every valid line, late ones too, counted by the minute it falls in.
+    let mut per_window: std::collections::BTreeMap<(i64, String), i64> = Default::default();
+    for line in &lines {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let ms = pageviews_core::time::parse_timestamp(event["timestamp"].as_str().unwrap()).unwrap();
+        let postcode = event["postcode"].as_str().unwrap().to_string();
+        *per_window.entry((ms - ms.rem_euclid(60_000), postcode)).or_default() += 1;
+    }
+    let at = pageviews_core::time::format_timestamp;
+    let want: Vec<String> = std::iter::once("window_start,window_end,rowtime,postcode,views".to_string())
+        .chain(per_window.iter().map(|((start, postcode), n)| {
+            format!("{},{},{},{postcode},{n}", at(*start), at(start + 60_000), at(start + 59_999))
+        }))
+        .collect();
+    assert!(want.len() > 500, "{} windows", want.len());
+
+    let tumble = csv(
+        &s,
+        "SELECT TUMBLE_START(\"timestamp\", INTERVAL '1' MINUTE) AS window_start,
+                TUMBLE_END(\"timestamp\", INTERVAL '1' MINUTE) AS window_end,
+                TUMBLE_ROWTIME(\"timestamp\", INTERVAL '1' MINUTE) AS rowtime,
+                postcode, COUNT(*) AS views
+         FROM page_views
+         GROUP BY TUMBLE(\"timestamp\", INTERVAL '1' MINUTE), postcode
+         ORDER BY window_start, postcode",
+    );
+    assert_eq!(tumble, want);
+    let date_bin = csv(
+        &s,
+        "SELECT date_bin(INTERVAL '1 minute', \"timestamp\") AS window_start, postcode, count(*) AS views
+         FROM page_views GROUP BY 1, 2 ORDER BY 1, 2",
+    );
+    let tumble_as_date_bin: Vec<String> = tumble
+        .iter()
+        .map(|row| {
+            let f: Vec<&str> = row.split(',').collect();
+            [f[0], f[3], f[4]].join(",")
+        })
+        .collect();
+    assert_eq!(tumble_as_date_bin, date_bin);
+
+    // An unnamed window column is named as it was written.
+    let hours = query(
+        &s,
+        "SELECT TUMBLE_START(\"timestamp\", INTERVAL '1' HOUR), count(*) AS n FROM page_views
+         GROUP BY TUMBLE(\"timestamp\", INTERVAL '1' HOUR)",
+    );
+    assert_eq!(hours.schema.field(0).name(), "TUMBLE_START(\"timestamp\", INTERVAL '1' HOUR)");
+    assert_eq!(hours.rows(), 3);
+
+    // Flink's other windows are refused, saying what to write.
+    for sql in [
+        "SELECT count(*) FROM page_views GROUP BY HOP(\"timestamp\", INTERVAL '1' MINUTE, INTERVAL '5' MINUTE)",
+        "SELECT * FROM TABLE(TUMBLE(TABLE page_views, DESCRIPTOR(\"timestamp\"), INTERVAL '1' MINUTES))",
+    ] {
+        let err = runtime().block_on(s.query(sql)).unwrap_err().to_string();
+        assert!(err.contains("hint: group by") && err.contains("TUMBLE(\"timestamp\""), "{err}");
+    }
+}
+
 /// Runs the printed catalog of `root` in a plain DataFusion context and checks that it
 /// answers like our session.
 fn assert_printed_catalog_reads_like_the_session(root: &Path) {

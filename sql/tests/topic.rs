@@ -5,7 +5,8 @@
 //! - a streaming tumbling-window query over an unkeyed, out-of-order topic with late and bad
 //!   records prints each window once, with the counts of the event-time reference model
 //!   (`testkit::event_time`, the pipeline's rules computed from the records alone), and the
-//!   late events it reports are the reference's; SIGTERM ends it with exit 0;
+//!   late events it reports are the reference's; SIGTERM ends it with exit 0; Flink's
+//!   `GROUP BY TUMBLE(…)` prints the same windows;
 //! - a streaming projection prints a produced row within a second, and Ctrl-C (SIGINT) ends
 //!   it with exit 0.
 
@@ -115,49 +116,83 @@ fn a_streaming_window_query_prints_each_window_once_with_the_reference_counts() 
     let want: BTreeSet<String> =
         reference.aggregates.iter().filter(|a| !a.contains("|LATER|")).cloned().collect();
     assert!(want.len() > 20 && !reference.late.is_empty(), "{reference:?}");
+    let late = format!("{} late events not counted", reference.late.len());
 
-    let query = format!(
+    let date_bin = format!(
         "SELECT date_bin(INTERVAL '1 minute', \"timestamp\") AS window_start, postcode, count(*) AS views \
          FROM kafka.\"{topic}\" GROUP BY 1, 2"
     );
+    let by_date_bin = follow_windows(&topic, &date_bin, &want, &late, |f| {
+        let end = parse_timestamp(f[0]).unwrap() + 60_000;
+        format!("{}|{}|{}", format_timestamp(end), f[1], f[2])
+    });
+
+    // Flink's group window, over the same records: the same windows, each ending a minute
+    // after it starts.
+    let tumble = format!(
+        "SELECT TUMBLE_START(\"timestamp\", INTERVAL '1' MINUTE) AS window_start, \
+                TUMBLE_END(\"timestamp\", INTERVAL '1' MINUTE) AS window_end, postcode, COUNT(*) AS views \
+         FROM kafka.\"{topic}\" GROUP BY TUMBLE(\"timestamp\", INTERVAL '1' MINUTE), postcode"
+    );
+    let by_tumble = follow_windows(&topic, &tumble, &want, &late, |f| {
+        let (start, end) = (parse_timestamp(f[0]).unwrap(), parse_timestamp(f[1]).unwrap());
+        assert_eq!(end - start, 60_000, "{f:?}");
+        format!("{}|{}|{}", format_timestamp(end), f[2], f[3])
+    });
+    assert_eq!(by_tumble, by_date_bin);
+}
+
+/// Follows `query` in streaming mode from the earliest offset until it has printed every
+/// window of `want` (each CSV row read as `window|postcode|views` by `as_window`), or a
+/// minute passed, and stops it with SIGTERM. Asserts that it printed each window once,
+/// exactly the windows of `want`, reported `late` and counted the bad records; returns the
+/// windows.
+fn follow_windows(
+    topic: &str,
+    query: &str,
+    want: &BTreeSet<String>,
+    late: &str,
+    as_window: impl Fn(&[&str]) -> String,
+) -> BTreeSet<String> {
     let mut child =
-        sql(&topic, &["--mode", "streaming", "--startup", "earliest", "--format", "csv", "-e", &query])
+        sql(topic, &["--mode", "streaming", "--startup", "earliest", "--format", "csv", "-e", query])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
     let out = lines(child.stdout.take().unwrap());
     let err = lines(child.stderr.take().unwrap());
+    let window = |line: &str| as_window(&line.split(',').collect::<Vec<_>>());
     let mut printed: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while printed.iter().filter(|r| want.contains(*r)).count() < want.len() && Instant::now() < deadline {
         let Ok(line) = out.recv_timeout(Duration::from_millis(200)) else { continue };
-        if line == "window_start,postcode,views" {
-            continue;
+        if !line.starts_with("window_start,") {
+            printed.push(window(&line));
         }
-        let fields: Vec<&str> = line.split(',').collect();
-        let end = parse_timestamp(fields[0]).unwrap() + 60_000;
-        printed.push(format!("{}|{}|{}", format_timestamp(end), fields[1], fields[2]));
     }
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     let notes: Vec<String> = err.try_iter().collect();
     assert!(status.success(), "SIGTERM must end a stream with exit 0, got {status}: {notes:?}");
-    printed.extend(out.try_iter().filter(|l| !l.starts_with("window_start")).map(|l| l.to_string()));
+    printed.extend(out.try_iter().filter(|l| !l.starts_with("window_start,")).map(|l| window(&l)));
 
     let mut once = BTreeMap::new();
     for row in &printed {
         *once.entry(row.clone()).or_insert(0) += 1;
     }
-    assert!(once.values().all(|n| *n == 1), "a window printed twice: {once:?}");
+    assert!(once.values().all(|n| *n == 1), "{query}: a window printed twice: {once:?}");
     let got: BTreeSet<String> = printed.into_iter().collect();
     let missing: Vec<_> = want.difference(&got).take(5).collect();
-    let extra: Vec<_> = got.difference(&want).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, not in the reference {extra:?}");
-    let late = format!("{} late events not counted", reference.late.len());
-    assert!(notes.iter().any(|n| n.contains(&late)), "want `{late}` in {notes:?}");
+    let extra: Vec<_> = got.difference(want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{query}: missing {missing:?}, not in the reference {extra:?}"
+    );
+    assert!(notes.iter().any(|n| n.contains(late)), "{query}: want `{late}` in {notes:?}");
     let skipped = notes.iter().any(|n| n.contains("records skipped ("));
-    assert!(skipped, "the bad records are counted: {notes:?}");
+    assert!(skipped, "{query}: the bad records are counted: {notes:?}");
+    got
 }
 
 #[test]

@@ -12,10 +12,10 @@
 //!
 //! A window is `date_bin(INTERVAL '…', "timestamp")` (origin the epoch, or none) or
 //! `date_trunc('second' | 'minute' | 'hour' | 'day', "timestamp")` over the event's own
-//! time: epoch-aligned tumbling windows, the pipeline's kind. Any aggregate function
-//! DataFusion has may be computed in them. Everything else (joins, unions, `OVER`, ORDER BY
-//! outside a window, an aggregate of an aggregate) waits for the end of its input, which a
-//! stream never reaches.
+//! time: epoch-aligned tumbling windows, the pipeline's kind (Flink's `TUMBLE(…)` arrives
+//! here as `date_bin`: `crate::group_window`). Any aggregate function DataFusion has may be
+//! computed in them. Everything else (joins, unions, `OVER`, ORDER BY outside a window, an
+//! aggregate of an aggregate) waits for the end of its input, which a stream never reaches.
 
 use std::sync::Arc;
 
