@@ -73,37 +73,27 @@ pub struct SqlArgs {
 
 /// Flags of `pageviews verify`.
 #[derive(Debug, Args)]
+// `CatalogArgs` speaks as `run`, which commits to the tables; `verify` audits them, with help
+// of its own.
+#[command(
+    mut_arg("catalog", |a| a.help("Also audit the Iceberg tables in this catalog against the commit log (default: the output's catalog.db when there is one)")),
+    mut_arg("namespace", |a| a.help("The Iceberg namespace of the tables")),
+    mut_arg("catalog_warehouse", |a| a.help("REST catalog: the warehouse")),
+    mut_arg("catalog_credential", |a| a.help("REST catalog: OAuth2 client credentials `ID:SECRET`")),
+)]
 pub struct VerifyArgs {
     /// Table root to audit: a directory, file://, s3://bucket/prefix or az://container/prefix URL.
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
     pub output: String,
 
-    /// Also audit the Iceberg tables in this catalog against the commit log (default: the
-    /// output's catalog.db when there is one).
-    #[arg(long, env = "PAGEVIEWS_CATALOG", value_name = "URI")]
-    pub catalog: Option<String>,
-
-    /// The Iceberg namespace of the tables.
-    #[arg(long, env = "PAGEVIEWS_NAMESPACE", default_value = "pageviews", value_name = "NAME")]
-    pub namespace: String,
-
-    /// REST catalog: the warehouse.
-    #[arg(long, env = "PAGEVIEWS_CATALOG_WAREHOUSE", value_name = "NAME")]
-    pub catalog_warehouse: Option<String>,
-
-    /// REST catalog: a bearer token.
-    #[arg(long, env = "PAGEVIEWS_CATALOG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub catalog_token: Option<String>,
-
-    /// REST catalog: OAuth2 client credentials `ID:SECRET`.
-    #[arg(long, env = "PAGEVIEWS_CATALOG_CREDENTIAL", hide_env_values = true, value_name = "ID:SECRET")]
-    pub catalog_credential: Option<String>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
 }
 
 impl VerifyArgs {
     /// The catalog to audit, if any: the one given, or the output's `catalog.db` if it exists.
     pub fn iceberg(&self) -> Option<crate::sink::iceberg::IcebergConfig> {
-        let catalog = match &self.catalog {
+        let catalog = match &self.catalog.catalog {
             Some(c) => c.clone(),
             None => {
                 let default = crate::sink::iceberg::IcebergConfig::default_catalog(&self.output)?;
@@ -111,12 +101,7 @@ impl VerifyArgs {
                 exists.then_some(default)?
             }
         };
-        let mut config = crate::sink::iceberg::IcebergConfig::new(catalog);
-        config.namespace = self.namespace.clone();
-        config.warehouse = self.catalog_warehouse.clone();
-        config.token = self.catalog_token.clone();
-        config.credential = self.catalog_credential.clone();
-        Some(config)
+        Some(self.catalog.config(catalog))
     }
 }
 
@@ -154,6 +139,47 @@ pub enum TableFormat {
     Iceberg,
 }
 
+/// The Iceberg catalog and how to reach it: the tables `run` commits to and `verify` audits.
+#[derive(Debug, Args)]
+pub(crate) struct CatalogArgs {
+    /// The Iceberg catalog: `sqlite:PATH` (the JDBC catalog's tables in a SQLite file, which
+    /// Spark's JdbcCatalog and pyiceberg's SqlCatalog read under the catalog name
+    /// `pageviews`), `http(s)://HOST[:PORT][/PATH]` (an Iceberg REST catalog) or
+    /// `glue://[CATALOG_ID]` (AWS Glue, with the AWS_* settings S3 uses). A local
+    /// --output defaults to `sqlite:<output>/catalog.db`.
+    #[arg(long, env = "PAGEVIEWS_CATALOG", value_name = "URI")]
+    catalog: Option<String>,
+
+    /// The Iceberg namespace (Glue: database) of the four tables.
+    #[arg(long, env = "PAGEVIEWS_NAMESPACE", default_value = "pageviews", value_name = "NAME")]
+    namespace: String,
+
+    /// REST catalog: the warehouse to ask the server for.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_WAREHOUSE", value_name = "NAME")]
+    catalog_warehouse: Option<String>,
+
+    /// REST catalog: a bearer token.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    catalog_token: Option<String>,
+
+    /// REST catalog: OAuth2 client credentials `ID:SECRET`, exchanged for a token at the
+    /// server's `/v1/oauth/tokens`.
+    #[arg(long, env = "PAGEVIEWS_CATALOG_CREDENTIAL", hide_env_values = true, value_name = "ID:SECRET")]
+    catalog_credential: Option<String>,
+}
+
+impl CatalogArgs {
+    /// The configuration of `catalog` (this or a default) with the rest of these flags.
+    fn config(&self, catalog: String) -> crate::sink::iceberg::IcebergConfig {
+        let mut config = crate::sink::iceberg::IcebergConfig::new(catalog);
+        config.namespace = self.namespace.clone();
+        config.warehouse = self.catalog_warehouse.clone();
+        config.token = self.catalog_token.clone();
+        config.credential = self.catalog_credential.clone();
+        config
+    }
+}
+
 /// Where and how the Iceberg tables are kept (`--table-format iceberg`).
 #[derive(Debug, Args)]
 pub struct IcebergArgs {
@@ -162,30 +188,8 @@ pub struct IcebergArgs {
     #[arg(long, value_enum, default_value_t = TableFormat::Hive)]
     pub table_format: TableFormat,
 
-    /// The Iceberg catalog: `sqlite:PATH` (the JDBC catalog's tables in a SQLite file, which
-    /// Spark's JdbcCatalog and pyiceberg's SqlCatalog read under the catalog name
-    /// `pageviews`), `http(s)://HOST[:PORT][/PATH]` (an Iceberg REST catalog) or
-    /// `glue://[CATALOG_ID]` (AWS Glue, with the AWS_* settings S3 uses). A local
-    /// --output defaults to `sqlite:<output>/catalog.db`.
-    #[arg(long, env = "PAGEVIEWS_CATALOG", value_name = "URI")]
-    pub catalog: Option<String>,
-
-    /// The Iceberg namespace (Glue: database) of the four tables.
-    #[arg(long, env = "PAGEVIEWS_NAMESPACE", default_value = "pageviews", value_name = "NAME")]
-    pub namespace: String,
-
-    /// REST catalog: the warehouse to ask the server for.
-    #[arg(long, env = "PAGEVIEWS_CATALOG_WAREHOUSE", value_name = "NAME")]
-    pub catalog_warehouse: Option<String>,
-
-    /// REST catalog: a bearer token.
-    #[arg(long, env = "PAGEVIEWS_CATALOG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub catalog_token: Option<String>,
-
-    /// REST catalog: OAuth2 client credentials `ID:SECRET`, exchanged for a token at the
-    /// server's `/v1/oauth/tokens`.
-    #[arg(long, env = "PAGEVIEWS_CATALOG_CREDENTIAL", hide_env_values = true, value_name = "ID:SECRET")]
-    pub catalog_credential: Option<String>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
 
     /// Iceberg snapshots older than this are expired (the current one never), with the
     /// manifests only they named; data files are never deleted.
@@ -199,20 +203,17 @@ impl IcebergArgs {
         if self.table_format == TableFormat::Hive {
             return Ok(None);
         }
-        let catalog = match &self.catalog {
+        let catalog = match &self.catalog.catalog {
             Some(c) => c.clone(),
             None => crate::sink::iceberg::IcebergConfig::default_catalog(output).with_context(|| {
                 format!("--output {output} is not a local folder, so there is no default catalog: give --catalog (http(s):// for a REST catalog, glue:// for AWS Glue)")
             })?,
         };
-        if self.namespace.is_empty() || self.namespace.contains(['/', '\\']) {
-            bail!("--namespace {:?} must be a name, like pageviews", self.namespace);
+        let namespace = &self.catalog.namespace;
+        if namespace.is_empty() || namespace.contains(['/', '\\']) {
+            bail!("--namespace {namespace:?} must be a name, like pageviews");
         }
-        let mut config = crate::sink::iceberg::IcebergConfig::new(catalog);
-        config.namespace = self.namespace.clone();
-        config.warehouse = self.catalog_warehouse.clone();
-        config.token = self.catalog_token.clone();
-        config.credential = self.catalog_credential.clone();
+        let mut config = self.catalog.config(catalog);
         config.snapshot_retention = self.snapshot_retention;
         Ok(Some(config))
     }
@@ -548,6 +549,23 @@ mod tests {
         assert_eq!(id(&["--input", "a.jsonl"]), "files");
         assert_eq!(id(&["--brokers", "k:9092", "--topic", "site.views"]), "kafka-site_views");
         assert_eq!(id(&["--brokers", "k:9092", "--pipeline-id", "mine"]), "mine");
+    }
+
+    #[test]
+    fn verify_reads_the_catalog_flags_run_takes() {
+        let flags = ["--catalog", "http://rest:8181", "--namespace", "site", "--catalog-warehouse", "w"];
+        let cli =
+            Cli::try_parse_from([&["pageviews", "run", "--table-format", "iceberg"][..], &flags].concat())
+                .unwrap();
+        let Command::Run(args) = cli.command else { panic!("run expected") };
+        let run = args.iceberg.config("./data").unwrap().expect("iceberg");
+        let cli = Cli::try_parse_from([&["pageviews", "verify"][..], &flags].concat()).unwrap();
+        let Command::Verify(args) = cli.command else { panic!("verify expected") };
+        let verify = args.iceberg().expect("a catalog");
+        for c in [run, verify] {
+            assert_eq!((c.catalog.as_str(), c.namespace.as_str()), ("http://rest:8181", "site"));
+            assert_eq!(c.warehouse.as_deref(), Some("w"));
+        }
     }
 
     #[test]
