@@ -4,7 +4,8 @@
 //! Both hold a file's rows column by column until a row group (Parquet) or stripe (ORC) is
 //! full, and both read a file back into the bytes [`Row::write_jsonl`] makes, so `verify`
 //! audits every format with the JSON-lines code. This is the one mapping between a [`Row`]
-//! and its table's columns, both ways, so the two formats cannot disagree on it.
+//! and its table's columns, both ways, so the two formats cannot disagree on it; and
+//! [`ColumnsError`] is what either refuses for the same reason, in the same words.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -43,13 +44,49 @@ pub(crate) fn kind(column: &Column) -> Kind {
     }
 }
 
-/// Why a row could not be buffered; the file is left as it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PushError {
-    /// A row of another table (its name).
-    WrongTable(&'static str),
-    /// More distinct labels than a `u32` counts.
-    TooManyStrings,
+/// What Parquet and ORC files refuse alike: a row that cannot be written, or a file that does
+/// not read back into the rows pageviews writes. A refused row leaves the file as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ColumnsError {
+    /// A row of one table was pushed into a file of another.
+    #[error("a {row} row cannot go into a {} file", .table.name())]
+    WrongTable {
+        /// The file's table.
+        table: Table,
+        /// The kind of row pushed.
+        row: &'static str,
+    },
+    /// A file holds more distinct postcodes, webpages or sources than a `u32` can count; roll
+    /// files sooner.
+    #[error("a {} file holds more than 2^32 distinct strings; roll files sooner", .table.name())]
+    TooManyStrings {
+        /// The table being written.
+        table: Table,
+    },
+    /// The file is Parquet or ORC, but not with this table's columns.
+    #[error("not a {} file: its columns are [{found}], expected [{expected}]", .table.name())]
+    Schema {
+        /// The table being read.
+        table: Table,
+        /// The file's columns.
+        found: String,
+        /// The table's columns.
+        expected: String,
+    },
+    /// A value the JSON-lines writer could never have written.
+    #[error("{} {format} file, row {row}, column `{column}`: {problem}", .table.name())]
+    BadValue {
+        /// The table being read.
+        table: Table,
+        /// The file's format, as the message names it: `Parquet` or `ORC`.
+        format: &'static str,
+        /// The row, counted from 0 over the whole file.
+        row: u64,
+        /// The column.
+        column: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
 }
 
 /// The distinct labels of one file, each stored once: buffered rows hold a `u32` index, and
@@ -62,11 +99,11 @@ pub(crate) struct Labels {
 
 impl Labels {
     #[inline]
-    fn intern(&mut self, s: &str) -> Result<u32, PushError> {
+    fn intern(&mut self, table: Table, s: &str) -> Result<u32, ColumnsError> {
         if let Some(&i) = self.index.get(s.as_bytes()) {
             return Ok(i);
         }
-        let i = u32::try_from(self.values.len()).map_err(|_| PushError::TooManyStrings)?;
+        let i = u32::try_from(self.values.len()).map_err(|_| ColumnsError::TooManyStrings { table })?;
         let bytes = Bytes::copy_from_slice(s.as_bytes());
         self.values.push(bytes.clone());
         self.index.insert(bytes, i);
@@ -117,18 +154,25 @@ impl Buffered {
     /// Buffers one row of `table`, interning its labels into `dict`. A refused row leaves
     /// both as they were.
     #[inline]
-    pub(crate) fn push(&mut self, dict: &mut Labels, table: Table, row: &Row<'_>) -> Result<(), PushError> {
+    pub(crate) fn push(
+        &mut self,
+        dict: &mut Labels,
+        table: Table,
+        row: &Row<'_>,
+    ) -> Result<(), ColumnsError> {
         let Buffered { ints, labels, texts, rows } = self;
         match (*row, table) {
             (Row::View(pv), Table::PageViews) => {
-                let (postcode, webpage) = (dict.intern(&pv.postcode)?, dict.intern(&pv.webpage)?);
+                let (postcode, webpage) =
+                    (dict.intern(table, &pv.postcode)?, dict.intern(table, &pv.webpage)?);
                 ints[0].push(pv.user_id);
                 labels[0].push(postcode);
                 ints[1].push(pv.timestamp);
                 labels[1].push(webpage);
             }
             (Row::Late(pv, watermark), Table::LatePageViews) => {
-                let (postcode, webpage) = (dict.intern(&pv.postcode)?, dict.intern(&pv.webpage)?);
+                let (postcode, webpage) =
+                    (dict.intern(table, &pv.postcode)?, dict.intern(table, &pv.webpage)?);
                 ints[0].push(pv.user_id);
                 labels[0].push(postcode);
                 ints[1].push(pv.timestamp);
@@ -136,7 +180,7 @@ impl Buffered {
                 ints[2].push(watermark.clamp(MIN_MS, MAX_MS));
             }
             (Row::Aggregate(w, size_ms), Table::PageViewAggregates) => {
-                let postcode = dict.intern(&w.postcode)?;
+                let postcode = dict.intern(table, &w.postcode)?;
                 labels[0].push(postcode);
                 ints[0].push(w.end - size_ms);
                 ints[1].push(w.end);
@@ -147,8 +191,9 @@ impl Buffered {
             (Row::DeadLetter { payload, error, origin, received_at }, Table::DeadLetters) => {
                 // Verbatim when UTF-8, base64 otherwise: the choice jsonl::write_dead_letter makes.
                 let text = std::str::from_utf8(payload).ok();
-                let encoding = dict.intern(if text.is_some() { "utf8" } else { "base64" })?;
-                let (reason, source) = (dict.intern(error.reason().as_str())?, dict.intern(origin.source)?);
+                let encoding = dict.intern(table, if text.is_some() { "utf8" } else { "base64" })?;
+                let (reason, source) =
+                    (dict.intern(table, error.reason().as_str())?, dict.intern(table, origin.source)?);
                 match text {
                     Some(text) => texts[0].bytes.push_str(text),
                     None => {
@@ -166,7 +211,7 @@ impl Buffered {
                 ints[1].push(origin.offset as i64);
                 ints[2].push(received_at);
             }
-            (row, _) => return Err(PushError::WrongTable(row_kind(&row))),
+            (row, _) => return Err(ColumnsError::WrongTable { table, row: row_kind(&row) }),
         }
         *rows += 1;
         Ok(())
@@ -198,17 +243,6 @@ pub(crate) enum Values<S> {
     Strings(Vec<S>),
 }
 
-/// A value the JSON-lines writer could never have written, found reading a file back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BadValue {
-    /// The row, counted from 0 over the whole file.
-    pub(crate) row: u64,
-    /// The column.
-    pub(crate) column: &'static str,
-    /// What is wrong.
-    pub(crate) problem: &'static str,
-}
-
 /// The decoded columns of a row group or stripe, in table order, written back out row by
 /// row.
 pub(crate) struct Decoded<S> {
@@ -216,22 +250,25 @@ pub(crate) struct Decoded<S> {
     pub(crate) values: Vec<Values<S>>,
     /// File-wide number of the first row, for error messages.
     pub(crate) first_row: u64,
+    /// The file's format, for error messages: `Parquet` or `ORC`.
+    pub(crate) format: &'static str,
 }
 
 impl<S: AsRef<[u8]>> Decoded<S> {
-    fn bad(&self, r: usize, column: usize, problem: &'static str) -> BadValue {
+    fn bad(&self, r: usize, column: usize, problem: &'static str) -> ColumnsError {
         let column = self.table.columns().get(column).map_or("?", |c| c.name);
-        BadValue { row: self.first_row + r as u64, column, problem }
+        let (table, format, row) = (self.table, self.format, self.first_row + r as u64);
+        ColumnsError::BadValue { table, format, row, column, problem }
     }
 
-    fn int(&self, r: usize, column: usize) -> Result<i64, BadValue> {
+    fn int(&self, r: usize, column: usize) -> Result<i64, ColumnsError> {
         match self.values.get(column) {
             Some(Values::Ints(v)) => v.get(r).copied().ok_or_else(|| self.bad(r, column, "missing")),
             _ => Err(self.bad(r, column, "not an integer column")),
         }
     }
 
-    fn str(&self, r: usize, column: usize) -> Result<&str, BadValue> {
+    fn str(&self, r: usize, column: usize) -> Result<&str, ColumnsError> {
         match self.values.get(column) {
             Some(Values::Strings(v)) => {
                 let value = v.get(r).ok_or_else(|| self.bad(r, column, "missing"))?;
@@ -245,7 +282,7 @@ impl<S: AsRef<[u8]>> Decoded<S> {
     /// through the writer itself; a dead letter's error is stored as text, not as the
     /// `DecodeError` it came from, so its fields go to the layout `jsonl::write_dead_letter`
     /// uses.
-    pub(crate) fn write_jsonl(&self, r: usize, out: &mut Vec<u8>) -> Result<(), BadValue> {
+    pub(crate) fn write_jsonl(&self, r: usize, out: &mut Vec<u8>) -> Result<(), ColumnsError> {
         match self.table {
             Table::PageViews | Table::LatePageViews => {
                 let pv = PageView {

@@ -21,6 +21,7 @@ pub mod writer;
 use crate::event::{DecodeError, PageView};
 use pageviews_core::commit::WindowCount;
 
+pub use columns::ColumnsError;
 pub use pageviews_core::commit::{ClosedFile, OpenFileState};
 pub use pageviews_core::storage::{Storage, StorageError, UploadRef};
 pub use pageviews_core::table::{Format, Partition, Table};

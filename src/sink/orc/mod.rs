@@ -55,6 +55,8 @@ mod write;
 
 use pageviews_core::table::Table;
 
+use crate::sink::ColumnsError;
+
 pub use read::to_jsonl;
 pub use write::OrcFile;
 
@@ -76,21 +78,9 @@ const SNAPPY: u64 = 2;
 /// Why an ORC file could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum OrcError {
-    /// A row of one table was pushed into a file of another.
-    #[error("a {row} row cannot go into a {} file", .table.name())]
-    WrongTable {
-        /// The file's table.
-        table: Table,
-        /// The kind of row pushed.
-        row: &'static str,
-    },
-    /// A file holds more distinct postcodes, webpages or sources than a `u32` can count; roll
-    /// files sooner.
-    #[error("a {} file holds more than 2^32 distinct strings; roll files sooner", .table.name())]
-    TooManyStrings {
-        /// The table being written.
-        table: Table,
-    },
+    /// A row or a file refused the way Parquet files refuse it too.
+    #[error(transparent)]
+    Columns(#[from] ColumnsError),
     /// Snappy refused a chunk (it cannot, below 4 GiB).
     #[error("compressing a {} ORC file: {source}", .table.name())]
     Compress {
@@ -106,28 +96,6 @@ pub enum OrcError {
         table: Table,
         /// What is wrong, and where.
         problem: String,
-    },
-    /// The file is ORC, but not with this table's columns.
-    #[error("not a {} file: its columns are [{found}], expected [{expected}]", .table.name())]
-    Schema {
-        /// The table being read.
-        table: Table,
-        /// The file's columns.
-        found: String,
-        /// The table's columns.
-        expected: String,
-    },
-    /// A value the JSON-lines writer could never have written.
-    #[error("{} ORC file, row {row}, column `{column}`: {problem}", .table.name())]
-    BadValue {
-        /// The table being read.
-        table: Table,
-        /// The row, counted from 0 over the whole file.
-        row: u64,
-        /// The column.
-        column: &'static str,
-        /// What is wrong.
-        problem: &'static str,
     },
 }
 

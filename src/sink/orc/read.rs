@@ -10,7 +10,8 @@ use pageviews_core::table::Table;
 use super::proto::{unpack, Fields, Value};
 use super::rle::{self, Sign};
 use super::{decompress, OrcError, MAGIC, TIMESTAMP_BASE_S};
-use crate::sink::columns::{kind, BadValue, Decoded, Kind, Values};
+use crate::sink::columns::{kind, Decoded, Kind, Values};
+use crate::sink::ColumnsError;
 
 /// `Type.Kind` names, for messages; ORC numbers them in this order.
 const TYPE_NAMES: [&str; 19] = [
@@ -146,11 +147,9 @@ pub fn to_jsonl(table: Table, file: &[u8]) -> Result<(Vec<u8>, u64), OrcError> {
                 ),
             });
         }
-        let decoded = Decoded { table, values, first_row };
+        let decoded = Decoded { table, values, first_row, format: "ORC" };
         for r in 0..rows {
-            decoded.write_jsonl(r, &mut out).map_err(|BadValue { row, column, problem }| {
-                OrcError::BadValue { table, row, column, problem }
-            })?;
+            decoded.write_jsonl(r, &mut out)?;
         }
         first_row += rows as u64;
     }
@@ -318,9 +317,10 @@ fn check_schema(table: Table, types: &[TypeInfo]) -> Result<(), OrcError> {
     }
     let describe =
         |cols: Vec<(&str, &str)>| cols.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
-    Err(OrcError::Schema {
+    Err(ColumnsError::Schema {
         table,
         found: describe(found.iter().map(|(n, t)| (n.as_str(), *t)).collect()),
         expected: describe(expected),
-    })
+    }
+    .into())
 }

@@ -123,7 +123,13 @@ fn a_row_of_another_table_is_refused() {
     let pv = view(1, "a", "b", 0);
     let mut file = OrcFile::new(Table::DeadLetters, 10);
     let err = file.push(&Row::View(&pv)).unwrap_err();
-    assert!(matches!(err, OrcError::WrongTable { table: Table::DeadLetters, row: "page_views" }), "{err}");
+    assert!(
+        matches!(
+            err,
+            OrcError::Columns(ColumnsError::WrongTable { table: Table::DeadLetters, row: "page_views" })
+        ),
+        "{err}"
+    );
     assert_eq!(file.rows(), 0);
     let bad = bad_records();
     let origin = origins()[0];
@@ -140,11 +146,14 @@ fn to_jsonl_refuses_files_it_did_not_write() {
     let rows: Vec<Row<'_>> = views.iter().map(Row::View).collect();
     let file = orc(Table::PageViews, 10, &rows);
     let err = to_jsonl(Table::LatePageViews, &file).unwrap_err();
-    assert!(matches!(err, OrcError::Schema { .. }), "{err}");
+    assert!(matches!(err, OrcError::Columns(ColumnsError::Schema { .. })), "{err}");
     assert!(err.to_string().contains("watermark timestamp"), "{err}");
     for cut in [0, 1, 3, file.len() / 2, file.len() - 1] {
         let err = to_jsonl(Table::PageViews, &file[..cut]).unwrap_err();
-        assert!(matches!(err, OrcError::Read { .. } | OrcError::Schema { .. }), "cut at {cut}: {err}");
+        assert!(
+            matches!(err, OrcError::Read { .. } | OrcError::Columns(ColumnsError::Schema { .. })),
+            "cut at {cut}: {err}"
+        );
     }
     let mut flipped = file.clone();
     let middle = flipped.len() / 3;

@@ -7,7 +7,7 @@ use pageviews_core::table::Table;
 use super::proto::Message;
 use super::rle::{self, Sign};
 use super::{compress, OrcError, BLOCK, MAGIC, SNAPPY, TIMESTAMP_BASE_S};
-use crate::sink::columns::{kind, Buffered, Kind, Labels, PushError};
+use crate::sink::columns::{kind, Buffered, Kind, Labels};
 use crate::sink::Row;
 
 /// `Type.Kind` of each column kind, and of the row.
@@ -177,11 +177,7 @@ impl OrcFile {
     /// it was.
     #[inline]
     pub fn push(&mut self, row: &Row<'_>) -> Result<(), OrcError> {
-        let table = self.table;
-        self.buffered.push(&mut self.labels, table, row).map_err(|e| match e {
-            PushError::WrongTable(row) => OrcError::WrongTable { table, row },
-            PushError::TooManyStrings => OrcError::TooManyStrings { table },
-        })?;
+        self.buffered.push(&mut self.labels, self.table, row)?;
         self.rows += 1;
         if self.buffered.rows >= self.stripe_rows {
             self.encode_stripe()?;

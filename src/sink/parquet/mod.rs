@@ -53,6 +53,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::{ColumnPath, Type, TypePtr};
 
 use crate::sink::columns::{kind, Kind};
+use crate::sink::ColumnsError;
 
 pub use read::to_jsonl;
 pub use write::ParquetFile;
@@ -107,21 +108,9 @@ pub enum ParquetError {
         /// The library's error.
         source: LibError,
     },
-    /// A row of one table was pushed into a file of another.
-    #[error("a {row} row cannot go into a {} file", .table.name())]
-    WrongTable {
-        /// The file's table.
-        table: Table,
-        /// The kind of row pushed.
-        row: &'static str,
-    },
-    /// A file holds more distinct postcodes, webpages or sources than a `u32` can count; roll
-    /// files sooner.
-    #[error("a {} file holds more than 2^32 distinct strings; roll files sooner", .table.name())]
-    TooManyStrings {
-        /// The table being written.
-        table: Table,
-    },
+    /// A row or a file refused the way ORC files refuse it too.
+    #[error(transparent)]
+    Columns(#[from] ColumnsError),
     /// The bytes are not a readable Parquet file.
     #[error("reading a {} Parquet file: {source}", .table.name())]
     Read {
@@ -129,28 +118,6 @@ pub enum ParquetError {
         table: Table,
         /// The library's error.
         source: LibError,
-    },
-    /// The file is Parquet, but not with this table's columns.
-    #[error("not a {} file: its columns are [{found}], expected [{expected}]", .table.name())]
-    Schema {
-        /// The table being read.
-        table: Table,
-        /// The file's columns.
-        found: String,
-        /// The table's columns.
-        expected: String,
-    },
-    /// A value the JSON-lines writer could never have written.
-    #[error("{} Parquet file, row {row}, column `{column}`: {problem}", .table.name())]
-    BadValue {
-        /// The table being read.
-        table: Table,
-        /// The row, counted from 0 over the whole file.
-        row: u64,
-        /// The column.
-        column: &'static str,
-        /// What is wrong.
-        problem: &'static str,
     },
 }
 

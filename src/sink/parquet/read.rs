@@ -11,8 +11,9 @@ use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
 use super::{columns, kind, schema, Kind, ParquetError, TimestampUnit};
+use crate::sink::columns::Decoded;
 pub(super) use crate::sink::columns::Values;
-use crate::sink::columns::{BadValue, Decoded};
+use crate::sink::ColumnsError;
 
 /// Converts a Parquet file of `table`, as `ParquetFile` writes it, into the JSON-lines
 /// bytes [`crate::sink::Row::write_jsonl`] writes for the same rows in the same order, and the row count.
@@ -36,11 +37,9 @@ pub fn to_jsonl(table: Table, file: Bytes) -> Result<(Vec<u8>, u64), ParquetErro
                 v.iter_mut().for_each(|x| *x = x.div_euclid(unit.per_ms()));
             }
         }
-        let decoded = Decoded { table, values, first_row };
+        let decoded = Decoded { table, values, first_row, format: "Parquet" };
         for r in 0..rows {
-            decoded.write_jsonl(r, &mut out).map_err(|BadValue { row, column, problem }| {
-                ParquetError::BadValue { table, row, column, problem }
-            })?;
+            decoded.write_jsonl(r, &mut out)?;
         }
         first_row += rows as u64;
     }
@@ -70,7 +69,7 @@ fn check_schema(table: Table, found: &SchemaDescriptor) -> Result<TimestampUnit,
             .collect();
         cols.join(", ")
     };
-    Err(ParquetError::Schema { table, found: describe(found), expected: describe(&expected) })
+    Err(ColumnsError::Schema { table, found: describe(found), expected: describe(&expected) }.into())
 }
 
 fn matches_schema(found: &SchemaDescriptor, expected: &SchemaDescriptor) -> bool {

@@ -141,7 +141,10 @@ fn a_row_of_another_table_is_refused() {
     let mut file = ParquetFile::new(Table::DeadLetters, 10).unwrap();
     let err = file.push(&Row::View(&pv)).unwrap_err();
     assert!(
-        matches!(err, ParquetError::WrongTable { table: Table::DeadLetters, row: "page_views" }),
+        matches!(
+            err,
+            ParquetError::Columns(ColumnsError::WrongTable { table: Table::DeadLetters, row: "page_views" })
+        ),
         "{err}"
     );
     assert_eq!(file.rows(), 0);
@@ -160,7 +163,7 @@ fn to_jsonl_refuses_files_it_did_not_write() {
     let rows: Vec<Row<'_>> = views.iter().map(Row::View).collect();
     let file = Bytes::from(parquet(Table::PageViews, 10, &rows));
     let err = to_jsonl(Table::LatePageViews, file.clone()).unwrap_err();
-    assert!(matches!(err, ParquetError::Schema { .. }), "{err}");
+    assert!(matches!(err, ParquetError::Columns(ColumnsError::Schema { .. })), "{err}");
     assert!(err.to_string().contains("watermark"), "{err}");
     let err = to_jsonl(Table::PageViews, file.slice(..file.len() - 1)).unwrap_err();
     assert!(matches!(err, ParquetError::Read { .. }), "{err}");

@@ -13,7 +13,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::SchemaDescriptor;
 
 use super::{columns, properties, schema, ParquetError, TimestampUnit, BATCH};
-use crate::sink::columns::{kind, Buffered, Kind, Labels, PushError};
+use crate::sink::columns::{kind, Buffered, Kind, Labels};
 use crate::sink::Row;
 
 /// One Parquet table file being written: rows in, bytes out as they are encoded.
@@ -79,11 +79,7 @@ impl ParquetFile {
     /// it was.
     #[inline]
     pub fn push(&mut self, row: &Row<'_>) -> Result<(), ParquetError> {
-        let table = self.table;
-        self.buffered.push(&mut self.labels, table, row).map_err(|e| match e {
-            PushError::WrongTable(row) => ParquetError::WrongTable { table, row },
-            PushError::TooManyStrings => ParquetError::TooManyStrings { table },
-        })?;
+        self.buffered.push(&mut self.labels, self.table, row)?;
         self.rows += 1;
         if self.buffered.rows >= self.row_group_rows {
             self.encode_row_group()?;
