@@ -115,6 +115,40 @@ fn assert_read_back(
     assert_eq!(read["page_views"]["type"], "timestamp[us, tz=UTC]", "{read}");
 }
 
+/// A catalog as `verify` reaches it, and as pyiceberg does (its catalog properties).
+struct Catalog {
+    config: IcebergConfig,
+    pyiceberg: Value,
+}
+
+impl Catalog {
+    /// The SQLite catalog a local `out` defaults to.
+    fn sqlite(out: &str) -> Catalog {
+        Catalog {
+            config: IcebergConfig::new(format!("sqlite:{out}/catalog.db")),
+            pyiceberg: serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}),
+        }
+    }
+}
+
+/// Runs the generator pipeline `args` into `out` to its end, then reads its tables back:
+/// `verify` finds the root and `catalog` clean with `page_views` rows, and pyiceberg reads
+/// them as [`assert_read_back`] requires. Returns what pyiceberg read.
+fn run_and_read_back(
+    args: &[String],
+    out: &str,
+    catalog: &Catalog,
+    page_views: u64,
+    env: &StoreEnv,
+) -> Value {
+    run(&refs(args), env);
+    let report = verified(out, &catalog.config, env);
+    assert_eq!(report.rows.get("page_views"), Some(&page_views), "{report}");
+    let read = pyiceberg(&catalog.pyiceberg, &catalog.config.namespace, env);
+    assert_read_back(&read, &report, &log_rows(out, "generator", env));
+    read
+}
+
 fn generator(out: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "run",
@@ -174,16 +208,8 @@ fn pyiceberg_reads_every_checkpoint_of_the_sqlite_catalog_tables() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out").display().to_string();
     let env = StoreEnv::from_pairs::<String, String>([]);
-    run(&refs(&generator(&out, &["--count", "40000", "--rate", "10000"])), &env);
-    let config = IcebergConfig::new(format!("sqlite:{out}/catalog.db"));
-    let report = verified(&out, &config, &env);
-    assert_eq!(report.rows.get("page_views"), Some(&40_000), "{report}");
-    let read = pyiceberg(
-        &serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}),
-        "pageviews",
-        &env,
-    );
-    assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
+    let args = generator(&out, &["--count", "40000", "--rate", "10000"]);
+    let read = run_and_read_back(&args, &out, &Catalog::sqlite(&out), 40_000, &env);
     let snapshots = read["page_views"]["snapshots"].as_array().unwrap().len();
     assert!(snapshots >= 3, "one snapshot per checkpoint that completed files: {snapshots}\n{read}");
     let pruned = read["page_views"]["pruned_files"].as_u64().unwrap();
@@ -302,17 +328,8 @@ fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
         child.wait().unwrap();
         kills += 1;
     }
-    run(&refs(&args), &env);
     assert!(kills >= want.min(2), "only {kills} kills hit a running pipeline");
-    let config = IcebergConfig::new(format!("sqlite:{out}/catalog.db"));
-    let report = verified(&out, &config, &env);
-    assert_eq!(report.rows.get("page_views"), Some(&60_000), "{report}");
-    let read = pyiceberg(
-        &serde_json::json!({"type": "sql", "uri": format!("sqlite:///{out}/catalog.db")}),
-        "pageviews",
-        &env,
-    );
-    assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
+    run_and_read_back(&args, &out, &Catalog::sqlite(&out), 60_000, &env);
 }
 
 #[test]
@@ -330,23 +347,16 @@ fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
         &out,
         &["--count", "20000", "--rate", "10000", "--catalog", "glue://", "--namespace", &namespace],
     );
-    run(&refs(&args), &env);
     let mut config = IcebergConfig::new("glue://");
-    config.namespace = namespace.clone();
-    let report = verified(&out, &config, &env);
-    assert_eq!(report.rows.get("page_views"), Some(&20_000), "{report}");
+    config.namespace = namespace;
     let endpoint = store::endpoint();
-    let read = pyiceberg(
-        &serde_json::json!({
-            "type": "glue", "glue.endpoint": endpoint, "glue.region": "us-east-1",
-            "glue.access-key-id": "S3RVER", "glue.secret-access-key": "S3RVER",
-            "s3.endpoint": endpoint, "s3.access-key-id": "S3RVER", "s3.secret-access-key": "S3RVER",
-            "s3.region": "us-east-1",
-        }),
-        &namespace,
-        &env,
-    );
-    assert_read_back(&read, &report, &log_rows(&out, "generator", &env));
+    let pyiceberg = serde_json::json!({
+        "type": "glue", "glue.endpoint": endpoint, "glue.region": "us-east-1",
+        "glue.access-key-id": "S3RVER", "glue.secret-access-key": "S3RVER",
+        "s3.endpoint": endpoint, "s3.access-key-id": "S3RVER", "s3.secret-access-key": "S3RVER",
+        "s3.region": "us-east-1",
+    });
+    run_and_read_back(&args, &out, &Catalog { config, pyiceberg }, 20_000, &env);
 }
 
 /// Spark 4.0 with Iceberg's runtime reads the tables through the SQLite (JDBC) catalog, as the
