@@ -1,7 +1,7 @@
 //! Every stop is honoured within seconds, in every state, and what the run was given as a
 //! secret never comes out: against the real binary and the real broker, whose SASL/PLAIN
 //! listener (`scripts/kafka-local sasl`) refuses a wrong password. The stops while storage
-//! is away are in `tests/stores.rs`.
+//! is away are in `tests/stores_outages.rs`.
 
 mod common;
 

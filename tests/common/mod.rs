@@ -1,5 +1,8 @@
-//! The shared test kit, plus the one helper that needs this crate's binary path.
+//! The shared test kit, plus what needs this crate's binary path: [`bin`], and what the
+//! object-store suites share ([`stores`]).
 #![allow(dead_code, unused_imports)]
+
+pub mod stores;
 
 pub use pageviews_testkit::*;
 
