@@ -160,6 +160,7 @@ fn reference(topic: &str, streams: &[GeneratorConfig; 2]) -> Outcome {
 }
 
 fn case(partitions: u32, keyed: bool) {
+    capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let seed = u64::from(partitions) * 10 + u64::from(keyed);
     // A backlog: produced first, then read by each deployment.

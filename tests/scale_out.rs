@@ -180,6 +180,52 @@ fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process()
     assert_event_time_reference(&out, &topic);
 }
 
+/// A member the group gives no partition has nothing to checkpoint, yet a rebalance revokes
+/// its empty assignment too, and the group assigns anew only once every member gave up what
+/// it held. One partition, members joining one by one: b takes it, c joins and gets nothing
+/// (the range assignor orders members by id), and a's join revokes c's nothing. Had c kept
+/// waiting for a checkpoint, nobody would read until the rebalance timed out (300 s).
+#[test]
+fn a_member_holding_nothing_gives_up_its_empty_assignment_and_the_group_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("empty-member"), unique("group"));
+    let out = dir.path().join("out");
+    create_topic(&topic, 1);
+    let first = generator(83, "2020-01-01 00:00:00", 2_000);
+    produce(&topic, first.clone(), 0.0);
+    let spawn =
+        |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--instance-id", id]);
+    // The newest claim of the partition: its number and who holds it.
+    let claim = || -> Option<(u64, String)> {
+        views(&out)
+            .into_iter()
+            .filter_map(|(_, v)| v.claims.get(&0).map(|c| (c.claim, c.member.clone())))
+            .max()
+    };
+    let mut b = spawn("b");
+    wait_for("b holds the partition", Duration::from_secs(60), || claim().is_some_and(|(_, m)| m == "b"));
+    let taken = claim().map_or(0, |(n, _)| n);
+    let mut c = spawn("c");
+    wait_for("c's join hands the partition back to b", Duration::from_secs(60), || {
+        claim().is_some_and(|(n, m)| n > taken && m == "b")
+    });
+    let mut a = spawn("a");
+    let moved = poll_until(Duration::from_secs(60), || claim().is_some_and(|(_, m)| m == "a"));
+    assert!(moved, "the group never assigned anew after a joined: {:?}\n{}", claim(), log_text(&out));
+    let second = generator(84, "2020-01-01 00:10:00", 1_000);
+    produce(&topic, second.clone(), 0.0);
+    let streams = [(first, 0.0), (second, 0.0)];
+    let total = expected(&streams).0.len();
+    wait_for("every event committed", Duration::from_secs(60), || {
+        committed(&out).page_views as usize == total
+    });
+    for child in [&mut a, &mut b, &mut c] {
+        sigterm(child, &out);
+    }
+    assert_verified(&out);
+    assert_exactly_once(&out, &streams);
+}
+
 /// Kills and rebalances across three instances while events arrive: at every step one
 /// instance is killed with SIGKILL and restarted (its partitions come back to it), or
 /// stopped for good and another started (the group rebalances). Afterwards every produced

@@ -264,6 +264,9 @@ fn run_workers(
                 std::thread::Builder::new().name(format!("pageviews-worker-{k}")).spawn_scoped(
                     scope,
                     move || {
+                        // Several workers, or instances in one test process, log side by side.
+                        let _span =
+                            tracing::info_span!("worker", member = %open::member_id(config, k)).entered();
                         let result = worker::Pipeline::open(config, k, siblings, storage, metrics, status)
                             .and_then(|mut pipeline| {
                                 let result = pipeline.run_loop().map_err(|e| pipeline.explain(e));

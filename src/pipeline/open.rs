@@ -124,11 +124,7 @@ impl Pipeline {
         // One member of the deployment per worker: in the commit log, and in Kafka's group
         // as a static member (`group.instance.id`), so a restarted instance gets its
         // partitions back at once and a second process with the same id is fenced.
-        let member = if config.workers > 1 {
-            format!("{}-w{worker}", config.instance_id)
-        } else {
-            config.instance_id.clone()
-        };
+        let member = member_id(config, worker);
         let (mut log, facts) = Log::open(&storage, &config.pipeline_id, &member, &run, &facts)?;
         // A generator run continues the pipeline's stream: a seed or start time it was not
         // given comes from the facts (a random seed must not refuse the resume).
@@ -342,6 +338,15 @@ fn restore_all(
 ) -> Result<Vec<(u32, Restored)>, PipelineError> {
     use crate::source::Restore;
     Ok(restorer.restore(partitions)?)
+}
+
+/// The worker's name as a member of the deployment: `<instance>[-w<k>]`.
+pub(super) fn member_id(config: &PipelineConfig, worker: usize) -> String {
+    if config.workers > 1 {
+        format!("{}-w{worker}", config.instance_id)
+    } else {
+        config.instance_id.clone()
+    }
 }
 
 #[cfg(test)]

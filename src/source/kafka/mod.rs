@@ -426,15 +426,20 @@ impl Source for KafkaSource {
         self.commit_group_offsets();
         if self.checkpoint_due {
             self.checkpoint_due = false;
-            let revoked = self.shared.lock().map(|mut s| {
-                s.membership = s.membership.released();
-                s.changed_at = Some(Instant::now());
-                std::mem::take(&mut s.revoked)
-            });
+            let revoked = self
+                .shared
+                .lock()
+                .map(|mut s| {
+                    s.membership = s.membership.released();
+                    s.changed_at = Some(Instant::now());
+                    std::mem::take(&mut s.revoked)
+                })
+                .unwrap_or_default();
+            info!(partitions = ?revoked, "checkpointed: giving up the revoked partitions");
             if let Err(e) = self.consumer.unassign() {
                 warn!(error = %e, "cannot give up revoked partitions");
             }
-            for p in revoked.unwrap_or_default() {
+            for p in revoked {
                 self.durable_offsets.remove(&p);
                 self.caught_up.remove(&p);
                 if let Ok(mut shared) = self.shared.lock() {

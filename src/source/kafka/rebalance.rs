@@ -12,7 +12,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::METADATA_TIMEOUT;
 use crate::metrics::{Metrics, PartitionLabel};
@@ -134,6 +134,22 @@ impl ClientContext for Context {
     }
 }
 
+/// A revocation of nothing, by a member that holds nothing, is given up at once. The group's
+/// next assignment waits for every member to give up what was revoked, and a member without
+/// tasks takes no checkpoint to do it after: the whole group would stall until the
+/// rebalance timed out (300 s), a member of a one-partition topic holding none.
+fn give_up_if_nothing_to_commit(consumer: &BaseConsumer<Context>, shared: &mut Shared) {
+    if !shared.revoked.is_empty() {
+        return;
+    }
+    info!("nothing to checkpoint: giving up the empty assignment now");
+    if let Err(e) = consumer.unassign() {
+        warn!(error = %e, "cannot give up the empty assignment");
+    }
+    shared.membership = shared.membership.released();
+    shared.changed_at = Some(Instant::now());
+}
+
 impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let Ok(mut shared) = self.shared.lock() else { return };
@@ -142,6 +158,7 @@ impl ConsumerContext for Context {
                 // Claim the partitions and restore their committed state before a record is
                 // read, so each is read from where its newest commit (by any instance) ends.
                 let partitions: Vec<u32> = tpl.elements().iter().map(|e| e.partition() as u32).collect();
+                info!(?partitions, "assigned by the group");
                 let restored = match self.restorer.lock() {
                     Ok(mut restorer) => restorer.restore(&partitions).map_err(|e| e.to_string()),
                     Err(_) => Err("the restorer panicked".to_string()),
@@ -213,8 +230,11 @@ impl ConsumerContext for Context {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                shared.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                info!(?partitions, "revoked by the group: given up after a checkpoint");
+                shared.revoked.extend(partitions);
                 shared.membership = Membership::Revoking { rejoin: true };
+                give_up_if_nothing_to_commit(consumer, &mut shared);
             }
             other => {
                 warn!(error = ?other, "rebalance failed; giving up the assignment");
@@ -227,6 +247,7 @@ impl ConsumerContext for Context {
                     );
                     let rejoin = !held;
                     shared.membership = Membership::Revoking { rejoin };
+                    give_up_if_nothing_to_commit(consumer, &mut shared);
                 }
             }
         }
