@@ -225,8 +225,14 @@ pub fn produce_unkeyed_to(brokers: &str, topic: &str, stream: &GeneratorConfig, 
             assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "creating {name}");
         }
     }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    // Idempotent: a retried batch must not land after the next one, since the references
+    // judge each partition's records in offset order.
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
     let started = std::time::Instant::now();
     let mut line = Vec::new();
     for seq in 0..stream.count.unwrap() {
