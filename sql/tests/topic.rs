@@ -23,7 +23,7 @@ use pageviews::source::GeneratorConfig;
 use pageviews_core::time::{format_timestamp, parse_timestamp};
 use pageviews_testkit::event_time::{per_partition, Rules};
 use pageviews_testkit::kafka::{
-    broker, create_topic, expected, generator, produce, produce_unkeyed, read_topic, unique,
+    broker, broker_sasl, create_topic, expected, generator, produce, produce_unkeyed, read_topic, unique,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -90,6 +90,45 @@ fn a_batch_count_is_the_records_produced_minus_the_bad_ones_up_to_the_statements
     );
     let out = sql(&topic, &["--format", "csv", "-e", &per_postcode]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n\n{}\n", valid.len()));
+}
+
+/// The topic through the SASL/PLAIN listener: the right password reads what the plain
+/// listener reads; a refused one ends the statement with the broker's reason and an exit
+/// status that is not 0, and the password is printed nowhere.
+#[test]
+fn sasl_settings_pass_through_and_a_refused_password_is_never_printed() {
+    let topic = unique("sql-sasl");
+    let stream = generator(11, "2024-01-01 00:00:00", 1_000);
+    produce(&topic, stream.clone(), 0.0);
+    let (valid, _) = expected(&[(stream, 0.0)]);
+    let count = format!("SELECT count(*) AS n FROM kafka.\"{topic}\"");
+    let brokers = broker_sasl();
+    let run = |password: &str| {
+        let password = format!("sasl.password={password}");
+        #[rustfmt::skip]
+        let out = command(env!("CARGO_BIN_EXE_pageviews-sql"))
+            .current_dir(std::env::temp_dir())
+            .args(["--brokers", &brokers, "--topic", &topic, "--format", "csv", "-e", &count,
+                "--kafka-option", "security.protocol=SASL_PLAINTEXT",
+                "--kafka-option", "sasl.mechanism=PLAIN", "--kafka-option", "sasl.username=pageviews",
+                "--kafka-option", &password])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = run("pageviews-test");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, format!("n\n{}\n", valid.len()));
+
+    let secret = "Wrong-sql-pw-7c1e";
+    let (ok, stdout, stderr) = run(secret);
+    assert!(!ok, "a refused password is not a result:\n{stdout}{stderr}");
+    assert!(stderr.to_lowercase().contains("authentication"), "names the cause:\n{stderr}");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret), "printed the password:\n{stdout}{stderr}");
 }
 
 /// A page view at `ms`.

@@ -85,6 +85,11 @@ impl TopicReader {
             .create_with_context(FatalErrors::default())
             .map_err(|e| kafka("create a consumer", e))?;
         let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT);
+        if metadata.is_err() {
+            // An authentication failure reaches the context's callback only when the client
+            // is polled; unserved, it would show as a transport failure.
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
         if let Some(cause) = consumer.context().take() {
             return Err(KafkaError::Refused { brokers: settings.brokers.clone(), cause });
         }
