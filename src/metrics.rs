@@ -26,7 +26,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::event::Reason;
-use pageviews_core::storage::StorageObserver;
+use pageviews_core::storage::{StorageObserver, StorageRequest};
 use pageviews_core::table::Table;
 
 /// Label set naming a table.
@@ -50,6 +50,13 @@ pub struct PartitionLabel {
 pub struct ReaderLabel {
     /// `sql` or `folders`.
     pub reader: &'static str,
+}
+
+/// Label set naming a kind of object-store request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// `put`, `get`, `list`, `upload_part`… ([`StorageRequest::as_str`]).
+    pub op: &'static str,
 }
 
 /// Label set naming a dead-letter reason.
@@ -101,6 +108,12 @@ pub struct Metrics {
     pub storage_retrying: Gauge,
     /// Storage calls tried again after a failure that passes.
     pub storage_retries: Counter,
+    /// Requests sent to the object store, by kind.
+    pub storage_requests: Family<RequestLabel, Counter>,
+    /// Time from reading the commit log for an entry to appending it, lost races included.
+    pub log_append_duration: Histogram,
+    /// Create-only log appends that lost their version to another member.
+    pub log_conflicts: Counter,
 }
 
 /// Labels of [`Metrics::kafka_offset_resets`].
@@ -141,6 +154,9 @@ impl Metrics {
             freshness: Family::default(),
             storage_retrying: Gauge::default(),
             storage_retries: Counter::default(),
+            storage_requests: Family::default(),
+            log_append_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            log_conflicts: Counter::default(),
             registry: Registry::default(),
             pipeline: pipeline.to_string(),
         };
@@ -224,9 +240,30 @@ impl Metrics {
             "Storage calls tried again after a failure that passes",
             m.storage_retries.clone(),
         );
+        r.register(
+            "pageviews_storage_requests",
+            "Requests sent to the object store (none for a local disk), by kind: put, create_upload, \
+             upload_part, complete_upload, abort_upload, get, head, list (a page), delete, other",
+            m.storage_requests.clone(),
+        );
+        r.register(
+            "pageviews_log_append_duration_seconds",
+            "Time from reading the commit log for an entry (a claim or a checkpoint) to its \
+             create-only append, lost races included",
+            m.log_append_duration.clone(),
+        );
+        r.register(
+            "pageviews_log_conflicts",
+            "Create-only commit-log appends that lost their version to another member and were \
+             tried again at the next one",
+            m.log_conflicts.clone(),
+        );
         // Zero-valued series exist from the start, so dashboards and rate() see every label.
         for reason in Reason::ALL {
             let _ = m.dead_letters.get_or_create(&ReasonLabel { reason: reason.as_str() });
+        }
+        for kind in StorageRequest::ALL {
+            let _ = m.storage_requests.get_or_create(&RequestLabel { op: kind.as_str() });
         }
         for table in Table::ALL {
             let label = TableLabel { table: table.name() };
@@ -258,8 +295,8 @@ impl Metrics {
     }
 }
 
-/// Storage outages, reported by `pageviews-core`'s retry loop (which does not know
-/// prometheus-client).
+/// Storage outages, requests and log appends, reported by `pageviews-core`'s storage and
+/// commit log (which do not know prometheus-client).
 impl StorageObserver for Metrics {
     fn retry(&self, _op: &'static str) {
         self.storage_retries.inc();
@@ -267,6 +304,18 @@ impl StorageObserver for Metrics {
 
     fn outage(&self, ongoing: bool) {
         self.storage_retrying.set(i64::from(ongoing));
+    }
+
+    fn request(&self, kind: StorageRequest) {
+        self.storage_requests.get_or_create(&RequestLabel { op: kind.as_str() }).inc();
+    }
+
+    fn log_conflict(&self) {
+        self.log_conflicts.inc();
+    }
+
+    fn log_appended(&self, took: std::time::Duration) {
+        self.log_append_duration.observe(took.as_secs_f64());
     }
 }
 
@@ -291,5 +340,23 @@ mod tests {
         }
         let build = format!("pageviews_build_info{{pipeline=\"eu-1\",version=\"{VERSION}\"}} 1");
         assert!(samples.contains(&build.as_str()), "{text}");
+    }
+
+    #[test]
+    fn what_core_reports_reaches_the_requests_and_log_series() {
+        let m = Metrics::new("p");
+        m.request(StorageRequest::UploadPart);
+        m.request(StorageRequest::UploadPart);
+        m.log_conflict();
+        m.log_appended(std::time::Duration::from_millis(30));
+        let text = m.encode();
+        for want in [
+            "pageviews_storage_requests_total{pipeline=\"p\",op=\"upload_part\"} 2",
+            "pageviews_storage_requests_total{pipeline=\"p\",op=\"list\"} 0",
+            "pageviews_log_conflicts_total{pipeline=\"p\"} 1",
+            "pageviews_log_append_duration_seconds_count{pipeline=\"p\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == want), "{want} in {text}");
+        }
     }
 }

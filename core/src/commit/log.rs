@@ -15,7 +15,7 @@
 //! segment, and deletes entries and snapshots the newer snapshot covers, so what lies under
 //! `_checkpoints` stays bounded however long the run.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -151,11 +151,12 @@ impl Log {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
+        let started = Instant::now();
         for _ in 0..MAX_ATTEMPTS {
             self.catch_up()?;
             let claims = partitions.iter().map(|&p| (p, self.view.claim_of(p) + 1)).collect();
             let entry = self.entry(claims, Vec::new(), Vec::new());
-            if self.append(&entry)? {
+            if self.append(&entry, started)? {
                 return Ok(entry.claims.into_iter().collect());
             }
         }
@@ -172,6 +173,7 @@ impl Log {
         markers: impl Fn(&View, &[TaskState]) -> Vec<Partition>,
     ) -> Result<Committed, CheckpointError> {
         let mut fenced = Vec::new();
+        let started = Instant::now();
         for _ in 0..MAX_ATTEMPTS {
             self.catch_up()?;
             let view = &self.view;
@@ -185,7 +187,7 @@ impl Log {
                 return Ok(Committed { version: 0, fenced });
             }
             let entry = self.entry(Default::default(), tasks.clone(), markers);
-            if self.append(&entry)? {
+            if self.append(&entry, started)? {
                 let files = entry.tasks.iter().flat_map(|t| t.files.iter().map(move |f| (t.partition, f)));
                 self.storage.block_on(publish(&self.storage, entry.version, files, &entry.markers))?;
                 // Before the snapshot, which moves the entry's files from the view into the
@@ -240,8 +242,10 @@ impl Log {
     }
 
     /// Writes `entry` create-only; false when another instance wrote that version first.
-    /// Where the store does not fence, only while this run holds the lease.
-    fn append(&mut self, entry: &Entry) -> Result<bool, CheckpointError> {
+    /// Where the store does not fence, only while this run holds the lease. Reports the
+    /// time since `started` (when this member began reading the log for the entry) once
+    /// written, and each lost race, so contention for the log's next version is seen.
+    fn append(&mut self, entry: &Entry, started: Instant) -> Result<bool, CheckpointError> {
         if let Some(lease) = &self.lease {
             self.storage.block_on(lease.renew())?;
         }
@@ -251,10 +255,14 @@ impl Log {
         let storage = &self.storage;
         match storage.block_on(storage.put_new(&path, Bytes::from(json))) {
             Ok(()) => {
+                storage.observer().log_appended(started.elapsed());
                 self.view.apply(entry);
                 Ok(true)
             }
-            Err(StorageError::AlreadyExists(_)) => Ok(false),
+            Err(StorageError::AlreadyExists(_)) => {
+                storage.observer().log_conflict();
+                Ok(false)
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -226,3 +226,35 @@ fn a_file_recorded_open_but_completed_at_another_size_is_refused_as_a_log_that_l
     let sealed = a.recover_task(0).unwrap().unwrap();
     assert_eq!(sealed.files.len(), 1);
 }
+
+#[test]
+fn every_append_is_reported_once_with_its_time_and_no_conflict_when_alone() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Appends {
+        appended: AtomicU64,
+        conflicts: AtomicU64,
+    }
+    impl crate::storage::StorageObserver for Appends {
+        fn retry(&self, _op: &'static str) {}
+        fn outage(&self, _ongoing: bool) {}
+        fn log_conflict(&self) {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        fn log_appended(&self, took: std::time::Duration) {
+            assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+            self.appended.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let mut root = root();
+    let appends = Arc::new(Appends::default());
+    root.storage = root.storage.clone().with_observer(appends.clone());
+    let mut a = open(&root, "a", "run-a");
+    a.claim(&[0, 1]).unwrap();
+    a.commit(vec![task(0, 1, 10), task(1, 1, 20)], no_markers).unwrap();
+    a.commit(vec![task(0, 1, 11)], no_markers).unwrap();
+    assert_eq!(appends.appended.load(Ordering::Relaxed), 3, "a claim and two commits");
+    assert_eq!(appends.conflicts.load(Ordering::Relaxed), 0);
+}

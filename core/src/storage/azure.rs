@@ -12,6 +12,7 @@
 use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::{ClientConfigKey, RetryConfig};
 
+use super::requests::CountingConnector;
 use super::root::{bad, Location, StoreEnv};
 use super::StorageError;
 
@@ -68,6 +69,7 @@ pub(super) fn build(
     root: &AzureSettings<'_>,
     env: &StoreEnv,
     retry: RetryConfig,
+    connector: CountingConnector,
 ) -> Result<MicrosoftAzure, StorageError> {
     let mut builder = MicrosoftAzureBuilder::new();
     for (key, value) in env.with_prefix("AZURE_") {
@@ -75,7 +77,7 @@ pub(super) fn build(
             builder = builder.with_config(config_key, value);
         }
     }
-    builder = builder.with_container_name(root.container).with_retry(retry);
+    builder = builder.with_container_name(root.container).with_retry(retry).with_http_connector(connector);
     if let Some(account) = root.account {
         builder = builder.with_account(account);
     }
@@ -188,9 +190,15 @@ mod tests {
         ];
         let root = AzureSettings { container: "c", account: None };
         for (vars, want) in cases {
-            let err = build("az://c", &root, &StoreEnv::from_pairs(vars), RetryConfig::default())
-                .unwrap_err()
-                .to_string();
+            let err = build(
+                "az://c",
+                &root,
+                &StoreEnv::from_pairs(vars),
+                RetryConfig::default(),
+                CountingConnector::default(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(want), "{err}");
         }
         let ok = [
@@ -201,7 +209,10 @@ mod tests {
         ];
         for vars in ok {
             let env = StoreEnv::from_pairs(vars.clone());
-            assert!(build("az://c", &root, &env, RetryConfig::default()).is_ok(), "{vars:?}");
+            assert!(
+                build("az://c", &root, &env, RetryConfig::default(), CountingConnector::default()).is_ok(),
+                "{vars:?}"
+            );
         }
     }
 }

@@ -13,6 +13,7 @@
 
 mod azure;
 mod error;
+mod requests;
 mod retry;
 mod root;
 mod s3;
@@ -33,6 +34,7 @@ use tokio::runtime::Handle;
 
 pub(crate) use error::local_error;
 pub use error::StorageError;
+pub use requests::StorageRequest;
 pub use retry::{NoObserver, RetryPolicy, StorageObserver};
 pub use root::{open_bucket, Bucket, Location, StoreEnv};
 pub use upload::{UploadRef, MIN_PART_BYTES};
@@ -61,6 +63,8 @@ pub struct Storage {
     url: String,
     rt: Handle,
     retry: Arc<retry::Retrier>,
+    /// Where requests and log appends are reported; its clients' HTTP connectors hold it too.
+    observer: requests::ObserverSlot,
     /// Set once the store was found not to list multipart uploads (warned about once).
     no_upload_listing: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -87,13 +91,16 @@ impl Storage {
                     .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
                 let root = path.canonicalize().map_err(|e| bad(e.to_string()))?;
                 let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?;
-                Ok(Storage::new(Arc::new(store), Backend::Local(root), url, rt))
+                let observer = requests::ObserverSlot::default();
+                Ok(Storage::new(Arc::new(store), Backend::Local(root), url, rt, observer))
             }
             Location::S3 { prefix, .. } | Location::Azure { prefix, .. } => {
                 for (key, value) in env.vars() {
                     crate::secrets::register_option(key, value);
                 }
-                let client = root::Client::open(url, &location, env, root::Retries::Brief)?;
+                let observer = requests::ObserverSlot::default();
+                let connector = requests::CountingConnector::new(observer.clone());
+                let client = root::Client::open(url, &location, env, root::Retries::Brief, connector)?;
                 let bucket = client.object_store();
                 let prefix = Path::from(prefix.as_str());
                 let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
@@ -102,18 +109,25 @@ impl Storage {
                     Arc::new(PrefixStore::new(bucket, prefix.clone()))
                 };
                 let root = ObjectRoot { client, prefix };
-                Ok(Storage::new(store, Backend::Object(Arc::new(root)), url, rt))
+                Ok(Storage::new(store, Backend::Object(Arc::new(root)), url, rt, observer))
             }
         }
     }
 
-    fn new(store: Arc<dyn ObjectStore>, backend: Backend, url: &str, rt: Handle) -> Self {
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        backend: Backend,
+        url: &str,
+        rt: Handle,
+        observer: requests::ObserverSlot,
+    ) -> Self {
         Storage {
             store,
             backend,
             url: url.to_string(),
             rt,
             retry: Arc::new(retry::Retrier::new(RetryPolicy::default(), Arc::new(NoObserver))),
+            observer,
             no_upload_listing: Arc::default(),
         }
     }
@@ -124,10 +138,17 @@ impl Storage {
         self
     }
 
-    /// This root reporting outages to `observer` (set up before the root is shared).
+    /// This root reporting outages, requests and log appends to `observer` (set up before
+    /// the root is shared: its clones report there too).
     pub fn with_observer(mut self, observer: Arc<dyn StorageObserver>) -> Self {
+        self.observer.set(observer.clone());
         self.retry = Arc::new(retry::Retrier::new(self.retry.policy().clone(), observer));
         self
+    }
+
+    /// Where this root reports what it does, for the commit log's appends.
+    pub(crate) fn observer(&self) -> Arc<dyn StorageObserver> {
+        self.observer.get()
     }
 
     /// True when the root is an object store that needs parts of at least

@@ -24,12 +24,21 @@ use tokio::time::Instant;
 use super::StorageError;
 use crate::shutdown::Shutdown;
 
-/// Told about storage outages, for metrics. Calls come from I/O tasks: keep them cheap.
+/// Told about storage outages, requests and commit-log appends, for metrics. Calls come
+/// from I/O tasks and the commit path: keep them cheap.
 pub trait StorageObserver: Send + Sync {
     /// A call failed for a reason that passes and is about to be tried again.
     fn retry(&self, op: &'static str);
     /// An outage began (`true`: some call is retrying) or ended (`false`: storage answered).
     fn outage(&self, ongoing: bool);
+    /// A request is about to be sent to an object store.
+    fn request(&self, _kind: super::StorageRequest) {}
+    /// A create-only log append lost the race for its version to another member, which
+    /// now reads what it missed and tries the next one.
+    fn log_conflict(&self) {}
+    /// A log entry was appended, `took` after this member began reading the log for it
+    /// (lost races included).
+    fn log_appended(&self, _took: Duration) {}
 }
 
 /// An observer that ignores everything (verify, the SQL client, tests).

@@ -14,6 +14,7 @@ use object_store::multipart::MultipartStore;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use super::azure::{self, AzureSettings};
+use super::requests::CountingConnector;
 use super::s3::{self, S3Client};
 use super::StorageError;
 
@@ -166,15 +167,16 @@ impl Client {
         location: &Location,
         env: &StoreEnv,
         retries: Retries,
+        connector: CountingConnector,
     ) -> Result<Client, StorageError> {
         match location {
             Location::Local(_) => Err(bad(url, "a local path has no object store client".into())),
             Location::S3 { bucket, .. } => {
-                Ok(Client::S3(Arc::new(s3::build(url, bucket, env, retries.config())?)))
+                Ok(Client::S3(Arc::new(s3::build(url, bucket, env, retries.config(), connector)?)))
             }
             Location::Azure { container, account, .. } => {
                 let settings = AzureSettings { container, account: account.as_deref() };
-                Ok(Client::Azure(Arc::new(azure::build(url, &settings, env, retries.config())?)))
+                Ok(Client::Azure(Arc::new(azure::build(url, &settings, env, retries.config(), connector)?)))
             }
         }
     }
@@ -225,7 +227,7 @@ pub fn open_bucket(url: &str, env: &StoreEnv) -> Result<Option<Bucket>, StorageE
         Location::S3 { bucket, prefix } => (format!("s3://{bucket}"), prefix.clone()),
         Location::Azure { store_url, prefix, .. } => (store_url.clone(), prefix.clone()),
     };
-    let client = Client::open(url, &location, env, Retries::Default)?;
+    let client = Client::open(url, &location, env, Retries::Default, CountingConnector::default())?;
     Ok(Some(Bucket { store: client.object_store(), store_url, prefix, settings: client.settings() }))
 }
 

@@ -4,6 +4,7 @@
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{ClientConfigKey, RetryConfig};
 
+use super::requests::CountingConnector;
 use super::root::{bad, StoreEnv};
 use super::StorageError;
 
@@ -33,6 +34,8 @@ pub(crate) struct S3Client {
     pub(crate) region: String,
     /// Plain http is allowed.
     pub(crate) allow_http: bool,
+    /// The HTTP client's maker, which counts requests: the upload listing's too.
+    pub(crate) connector: CountingConnector,
 }
 
 /// Builds the client for `bucket` from `env`, refusing settings that cannot work: half a
@@ -42,8 +45,10 @@ pub(super) fn build(
     bucket: &str,
     env: &StoreEnv,
     retry: RetryConfig,
+    connector: CountingConnector,
 ) -> Result<S3Client, StorageError> {
-    let mut builder = builder(env).with_bucket_name(bucket).with_retry(retry);
+    let mut builder =
+        builder(env).with_bucket_name(bucket).with_retry(retry).with_http_connector(connector.clone());
     // Both spellings of the region are common; object_store reads only AWS_DEFAULT_REGION
     // when AWS_REGION is absent, so take either.
     if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
@@ -97,7 +102,7 @@ pub(super) fn build(
         ));
     }
     let s3 = builder.build().map_err(|e| bad(url, format!("{e}; {S3_SETTINGS}")))?;
-    Ok(S3Client { s3, bucket_url, region, allow_http })
+    Ok(S3Client { s3, bucket_url, region, allow_http, connector })
 }
 
 #[cfg(test)]
@@ -117,8 +122,15 @@ mod tests {
         ];
         let retry = RetryConfig::default();
         for (vars, want) in cases {
-            let err =
-                build("s3://b", "b", &StoreEnv::from_pairs(vars), retry.clone()).unwrap_err().to_string();
+            let err = build(
+                "s3://b",
+                "b",
+                &StoreEnv::from_pairs(vars),
+                retry.clone(),
+                CountingConnector::default(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(want), "{err}");
         }
         let ok = StoreEnv::from_pairs([
@@ -127,7 +139,7 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "s"),
             ("AWS_ALLOW_HTTP", "true"),
         ]);
-        let client = build("s3://b", "b", &ok, retry).unwrap();
+        let client = build("s3://b", "b", &ok, retry, CountingConnector::default()).unwrap();
         assert_eq!(client.bucket_url, "http://127.0.0.1:9000/b");
     }
 }

@@ -2,7 +2,7 @@
 //! credentials and signer. Recovery uses it to find the uploads a crash left behind.
 
 use object_store::aws::AwsAuthorizer;
-use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::ClientOptions;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -45,7 +45,8 @@ pub(super) async fn list(
         path: prefix.to_string(),
         source: object_store::Error::Generic { store: "S3", source: reason.into() },
     };
-    let http: HttpClient = ReqwestConnector::default()
+    let http: HttpClient = client
+        .connector
         .connect(&ClientOptions::new().with_allow_http(client.allow_http))
         .map_err(|e| err(e.to_string()))?;
     let key_prefix = format!("{}/", root.key(prefix));
