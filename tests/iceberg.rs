@@ -263,32 +263,37 @@ impl Drop for RestServer {
 fn two_pipelines_commit_to_the_rest_catalog_at_once_and_pyiceberg_reads_both() {
     let dir = tempfile::tempdir().unwrap();
     let rest = RestServer::start(dir.path());
+    let catalog = Catalog {
+        config: IcebergConfig::new(rest.uri.clone()),
+        pyiceberg: serde_json::json!({"type": "rest", "uri": rest.uri}),
+    };
+    two_pipelines_at_once(dir.path(), &rest.uri, &catalog);
+}
+
+/// The SQL catalog's compare-and-swap (`UPDATE … WHERE metadata_location = ?`): the loser of
+/// a race reads the table again and commits over the winner's snapshot.
+#[test]
+fn two_pipelines_commit_to_one_sqlite_catalog_at_once_and_pyiceberg_reads_both() {
+    let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out").display().to_string();
+    let catalog = Catalog::sqlite(&out);
+    two_pipelines_at_once(dir.path(), &format!("sqlite:{out}/catalog.db"), &catalog);
+}
+
+/// Two pipelines (the generator's and a file's) commit into the same four tables of
+/// `catalog_uri` every 100 ms; each table then holds both pipelines' rows, as `verify` counts
+/// them from the log and pyiceberg reads them through the catalog.
+fn two_pipelines_at_once(dir: &Path, catalog_uri: &str, catalog: &Catalog) {
+    let out = dir.join("out").display().to_string();
     let env = StoreEnv::from_pairs::<String, String>([]);
-    let input = input_file(dir.path(), 60_000);
+    let input = input_file(dir, 60_000);
     let a = generator(
         &out,
-        &["--count", "40000", "--rate", "10000", "--catalog", &rest.uri, "--checkpoint-interval", "100ms"],
+        &["--count", "40000", "--rate", "10000", "--catalog", catalog_uri, "--checkpoint-interval", "100ms"],
     );
-    let b = [
-        "run",
-        "--output",
-        &out,
-        "--format",
-        "parquet",
-        "--table-format",
-        "iceberg",
-        "--http",
-        "off",
-        "--input",
-        &input,
-        "--catalog",
-        &rest.uri,
-        "--checkpoint-interval",
-        "100ms",
-        "--roll-age",
-        "200ms",
-    ];
+    #[rustfmt::skip]
+    let b = ["run", "--output", &out, "--format", "parquet", "--table-format", "iceberg", "--http", "off",
+        "--input", &input, "--catalog", catalog_uri, "--checkpoint-interval", "100ms", "--roll-age", "200ms"];
     let (ca, cb) = (spawn(&refs(&a), &env), spawn(&b, &env));
     let (oa, ob) = (ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap());
     let logs = format!("{}{}", String::from_utf8_lossy(&oa.stderr), String::from_utf8_lossy(&ob.stderr));
@@ -296,9 +301,8 @@ fn two_pipelines_commit_to_the_rest_catalog_at_once_and_pyiceberg_reads_both() {
     let conflicts = logs.matches("the Iceberg table moved on").count();
     eprintln!("commits that met a newer table and were retried: {conflicts}");
 
-    let config = IcebergConfig::new(rest.uri.clone());
-    let report = verified(&out, &config, &env);
-    let read = pyiceberg(&serde_json::json!({"type": "rest", "uri": rest.uri}), "pageviews", &env);
+    let report = verified(&out, &catalog.config, &env);
+    let read = pyiceberg(&catalog.pyiceberg, "pageviews", &env);
     for table in TABLES {
         assert_eq!(read[table]["rows"], report.rows.get(table).copied().unwrap_or(0), "{table}\n{read}");
     }

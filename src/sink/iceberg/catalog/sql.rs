@@ -117,3 +117,30 @@ impl SqlCatalog {
         Ok(n == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers on one file, as two pipelines sharing a catalog are: of two swaps from the
+    /// same base one moves the table and the other is told it moved on; the loser's next swap,
+    /// from what it reads again, goes through.
+    #[test]
+    fn of_two_swaps_from_one_base_one_wins_and_the_other_commits_after_reading_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db").display().to_string();
+        let (a, b) =
+            (SqlCatalog::open(&path, "pageviews").unwrap(), SqlCatalog::open(&path, "pageviews").unwrap());
+        assert!(a.insert("page_views", "m0.json").unwrap());
+        assert!(!b.insert("page_views", "other.json").unwrap(), "the table exists: the row stays");
+        assert!(a.swap("page_views", "m0.json", "m1-a.json").unwrap());
+        assert!(!b.swap("page_views", "m0.json", "m1-b.json").unwrap(), "b's base is stale");
+        assert_eq!(b.metadata_location("page_views").unwrap().as_deref(), Some("m1-a.json"));
+        assert!(b.swap("page_views", "m1-a.json", "m2-b.json").unwrap());
+        assert_eq!(a.metadata_location("page_views").unwrap().as_deref(), Some("m2-b.json"));
+        let previous: String =
+            a.db.query_row("SELECT previous_metadata_location FROM iceberg_tables", [], |r| r.get(0))
+                .unwrap();
+        assert_eq!(previous, "m1-a.json", "readers follow the chain of metadata files");
+    }
+}
