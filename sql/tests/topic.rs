@@ -8,7 +8,11 @@
 //!   late events it reports are the reference's; SIGTERM ends it with exit 0; Flink's
 //!   `GROUP BY TUMBLE(…)` prints the same windows;
 //! - a streaming projection prints a produced row within a second, and Ctrl-C (SIGINT) ends
-//!   it with exit 0.
+//!   it with exit 0;
+//! - the topic joins the committed tables: views per hour agree with `page_views` and with
+//!   the generator's records;
+//! - SASL settings pass through, and a refused password names the cause and is printed
+//!   nowhere.
 
 mod common;
 
@@ -20,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pageviews::source::GeneratorConfig;
+use pageviews::Shutdown;
 use pageviews_core::time::{format_timestamp, parse_timestamp};
 use pageviews_testkit::event_time::{per_partition, Rules};
 use pageviews_testkit::kafka::{
-    broker, broker_sasl, create_topic, expected, generator, produce, produce_unkeyed, read_topic, unique,
+    broker, broker_sasl, create_topic, expected, generator, kafka_config, produce, produce_unkeyed,
+    read_topic, unique,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -90,6 +96,58 @@ fn a_batch_count_is_the_records_produced_minus_the_bad_ones_up_to_the_statements
     );
     let out = sql(&topic, &["--format", "csv", "-e", &per_postcode]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n\n{}\n", valid.len()));
+}
+
+/// The topic joins the committed tables: after the pipeline read the topic to its end, the
+/// views per hour in `kafka.<topic>` and in `page_views` agree row for row, and both are the
+/// valid records the generator produced, per hour.
+#[test]
+fn the_topic_joins_the_committed_tables_hour_for_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let topic = unique("sql-join");
+    create_topic(&topic, 3);
+    // One event a second: 00:30 to 02:10, three hours.
+    let stream =
+        GeneratorConfig { interval_us: Some(1_000_000), ..generator(13, "2024-01-01 00:30:00", 6_000) };
+    produce(&topic, stream.clone(), 0.05);
+    let summary =
+        pageviews::run(kafka_config(&topic, &unique("group"), &out, true), Shutdown::default()).unwrap();
+    assert!(summary.reached_end);
+    let (valid, _) = expected(&[(stream, 0.05)]);
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &valid {
+        let row: serde_json::Value = serde_json::from_str(row).unwrap();
+        let at = match &row["timestamp"] {
+            serde_json::Value::String(s) => s.clone(),
+            ms => format_timestamp(ms.as_i64().unwrap()),
+        };
+        *want.entry(format!("{}:00:00", &at[..13])).or_default() += 1;
+    }
+    assert!(want.len() > 1, "the stream spans hours: {want:?}");
+
+    let per_hour = format!(
+        "SELECT k.hour, k.n AS topic, t.n AS tables FROM \
+         (SELECT date_trunc('hour', \"timestamp\") AS hour, count(*) AS n FROM kafka.\"{topic}\" GROUP BY 1) k \
+         FULL JOIN (SELECT date_trunc('hour', \"timestamp\") AS hour, count(*) AS n FROM page_views GROUP BY 1) t \
+         ON k.hour = t.hour ORDER BY 1"
+    );
+    let out = sql(&topic, &["--output", &out.display().to_string(), "--format", "csv", "-e", &per_hour])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let got: BTreeMap<String, u64> = stdout
+        .lines()
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<&str> = row.split(',').collect();
+            assert_eq!(cells.len(), 3, "{row}");
+            assert_eq!(cells[1], cells[2], "the topic and the tables differ in an hour: {row}");
+            (cells[0].replace('T', " ")[..19].to_string(), cells[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got, want, "views per hour, against the generator's valid records");
 }
 
 /// The topic through the SASL/PLAIN listener: the right password reads what the plain
