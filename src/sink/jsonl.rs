@@ -8,9 +8,6 @@ use pageviews_core::time::{write_timestamp, MAX_MS, MIN_MS};
 
 use crate::event::{write_json_str, write_view_fields, DecodeError, PageView};
 
-/// File extension of JSON-lines table files.
-pub const EXTENSION: &str = "jsonl";
-
 /// A `page_views` row.
 #[inline]
 pub fn write_view(out: &mut Vec<u8>, pv: &PageView<'_>) {
@@ -20,7 +17,7 @@ pub fn write_view(out: &mut Vec<u8>, pv: &PageView<'_>) {
 }
 
 /// A `late_page_views` row: the event plus the watermark it arrived behind.
-pub fn write_late(out: &mut Vec<u8>, pv: &PageView<'_>, watermark: i64) {
+pub(crate) fn write_late(out: &mut Vec<u8>, pv: &PageView<'_>, watermark: i64) {
     out.push(b'{');
     write_view_fields(out, pv);
     out.extend_from_slice(b",\"watermark\":\"");
@@ -29,7 +26,7 @@ pub fn write_late(out: &mut Vec<u8>, pv: &PageView<'_>, watermark: i64) {
 }
 
 /// A `page_view_aggregates` row.
-pub fn write_aggregate(out: &mut Vec<u8>, w: &WindowCount, size_ms: i64) {
+pub(crate) fn write_aggregate(out: &mut Vec<u8>, w: &WindowCount, size_ms: i64) {
     out.extend_from_slice(b"{\"postcode\":");
     write_json_str(out, &w.postcode);
     out.extend_from_slice(b",\"window_start\":\"");
@@ -45,16 +42,16 @@ pub fn write_aggregate(out: &mut Vec<u8>, w: &WindowCount, size_ms: i64) {
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
     /// Topic, file path, or `generator`.
-    pub source: &'a str,
+    pub(crate) source: &'a str,
     /// Kafka partition or file index.
-    pub partition: u32,
+    pub(crate) partition: u32,
     /// Kafka offset, line number, or sequence number.
-    pub offset: u64,
+    pub(crate) offset: u64,
 }
 
 /// A `dead_letters` row. The payload is kept verbatim when it is UTF-8 and in base64
 /// otherwise (`payload_encoding` says which), so nothing is lost.
-pub fn write_dead_letter(
+pub(crate) fn write_dead_letter(
     out: &mut Vec<u8>,
     payload: &[u8],
     error: &DecodeError,
@@ -85,28 +82,28 @@ pub fn write_dead_letter(
 
 /// A `dead_letters` row's fields as text, the way both formats store them.
 #[derive(Debug, Clone, Copy)]
-pub struct DeadLetterFields<'a> {
+pub(crate) struct DeadLetterFields<'a> {
     /// The payload, verbatim or base64.
-    pub payload: &'a str,
+    pub(crate) payload: &'a str,
     /// `utf8` or `base64`.
-    pub payload_encoding: &'a str,
+    pub(crate) payload_encoding: &'a str,
     /// The dead-letter reason label.
-    pub reason: &'a str,
+    pub(crate) reason: &'a str,
     /// The decode error's text.
-    pub error: &'a str,
+    pub(crate) error: &'a str,
     /// Topic, file path, or `generator`.
-    pub source: &'a str,
+    pub(crate) source: &'a str,
     /// Kafka partition or file index.
-    pub partition: i64,
+    pub(crate) partition: i64,
     /// Kafka offset, line number, or sequence number.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// When it was read (UTC ms).
-    pub received_at_ms: i64,
+    pub(crate) received_at_ms: i64,
 }
 
 /// Lays out a `dead_letters` row: the one layout the JSON-lines writer and the Parquet
 /// reader both produce.
-pub fn write_dead_letter_fields(out: &mut Vec<u8>, f: &DeadLetterFields<'_>) {
+pub(crate) fn write_dead_letter_fields(out: &mut Vec<u8>, f: &DeadLetterFields<'_>) {
     out.extend_from_slice(b"{\"payload\":");
     write_json_str(out, f.payload);
     out.extend_from_slice(b",\"payload_encoding\":");

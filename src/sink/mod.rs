@@ -2,7 +2,7 @@
 //!
 //! Last stage before the checkpoint. A [`Row`] is encoded by [`jsonl`] or [`parquet`] (the
 //! encoders know nothing of storage), uploaded part by part by `upload` (which knows nothing
-//! of formats), into files that [`writer::TableWriter`] opens per Hive partition and rolls.
+//! of formats), into files that `writer::TableWriter` opens per Hive partition and rolls.
 //! What a checkpoint makes of the writers' files — the log entry, publication, recovery — is
 //! the commit protocol in `pageviews_core::commit`; [`iceberg`] commits the same files into
 //! Iceberg tables after the log.
@@ -16,16 +16,14 @@ pub mod jsonl;
 pub mod orc;
 pub mod parquet;
 mod upload;
-pub mod writer;
+pub(crate) mod writer;
 
 use crate::event::{DecodeError, PageView};
 use pageviews_core::commit::WindowCount;
 
-pub use columns::ColumnsError;
-pub use pageviews_core::commit::{ClosedFile, OpenFileState};
-pub use pageviews_core::storage::{Storage, StorageError, UploadRef};
+pub(crate) use columns::ColumnsError;
 pub use pageviews_core::table::{Format, Partition, Table};
-pub use writer::{TableWriter, WriterConfig};
+pub(crate) use writer::{TableWriter, WriterConfig};
 
 /// One row of one table, borrowed from what the pipeline is processing; each file format
 /// encodes it its own way.
@@ -54,7 +52,7 @@ impl Row<'_> {
     /// The row's event time, UTC ms: the event's timestamp; for an aggregate, its window's
     /// last millisecond; for a dead letter, when it was read. What freshness is measured in.
     #[inline]
-    pub fn event_ms(&self) -> i64 {
+    pub(crate) fn event_ms(&self) -> i64 {
         match *self {
             Row::View(pv) | Row::Late(pv, _) => pv.timestamp,
             Row::Aggregate(w, _) => w.end - 1,

@@ -21,23 +21,23 @@ use super::Row;
 
 /// How files are cut.
 #[derive(Debug, Clone)]
-pub struct WriterConfig {
+pub(crate) struct WriterConfig {
     /// Pipeline id: names staging folders and files, so pipelines never collide.
-    pub pipeline_id: String,
+    pub(crate) pipeline_id: String,
     /// File format.
-    pub format: Format,
+    pub(crate) format: Format,
     /// Roll a file once it reaches this many bytes.
-    pub roll_bytes: u64,
+    pub(crate) roll_bytes: u64,
     /// Roll a file once it has been open this long (processing time, ms).
-    pub roll_age_ms: u64,
+    pub(crate) roll_age_ms: u64,
     /// Upload in parts of this size (S3 needs at least 5 MiB).
-    pub part_bytes: usize,
+    pub(crate) part_bytes: usize,
     /// Most files open at once per table; the least recently written closes first.
-    pub max_open_files: usize,
+    pub(crate) max_open_files: usize,
     /// Parquet rows per row group, ORC rows per stripe (a checkpoint also ends either).
-    pub row_group_rows: usize,
+    pub(crate) row_group_rows: usize,
     /// How Parquet files store timestamps (microseconds for Iceberg tables).
-    pub timestamps: super::parquet::TimestampUnit,
+    pub(crate) timestamps: super::parquet::TimestampUnit,
 }
 
 struct OpenFile {
@@ -55,15 +55,15 @@ struct OpenFile {
 /// Whose files a writer writes: a source partition under a claim. Its files' names carry
 /// both, so two owners of a partition never write the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
+pub(crate) struct Owner {
     /// The source partition (for aggregates and late rows: the counting partition).
-    pub partition: u32,
+    pub(crate) partition: u32,
     /// The claim under which it is held.
-    pub claim: u64,
+    pub(crate) claim: u64,
 }
 
 /// Writes one table for one source partition.
-pub struct TableWriter {
+pub(crate) struct TableWriter {
     table: Table,
     storage: Storage,
     config: WriterConfig,
@@ -82,7 +82,7 @@ pub struct TableWriter {
 
 impl TableWriter {
     /// A writer for `owner` whose new files are named after its checkpoint `cp`.
-    pub fn new(table: Table, storage: Storage, config: WriterConfig, owner: Owner, cp: u64) -> Self {
+    pub(crate) fn new(table: Table, storage: Storage, config: WriterConfig, owner: Owner, cp: u64) -> Self {
         TableWriter {
             table,
             storage,
@@ -99,29 +99,30 @@ impl TableWriter {
     }
 
     /// Newest event time of the rows in the files closed so far, if any.
-    pub fn rolled_newest_ms(&self) -> Option<i64> {
+    pub(crate) fn rolled_newest_ms(&self) -> Option<i64> {
         (self.rolled_newest_ms != i64::MIN).then_some(self.rolled_newest_ms)
     }
 
     /// Takes rows up to event time `ms` as rolled: a restored task's files were sealed by
     /// recovery, so folder readers see them.
-    pub fn rolled_up_to(&mut self, ms: i64) {
+    pub(crate) fn rolled_up_to(&mut self, ms: i64) {
         self.rolled_newest_ms = self.rolled_newest_ms.max(ms);
     }
 
     /// The table this writer writes.
-    pub fn table(&self) -> Table {
+    pub(crate) fn table(&self) -> Table {
         self.table
     }
 
     /// The storage it writes to.
-    pub fn storage(&self) -> &Storage {
+    #[cfg(test)]
+    pub(crate) fn storage(&self) -> &Storage {
         &self.storage
     }
 
     /// Appends one row to the partition `hour`.
     #[inline]
-    pub fn append(&mut self, hour: i64, now_ms: u64, row: Row<'_>) -> Result<(), StorageError> {
+    pub(crate) fn append(&mut self, hour: i64, now_ms: u64, row: Row<'_>) -> Result<(), StorageError> {
         let idx = match self.open.iter().position(|f| f.hour == hour) {
             Some(i) => i,
             None => self.open_file(hour, now_ms)?,
@@ -187,18 +188,18 @@ impl TableWriter {
     }
 
     /// Rolls files open longer than the roll age.
-    pub fn roll_aged(&mut self, now_ms: u64) {
+    pub(crate) fn roll_aged(&mut self, now_ms: u64) {
         let age = self.config.roll_age_ms;
         self.close_where(|f| now_ms.saturating_sub(f.opened_ms) >= age);
     }
 
     /// Closes the files of partitions for which `complete(hour)` holds.
-    pub fn close_complete(&mut self, complete: impl Fn(i64) -> bool) {
+    pub(crate) fn close_complete(&mut self, complete: impl Fn(i64) -> bool) {
         self.close_where(|f| complete(f.hour));
     }
 
     /// Starts closing every open file.
-    pub fn close_all(&mut self) {
+    pub(crate) fn close_all(&mut self) {
         self.close_where(|_| true);
     }
 
@@ -214,19 +215,19 @@ impl TableWriter {
     }
 
     /// Hours with a file open.
-    pub fn open_hours(&self) -> impl Iterator<Item = i64> + '_ {
+    pub(crate) fn open_hours(&self) -> impl Iterator<Item = i64> + '_ {
         self.open.iter().map(|f| f.hour)
     }
 
     /// True when a file rolled since the last checkpoint: the next one must commit it (and
     /// learn whether its upload finished).
-    pub fn has_rolled(&self) -> bool {
+    pub(crate) fn has_rolled(&self) -> bool {
         !self.closing.is_empty()
     }
 
     /// First half of the task's checkpoint `cp`: ends row groups and stripes and starts writing every
     /// open file's tail (all writers start before any waits, so tails upload in parallel).
-    pub fn start_checkpoint(&mut self, cp: u64) -> Result<(), StorageError> {
+    pub(crate) fn start_checkpoint(&mut self, cp: u64) -> Result<(), StorageError> {
         let prefix = tails_prefix(&self.config.pipeline_id, self.owner.partition, self.owner.claim, cp);
         // Object stores take parts of at least 5 MiB, so a smaller rest goes into the tail;
         // local files take any part, so everything is written in place.
@@ -267,7 +268,7 @@ impl TableWriter {
 
     /// Second half: waits for closing files and tails. Returns the rolled files the commit
     /// completes and the open files it records. New files are named after `next_cp`.
-    pub fn finish_checkpoint(
+    pub(crate) fn finish_checkpoint(
         &mut self,
         next_cp: u64,
     ) -> Result<(Vec<ClosedFile>, Vec<OpenFileState>), StorageError> {

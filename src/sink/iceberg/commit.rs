@@ -22,11 +22,11 @@ const ATTEMPTS: usize = 100;
 
 /// What one table commit needs to know.
 pub(crate) struct TableCommit<'a> {
-    pub storage: &'a Storage,
-    pub catalog: &'a Catalog,
-    pub table: Table,
-    pub pipeline: &'a str,
-    pub retention_ms: i64,
+    pub(crate) storage: &'a Storage,
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) table: Table,
+    pub(crate) pipeline: &'a str,
+    pub(crate) retention_ms: i64,
 }
 
 impl TableCommit<'_> {

@@ -23,36 +23,36 @@ const DELETED: i32 = 2;
 /// One data file as a manifest lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DataFile {
-    pub path: String,
-    pub hour: Option<i32>,
-    pub records: i64,
-    pub bytes: i64,
-    pub status: i32,
+    pub(crate) path: String,
+    pub(crate) hour: Option<i32>,
+    pub(crate) records: i64,
+    pub(crate) bytes: i64,
+    pub(crate) status: i32,
     /// The snapshot that added it.
-    pub snapshot_id: Option<i64>,
+    pub(crate) snapshot_id: Option<i64>,
     /// Its data sequence number; `None` inherits the manifest's.
-    pub sequence: Option<i64>,
-    pub file_sequence: Option<i64>,
+    pub(crate) sequence: Option<i64>,
+    pub(crate) file_sequence: Option<i64>,
 }
 
 /// One manifest as a manifest list names it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ManifestFile {
-    pub path: String,
-    pub length: i64,
-    pub sequence: i64,
-    pub min_sequence: i64,
-    pub added_snapshot_id: i64,
-    pub added_files: i32,
-    pub existing_files: i32,
-    pub deleted_files: i32,
-    pub added_rows: i64,
-    pub existing_rows: i64,
-    pub deleted_rows: i64,
+    pub(crate) path: String,
+    pub(crate) length: i64,
+    pub(crate) sequence: i64,
+    pub(crate) min_sequence: i64,
+    pub(crate) added_snapshot_id: i64,
+    pub(crate) added_files: i32,
+    pub(crate) existing_files: i32,
+    pub(crate) deleted_files: i32,
+    pub(crate) added_rows: i64,
+    pub(crate) existing_rows: i64,
+    pub(crate) deleted_rows: i64,
     /// Lowest and highest partition hour of its files.
-    pub hours: Option<(i32, i32)>,
+    pub(crate) hours: Option<(i32, i32)>,
     /// A data manifest (0) or a delete manifest (1).
-    pub content: i32,
+    pub(crate) content: i32,
 }
 
 fn entry_schema(table: Table) -> Result<Schema, IcebergError> {

@@ -19,7 +19,7 @@ pub(crate) fn version_property(pipeline: &str) -> String {
 
 /// A table's metadata as a catalog returned it.
 #[derive(Debug, Clone)]
-pub(crate) struct Metadata(pub Value);
+pub(crate) struct Metadata(pub(crate) Value);
 
 fn int(v: Option<&Value>) -> Option<i64> {
     match v? {

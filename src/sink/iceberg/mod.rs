@@ -34,36 +34,26 @@ use pageviews_core::storage::{Storage, StorageError};
 use thiserror::Error;
 
 pub(crate) use tables::read_tables;
-pub use tables::IcebergSink;
-
-/// How tables are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TableFormat {
-    /// Hive-partitioned folders, committed through the log (`_SUCCESS` per hour).
-    #[default]
-    Hive,
-    /// The same files, also committed as Iceberg tables in a catalog.
-    Iceberg,
-}
+pub(crate) use tables::IcebergSink;
 
 /// Where the Iceberg tables live, and how long their history is kept.
 #[derive(Clone)]
 pub struct IcebergConfig {
     /// `sqlite:PATH`, `http(s)://…` (REST) or `glue://[CATALOG_ID]`.
-    pub catalog: String,
+    pub(crate) catalog: String,
     /// The namespace (Glue: database) of the four tables.
     pub namespace: String,
     /// REST: the `warehouse` asked for at the config endpoint.
-    pub warehouse: Option<String>,
+    pub(crate) warehouse: Option<String>,
     /// REST: a bearer token.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// REST: OAuth2 client credentials, `ID:SECRET`, exchanged for a token.
-    pub credential: Option<String>,
+    pub(crate) credential: Option<String>,
     /// Snapshots older than this are expired (the current one never).
-    pub snapshot_retention: Duration,
+    pub(crate) snapshot_retention: Duration,
     /// How long a catalog that does not answer is waited for, checkpoint after checkpoint,
     /// before the run stops.
-    pub retry_timeout: Duration,
+    pub(crate) retry_timeout: Duration,
 }
 
 /// Names only: tokens are secrets.
@@ -94,7 +84,7 @@ impl IcebergConfig {
     }
 
     /// The catalog of a local output when none is given: `<output>/catalog.db`.
-    pub fn default_catalog(output: &str) -> Option<String> {
+    pub(crate) fn default_catalog(output: &str) -> Option<String> {
         match pageviews_core::storage::Location::parse(output).ok()? {
             pageviews_core::storage::Location::Local(path) => {
                 Some(format!("sqlite:{}", path.join("catalog.db").display()))

@@ -18,7 +18,7 @@ use super::metadata::Metadata;
 use super::{now_ms, random_uuid, relative, spec, IcebergConfig, IcebergError};
 
 /// The Iceberg tables of one pipeline, committed after its log (see the module docs).
-pub struct IcebergSink {
+pub(crate) struct IcebergSink {
     storage: Storage,
     catalog: Catalog,
     pipeline: String,
@@ -38,7 +38,7 @@ impl IcebergSink {
     /// Connects to the catalog and creates the tables it lacks. A pipeline that committed
     /// files before its tables existed (one started with `--table-format hive`) is refused:
     /// its earlier files have millisecond timestamps, which Iceberg tables do not hold.
-    pub fn open(
+    pub(crate) fn open(
         config: &IcebergConfig,
         storage: &Storage,
         pipeline: &str,
@@ -207,8 +207,8 @@ fn check(table: Table, metadata: &Metadata, storage: &Storage) -> Result<(), Ice
 /// A table as `verify` sees it: the live data files of its current snapshot, and the log
 /// version per pipeline it holds.
 pub(crate) struct IcebergTable {
-    pub files: Vec<DataFile>,
-    pub metadata: Metadata,
+    pub(crate) files: Vec<DataFile>,
+    pub(crate) metadata: Metadata,
 }
 
 /// Reads the current snapshot of each of the four tables in `config`'s catalog (`None`

@@ -61,7 +61,7 @@ pub use read::to_jsonl;
 pub use write::OrcFile;
 
 /// File extension of ORC table files.
-pub const EXTENSION: &str = "orc";
+pub(crate) const EXTENSION: &str = "orc";
 
 /// The magic at the start of the file and in the postscript.
 const MAGIC: &[u8] = b"ORC";

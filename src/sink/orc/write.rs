@@ -186,7 +186,7 @@ impl OrcFile {
     }
 
     /// Bytes held in memory: encoded but not taken, plus buffered rows.
-    pub fn held_bytes(&self) -> usize {
+    pub(crate) fn held_bytes(&self) -> usize {
         self.output.len() + self.buffered.bytes()
     }
 
@@ -198,12 +198,14 @@ impl OrcFile {
 
     /// Bytes of memory the rows buffered since the last stripe take (an upper bound of
     /// what they encode to).
-    pub fn buffered_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered_bytes(&self) -> usize {
         self.buffered.bytes()
     }
 
     /// Rows pushed into the file, buffered or encoded.
-    pub fn rows(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> u64 {
         self.rows
     }
 

@@ -61,7 +61,7 @@ pub use write::ParquetFile;
 /// How timestamp columns are stored. Iceberg's `timestamptz` is microseconds; the Hive
 /// layout keeps milliseconds, the pipeline's own resolution, which its readers already know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TimestampUnit {
+pub(crate) enum TimestampUnit {
     /// `timestamp(ms, UTC)`: the Hive tables.
     #[default]
     Millis,
@@ -87,7 +87,7 @@ impl TimestampUnit {
 }
 
 /// File extension of Parquet table files.
-pub const EXTENSION: &str = "parquet";
+pub(crate) const EXTENSION: &str = "parquet";
 
 /// Written into every file's metadata, in the `<name> version <v>` form readers parse.
 const CREATED_BY: &str = concat!("pageviews version ", env!("CARGO_PKG_VERSION"));

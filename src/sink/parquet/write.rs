@@ -55,7 +55,11 @@ impl ParquetFile {
     }
 
     /// [`Self::new`] with timestamps stored in `unit`.
-    pub fn with_unit(table: Table, row_group_rows: usize, unit: TimestampUnit) -> Result<Self, ParquetError> {
+    pub(crate) fn with_unit(
+        table: Table,
+        row_group_rows: usize,
+        unit: TimestampUnit,
+    ) -> Result<Self, ParquetError> {
         let encode = |source| ParquetError::Encode { table, source };
         let schema = schema(table, unit).map_err(encode)?;
         let mut writer = SerializedFileWriter::new(Vec::new(), schema.clone(), Arc::new(properties(table)))
@@ -89,7 +93,7 @@ impl ParquetFile {
 
     /// Bytes held in memory: encoded but not taken, plus buffered rows. What a roll-by-size
     /// decision adds to the bytes already shipped.
-    pub fn held_bytes(&self) -> usize {
+    pub(crate) fn held_bytes(&self) -> usize {
         self.writer.inner().len() + self.buffered_bytes()
     }
 
@@ -103,12 +107,13 @@ impl ParquetFile {
     /// Bytes of memory the rows buffered since the last row group take. Encoded, they are
     /// usually much smaller (labels become dictionary indices, then Snappy), so this is an
     /// upper bound for roll-by-size decisions, not a forecast.
-    pub fn buffered_bytes(&self) -> usize {
+    pub(crate) fn buffered_bytes(&self) -> usize {
         self.buffered.bytes()
     }
 
     /// Rows pushed into the file, buffered or encoded.
-    pub fn rows(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> u64 {
         self.rows
     }
 

@@ -22,19 +22,19 @@ use super::{random_uuid, IcebergConfig, IcebergError};
 /// A table as the catalog holds it now.
 #[derive(Debug, Clone)]
 pub(crate) struct Loaded {
-    pub metadata: Metadata,
+    pub(crate) metadata: Metadata,
     /// The metadata file the catalog names.
-    pub location: Option<String>,
+    pub(crate) location: Option<String>,
     /// Glue's version of the table entry, which its update must name.
-    pub version_id: Option<String>,
+    pub(crate) version_id: Option<String>,
 }
 
 /// One commit: a snapshot on `main`, properties, and expired snapshots to remove.
 pub(crate) struct Change<'a> {
-    pub base: &'a Loaded,
-    pub snapshot: Value,
-    pub properties: Map<String, Value>,
-    pub remove: Vec<i64>,
+    pub(crate) base: &'a Loaded,
+    pub(crate) snapshot: Value,
+    pub(crate) properties: Map<String, Value>,
+    pub(crate) remove: Vec<i64>,
 }
 
 /// What became of a commit.
