@@ -45,7 +45,7 @@ const HEADER: usize = 1 + 4 + 8;
 
 /// The exchange topic of a pipeline: unique to its creation, so that a new pipeline with the
 /// same id (on another output, say) never reads what an old one forwarded.
-pub fn exchange_topic(facts: &pageviews_core::commit::Facts) -> String {
+pub(crate) fn exchange_topic(facts: &pageviews_core::commit::Facts) -> String {
     format!("pageviews-{}-{}-exchange", facts.pipeline, facts.id)
 }
 
@@ -169,7 +169,12 @@ impl Exchange {
     }
 
     /// Tells counting partition `counting` how far `source` has come.
-    pub fn progress(&mut self, counting: u32, source: u32, time: &PartitionTime) -> Result<(), SourceError> {
+    pub(crate) fn progress(
+        &mut self,
+        counting: u32,
+        source: u32,
+        time: &PartitionTime,
+    ) -> Result<(), SourceError> {
         self.scratch.clear();
         self.scratch.push(PROGRESS);
         self.scratch.extend_from_slice(&source.to_be_bytes());
@@ -202,7 +207,7 @@ impl Exchange {
     /// So with no event forwarded since the last flush, this does not wait, also while the
     /// broker is away. `false` means try again later; an event the producer gave up on
     /// (after librdkafka's `message.timeout.ms`, 5 minutes) is an error.
-    pub fn flushed(&mut self, wait: Duration) -> Result<bool, SourceError> {
+    pub(crate) fn flushed(&mut self, wait: Duration) -> Result<bool, SourceError> {
         if self.unflushed {
             match self.producer.flush(wait) {
                 Ok(()) => self.unflushed = false,
@@ -218,7 +223,7 @@ impl Exchange {
     }
 
     /// Waits until everything forwarded so far is in the topic, however long the broker is
-    /// away (see [`Exchange::flushed`]), or until `stop`'s grace has passed.
+    /// away (see `Exchange::flushed`), or until `stop`'s grace has passed.
     pub fn flush(&mut self, stop: &Shutdown) -> Result<(), SourceError> {
         let mut waiting = false;
         while !self.flushed(stop.grace_left().map_or(FLUSH_SLICE, |left| left.min(FLUSH_SLICE)))? {
@@ -239,7 +244,7 @@ impl Exchange {
 
     /// True when progress markers were lost since the last call: every source must say
     /// again how far it is.
-    pub fn markers_lost(&self) -> bool {
+    pub(crate) fn markers_lost(&self) -> bool {
         self.deliveries.take_failed(1) > 0
     }
 
@@ -312,7 +317,7 @@ impl Exchange {
     }
 
     /// The offset past the last item of counting partition `counting` now.
-    pub fn end_offset(&self, counting: u32) -> Result<i64, SourceError> {
+    pub(crate) fn end_offset(&self, counting: u32) -> Result<i64, SourceError> {
         let (_, high) = self
             .consumer
             .fetch_watermarks(&self.topic, counting as i32, Duration::from_secs(5))

@@ -13,14 +13,14 @@ use tracing::info;
 use super::{Batch, Poll, Source, SourceError};
 
 /// The 20 London postcodes of the original datagen.
-pub const POSTCODES: [&str; 20] = [
+pub(crate) const POSTCODES: [&str; 20] = [
     "SW1A 1AA", "W1J 7NT", "EC1A 1BB", "NW1 5PN", "SE1 7DP", "SW1H 9EA", "W1W 8NQ", "NW1 9DJ", "SE1 1DP",
     "SW1P 3DD", "W1F 6DP", "NW1 1PE", "SE1 8RT", "SW1P 4DP", "W1G 6RL", "NW1 1PF", "SE1 9RT", "SW1R 4RG",
     "W1K 5DP", "NW1 1PJ",
 ];
 
 /// The 5 pages of the original datagen.
-pub const WEBPAGES: [&str; 5] = [
+pub(crate) const WEBPAGES: [&str; 5] = [
     "www.website.com/index.html",
     "www.website.com/faq.html",
     "www.website.com/deals.html",
@@ -29,7 +29,7 @@ pub const WEBPAGES: [&str; 5] = [
 ];
 
 /// Highest user id; ids are drawn from `0..=MAX_USER_ID`.
-pub const MAX_USER_ID: u64 = 1000;
+pub(crate) const MAX_USER_ID: u64 = 1000;
 
 /// What the generator produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl GeneratorConfig {
     /// Nominal spacing of event time between records: `interval_us` when given, else
     /// `1000 / rate` ms, or 1 ms when the rate is unlimited, so event time always advances
     /// and windows close.
-    pub fn step_us(&self) -> u64 {
+    pub(crate) fn step_us(&self) -> u64 {
         if let Some(us) = self.interval_us {
             us.max(1)
         } else if self.rate == 0 {
@@ -108,7 +108,7 @@ impl GeneratorConfig {
     }
 
     /// The key the original keyed Kafka records by (the postcode).
-    pub fn key_of(&self, seq: u64) -> &'static str {
+    pub(crate) fn key_of(&self, seq: u64) -> &'static str {
         let r1 = mix(self.seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         POSTCODES[((r1 >> 32) % POSTCODES.len() as u64) as usize]
     }
@@ -145,11 +145,11 @@ fn mix(mut z: u64) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratorSpec {
     /// The stream, as a fresh output gets it.
-    pub stream: GeneratorConfig,
+    pub(crate) stream: GeneratorConfig,
     /// `--seed` was given.
-    pub seed_given: bool,
+    pub(crate) seed_given: bool,
     /// `--start-time` was given.
-    pub start_given: bool,
+    pub(crate) start_given: bool,
 }
 
 /// A stream fixed in full (library callers and tests): both seed and start time given.
@@ -178,7 +178,7 @@ pub struct GeneratorSource {
 impl GeneratorSpec {
     /// The stream a run continues on a pipeline created with `stored`: its seed and start
     /// time unless this run gave them (then they must match).
-    pub fn continue_stream(&self, stored: &SourceIdentity) -> Result<GeneratorConfig, SourceError> {
+    pub(crate) fn continue_stream(&self, stored: &SourceIdentity) -> Result<GeneratorConfig, SourceError> {
         let SourceIdentity::Generator { seed, start_ms } = stored else {
             return Err(SourceError::Mismatch {
                 checkpoint: stored.describe(),
@@ -205,14 +205,14 @@ impl GeneratorSpec {
 impl GeneratorSource {
     /// A generator of `config`'s stream whose next record is `next_seq` (0 for a new
     /// stream), without shift. The caller checks that `config` is the pipeline's stream.
-    pub fn new(config: GeneratorConfig, next_seq: u64) -> Self {
+    pub(crate) fn new(config: GeneratorConfig, next_seq: u64) -> Self {
         GeneratorSource { config, next_seq, shift_ms: 0, paced_from: None, started: false }
     }
 
     /// A generator of `config` (the pipeline's stream, see [`GeneratorSpec::continue_stream`])
     /// continuing the committed state of its partition, if any. `allowed_lateness_ms` tells
     /// which emitted windows the watermark fired and which only the end of bounded input did.
-    pub fn resume(
+    pub(crate) fn resume(
         config: GeneratorConfig,
         state: Option<&TaskState>,
         allowed_lateness_ms: i64,
@@ -261,11 +261,6 @@ impl GeneratorSource {
             next_event_time = %format_timestamp(self.config.nominal_ms(self.next_seq, self.shift_ms)),
             "continuing the generated stream after the windows the last run emitted at its end"
         );
-    }
-
-    /// The effective configuration (start time and seed as resumed).
-    pub fn config(&self) -> &GeneratorConfig {
-        &self.config
     }
 }
 

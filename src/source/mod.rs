@@ -6,22 +6,22 @@
 //! batches, so each partition's [`Source::position`] — the position just after the last
 //! record handed out — is exactly what the committed tables contain once a checkpoint is taken.
 //!
-//! The shape is Kafka's: partitions come and go ([`PartitionEvent`]), each carries its own
+//! The shape is Kafka's: partitions come and go (`PartitionEvent`), each carries its own
 //! watermark, and positions are restored from the commit log, which is the truth.
 
 pub mod exchange;
-pub mod file;
-pub mod generator;
-pub mod kafka;
+pub(crate) mod file;
+pub(crate) mod generator;
+pub(crate) mod kafka;
 
 use std::time::Duration;
 
 use thiserror::Error;
 
 use pageviews_core::commit::{CheckpointError, TaskState};
-pub use pageviews_core::commit::{PartitionTime, Position};
+pub(crate) use pageviews_core::commit::{PartitionTime, Position};
 
-pub use file::{FileSource, InputMode};
+pub(crate) use file::{FileSource, InputMode};
 pub use generator::{GeneratorConfig, GeneratorSource, GeneratorSpec};
 pub use kafka::{KafkaConfig, KafkaSource, OffsetReset};
 
@@ -29,9 +29,9 @@ pub use kafka::{KafkaConfig, KafkaSource, OffsetReset};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     /// Source partition (Kafka partition, file index, 0 for the generator).
-    pub partition: u32,
+    pub(crate) partition: u32,
     /// Position in the partition: Kafka offset, 1-based line number, or sequence number.
-    pub position: u64,
+    pub(crate) position: u64,
     /// The record's full length; more than the payload when a source cut an oversized one.
     pub len: u64,
     start: usize,
@@ -40,7 +40,7 @@ pub struct Record {
 
 /// A partition lifecycle change, delivered in order with the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartitionEvent {
+pub(crate) enum PartitionEvent {
     /// The partition starts delivering records and takes part in the watermark.
     Assigned(u32),
     /// The partition will deliver nothing more; it no longer holds the watermark back.
@@ -67,7 +67,7 @@ impl Batch {
     }
 
     /// Appends one record's bytes.
-    pub fn push(&mut self, partition: u32, position: u64, payload: &[u8]) {
+    pub(crate) fn push(&mut self, partition: u32, position: u64, payload: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(payload);
         let end = self.data.len();
@@ -75,7 +75,7 @@ impl Batch {
     }
 
     /// Appends the first bytes of a record too large to keep whole, with its full length.
-    pub fn push_truncated(&mut self, partition: u32, position: u64, prefix: &[u8], len: u64) {
+    pub(crate) fn push_truncated(&mut self, partition: u32, position: u64, prefix: &[u8], len: u64) {
         let start = self.data.len();
         self.data.extend_from_slice(prefix);
         let end = self.data.len();
@@ -84,7 +84,7 @@ impl Batch {
 
     /// Appends a record, or when it is longer than `max_bytes` only the prefix a dead letter
     /// keeps, with its full length: an oversized record is never copied whole.
-    pub fn push_capped(&mut self, partition: u32, position: u64, payload: &[u8], max_bytes: usize) {
+    pub(crate) fn push_capped(&mut self, partition: u32, position: u64, payload: &[u8], max_bytes: usize) {
         if payload.len() > max_bytes {
             let keep = max_bytes.min(crate::event::OVERSIZED_KEEP);
             self.push_truncated(partition, position, &payload[..keep], payload.len() as u64);
@@ -94,7 +94,7 @@ impl Batch {
     }
 
     /// Appends a record whose bytes `write` appends to the buffer (no intermediate copy).
-    pub fn push_with(&mut self, partition: u32, position: u64, write: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn push_with(&mut self, partition: u32, position: u64, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.data.len();
         write(&mut self.data);
         let end = self.data.len();
@@ -102,7 +102,7 @@ impl Batch {
     }
 
     /// Appends a partition lifecycle event after the records pushed so far.
-    pub fn push_event(&mut self, event: PartitionEvent) {
+    pub(crate) fn push_event(&mut self, event: PartitionEvent) {
         self.events.push((self.records.len(), event));
     }
 
@@ -113,7 +113,7 @@ impl Batch {
 
     /// Lifecycle events, each with the number of records that precede it: apply an event
     /// before the record at that index, so a partition finishes after its last record.
-    pub fn events(&self) -> &[(usize, PartitionEvent)] {
+    pub(crate) fn events(&self) -> &[(usize, PartitionEvent)] {
         &self.events
     }
 
@@ -123,12 +123,12 @@ impl Batch {
     }
 
     /// Number of records.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.records.len()
     }
 
     /// True when the batch holds no records.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
 }

@@ -35,19 +35,19 @@ fn step(state: u64, word: u64) -> u64 {
 
 impl Checksum {
     /// The checksum of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
+    pub(crate) fn of(bytes: &[u8]) -> Self {
         let mut c = Checksum::default();
         c.update(bytes);
         c
     }
 
     /// Bytes taken so far.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
     /// Takes the next bytes of the stream.
-    pub fn update(&mut self, mut bytes: &[u8]) {
+    pub(crate) fn update(&mut self, mut bytes: &[u8]) {
         let pending = (self.len % 8) as usize;
         self.len += bytes.len() as u64;
         if pending > 0 {
@@ -70,7 +70,7 @@ impl Checksum {
     }
 
     /// The checksum of the bytes taken so far (more may follow).
-    pub fn value(&self) -> u64 {
+    pub(crate) fn value(&self) -> u64 {
         let pending = (self.len % 8) as usize;
         let mut last = [0; 8];
         last[..pending].copy_from_slice(&self.tail[..pending]);

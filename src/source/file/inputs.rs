@@ -48,7 +48,7 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(meta: &Metadata) -> Stamp {
+    pub(crate) fn of(meta: &Metadata) -> Stamp {
         #[cfg(unix)]
         let id = {
             use std::os::unix::fs::MetadataExt;
@@ -72,11 +72,11 @@ pub(crate) enum Bytes {
 
 /// Where reading an input starts: after the bytes committed from it, checked.
 pub(crate) struct Opening {
-    pub offset: u64,
-    pub line: u64,
+    pub(crate) offset: u64,
+    pub(crate) line: u64,
     /// The checksum of the bytes before `offset`.
-    pub checksum: Checksum,
-    pub bytes: Bytes,
+    pub(crate) checksum: Checksum,
+    pub(crate) bytes: Bytes,
 }
 
 impl Opening {
@@ -87,27 +87,27 @@ impl Opening {
 
 /// A source partition this run takes.
 pub(crate) struct Taken {
-    pub partition: u32,
+    pub(crate) partition: u32,
     /// The input it reads (its index among the paths).
-    pub input: u32,
-    pub path: String,
+    pub(crate) input: u32,
+    pub(crate) path: String,
     /// How it is read; `None` for an earlier content of its input, taken only to finish it
     /// (recover its files, mark it finished) or because it hosts the counting partition.
-    pub read: Option<Opening>,
+    pub(crate) read: Option<Opening>,
 }
 
 /// What the run does with the pipeline's source partitions.
 pub(crate) struct InputPlan {
     /// Source partitions of the pipeline: every committed one and those created now. Each
     /// holds the counting watermark until it says how far it has come.
-    pub partitions: u32,
+    pub(crate) partitions: u32,
     /// Partitions created for new content, with their input.
-    pub created: Vec<(u32, u32)>,
+    pub(crate) created: Vec<(u32, u32)>,
     /// Partitions taken, by input.
-    pub taken: Vec<Taken>,
+    pub(crate) taken: Vec<Taken>,
     /// Committed partitions left alone (finished earlier contents), with their event time,
     /// which the counting partition is told.
-    pub left: Vec<(u32, PartitionTime)>,
+    pub(crate) left: Vec<(u32, PartitionTime)>,
 }
 
 /// What a committed file position says.

@@ -17,7 +17,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use super::{Batch, PartitionEvent, Poll, Position, Source, SourceError};
 pub(crate) use checksum::Checksum;
-pub use inputs::InputMode;
+pub(crate) use inputs::InputMode;
 pub(crate) use inputs::{plan, reopen, InputPlan, Taken};
 use inputs::{prefix_checksum, Bytes, Opening, Stamp};
 use pipe::PipeReader;
@@ -35,7 +35,7 @@ const PEEK_BYTES: u64 = 4 << 20;
 /// when there is none that early, or for stdin (`-`), which cannot be read twice. Lines are
 /// cut as the reader cuts them; one longer than `max_record_bytes` is a dead letter, not
 /// taken.
-pub fn first_event(
+pub(crate) fn first_event(
     path: &str,
     max_record_bytes: usize,
     accept: impl Fn(&[u8]) -> Option<i64>,
@@ -112,7 +112,7 @@ struct Kept {
 }
 
 /// Reads JSON lines from files or stdin, one record per non-empty line.
-pub struct FileSource {
+pub(crate) struct FileSource {
     inputs: Vec<Input>,
     kept: Vec<Kept>,
     current: usize,

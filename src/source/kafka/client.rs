@@ -124,28 +124,28 @@ pub(crate) struct Deliveries {
 }
 
 impl Deliveries {
-    pub fn new(kind: fn(&[u8]) -> usize) -> Arc<Self> {
+    pub(crate) fn new(kind: fn(&[u8]) -> usize) -> Arc<Self> {
         Arc::new(Deliveries { delivered: AtomicU64::new(0), failed: Default::default(), kind })
     }
 
     /// Records the broker acknowledged so far.
-    pub fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
 
     /// Records of `kind` the broker refused so far.
-    pub fn failed(&self, kind: usize) -> u64 {
+    pub(crate) fn failed(&self, kind: usize) -> u64 {
         self.failed[kind.min(1)].load(Ordering::Relaxed)
     }
 
     /// Records of `kind` refused since the last call.
-    pub fn take_failed(&self, kind: usize) -> u64 {
+    pub(crate) fn take_failed(&self, kind: usize) -> u64 {
         self.failed[kind.min(1)].swap(0, Ordering::Relaxed)
     }
 }
 
 /// The producer context that counts [`Deliveries`].
-pub(crate) struct DeliveryContext(pub Arc<Deliveries>);
+pub(crate) struct DeliveryContext(pub(crate) Arc<Deliveries>);
 
 impl ClientContext for DeliveryContext {}
 
