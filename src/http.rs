@@ -1,7 +1,7 @@
 //! The HTTP side: `/metrics` for Prometheus, `/healthz` for orchestrators, `/api/status`
 //! for tools, and `/`, a status page for people.
 //!
-//! The router is built by [`router`] so tests exercise it without a socket; [`serve`] binds
+//! The router is built by `router` so tests exercise it without a socket; [`serve`] binds
 //! it on the I/O runtime beside the pipeline. The page is one HTML file with its CSS and
 //! script inline (`http/status.html`, compiled in): no build step, nothing fetched from
 //! elsewhere; it polls `/api/status`.
@@ -25,16 +25,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use pageviews_core::time::format_timestamp;
 
-pub use status::{
-    CheckpointStatus, Freshness, Health, PartitionStatus, Progress, Status, TableStatus, STALLED_INTERVALS,
-};
+pub use status::Status;
+pub(crate) use status::{CheckpointStatus, Freshness, Progress, TableStatus};
 
 use crate::clock::Clock;
 use crate::metrics::{Metrics, PartitionLabel};
 
 /// How long a client may take to send a request's headers, from the moment the server
 /// starts waiting for them (a new connection, or the next request on a kept-alive one).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections served at once. Prometheus, a status page or two and the odd curl need a
 /// handful; each costs about 15 KiB of buffers, so a flood of 17,000 half-sent requests had
@@ -48,11 +47,11 @@ const STATUS_PAGE: &str = include_str!("http/status.html");
 #[derive(Clone)]
 pub struct HttpState {
     /// The metrics handle.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The live status.
-    pub status: Arc<Mutex<Status>>,
+    pub(crate) status: Arc<Mutex<Status>>,
     /// The pipeline's clock: health and ages are judged on it, so tests drive them.
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl HttpState {
@@ -62,7 +61,7 @@ impl HttpState {
     }
 
     /// A copy of the status as of now: the time, health and Kafka lag filled in.
-    pub fn snapshot(&self) -> Status {
+    pub(crate) fn snapshot(&self) -> Status {
         let mut st = self.status.lock().map(|st| st.clone()).unwrap_or_else(|e| {
             // A panic while the status was locked: report what is there, as failed.
             let mut st = e.into_inner().clone();
@@ -82,7 +81,7 @@ impl HttpState {
 }
 
 /// Builds the router.
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
@@ -128,7 +127,7 @@ pub async fn serve(addr: SocketAddr, state: HttpState) -> std::io::Result<Socket
 }
 
 /// [`serve`] with a header read timeout of `header_read_timeout`.
-pub async fn serve_with_timeout(
+pub(crate) async fn serve_with_timeout(
     addr: SocketAddr,
     state: HttpState,
     header_read_timeout: Duration,

@@ -15,7 +15,7 @@ use pageviews_core::commit::Totals;
 use serde::Serialize;
 
 /// A pipeline is unhealthy once this many checkpoint intervals pass without progress.
-pub const STALLED_INTERVALS: f64 = 3.0;
+pub(crate) const STALLED_INTERVALS: f64 = 3.0;
 
 /// What `/api/status` reports.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,102 +83,102 @@ pub struct Status {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Processing time (the pipeline clock's `now_ms`): what health is judged on.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// Wall time, UTC ms: what `pageviews_last_checkpoint_timestamp_seconds` reports.
-    pub wall_ms: i64,
+    pub(crate) wall_ms: i64,
 }
 
 /// `/healthz`'s verdict.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Health {
     /// True when `/healthz` answers 200.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// Why not, for an operator.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// One table's progress.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct TableStatus {
     /// Table name.
-    pub table: String,
+    pub(crate) table: String,
     /// Rows committed, over the pipeline's life.
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// Rows committed per second over the last minute of checkpoints (0 before two).
-    pub rows_per_second: f64,
+    pub(crate) rows_per_second: f64,
     /// Files being written: their rows are committed, the files not visible yet.
-    pub open_files: u64,
+    pub(crate) open_files: u64,
     /// Files rolled and made visible by this process.
-    pub files_committed: u64,
+    pub(crate) files_committed: u64,
     /// Bytes in those files.
-    pub bytes_committed: u64,
+    pub(crate) bytes_committed: u64,
 }
 
 /// One source partition (Kafka partition, input file, the generator).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct PartitionStatus {
     /// Partition number (Kafka partition, input file index, 0 for the generator).
-    pub partition: u32,
+    pub(crate) partition: u32,
     /// Its source: topic, file path, `generator`.
-    pub source: String,
+    pub(crate) source: String,
     /// The worker holding it: its member name in the group and the commit log
     /// (`<instance>` or `<instance>-w<k>`).
-    pub member: String,
+    pub(crate) member: String,
     /// The claim under which it holds the partition (raised by every new holder).
-    pub claim: u64,
+    pub(crate) claim: u64,
     /// Records read from it by this process.
-    pub records_read: u64,
+    pub(crate) records_read: u64,
     /// Newest event time it delivered.
-    pub max_event_time: Option<String>,
+    pub(crate) max_event_time: Option<String>,
     /// Its watermark: newest event time minus the watermark delay.
-    pub watermark: Option<String>,
+    pub(crate) watermark: Option<String>,
     /// The same, UTC ms.
-    pub watermark_ms: Option<i64>,
+    pub(crate) watermark_ms: Option<i64>,
     /// The watermark of the counting partition this task hosts (the minimum over the
     /// sources that feed it), if it hosts one and it has a watermark.
-    pub counting_watermark: Option<String>,
+    pub(crate) counting_watermark: Option<String>,
     /// The same, UTC ms.
-    pub counting_watermark_ms: Option<i64>,
+    pub(crate) counting_watermark_ms: Option<i64>,
     /// It will deliver nothing more (an input file read to its end).
-    pub finished: bool,
+    pub(crate) finished: bool,
     /// Committed position: the next Kafka offset, the file's byte offset, the generator's
     /// next sequence number (from the last checkpoint).
-    pub position: Option<u64>,
+    pub(crate) position: Option<u64>,
     /// Messages behind the end of the Kafka partition, where known.
-    pub kafka_lag: Option<i64>,
+    pub(crate) kafka_lag: Option<i64>,
     /// Files open per table (in `Table::ALL` order) after the last checkpoint: summed over
     /// the instance's partitions for `pageviews_open_files`.
     #[serde(skip)]
-    pub open_files: [u64; 4],
+    pub(crate) open_files: [u64; 4],
     /// Windows open in the counting partition it hosts, after the last checkpoint.
     #[serde(skip)]
-    pub open_windows: u64,
+    pub(crate) open_windows: u64,
 }
 
 /// One committed checkpoint.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CheckpointStatus {
     /// The commit-log version it wrote.
-    pub version: u64,
+    pub(crate) version: u64,
     /// The worker that committed it.
-    pub member: String,
+    pub(crate) member: String,
     /// Tasks (partitions) it committed.
-    pub tasks: usize,
+    pub(crate) tasks: usize,
     /// When it committed (pipeline clock, wall time).
-    pub at: String,
+    pub(crate) at: String,
     /// The same, UTC ms.
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
     /// From closing files to the published log entry.
-    pub duration_seconds: f64,
+    pub(crate) duration_seconds: f64,
     /// Files it rolled (made visible).
-    pub files: usize,
+    pub(crate) files: usize,
     /// Files still open after it.
-    pub open_files: usize,
+    pub(crate) open_files: usize,
     /// Rows it committed, over all tables.
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// Cumulative totals after it, for rates.
     #[serde(skip)]
-    pub totals: Totals,
+    pub(crate) totals: Totals,
 }
 
 impl Status {
@@ -186,7 +186,7 @@ impl Status {
     /// when the pipeline failed, or when it runs but has not shown progress (a commit, or a
     /// due checkpoint with nothing to commit) for [`STALLED_INTERVALS`] checkpoint
     /// intervals: then the loop or the commit path is stuck and nothing new becomes visible.
-    pub fn health(&self, now_ms: u64) -> Health {
+    pub(crate) fn health(&self, now_ms: u64) -> Health {
         let unhealthy = |reason: String| Health { ok: false, reason: Some(reason) };
         match self.state.as_str() {
             "failed" => {
@@ -211,7 +211,12 @@ impl Status {
 
     /// The entry for `partition` held by `member`, created on first sight. A partition that
     /// moved from another worker of this instance starts afresh under its new holder.
-    pub fn partition_mut(&mut self, partition: u32, source: &str, member: &str) -> &mut PartitionStatus {
+    pub(crate) fn partition_mut(
+        &mut self,
+        partition: u32,
+        source: &str,
+        member: &str,
+    ) -> &mut PartitionStatus {
         let i = match self.partitions.binary_search_by_key(&partition, |p| p.partition) {
             Ok(i) if self.partitions[i].member == member => i,
             found => {
@@ -233,13 +238,13 @@ impl Status {
 
     /// Forgets the partitions `member` no longer holds (revoked, fenced), leaving other
     /// workers' entries alone.
-    pub fn retain_held(&mut self, member: &str, held: impl Fn(u32) -> bool) {
+    pub(crate) fn retain_held(&mut self, member: &str, held: impl Fn(u32) -> bool) {
         self.partitions.retain(|p| p.member != member || held(p.partition));
     }
 
     /// Adds a commit of this instance to the recent ones, keeping the newest `keep` by log
     /// version (workers commit concurrently, so they arrive in any order).
-    pub fn add_checkpoint(&mut self, checkpoint: CheckpointStatus, keep: usize) {
+    pub(crate) fn add_checkpoint(&mut self, checkpoint: CheckpointStatus, keep: usize) {
         let at = self.checkpoints.partition_point(|c| c.version > checkpoint.version);
         self.checkpoints.insert(at, checkpoint);
         self.checkpoints.truncate(keep);

@@ -41,18 +41,18 @@ pub(super) enum Occasion<'a> {
 
 /// The worker's parts a checkpoint works on.
 pub(super) struct Parts<'a> {
-    pub tasks: &'a mut Tasks,
-    pub source: &'a mut dyn Source,
-    pub log: &'a Mutex<Log>,
-    pub forwarding: &'a mut Forwarding,
-    pub reporter: &'a Reporter,
-    pub clock: &'a dyn Clock,
-    pub stop: &'a Shutdown,
+    pub(crate) tasks: &'a mut Tasks,
+    pub(crate) source: &'a mut dyn Source,
+    pub(crate) log: &'a Mutex<Log>,
+    pub(crate) forwarding: &'a mut Forwarding,
+    pub(crate) reporter: &'a Reporter,
+    pub(crate) clock: &'a dyn Clock,
+    pub(crate) stop: &'a Shutdown,
     /// `--partition-commit-delay`.
-    pub commit_delay_ms: i64,
+    pub(crate) commit_delay_ms: i64,
     /// Partitions come and go with a consumer group (Kafka); otherwise a fenced one was
     /// taken by another run for good.
-    pub rebalances: bool,
+    pub(crate) rebalances: bool,
 }
 
 impl Parts<'_> {

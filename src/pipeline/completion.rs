@@ -10,17 +10,17 @@ use super::task::TaskSetup;
 /// What decides that an hour partition is complete.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Completion {
-    pub watermark_delay_ms: i64,
-    pub allowed_lateness_ms: i64,
-    pub commit_delay_ms: i64,
+    pub(crate) watermark_delay_ms: i64,
+    pub(crate) allowed_lateness_ms: i64,
+    pub(crate) commit_delay_ms: i64,
     /// Source partitions known: one without a committed state yet holds every hour back.
-    pub source_partitions: u32,
+    pub(crate) source_partitions: u32,
 }
 
 impl Completion {
     /// The rules for tasks made with `setup`, with `--partition-commit-delay`
     /// `commit_delay_ms`.
-    pub fn of(setup: &TaskSetup, commit_delay_ms: i64) -> Self {
+    pub(crate) fn of(setup: &TaskSetup, commit_delay_ms: i64) -> Self {
         Completion {
             watermark_delay_ms: setup.rules.watermark_delay_ms,
             allowed_lateness_ms: setup.rules.allowed_lateness_ms,
@@ -36,7 +36,7 @@ impl Completion {
     /// ([`PartitionTime::hold`]), and one no task has committed yet holds everything back.
     ///
     /// [`PartitionTime::hold`]: pageviews_core::commit::PartitionTime::hold
-    pub fn passed(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
+    pub(crate) fn passed(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
         let all_known = (0..self.source_partitions).all(|s| tasks.iter().any(|t| t.partition == s));
         if all_known && !tasks.is_empty() && tasks.iter().all(|t| t.time.finished) {
             return true;
@@ -63,7 +63,7 @@ impl Completion {
     /// The first hour a source partition whose newest event is `max_event_ms` has not
     /// passed (by [`Completion::passed`]'s rule for that partition alone): every hour before
     /// it has.
-    pub fn first_unpassed_hour(&self, max_event_ms: i64) -> i64 {
+    pub(crate) fn first_unpassed_hour(&self, max_event_ms: i64) -> i64 {
         max_event_ms
             .saturating_sub(self.watermark_delay_ms)
             .saturating_sub(self.allowed_lateness_ms)
@@ -72,7 +72,7 @@ impl Completion {
     }
 
     /// True once `p` has passed and no task has a file of it open: its `_SUCCESS` can go.
-    pub fn complete(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
+    pub(crate) fn complete(&self, p: Partition, tasks: &[&TaskState], wall_ms: i64) -> bool {
         self.passed(p, tasks, wall_ms)
             && !tasks.iter().any(|t| t.open.iter().any(|f| f.table == p.table && f.hour == p.hour))
     }

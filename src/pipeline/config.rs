@@ -29,7 +29,7 @@ impl SourceConfig {
     /// `kafka-<topic>` (with characters other than letters, digits, `-` and `_` as `_`). A
     /// pipeline id names a source's checkpoints, so a generator run and a Kafka run can share
     /// an output, and the same command run again resumes its own checkpoint.
-    pub fn default_pipeline_id(&self) -> String {
+    pub(crate) fn default_pipeline_id(&self) -> String {
         match self {
             SourceConfig::Generator(_) => "generator".into(),
             SourceConfig::Files(_) => "files".into(),
@@ -46,7 +46,7 @@ impl SourceConfig {
 }
 
 /// The pipeline id every source ran under before ids were derived from the source.
-pub const LEGACY_PIPELINE_ID: &str = "pageviews";
+pub(crate) const LEGACY_PIPELINE_ID: &str = "pageviews";
 
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
@@ -105,7 +105,7 @@ pub struct WindowRules {
     /// Tumbling window size.
     pub window_ms: i64,
     /// How long after a window's end it still accepts events.
-    pub allowed_lateness_ms: i64,
+    pub(crate) allowed_lateness_ms: i64,
     /// Out-of-orderness bound: a partition's watermark is its newest event time minus this.
     pub watermark_delay_ms: i64,
     /// A partition caught up with its end and silent this long stops holding watermarks
@@ -115,7 +115,7 @@ pub struct WindowRules {
 
 impl WindowRules {
     /// The windows' shape.
-    pub fn spec(&self) -> crate::window::WindowSpec {
+    pub(crate) fn spec(&self) -> crate::window::WindowSpec {
         crate::window::WindowSpec::new(self.window_ms, self.allowed_lateness_ms)
     }
 }
@@ -132,7 +132,7 @@ pub struct FileRules {
     /// Upload part size; `None` picks one for the store ([`FileRules::part_bytes_for`]).
     pub part_bytes: Option<usize>,
     /// Most files open at once per table.
-    pub max_open_files: usize,
+    pub(crate) max_open_files: usize,
     /// Parquet rows per row group.
     pub row_group_rows: usize,
 }
@@ -144,7 +144,7 @@ impl FileRules {
     /// encoded rows, and a worker has a file open per partition and hour, so on disk this
     /// keeps memory flat as partitions grow (six Kafka partitions peaked at 180 MiB with
     /// 8 MiB parts).
-    pub fn part_bytes_for(&self, object_store: bool) -> usize {
+    pub(crate) fn part_bytes_for(&self, object_store: bool) -> usize {
         self.part_bytes.unwrap_or(if object_store { 8 << 20 } else { 1 << 20 })
     }
 
@@ -179,7 +179,7 @@ pub struct HttpConfig {
 
 impl PipelineConfig {
     /// The defaults for a source and an output; the pipeline id is the source's
-    /// ([`SourceConfig::default_pipeline_id`]).
+    /// (`SourceConfig::default_pipeline_id`).
     pub fn new(source: SourceConfig, output: impl Into<String>) -> Self {
         PipelineConfig {
             pipeline_id: source.default_pipeline_id(),
@@ -238,7 +238,7 @@ impl PipelineConfig {
 
 impl SourceConfig {
     /// The source in words, for the status page.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             SourceConfig::Generator(g) if g.stream.rate == 0 => "generator (unthrottled)".to_string(),
             SourceConfig::Generator(g) => format!("generator ({} events/s)", g.stream.rate),

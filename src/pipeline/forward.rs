@@ -43,7 +43,7 @@ impl Forwarding {
     /// not `source`'s own.
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    pub fn forward(
+    pub(crate) fn forward(
         &mut self,
         tasks: &mut Tasks,
         q: u32,
@@ -73,7 +73,7 @@ impl Forwarding {
     /// Counts what the exchange or the relay brought for the counting partitions here.
     /// Returns whether a relaying worker waits for a checkpoint (it commits only what the
     /// counting worker committed counting).
-    pub fn poll(&mut self, tasks: &mut Tasks, now_ms: u64, max: usize) -> Result<bool, PipelineError> {
+    pub(crate) fn poll(&mut self, tasks: &mut Tasks, now_ms: u64, max: usize) -> Result<bool, PipelineError> {
         match self {
             Forwarding::Local => Ok(false),
             Forwarding::Exchange(exchange) => {
@@ -134,7 +134,12 @@ impl Forwarding {
     /// declaration goes to every counting partition, so it is sent when it can change what
     /// fires (a new window passed, finished, idle, first event), and, at a checkpoint
     /// (`settle`), whenever anything changed.
-    pub fn announce(&mut self, tasks: &mut Tasks, now_ms: u64, settle: bool) -> Result<(), PipelineError> {
+    pub(crate) fn announce(
+        &mut self,
+        tasks: &mut Tasks,
+        now_ms: u64,
+        settle: bool,
+    ) -> Result<(), PipelineError> {
         let (counting, spec) = (tasks.setup().counting_partitions, tasks.setup().rules.spec());
         let delay = tasks.setup().rules.watermark_delay_ms;
         let through_exchange = matches!(self, Forwarding::Exchange(_));
@@ -187,7 +192,7 @@ impl Forwarding {
     /// most `wait` for the exchange (`None`: until `stop`'s grace passes, for the last
     /// checkpoint of a run). A relaying worker waits until the counting worker committed
     /// what it relayed.
-    pub fn settle(
+    pub(crate) fn settle(
         &mut self,
         tasks: &mut Tasks,
         now_ms: u64,
@@ -221,7 +226,12 @@ impl Forwarding {
 
     /// This worker's input ended: every counting partition hears every source here say it
     /// finished, and the exchange holds it all (within `stop`'s grace once a stop came).
-    pub fn finish(&mut self, tasks: &mut Tasks, now_ms: u64, stop: &Shutdown) -> Result<(), PipelineError> {
+    pub(crate) fn finish(
+        &mut self,
+        tasks: &mut Tasks,
+        now_ms: u64,
+        stop: &Shutdown,
+    ) -> Result<(), PipelineError> {
         self.announce(tasks, now_ms, false)?;
         if let Forwarding::Exchange(_) = self {
             self.settle(tasks, now_ms, None, stop)?;
@@ -232,7 +242,7 @@ impl Forwarding {
     /// End of bounded input: whether every counting partition here has read all that was
     /// forwarded to it and heard every source say it is done (the relay: whether every
     /// relaying worker said it relays nothing more).
-    pub fn drained(&self, tasks: &Tasks) -> Result<bool, PipelineError> {
+    pub(crate) fn drained(&self, tasks: &Tasks) -> Result<bool, PipelineError> {
         match self {
             Forwarding::Local => Ok(true),
             Forwarding::Relay(relay) => Ok(relay.all_stopped()),
@@ -252,7 +262,7 @@ impl Forwarding {
     }
 
     /// Points the exchange consumer at the counting partitions hosted now.
-    pub fn sync(&mut self, tasks: &Tasks) -> Result<(), PipelineError> {
+    pub(crate) fn sync(&mut self, tasks: &Tasks) -> Result<(), PipelineError> {
         if let Forwarding::Exchange(exchange) = self {
             let hosted =
                 tasks.iter().filter_map(|t| Some((t.partition, t.counter.as_ref()?.exchange_offset)));
@@ -263,7 +273,7 @@ impl Forwarding {
 
     /// Partition `partition` was taken by another instance: if the counting worker lost a
     /// counting partition, the workers that relay to it must not wait for it any more.
-    pub fn fenced(&self, partition: u32, counting_partitions: u32) {
+    pub(crate) fn fenced(&self, partition: u32, counting_partitions: u32) {
         if let Forwarding::Relay(relay) = self {
             if relay.is_counter() && partition < counting_partitions {
                 relay.close();
@@ -273,7 +283,7 @@ impl Forwarding {
 
     /// After a commit: the counting worker tells the relaying ones what it has committed
     /// counting of their sources (`states` as committed, less the `fenced`).
-    pub fn committed(&self, states: &[TaskState], fenced: &[u32]) {
+    pub(crate) fn committed(&self, states: &[TaskState], fenced: &[u32]) {
         if let Forwarding::Relay(relay) = self {
             if !relay.is_counter() {
                 return;
@@ -289,7 +299,7 @@ impl Forwarding {
 
     /// Waits up to `d` for something to do: the counting worker for relayed batches,
     /// everyone else on the clock.
-    pub fn wait(&mut self, d: Duration, clock: &dyn Clock) {
+    pub(crate) fn wait(&mut self, d: Duration, clock: &dyn Clock) {
         match self {
             Forwarding::Relay(relay) if relay.is_counter() => relay.wait(d),
             _ => clock.sleep(d),
@@ -297,7 +307,7 @@ impl Forwarding {
     }
 
     /// The relay, when other workers count or relay (files over several workers).
-    pub fn relay_mut(&mut self) -> Option<&mut Relay> {
+    pub(crate) fn relay_mut(&mut self) -> Option<&mut Relay> {
         match self {
             Forwarding::Relay(relay) => Some(relay),
             _ => None,

@@ -13,12 +13,12 @@ use crate::source::file::{plan, Checksum, InputPlan, Taken};
 /// One worker's share of the plan.
 pub(super) struct WorkerInputs {
     /// The partitions it takes: those of its inputs (input `i` to worker `i % workers`).
-    pub taken: Vec<Taken>,
+    pub(crate) taken: Vec<Taken>,
     /// Committed partitions nobody takes, with their event time: worker 0, which hosts the
     /// counting partition, is told them.
-    pub left: Vec<(u32, PartitionTime)>,
+    pub(crate) left: Vec<(u32, PartitionTime)>,
     /// Source partitions of the pipeline.
-    pub partitions: u32,
+    pub(crate) partitions: u32,
 }
 
 /// The plan for a files pipeline, split among `config.workers` workers (empty for other

@@ -31,7 +31,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use config::{FileRules, HttpConfig, PipelineConfig, SourceConfig, WindowRules, LEGACY_PIPELINE_ID};
+pub use config::{PipelineConfig, SourceConfig};
+pub(crate) use config::{WindowRules, LEGACY_PIPELINE_ID};
 use pageviews_core::commit::{CheckpointError, InstanceLock, Totals};
 use pageviews_core::storage::{Storage, StorageError, MIN_PART_BYTES};
 pub use pageviews_core::Shutdown;
@@ -48,7 +49,7 @@ pub struct Summary {
     /// Committed totals over the pipeline's life (including earlier runs).
     pub totals: Totals,
     /// Sequence number of the last committed checkpoint (0 if none).
-    pub last_checkpoint: u64,
+    pub(crate) last_checkpoint: u64,
     /// True when a bounded source was read to its end.
     pub reached_end: bool,
 }
@@ -98,7 +99,6 @@ pub struct RunHandle {
     http: Option<SocketAddr>,
     status: Arc<Mutex<Status>>,
     shutdown: Shutdown,
-    metrics: Arc<Metrics>,
     thread: std::thread::JoinHandle<Result<Summary, PipelineError>>,
     /// Storage I/O and the HTTP server run here.
     runtime: tokio::runtime::Runtime,
@@ -119,11 +119,6 @@ impl RunHandle {
     /// The cancellation token: trigger it and the pipeline checkpoints and stops.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
-    }
-
-    /// The metrics the pipeline exports.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     /// True once the pipeline thread has ended.
@@ -227,7 +222,7 @@ pub fn start(
             result
         })
         .map_err(PipelineError::Runtime)?;
-    Ok(RunHandle { http, status, shutdown, metrics, thread, runtime: rt })
+    Ok(RunHandle { http, status, shutdown, thread, runtime: rt })
 }
 
 /// Runs `config.workers` workers, each on its own thread over its own partitions, until all
@@ -304,7 +299,7 @@ fn run_workers(
     summary.ok_or(PipelineError::Panicked)
 }
 
-/// Refuses an output that holds checkpoints of [`LEGACY_PIPELINE_ID`] and none of
+/// Refuses an output that holds checkpoints of `LEGACY_PIPELINE_ID` and none of
 /// `config.pipeline_id`, for a run whose id was derived from its source: such an output was
 /// written before ids were derived, and a second pipeline beside the first would read the
 /// same input again (a Kafka topic from its start).

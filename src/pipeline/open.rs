@@ -42,14 +42,14 @@ pub(super) struct StartGate {
 
 impl StartGate {
     /// A gate for `workers` workers.
-    pub fn new(workers: usize) -> Self {
+    pub(crate) fn new(workers: usize) -> Self {
         StartGate { expected: workers, arrived: Mutex::new(0), all_here: Condvar::new() }
     }
 
     /// Waits until every worker has arrived, or `timeout` passed: a worker that failed before
     /// it arrived must not hold the others (they start, and stop on the shutdown it triggers).
     /// Returns whether all arrived.
-    pub fn wait(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let Ok(mut arrived) = self.arrived.lock() else { return false };
         *arrived += 1;
@@ -74,13 +74,13 @@ const START_GATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a worker shares with the other workers of its instance.
 pub(super) struct Siblings<'a> {
     /// Kafka workers join the consumer group together.
-    pub gate: &'a StartGate,
+    pub(crate) gate: &'a StartGate,
     /// Files over several workers: the relay to (or, in worker 0, from) the counting worker.
-    pub relay: Option<Relay>,
+    pub(crate) relay: Option<Relay>,
     /// Files: the partitions this worker takes, and how each is read.
-    pub inputs: Option<WorkerInputs>,
+    pub(crate) inputs: Option<WorkerInputs>,
     /// The instance's stop request, which every wait at start honours.
-    pub stop: &'a Shutdown,
+    pub(crate) stop: &'a Shutdown,
 }
 
 impl Pipeline {

@@ -57,7 +57,7 @@ struct RelayedEvent {
 
 impl Relayed {
     /// The events, as (source partition, ordinal, page view), in the order they were read.
-    pub fn events(&self) -> impl Iterator<Item = (u32, u64, PageView<'_>)> {
+    pub(crate) fn events(&self) -> impl Iterator<Item = (u32, u64, PageView<'_>)> {
         self.events.iter().map(|e| {
             let pv = PageView {
                 user_id: e.user_id,
@@ -70,7 +70,7 @@ impl Relayed {
     }
 
     /// How far each relaying source has come, after the events above.
-    pub fn progress(&self) -> &[(u32, PartitionTime)] {
+    pub(crate) fn progress(&self) -> &[(u32, PartitionTime)] {
         &self.progress
     }
 
@@ -118,7 +118,7 @@ pub(super) struct Relay {
 
 impl Relay {
     /// The relays of an instance's `workers` workers, in worker order.
-    pub fn for_workers(workers: usize) -> Vec<Relay> {
+    pub(crate) fn for_workers(workers: usize) -> Vec<Relay> {
         let shared = Arc::new(Shared {
             counted: Mutex::new(Counted { high_water: BTreeMap::new(), running: true }),
             changed: Condvar::new(),
@@ -142,7 +142,7 @@ impl Relay {
     }
 
     /// Queues one page view of `source` at `ordinal` for the counting worker.
-    pub fn relay(&mut self, source: u32, ordinal: u64, pv: &PageView<'_>) {
+    pub(crate) fn relay(&mut self, source: u32, ordinal: u64, pv: &PageView<'_>) {
         let text = &mut self.pending.text;
         let start = text.len();
         text.push_str(&pv.postcode);
@@ -159,7 +159,7 @@ impl Relay {
     }
 
     /// Queues how far `source` has come (its newest event time, whether it finished).
-    pub fn progress(&mut self, source: u32, time: &PartitionTime) {
+    pub(crate) fn progress(&mut self, source: u32, time: &PartitionTime) {
         let progress = &mut self.pending.progress;
         match progress.iter_mut().find(|(s, _)| *s == source) {
             Some((_, t)) => *t = time.clone(),
@@ -168,7 +168,7 @@ impl Relay {
     }
 
     /// Sends what is queued. Blocks while the channel is full.
-    pub fn flush(&mut self) -> Result<(), PipelineError> {
+    pub(crate) fn flush(&mut self) -> Result<(), PipelineError> {
         if self.pending.is_empty() || self.stopped {
             return Ok(());
         }
@@ -199,7 +199,7 @@ impl Relay {
     /// everything this worker relayed, asking it for a checkpoint. Errors when the counting
     /// worker stopped first, or lost the counting partition to another instance: this worker
     /// must not commit past what was counted.
-    pub fn await_counted(&mut self) -> Result<(), PipelineError> {
+    pub(crate) fn await_counted(&mut self) -> Result<(), PipelineError> {
         self.flush()?;
         if self.sent.is_empty() {
             return Ok(());
@@ -220,7 +220,7 @@ impl Relay {
 
     /// Tells the counting worker this worker relays nothing more in this run. Whatever is
     /// queued is sent first; anything queued later is dropped.
-    pub fn stop(&mut self) -> Result<(), PipelineError> {
+    pub(crate) fn stop(&mut self) -> Result<(), PipelineError> {
         if self.stopped || self.rx.is_some() {
             return Ok(());
         }
@@ -231,18 +231,18 @@ impl Relay {
     }
 
     /// True for the worker that hosts the counting partition and receives.
-    pub fn is_counter(&self) -> bool {
+    pub(crate) fn is_counter(&self) -> bool {
         self.rx.is_some()
     }
 
     /// Counting worker: whether a relaying worker waits for a checkpoint. Clears the request,
     /// so call it before [`Relay::receive`]: what was sent before the request is then taken.
-    pub fn checkpoint_wanted(&self) -> bool {
+    pub(crate) fn checkpoint_wanted(&self) -> bool {
         self.is_counter() && self.shared.wanted.swap(false, Ordering::AcqRel)
     }
 
     /// Counting worker: the batches relayed since the last call, in order per worker.
-    pub fn receive(&mut self) -> Vec<Relayed> {
+    pub(crate) fn receive(&mut self) -> Vec<Relayed> {
         let mut out = Vec::new();
         let Some((rx, taken)) = self.rx.as_mut() else { return out };
         let mut next = taken.pop_front();
@@ -267,7 +267,7 @@ impl Relay {
 
     /// Counting worker: waits up to `timeout` for something to receive (instead of sleeping
     /// when its own input has ended and others still relay).
-    pub fn wait(&mut self, timeout: Duration) {
+    pub(crate) fn wait(&mut self, timeout: Duration) {
         let Some((rx, taken)) = self.rx.as_mut() else { return };
         if !taken.is_empty() {
             return;
@@ -280,13 +280,13 @@ impl Relay {
 
     /// Counting worker: whether every other worker has said it relays nothing more (and all
     /// it sent was received).
-    pub fn all_stopped(&self) -> bool {
+    pub(crate) fn all_stopped(&self) -> bool {
         !self.is_counter() || self.stopped_seen.len() + 1 >= self.workers
     }
 
     /// Counting worker: a checkpoint committed counting every relayed source up to
     /// `high_water`; wakes the workers waiting for it.
-    pub fn committed(&self, high_water: impl IntoIterator<Item = (u32, u64)>) {
+    pub(crate) fn committed(&self, high_water: impl IntoIterator<Item = (u32, u64)>) {
         if let Ok(mut counted) = self.shared.counted.lock() {
             counted.high_water.extend(high_water);
         }
@@ -297,7 +297,7 @@ impl Relay {
 impl Relay {
     /// Counting worker: it commits nothing more for the others (it stops, or another instance
     /// took the counting partition); a worker waiting for it stops waiting, with an error.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Ok(mut counted) = self.shared.counted.lock() {
             counted.running = false;
         }

@@ -38,7 +38,7 @@ use crate::source::{Batch, Source};
 use crate::window::NO_WATERMARK;
 
 /// How many recent checkpoints the status keeps.
-pub const RECENT_CHECKPOINTS: usize = 10;
+pub(crate) const RECENT_CHECKPOINTS: usize = 10;
 
 /// Rates are measured over the checkpoints of about this last stretch of wall time.
 const RATE_WINDOW_MS: i64 = 60_000;
@@ -80,16 +80,16 @@ fn position_number(position: &Position) -> u64 {
 /// What a checkpoint committed, for the report.
 pub(super) struct Committed<'a> {
     /// This worker's task states as committed.
-    pub states: &'a [TaskState],
+    pub(crate) states: &'a [TaskState],
     /// Rows they added.
-    pub rows: &'a Totals,
+    pub(crate) rows: &'a Totals,
     /// The log entry (0: everything was fenced, nothing written).
-    pub version: u64,
+    pub(crate) version: u64,
     /// How long the checkpoint took.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// The deployment's totals after the entry, and its newest committed event time.
-    pub totals: Totals,
-    pub newest_committed_ms: Option<i64>,
+    pub(crate) totals: Totals,
+    pub(crate) newest_committed_ms: Option<i64>,
 }
 
 /// One worker's reporting: its member name, and the instance's metrics and status, which
@@ -104,7 +104,7 @@ pub(super) struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(
+    pub(crate) fn new(
         metrics: Arc<Metrics>,
         status: Arc<Mutex<Status>>,
         clock: Arc<dyn Clock>,
@@ -116,7 +116,7 @@ impl Reporter {
     }
 
     /// The instance's metrics, for the counters the loop keeps.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
@@ -125,7 +125,7 @@ impl Reporter {
     }
 
     /// The loop starts: this worker's progress (for `/healthz`) is measured from here.
-    pub fn running(&self) {
+    pub(crate) fn running(&self) {
         let progress = self.progress();
         self.metrics.checkpoint_interval.set(self.checkpoint_interval.as_secs_f64());
         if let Ok(mut st) = self.status.lock() {
@@ -135,7 +135,7 @@ impl Reporter {
 
     /// The loop ended: a worker done with its input is not a stalled one while the others
     /// go on.
-    pub fn stopped(&self) {
+    pub(crate) fn stopped(&self) {
         if let Ok(mut st) = self.status.lock() {
             st.progress.remove(&self.member);
         }
@@ -144,7 +144,7 @@ impl Reporter {
     /// After each batch: records read and event time per partition this worker holds.
     /// Cheap next to decoding the batch: a pass over the records' partition numbers, which
     /// come in runs, and one over the worker's few tasks.
-    pub fn batch(&self, batch: &Batch, tasks: &Tasks, source: &dyn Source) {
+    pub(crate) fn batch(&self, batch: &Batch, tasks: &Tasks, source: &dyn Source) {
         let Ok(mut st) = self.status.lock() else { return };
         for run in batch.records().chunk_by(|a, b| a.partition == b.partition) {
             let partition = run[0].partition;
@@ -158,7 +158,7 @@ impl Reporter {
 
     /// A checkpoint fell due but nothing changed since the last one: the tables hold
     /// everything read, as if it had committed (an idle source is not a stalled pipeline).
-    pub fn caught_up(&self) {
+    pub(crate) fn caught_up(&self) {
         let progress = self.progress();
         if let Ok(mut st) = self.status.lock() {
             st.progress.insert(self.member.clone(), progress);
@@ -168,7 +168,7 @@ impl Reporter {
 
     /// Counts what a log entry committed for this worker's tasks. Rows count when their
     /// checkpoint commits; files and bytes when they roll.
-    pub fn checkpoint(&self, c: Committed<'_>, tasks: &Tasks, source: &dyn Source) {
+    pub(crate) fn checkpoint(&self, c: Committed<'_>, tasks: &Tasks, source: &dyn Source) {
         let Committed { states, rows, version, elapsed, totals, newest_committed_ms: sql_newest } = c;
         let m = &self.metrics;
         for (table, n) in [
@@ -282,7 +282,7 @@ impl Reporter {
 
     /// After the watermarks moved: this worker's partitions into the status, and the
     /// instance's watermark (the lowest over every worker's) into its gauge.
-    pub fn watermarks(&self, tasks: &Tasks, source: &dyn Source) {
+    pub(crate) fn watermarks(&self, tasks: &Tasks, source: &dyn Source) {
         if let Ok(mut st) = self.status.lock() {
             self.partitions(&mut st, tasks, source);
         }
@@ -335,7 +335,7 @@ impl Reporter {
     /// Turns the newest event times each reader sees into seconds behind the wall clock:
     /// into `pageviews_freshness_seconds{reader}` and the status. Called at each checkpoint
     /// and once a second by the record loop.
-    pub fn freshness(&self) {
+    pub(crate) fn freshness(&self) {
         if let Ok(mut st) = self.status.lock() {
             self.update_freshness(&mut st.freshness);
         }

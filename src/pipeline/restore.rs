@@ -10,10 +10,10 @@ use crate::source::{Restore, Restored};
 
 /// Claims and restores partitions through the instance's commit log.
 pub(super) struct LogRestorer {
-    pub log: Arc<Mutex<Log>>,
+    pub(crate) log: Arc<Mutex<Log>>,
     /// The source can go on past where a partition finished (Kafka, the generator with a
     /// higher count), so a restored partition is not finished any more; files stay finished.
-    pub resumable: bool,
+    pub(crate) resumable: bool,
 }
 
 impl Restore for LogRestorer {

@@ -24,21 +24,21 @@ use crate::window::{TumblingCount, Watermarks, WindowCount, WindowSpec, NO_WATER
 
 /// What every task of an instance is made with.
 pub(super) struct TaskSetup {
-    pub storage: Storage,
-    pub writer_config: WriterConfig,
-    pub rules: WindowRules,
-    pub counting_partitions: u32,
+    pub(crate) storage: Storage,
+    pub(crate) writer_config: WriterConfig,
+    pub(crate) rules: WindowRules,
+    pub(crate) counting_partitions: u32,
     /// Source partitions known now (the topic's partitions, the input files): each holds
     /// every counting partition's watermark back until it says how far it has come.
-    pub source_partitions: u32,
+    pub(crate) source_partitions: u32,
 }
 
 /// The four writers of a task.
 pub(super) struct Writers {
-    pub page_views: TableWriter,
-    pub aggregates: TableWriter,
-    pub late: TableWriter,
-    pub dead_letters: TableWriter,
+    pub(crate) page_views: TableWriter,
+    pub(crate) aggregates: TableWriter,
+    pub(crate) late: TableWriter,
+    pub(crate) dead_letters: TableWriter,
 }
 
 impl Writers {
@@ -52,11 +52,11 @@ impl Writers {
         }
     }
 
-    pub fn all(&mut self) -> [&mut TableWriter; 4] {
+    pub(crate) fn all(&mut self) -> [&mut TableWriter; 4] {
         [&mut self.page_views, &mut self.aggregates, &mut self.late, &mut self.dead_letters]
     }
 
-    pub fn iter(&self) -> [&TableWriter; 4] {
+    pub(crate) fn iter(&self) -> [&TableWriter; 4] {
         [&self.page_views, &self.aggregates, &self.late, &self.dead_letters]
     }
 }
@@ -65,51 +65,57 @@ impl Writers {
 pub(super) struct Counter {
     /// The counting watermark: the minimum over every source partition of the pipeline
     /// (this task's own among them), finished and idle ones excluded.
-    pub watermarks: Watermarks,
-    pub windows: TumblingCount,
+    pub(crate) watermarks: Watermarks,
+    pub(crate) windows: TumblingCount,
     /// Per forwarding source, the highest record ordinal counted: a record that arrives
     /// again after a restart is dropped.
-    pub high_water: BTreeMap<u32, u64>,
-    pub exchange_offset: Option<i64>,
+    pub(crate) high_water: BTreeMap<u32, u64>,
+    pub(crate) exchange_offset: Option<i64>,
     fired: Vec<WindowCount>,
 }
 
 /// One source partition's running state.
 pub(super) struct Task {
-    pub partition: u32,
-    pub claim: u64,
+    pub(crate) partition: u32,
+    pub(crate) claim: u64,
     /// Checkpoints committed: names the next files and tails.
-    pub cp: u64,
+    pub(crate) cp: u64,
     /// The source partition's own event time (what it tells counting partitions).
-    pub time: PartitionTime,
+    pub(crate) time: PartitionTime,
     /// When its last event came, or it was assigned: idle once silent this long while
     /// caught up.
-    pub last_seen_ms: u64,
+    pub(crate) last_seen_ms: u64,
     /// What it last told the counting partitions it does not host (through the exchange);
     /// `None` until it first did in this run.
-    pub announced: Option<PartitionTime>,
+    pub(crate) announced: Option<PartitionTime>,
     spec: WindowSpec,
     delay_ms: i64,
-    pub writers: Writers,
-    pub counter: Option<Counter>,
-    pub forwarded_to: BTreeSet<u32>,
+    pub(crate) writers: Writers,
+    pub(crate) counter: Option<Counter>,
+    pub(crate) forwarded_to: BTreeSet<u32>,
     /// Committed totals, and counts since the last checkpoint.
-    pub totals: Totals,
-    pub pending: Totals,
+    pub(crate) totals: Totals,
+    pub(crate) pending: Totals,
     /// Files recovery sealed, which the next commit records.
-    pub sealed: Vec<ClosedFile>,
+    pub(crate) sealed: Vec<ClosedFile>,
     /// The tails the newest committed state of this task names: a newer commit makes them
     /// garbage (recovery only ever seals from the newest state).
-    pub committed_tails: Vec<String>,
+    pub(crate) committed_tails: Vec<String>,
     /// Anything to commit since the last checkpoint.
-    pub dirty: bool,
+    pub(crate) dirty: bool,
 }
 
 impl Task {
     /// A task for `partition` under `claim`, restored from `state` (its newest committed
     /// state, after recovery) or new. Hosts counting partition `partition` when it is below
     /// the pipeline's counting partitions.
-    pub fn new(partition: u32, claim: u64, state: Option<TaskState>, setup: &TaskSetup, now_ms: u64) -> Task {
+    pub(crate) fn new(
+        partition: u32,
+        claim: u64,
+        state: Option<TaskState>,
+        setup: &TaskSetup,
+        now_ms: u64,
+    ) -> Task {
         let (counting_partitions, rules) = (setup.counting_partitions, setup.rules);
         let (storage, config) = (&setup.storage, &setup.writer_config);
         let owner = Owner { partition, claim };
@@ -166,7 +172,7 @@ impl Task {
 
     /// The watermark of this task's own partition: its newest event time minus the delay.
     #[inline]
-    pub fn own_watermark(&self) -> i64 {
+    pub(crate) fn own_watermark(&self) -> i64 {
         self.time.own_watermark(self.delay_ms)
     }
 
@@ -174,14 +180,14 @@ impl Task {
     /// whatever any counting partition has emitted. A function of the partition's records
     /// before it, so the same records are late wherever and whenever they are read.
     #[inline]
-    pub fn is_behind(&self, event_ms: i64) -> bool {
+    pub(crate) fn is_behind(&self, event_ms: i64) -> bool {
         self.spec.behind_own_partition(&self.time, self.delay_ms, event_ms)
     }
 
     /// Writes a late row for an event behind this partition's own watermark (see
     /// [`Task::is_behind`]); it is counted nowhere.
     #[inline]
-    pub fn write_late(&mut self, pv: &PageView<'_>, now_ms: u64) -> Result<(), StorageError> {
+    pub(crate) fn write_late(&mut self, pv: &PageView<'_>, now_ms: u64) -> Result<(), StorageError> {
         self.dirty = true;
         self.pending.late_page_views += 1;
         let wm = self.own_watermark();
@@ -191,7 +197,7 @@ impl Task {
     /// Notes one valid record of this task's own partition, after it was counted (or
     /// written late): its event time moves, and an idle partition wakes.
     #[inline]
-    pub fn observe(&mut self, event_ms: i64, now_ms: u64) {
+    pub(crate) fn observe(&mut self, event_ms: i64, now_ms: u64) {
         self.last_seen_ms = now_ms;
         self.time.idle = false;
         if self.time.max_event_ms.is_none_or(|m| m < event_ms) {
@@ -205,7 +211,7 @@ impl Task {
     /// end of a bounded input). Fires the windows the event's progress closes. An event
     /// counted before (a replay) is dropped.
     #[inline]
-    pub fn count(
+    pub(crate) fn count(
         &mut self,
         source: u32,
         ordinal: u64,
@@ -240,7 +246,7 @@ impl Task {
     }
 
     /// Re-evaluates the counting watermark and fires what it passed.
-    pub fn advance(&mut self, now_ms: u64) -> Result<i64, StorageError> {
+    pub(crate) fn advance(&mut self, now_ms: u64) -> Result<i64, StorageError> {
         let Some(c) = self.counter.as_mut() else { return Ok(NO_WATERMARK) };
         let wm = c.watermarks.advance();
         if c.windows.next_end().is_some_and(|end| c.windows.fires(end, wm)) {
@@ -251,7 +257,12 @@ impl Task {
 
     /// Takes what source partition `source` declares of its event time (its newest event,
     /// first event, finished, idle), through the exchange, the relay or in memory.
-    pub fn declare(&mut self, source: u32, time: &PartitionTime, now_ms: u64) -> Result<(), StorageError> {
+    pub(crate) fn declare(
+        &mut self,
+        source: u32,
+        time: &PartitionTime,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
         let Some(c) = self.counter.as_mut() else { return Ok(()) };
         if c.watermarks.declare(source, time) {
             self.advance(now_ms)?;
@@ -261,7 +272,7 @@ impl Task {
 
     /// Notes whether this task's own partition is idle: caught up with its end and silent
     /// past the idle timeout. Returns true when that changed.
-    pub fn set_idle(&mut self, idle: bool) -> bool {
+    pub(crate) fn set_idle(&mut self, idle: bool) -> bool {
         if self.time.idle == idle {
             return false;
         }
@@ -273,7 +284,7 @@ impl Task {
     /// Notes the event time of this partition's first event, known before it is read (a
     /// file's first page view): until it is read, the partition holds watermarks just
     /// before it. Ignored once an event was read.
-    pub fn set_first_event(&mut self, event_ms: i64) {
+    pub(crate) fn set_first_event(&mut self, event_ms: i64) {
         if self.time.max_event_ms.is_none() {
             self.time.first_event_ms = Some(event_ms);
             self.declare_own();
@@ -281,7 +292,7 @@ impl Task {
     }
 
     /// Marks this task's own partition finished (its input is exhausted).
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.time.finished = true;
         self.declare_own();
     }
@@ -295,7 +306,7 @@ impl Task {
     }
 
     /// Notes how far this counting partition has read the exchange.
-    pub fn set_exchange_offset(&mut self, next: i64) {
+    pub(crate) fn set_exchange_offset(&mut self, next: i64) {
         if let Some(c) = self.counter.as_mut() {
             c.exchange_offset = Some(next);
         }
@@ -303,7 +314,7 @@ impl Task {
 
     /// End of bounded input: emits every open window, as Flink does. The watermark stays
     /// real, so a later run on more input goes on from it.
-    pub fn flush(&mut self, now_ms: u64) -> Result<(), StorageError> {
+    pub(crate) fn flush(&mut self, now_ms: u64) -> Result<(), StorageError> {
         let Some(c) = self.counter.as_mut() else { return Ok(()) };
         c.fired.clear();
         c.windows.flush(&mut c.fired);
@@ -331,7 +342,7 @@ impl Task {
     }
 
     /// Hour partitions this task has files open in, over all tables.
-    pub fn open_partitions(&self) -> impl Iterator<Item = Partition> + '_ {
+    pub(crate) fn open_partitions(&self) -> impl Iterator<Item = Partition> + '_ {
         self.writers
             .iter()
             .into_iter()
@@ -362,7 +373,12 @@ impl Task {
 
     /// This task's state as its next checkpoint commits it: `position` from the source,
     /// `files` and `open` from its writers' checkpoint.
-    pub fn state(&self, position: Position, files: Vec<ClosedFile>, open: Vec<OpenFileState>) -> TaskState {
+    pub(crate) fn state(
+        &self,
+        position: Position,
+        files: Vec<ClosedFile>,
+        open: Vec<OpenFileState>,
+    ) -> TaskState {
         let mut totals = self.totals.clone();
         totals.add(&self.pending);
         TaskState {
@@ -382,7 +398,7 @@ impl Task {
     /// The checkpoint committed: pending counts become committed ones.
     /// The task's state was committed; returns the tails the previous commit named that this
     /// one does not, for the caller to delete.
-    pub fn committed(&mut self, state: &TaskState) -> Vec<String> {
+    pub(crate) fn committed(&mut self, state: &TaskState) -> Vec<String> {
         let tails: Vec<String> = state.open.iter().filter_map(|f| f.tail.clone()).collect();
         let mut stale = std::mem::replace(&mut self.committed_tails, tails);
         stale.retain(|t| !self.committed_tails.contains(t));

@@ -19,55 +19,55 @@ pub(super) struct Tasks {
 
 impl Tasks {
     /// No task yet; new ones are made with `setup`.
-    pub fn new(setup: TaskSetup) -> Self {
+    pub(crate) fn new(setup: TaskSetup) -> Self {
         Tasks { map: BTreeMap::new(), setup }
     }
 
     /// What every task is made with.
-    pub fn setup(&self) -> &TaskSetup {
+    pub(crate) fn setup(&self) -> &TaskSetup {
         &self.setup
     }
 
     /// Creates the tasks of partitions just taken, from what was restored.
-    pub fn add(&mut self, restored: Vec<(u32, Restored)>, now_ms: u64) {
+    pub(crate) fn add(&mut self, restored: Vec<(u32, Restored)>, now_ms: u64) {
         for (partition, r) in restored {
             let task = Task::new(partition, r.claim, r.state, &self.setup, now_ms);
             self.map.insert(partition, task);
         }
     }
 
-    pub fn remove(&mut self, partition: u32) -> Option<Task> {
+    pub(crate) fn remove(&mut self, partition: u32) -> Option<Task> {
         self.map.remove(&partition)
     }
 
-    pub fn get_mut(&mut self, partition: u32) -> Option<&mut Task> {
+    pub(crate) fn get_mut(&mut self, partition: u32) -> Option<&mut Task> {
         self.map.get_mut(&partition)
     }
 
-    pub fn contains(&self, partition: u32) -> bool {
+    pub(crate) fn contains(&self, partition: u32) -> bool {
         self.map.contains_key(&partition)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Task> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Task> {
         self.map.values()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Task> {
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Task> {
         self.map.values_mut()
     }
 
     /// The partitions held.
-    pub fn partitions(&self) -> Vec<u32> {
+    pub(crate) fn partitions(&self) -> Vec<u32> {
         self.map.keys().copied().collect()
     }
 
     /// Late rows written since the last checkpoint, over every task.
-    pub fn late_pending(&self) -> u64 {
+    pub(crate) fn late_pending(&self) -> u64 {
         self.map.values().map(|t| t.pending.late_page_views).sum()
     }
 
     /// Re-evaluates every counting watermark and fires what it passed.
-    pub fn advance(&mut self, now_ms: u64) -> Result<(), PipelineError> {
+    pub(crate) fn advance(&mut self, now_ms: u64) -> Result<(), PipelineError> {
         for task in self.map.values_mut().filter(|t| t.counter.is_some()) {
             task.advance(now_ms)?;
         }
@@ -77,7 +77,7 @@ impl Tasks {
     /// Judges which partitions are idle: caught up with their end (`source` says so) and
     /// without an event for the idle timeout. A partition that is behind is never idle,
     /// however long it waits to be read.
-    pub fn judge_idle(&mut self, source: &dyn Source, now_ms: u64) {
+    pub(crate) fn judge_idle(&mut self, source: &dyn Source, now_ms: u64) {
         let timeout = self.setup.rules.idle_timeout_ms;
         for task in self.map.values_mut() {
             let idle =
@@ -88,7 +88,7 @@ impl Tasks {
 
     /// A topic that gained partitions (`known` now): each new one holds every counting
     /// partition here back from now until it says how far it has come.
-    pub fn add_sources(&mut self, known: u32) {
+    pub(crate) fn add_sources(&mut self, known: u32) {
         let had = self.setup.source_partitions;
         if known <= had {
             return;
@@ -103,7 +103,7 @@ impl Tasks {
     }
 
     /// Rolls the files open longer than the roll age.
-    pub fn roll_aged(&mut self, now_ms: u64) {
+    pub(crate) fn roll_aged(&mut self, now_ms: u64) {
         for task in self.map.values_mut() {
             for w in task.writers.all() {
                 w.roll_aged(now_ms);
@@ -119,7 +119,7 @@ impl Tasks {
     /// the wall clock, and are small. Judged on the task alone, this may roll a file early
     /// (a later row of the hour opens another), never late; `_SUCCESS` still waits for the
     /// checkpoint's rule over every task.
-    pub fn roll_passed_hours(&mut self, rules: &Completion) {
+    pub(crate) fn roll_passed_hours(&mut self, rules: &Completion) {
         for task in self.map.values_mut() {
             let Some(max) = task.time.max_event_ms else { continue };
             let below = rules.first_unpassed_hour(max);
@@ -131,7 +131,7 @@ impl Tasks {
     }
 
     /// Each held partition with the claim it is held under.
-    pub fn held(&self) -> Vec<(u32, u64)> {
+    pub(crate) fn held(&self) -> Vec<(u32, u64)> {
         self.map.values().map(|t| (t.partition, t.claim)).collect()
     }
 }

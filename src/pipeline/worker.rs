@@ -25,31 +25,31 @@ use crate::source::{Batch, PartitionEvent, Poll, Source};
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
     /// Records polled at once.
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Longer records are `oversized` dead letters.
-    pub max_record_bytes: usize,
-    pub checkpoint_interval: Duration,
+    pub(crate) max_record_bytes: usize,
+    pub(crate) checkpoint_interval: Duration,
     /// `--partition-commit-delay`.
-    pub commit_delay_ms: i64,
+    pub(crate) commit_delay_ms: i64,
 }
 
 /// What a worker is built from (`open.rs` gathers it).
 pub(super) struct Assembly {
-    pub source: Box<dyn Source>,
-    pub tasks: Tasks,
-    pub log: Arc<Mutex<Log>>,
-    pub forwarding: Forwarding,
-    pub reporter: Reporter,
-    pub clock: Arc<dyn Clock>,
-    pub limits: Limits,
+    pub(crate) source: Box<dyn Source>,
+    pub(crate) tasks: Tasks,
+    pub(crate) log: Arc<Mutex<Log>>,
+    pub(crate) forwarding: Forwarding,
+    pub(crate) reporter: Reporter,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: Limits,
     /// Refuses event times too far ahead of the clock or whose window cannot be written.
-    pub event_time: EventTimeBounds,
+    pub(crate) event_time: EventTimeBounds,
     /// The instance's stop request: the loop checks it between batches, and the waits of a
     /// last checkpoint give up a few seconds after it.
-    pub stop: Shutdown,
+    pub(crate) stop: Shutdown,
     /// Partitions come and go with a consumer group (Kafka); otherwise a fenced one was
     /// taken by another run for good.
-    pub rebalances: bool,
+    pub(crate) rebalances: bool,
 }
 
 /// One worker of an instance: its source, the tasks of the partitions it holds, how it
@@ -70,7 +70,7 @@ pub(super) struct Pipeline {
 impl Pipeline {
     /// A worker from its parts; the exchange is pointed at the counting partitions its
     /// tasks host.
-    pub fn new(a: Assembly) -> Result<Self, PipelineError> {
+    pub(crate) fn new(a: Assembly) -> Result<Self, PipelineError> {
         let Assembly {
             source,
             tasks,
@@ -93,7 +93,7 @@ impl Pipeline {
 
     /// Runs until the source ends or the stop is requested; every file is closed and
     /// committed at the end.
-    pub fn run_loop(&mut self) -> Result<Summary, PipelineError> {
+    pub(crate) fn run_loop(&mut self) -> Result<Summary, PipelineError> {
         self.reporter.running();
         // Counting partitions elsewhere learn of every source here before its first event.
         let now = self.now_ms();
@@ -367,13 +367,13 @@ impl Pipeline {
     }
 
     /// The loop ended (whichever way): the worker is no longer a stalled one.
-    pub fn stopped(&self) {
+    pub(crate) fn stopped(&self) {
         self.reporter.stopped();
     }
 
     /// A run that failed: when another run took over its partitions meanwhile (its recovery
     /// removes the uploads this run was writing, for one), that is the error to report.
-    pub fn explain(&self, error: PipelineError) -> PipelineError {
+    pub(crate) fn explain(&self, error: PipelineError) -> PipelineError {
         if self.rebalances || matches!(error, PipelineError::Checkpoint(CheckpointError::Replaced { .. })) {
             return error;
         }
