@@ -41,7 +41,7 @@ pub struct DatagenSummary {
     /// Records the broker acknowledged.
     pub delivered: u64,
     /// Of those, malformed on purpose.
-    pub malformed: u64,
+    pub(crate) malformed: u64,
     /// Records the broker did not acknowledge.
     pub failed: u64,
 }
@@ -89,7 +89,7 @@ const MALFORMED: [&[u8]; 6] = [
 ];
 
 /// True when record `seq` of a stream is replaced by a malformed one.
-pub fn is_malformed(generator: &GeneratorConfig, bad_ratio: f64, seq: u64) -> bool {
+pub(crate) fn is_malformed(generator: &GeneratorConfig, bad_ratio: f64, seq: u64) -> bool {
     if bad_ratio <= 0.0 {
         return false;
     }

@@ -15,6 +15,9 @@
 
 #![warn(missing_docs)]
 
+// A module is public where the binary, the integration tests, the benches, the SQL client or
+// the testkit reach into it, and within it only what they use is `pub`; everything else is
+// `pub(crate)`, so the dead-code lint sees what nothing uses.
 pub mod cli;
 pub mod clock;
 pub mod datagen;
@@ -23,7 +26,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
-pub mod route;
+pub(crate) mod route;
 pub mod sink;
 pub mod source;
 pub mod verify;

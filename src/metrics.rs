@@ -31,39 +31,39 @@ use pageviews_core::table::Table;
 
 /// Label set naming a table.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabel {
+pub(crate) struct TableLabel {
     /// The table's name.
-    pub table: &'static str,
+    pub(crate) table: &'static str,
 }
 
 /// Label set naming a Kafka partition.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabel {
+pub(crate) struct PartitionLabel {
     /// The topic.
-    pub topic: String,
+    pub(crate) topic: String,
     /// The partition.
-    pub partition: i32,
+    pub(crate) partition: i32,
 }
 
 /// Label set naming a kind of reader: `sql` (every committed row) or `folders` (rolled files).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReaderLabel {
+pub(crate) struct ReaderLabel {
     /// `sql` or `folders`.
-    pub reader: &'static str,
+    pub(crate) reader: &'static str,
 }
 
 /// Label set naming a kind of object-store request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabel {
+pub(crate) struct RequestLabel {
     /// `put`, `get`, `list`, `upload_part`… ([`StorageRequest::as_str`]).
-    pub op: &'static str,
+    pub(crate) op: &'static str,
 }
 
 /// Label set naming a dead-letter reason.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
+pub(crate) struct ReasonLabel {
     /// The reason label, e.g. `invalid_json`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// The pipeline's metrics and the registry that exports them.
@@ -73,60 +73,60 @@ pub struct Metrics {
     /// Records read from the source.
     pub records_read: Counter,
     /// Records decoded into page views.
-    pub records_accepted: Counter,
+    pub(crate) records_accepted: Counter,
     /// Records sent to dead_letters, by reason.
-    pub dead_letters: Family<ReasonLabel, Counter>,
+    pub(crate) dead_letters: Family<ReasonLabel, Counter>,
     /// Valid events that arrived after their window was emitted.
     pub late_events: Counter,
     /// Rows committed, by table.
-    pub rows_committed: Family<TableLabel, Counter>,
+    pub(crate) rows_committed: Family<TableLabel, Counter>,
     /// Files committed and visible, by table.
-    pub files_committed: Family<TableLabel, Counter>,
+    pub(crate) files_committed: Family<TableLabel, Counter>,
     /// Files being written (committed rows, not yet visible), by table.
-    pub open_files: Family<TableLabel, Gauge>,
+    pub(crate) open_files: Family<TableLabel, Gauge>,
     /// Bytes committed, by table.
-    pub bytes_committed: Family<TableLabel, Counter>,
+    pub(crate) bytes_committed: Family<TableLabel, Counter>,
     /// Checkpoints committed.
     pub checkpoints: Counter,
     /// Time from closing files to the published log entry.
-    pub checkpoint_duration: Histogram,
+    pub(crate) checkpoint_duration: Histogram,
     /// Pipeline watermark, as Unix seconds.
-    pub watermark: Gauge<f64, AtomicU64>,
+    pub(crate) watermark: Gauge<f64, AtomicU64>,
     /// Unix time of the last committed checkpoint.
-    pub last_checkpoint: Gauge<f64, AtomicU64>,
+    pub(crate) last_checkpoint: Gauge<f64, AtomicU64>,
     /// Windows counted but not yet emitted.
-    pub open_windows: Gauge,
+    pub(crate) open_windows: Gauge,
     /// Kafka consumer lag per partition (messages), from librdkafka's statistics.
-    pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
+    pub(crate) kafka_consumer_lag: Family<PartitionLabel, Gauge>,
     /// Checkpoint positions that did not fit their partition, by `--on-offset-reset` decision.
-    pub kafka_offset_resets: Family<OffsetResetLabel, Counter>,
+    pub(crate) kafka_offset_resets: Family<OffsetResetLabel, Counter>,
     /// The configured checkpoint interval, so alerts can judge checkpoint age against it.
-    pub checkpoint_interval: Gauge<f64, AtomicU64>,
+    pub(crate) checkpoint_interval: Gauge<f64, AtomicU64>,
     /// Wall clock minus the newest page_views event time each kind of reader sees.
-    pub freshness: Family<ReaderLabel, Gauge<f64, AtomicU64>>,
+    pub(crate) freshness: Family<ReaderLabel, Gauge<f64, AtomicU64>>,
     /// 1 while storage calls are failing and being retried, else 0.
-    pub storage_retrying: Gauge,
+    pub(crate) storage_retrying: Gauge,
     /// Storage calls tried again after a failure that passes.
-    pub storage_retries: Counter,
+    pub(crate) storage_retries: Counter,
     /// Requests sent to the object store, by kind.
-    pub storage_requests: Family<RequestLabel, Counter>,
+    pub(crate) storage_requests: Family<RequestLabel, Counter>,
     /// Time from reading the commit log for an entry to appending it, lost races included.
-    pub log_append_duration: Histogram,
+    pub(crate) log_append_duration: Histogram,
     /// Create-only log appends that lost their version to another member.
-    pub log_conflicts: Counter,
+    pub(crate) log_conflicts: Counter,
 }
 
 /// Labels of [`Metrics::kafka_offset_resets`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OffsetResetLabel {
+pub(crate) struct OffsetResetLabel {
     /// The partition.
-    pub partition: i32,
+    pub(crate) partition: i32,
     /// `fail`, `earliest` or `latest`.
-    pub decision: String,
+    pub(crate) decision: String,
 }
 
 /// The version of this build, as `pageviews_build_info` reports it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Metrics {
     /// Creates and registers every metric, labelled with pipeline id `pipeline` (the run's
@@ -276,7 +276,7 @@ impl Metrics {
     }
 
     /// The pipeline id every `pageviews_*` series is labelled with.
-    pub fn pipeline(&self) -> &str {
+    pub(crate) fn pipeline(&self) -> &str {
         &self.pipeline
     }
 
@@ -290,7 +290,7 @@ impl Metrics {
 
     /// The classic Prometheus text exposition (format 0.0.4), for clients that do not ask
     /// for OpenMetrics: `curl`, `promtool check metrics`, older scrapers.
-    pub fn encode_text(&self) -> String {
+    pub(crate) fn encode_text(&self) -> String {
         text::from_openmetrics(&self.encode())
     }
 }

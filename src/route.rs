@@ -10,7 +10,7 @@
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`): MurmurHash2 with Kafka's
 /// seed, over little-endian 4-byte words.
-pub fn murmur2(data: &[u8]) -> i32 {
+pub(crate) fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;
@@ -44,7 +44,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// The partition of `key` among `partitions` (at least 1), as Kafka's default partitioner
 /// places a keyed record.
 #[inline]
-pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
+pub(crate) fn partition_of(key: &[u8], partitions: u32) -> u32 {
     ((murmur2(key) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 

@@ -11,40 +11,40 @@ use pageviews_core::time::parse_timestamp;
 
 /// The generator's flags, shared by `run` and `datagen` so both make the same stream.
 #[derive(Debug, Args)]
-pub struct GeneratorArgs {
+pub(crate) struct GeneratorArgs {
     /// Generator: events per second (0 = as fast as possible). Event time advances 1000/N ms
     /// per event (1 ms at 0), so at 0 it runs ahead of the clock.
     #[arg(long, env = "ROWS_PER_SECOND", default_value_t = 1000, value_name = "N")]
-    pub rate: u64,
+    pub(crate) rate: u64,
 
     /// Generator: the stream's total number of events. A run on an --output that already
     /// holds part of the stream produces only the rest (after a crash too, so N stays N),
     /// and says so and exits when nothing is left; give a larger N to add events.
     #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
 
     /// Generator: timestamps lie up to N ms before the event's nominal time (at most a
     /// year).
     #[arg(long, env = "MAX_LATE_RECORD", default_value_t = 1000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(..=MAX_LATE_MS))]
-    pub max_late_ms: u64,
+    pub(crate) max_late_ms: u64,
 
     /// Generator: seed for a reproducible stream (default: random for a new output; a run
     /// that resumes a checkpoint continues its stream, and refuses a different --seed).
     #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 
     /// Generator: event time of the first event, e.g. "2020-01-01 00:00:00" (default: now;
     /// with --rate 0 and --count, so that the last event is stamped now). A resumed run
     /// continues its checkpoint's stream, and refuses a different --start-time.
     #[arg(long, value_name = "TIMESTAMP")]
-    pub start_time: Option<String>,
+    pub(crate) start_time: Option<String>,
 
     /// Generator: event time between consecutive events, e.g. "100ms" (default: 1/--rate,
     /// 1 ms at --rate 0). With --rate 0 and --start-time, replays days of event time in
     /// minutes: 100ms is 864,000 events a day.
     #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
-    pub event_interval: Option<Duration>,
+    pub(crate) event_interval: Option<Duration>,
 }
 
 /// A positive generator interval (the step must advance event time).
@@ -72,7 +72,7 @@ impl GeneratorArgs {
     /// The stream these flags describe, for a new output (unset seed: random; unset start:
     /// now, or with `--rate 0 --count N` now minus N ms so the stream does not run ahead of
     /// the clock).
-    pub fn config(&self) -> anyhow::Result<GeneratorConfig> {
+    pub(crate) fn config(&self) -> anyhow::Result<GeneratorConfig> {
         let mut config = GeneratorConfig {
             rate: self.rate,
             count: self.count,
@@ -109,7 +109,7 @@ impl GeneratorArgs {
 
     /// [`GeneratorArgs::config`] with which of seed and start time were given, for `run`,
     /// which continues a checkpoint's stream unless told otherwise.
-    pub fn spec(&self) -> anyhow::Result<GeneratorSpec> {
+    pub(crate) fn spec(&self) -> anyhow::Result<GeneratorSpec> {
         Ok(GeneratorSpec {
             stream: self.config()?,
             seed_given: self.seed.is_some(),
@@ -123,29 +123,29 @@ impl GeneratorArgs {
 pub struct DatagenArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BOOTSTRAP", value_name = "HOST:PORT,…")]
-    pub brokers: String,
+    pub(crate) brokers: String,
 
     /// Target topic; created when missing.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "page_views")]
-    pub topic: String,
+    pub(crate) topic: String,
 
     /// Partitions of the topic when datagen creates it.
     #[arg(long, default_value_t = 3, value_name = "N")]
-    pub partitions: i32,
+    pub(crate) partitions: i32,
 
     /// The stream to produce (the same generator as `run`'s embedded one).
     #[command(flatten)]
-    pub generator: GeneratorArgs,
+    pub(crate) generator: GeneratorArgs,
 
     /// Share of records replaced by malformed ones (0.0–1.0), one of each dead-letter kind
     /// in turn, for testing.
     #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
-    pub bad_ratio: f64,
+    pub(crate) bad_ratio: f64,
 
     /// A librdkafka property for the producer, e.g. compression.type=lz4; repeatable, and
     /// applied over datagen's own settings.
     #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE")]
-    pub kafka_options: Vec<(String, String)>,
+    pub(crate) kafka_options: Vec<(String, String)>,
 }
 
 impl DatagenArgs {

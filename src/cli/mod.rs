@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod generator;
 mod parse;
 
-pub use generator::{DatagenArgs, GeneratorArgs};
-pub use parse::{parse_duration, parse_key_value, parse_size};
+pub(crate) use generator::{DatagenArgs, GeneratorArgs};
+pub(crate) use parse::{parse_duration, parse_key_value, parse_size};
 
 use crate::logging::LogFormat;
 use crate::pipeline::{PipelineConfig, SourceConfig};
@@ -107,7 +107,7 @@ impl VerifyArgs {
 
 /// Output file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// JSON lines, one object per row (timestamps as `yyyy-MM-dd HH:mm:ss.SSS`, UTC).
     Jsonl,
     /// Parquet: typed columns (timestamps as timestamp(ms, UTC)), dictionary-encoded
@@ -130,7 +130,7 @@ impl From<Format> for crate::sink::Format {
 
 /// How the tables are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TableFormat {
+pub(crate) enum TableFormat {
     /// Hive-partitioned folders with `_SUCCESS` markers; readers take committed files from
     /// the folders (or `pageviews sql` from the commit log).
     Hive,
@@ -182,11 +182,11 @@ impl CatalogArgs {
 
 /// Where and how the Iceberg tables are kept (`--table-format iceberg`).
 #[derive(Debug, Args)]
-pub struct IcebergArgs {
+pub(crate) struct IcebergArgs {
     /// How the tables are kept: `hive` (folders only) or `iceberg` (also Iceberg tables in
     /// --catalog; needs --format parquet).
     #[arg(long, value_enum, default_value_t = TableFormat::Hive)]
-    pub table_format: TableFormat,
+    pub(crate) table_format: TableFormat,
 
     #[command(flatten)]
     catalog: CatalogArgs,
@@ -194,12 +194,12 @@ pub struct IcebergArgs {
     /// Iceberg snapshots older than this are expired (the current one never), with the
     /// manifests only they named; data files are never deleted.
     #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
-    pub snapshot_retention: Duration,
+    pub(crate) snapshot_retention: Duration,
 }
 
 impl IcebergArgs {
     /// The Iceberg configuration, `None` for `--table-format hive`.
-    pub fn config(&self, output: &str) -> anyhow::Result<Option<crate::sink::iceberg::IcebergConfig>> {
+    pub(crate) fn config(&self, output: &str) -> anyhow::Result<Option<crate::sink::iceberg::IcebergConfig>> {
         if self.table_format == TableFormat::Hive {
             return Ok(None);
         }
@@ -227,7 +227,7 @@ pub struct RunArgs {
     /// (the same file, or one that grew; the same stream piped again) goes on where it
     /// stopped, and any other content is read from its start as new.
     #[arg(long, value_name = "PATH")]
-    pub input: Vec<String>,
+    pub(crate) input: Vec<String>,
 
     /// How an --input with a committed position is taken: `auto` tells by its content, and
     /// refuses where it cannot (a checkpoint written before inputs were identified, or more
@@ -235,7 +235,7 @@ pub struct RunArgs {
     /// grown, and refuses one that is not; `new` reads every input from its start as new
     /// content.
     #[arg(long, value_enum, default_value_t = InputMode::Auto)]
-    pub input_mode: InputMode,
+    pub(crate) input_mode: InputMode,
 
     /// Table root: a directory, file:// URL, s3://bucket/prefix or az://container/prefix. S3
     /// is configured the AWS way: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and
@@ -243,71 +243,71 @@ pub struct RunArgs {
     /// Azure Blob Storage from AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY or
     /// AZURE_STORAGE_SAS_KEY (AZURE_STORAGE_USE_EMULATOR=true for Azurite).
     #[arg(long, env = "PAGEVIEWS_OUTPUT", default_value = "./data", value_name = "URL")]
-    pub output: String,
+    pub(crate) output: String,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
-    pub format: Format,
+    pub(crate) format: Format,
 
     /// Iceberg tables.
     #[command(flatten)]
-    pub iceberg: IcebergArgs,
+    pub(crate) iceberg: IcebergArgs,
 
     /// The built-in generator (used when neither --brokers nor --input is given).
     #[command(flatten)]
-    pub generator: GeneratorArgs,
+    pub(crate) generator: GeneratorArgs,
 
     /// Kafka bootstrap servers; when set, the source is Kafka.
     #[arg(long, env = "KAFKA_BOOTSTRAP", value_name = "HOST:PORT,…")]
-    pub brokers: Option<String>,
+    pub(crate) brokers: Option<String>,
 
     /// Kafka source topic.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "page_views")]
-    pub topic: String,
+    pub(crate) topic: String,
 
     /// Kafka consumer group.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "pageviews")]
-    pub group: String,
+    pub(crate) group: String,
 
     /// Kafka: stop after reaching the end offsets seen at start, commit, and exit 0.
     #[arg(long)]
-    pub until_end: bool,
+    pub(crate) until_end: bool,
 
     /// Kafka: when a checkpoint's position does not fit its partition any more (outside its
     /// offsets, or another record before it: the topic was deleted and created again, or
     /// truncated): `fail` stops with the topic, partition and offsets; `earliest` reads the
     /// partition from its start; `latest` from its end. Logged and counted either way.
     #[arg(long, env = "PAGEVIEWS_ON_OFFSET_RESET", value_enum, default_value_t = OffsetReset::Fail, value_name = "DECISION")]
-    pub on_offset_reset: OffsetReset,
+    pub(crate) on_offset_reset: OffsetReset,
 
     /// A librdkafka property for the consumer, e.g. security.protocol=SASL_SSL or
     /// fetch.max.bytes=104857600; repeatable, and applied over pageviews' own settings.
     #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE")]
-    pub kafka_options: Vec<(String, String)>,
+    pub(crate) kafka_options: Vec<(String, String)>,
 
     /// How often the tables commit.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub checkpoint_interval: Duration,
+    pub(crate) checkpoint_interval: Duration,
 
     /// Out-of-orderness bound: the watermark trails the highest event time by this much.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
-    pub watermark_delay: Duration,
+    pub(crate) watermark_delay: Duration,
 
     /// Tumbling window size.
     #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
-    pub window: Duration,
+    pub(crate) window: Duration,
 
     /// Keep a window open this long past its end before emitting it.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
-    pub allowed_lateness: Duration,
+    pub(crate) allowed_lateness: Duration,
 
     /// A partition with no records this long stops holding the watermark back.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 
     /// Roll a file once it reaches this size (e.g. 128MiB).
     #[arg(long, default_value = "128MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub roll_size: u64,
+    pub(crate) roll_size: u64,
 
     /// Roll a file once it has been open this long. Files span checkpoints; `pageviews sql`
     /// sees their committed rows at once, but readers of the table folders (DuckDB, Spark,
@@ -315,32 +315,32 @@ pub struct RunArgs {
     /// 1000 events/s a minute makes 60 page_views files an hour (6.5 MiB JSON lines, 440 KiB
     /// Parquet). Files also roll when their partition is complete and when the pipeline stops.
     #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
-    pub roll_age: Duration,
+    pub(crate) roll_age: Duration,
 
     /// Upload files in parts of this size (object stores need at least 5MiB). Each open file
     /// holds up to a part in memory. [default: 8MiB on S3 and Azure, 1MiB on a local disk]
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub part_size: Option<u64>,
+    pub(crate) part_size: Option<u64>,
 
     /// Most files open at once per table; past it the least recently written one rolls.
     #[arg(long, default_value_t = 16, value_name = "N")]
-    pub max_open_files: usize,
+    pub(crate) max_open_files: usize,
 
     /// Wait this long after a partition's hour ends (event time; dead letters: wall-clock
     /// time) before closing its files and writing its _SUCCESS marker.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
-    pub partition_commit_delay: Duration,
+    pub(crate) partition_commit_delay: Duration,
 
     /// Records larger than this are dead letters (reason `oversized`).
     #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub max_record_bytes: u64,
+    pub(crate) max_record_bytes: u64,
 
     /// This instance of the deployment. Instances of one deployment share --pipeline-id,
     /// --group and --output, and the consumer group spreads the topic's partitions over them;
     /// each needs its own id (a second process with the same id is refused on a local disk
     /// while the first runs; elsewhere the newer one takes over and the older one stops).
     #[arg(long, env = "PAGEVIEWS_INSTANCE_ID", default_value = "0", value_name = "ID")]
-    pub instance_id: String,
+    pub(crate) instance_id: String,
 
     /// Workers in this process, each a thread over its own partitions. Kafka: each is a
     /// member of the consumer group, the same as that many instances in one process. Files
@@ -348,25 +348,25 @@ pub struct RunArgs {
     /// event times interleave as Kafka partitions do (one worker reads them one after another);
     /// at most one worker per file runs. The generator runs in one worker.
     #[arg(long, env = "PAGEVIEWS_WORKERS", default_value_t = 1, value_name = "N")]
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Events dated more than this ahead of this machine's clock become dead letters
     /// (reason future_timestamp) instead of moving the watermark there, which would make
     /// every later event late. The default is Kafka's for record timestamps.
     #[arg(long, env = "PAGEVIEWS_MAX_FUTURE", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
-    pub max_future: Duration,
+    pub(crate) max_future: Duration,
 
     /// How long a storage call is retried in place when it fails for a reason that passes
     /// (timeouts, refused or reset connections, 5xx, S3's SlowDown, Azure's ServerBusy)
     /// before the run stops. Failures that do not pass (access denied, no such bucket or
     /// container, disk full) stop it at once.
     #[arg(long, env = "PAGEVIEWS_STORAGE_RETRY_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
-    pub storage_retry_timeout: Duration,
+    pub(crate) storage_retry_timeout: Duration,
 
     /// On a store that does not fence (s3rver), how long this instance counts as running
     /// after it last renewed its lease; it renews every third of it. For tests, which
     /// cannot wait a minute for a lease to lapse.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
-    pub lease: Duration,
+    pub(crate) lease: Duration,
 
     /// Names this pipeline's checkpoints and files; two pipelines may share an --output
     /// only with different ids. Default: from the source, `generator`, `files` or
@@ -376,7 +376,7 @@ pub struct RunArgs {
 
     /// Serve /metrics, /healthz and /api/status here; `off` disables.
     #[arg(long, env = "PAGEVIEWS_HTTP", default_value = "127.0.0.1:9249", value_name = "ADDR")]
-    pub http: String,
+    pub(crate) http: String,
 }
 
 fn millis(d: Duration, what: &str) -> anyhow::Result<i64> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Parses `key=value` (the value may itself hold `=`).
-pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
         _ => Err(format!("expected KEY=VALUE, e.g. fetch.max.bytes=104857600, got {s:?}")),
@@ -11,12 +11,12 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// Parses `10s`, `1m`, `500ms`, `1h 30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
 }
 
 /// Parses a byte size: `1048576`, `64KiB`, `8MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

@@ -9,14 +9,14 @@ use pageviews_core::time::write_timestamp;
 /// Appends `s` as a JSON string literal, escaping only what JSON requires (serde_json's
 /// escaper: a string with nothing to escape is copied in one go).
 #[inline]
-pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // Writing into a Vec cannot fail.
     let _ = serde_json::to_writer(out, s);
 }
 
 /// Appends `"user_id":…,"postcode":…,"timestamp":…,"webpage":…` without braces, so the raw
 /// and the late table share the same field encoding.
-pub fn write_view_fields(out: &mut Vec<u8>, pv: &PageView<'_>) {
+pub(crate) fn write_view_fields(out: &mut Vec<u8>, pv: &PageView<'_>) {
     out.extend_from_slice(b"\"user_id\":");
     out.extend_from_slice(itoa::Buffer::new().format(pv.user_id).as_bytes());
     out.extend_from_slice(b",\"postcode\":");

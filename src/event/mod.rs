@@ -7,5 +7,5 @@
 
 mod encode;
 
-pub use encode::{write_json_str, write_view_fields};
+pub(crate) use encode::{write_json_str, write_view_fields};
 pub use pageviews_core::event::*;

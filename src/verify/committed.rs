@@ -15,47 +15,47 @@ use super::{Report, VerifyError};
 /// What a commit says of one file.
 #[derive(Debug, Clone)]
 pub(super) struct FileRecord {
-    pub table: Table,
-    pub hour: i64,
-    pub rows: u64,
-    pub bytes: u64,
+    pub(crate) table: Table,
+    pub(crate) hour: i64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
     /// Recorded as open by its task's newest state: a running instance or the next recovery
     /// completes it.
-    pub open: bool,
+    pub(crate) open: bool,
     /// The checkpoint that completed it (0 for open files).
-    pub checkpoint: u64,
+    pub(crate) checkpoint: u64,
     /// The log entry that completed it (0 for open files, and in older logs).
-    pub version: u64,
+    pub(crate) version: u64,
 }
 
 /// One pipeline's committed state.
 pub(super) struct PipelineCommits {
-    pub window_ms: i64,
-    pub totals: Totals,
-    pub tasks: BTreeMap<u32, TaskState>,
-    pub files: HashMap<String, FileRecord>,
+    pub(crate) window_ms: i64,
+    pub(crate) totals: Totals,
+    pub(crate) tasks: BTreeMap<u32, TaskState>,
+    pub(crate) files: HashMap<String, FileRecord>,
     /// Partitions with committed files whose `_SUCCESS` no entry has recorded yet.
-    pub unmarked: BTreeSet<Partition>,
+    pub(crate) unmarked: BTreeSet<Partition>,
     /// Partitions whose markers the newest entries recorded: a running instance may still be
     /// writing them, and the next recovery writes them again (`Log::republish_markers`).
-    pub recent_markers: BTreeSet<Partition>,
+    pub(crate) recent_markers: BTreeSet<Partition>,
 }
 
 /// Every pipeline's committed state under a root.
 pub(super) struct Committed {
-    pub entries: usize,
-    pub pipelines: BTreeMap<String, PipelineCommits>,
+    pub(crate) entries: usize,
+    pub(crate) pipelines: BTreeMap<String, PipelineCommits>,
 }
 
 /// Rows committed into files still open, and the hours they are in, whose checks must wait.
 #[derive(Default)]
 pub(super) struct Pending {
-    pub hours: HashSet<(String, Table, i64)>,
+    pub(crate) hours: HashSet<(String, Table, i64)>,
 }
 
 impl Committed {
     /// Reads every pipeline's log under the root.
-    pub fn read(storage: &Storage) -> Result<Committed, VerifyError> {
+    pub(crate) fn read(storage: &Storage) -> Result<Committed, VerifyError> {
         let listed = storage.block_on(storage.list(&Path::from("_checkpoints")))?;
         let ids: std::collections::BTreeSet<String> =
             listed.iter().filter_map(|p| p.parts().nth(1).map(|s| s.as_ref().to_string())).collect();
@@ -112,14 +112,14 @@ impl Committed {
     }
 
     /// The commit record of the file at `path`, if its pipeline committed it.
-    pub fn file(&self, path: &str) -> Option<&FileRecord> {
+    pub(crate) fn file(&self, path: &str) -> Option<&FileRecord> {
         let name = FileName::parse(path)?;
         self.pipelines.get(name.pipeline)?.files.get(path)
     }
 
     /// Reports committed files that are missing; returns the rows and hours of files still
     /// open, whose checks wait.
-    pub fn missing_or_pending(&self, present: &HashSet<&str>, report: &mut Report) -> Pending {
+    pub(crate) fn missing_or_pending(&self, present: &HashSet<&str>, report: &mut Report) -> Pending {
         let mut pending = Pending::default();
         for (id, p) in &self.pipelines {
             for (path, rec) in &p.files {
@@ -143,7 +143,7 @@ impl Committed {
     /// Reports hours the log says are complete but whose `_SUCCESS` is missing. Batch jobs
     /// waiting for such an hour would wait forever, unless its marker is recent, which a
     /// running instance or the next recovery writes: those count as pending.
-    pub fn missing_markers(&self, present: &HashSet<String>, report: &mut Report) {
+    pub(crate) fn missing_markers(&self, present: &HashSet<String>, report: &mut Report) {
         for (id, p) in &self.pipelines {
             // Only completed files enter `unmarked`: an hour a running instance has in open
             // files alone is not complete, whatever `unmarked` says.

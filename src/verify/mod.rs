@@ -51,7 +51,7 @@ pub enum VerifyError {
 #[derive(Debug, Default)]
 pub struct Report {
     /// Committed log entries found, over all pipelines.
-    pub checkpoints: usize,
+    pub(crate) checkpoints: usize,
     /// Rows per table.
     pub rows: BTreeMap<&'static str, u64>,
     /// Distinct windows emitted.
@@ -61,7 +61,7 @@ pub struct Report {
     /// Rows per table committed into files a running pipeline still has open.
     pub pending: BTreeMap<&'static str, u64>,
     /// Windows whose raw partitions are still open, so their counts were not checked yet.
-    pub windows_pending: u64,
+    pub(crate) windows_pending: u64,
     /// `_SUCCESS` markers the newest entries recorded and storage does not hold yet.
     pub markers_pending: u64,
     /// Committed totals, summed over pipelines.
