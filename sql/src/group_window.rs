@@ -67,11 +67,16 @@ pub enum GroupWindowError {
 
 /// Parses `sql` as `state` would, with Flink's group windows rewritten (see the module doc).
 pub(crate) fn parse(state: &SessionState, sql: &str) -> Result<Statement, SqlError> {
-    // The table-function form does not parse (`TABLE t` is no expression): found by its
-    // tokens, it is refused with a hint instead of a syntax error.
-    refuse_table_function(sql)?;
     let dialect = state.config_options().sql_parser.dialect;
-    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    let mut statement = match state.sql_to_statement(sql, &dialect) {
+        Ok(statement) => statement,
+        Err(e) => {
+            // The table-function form does not parse (`TABLE t` is no expression): found by
+            // its tokens, it is refused with a hint instead of a syntax error.
+            refuse_table_function(sql)?;
+            return Err(e.into());
+        }
+    };
     rewrite(&mut statement)?;
     Ok(statement)
 }

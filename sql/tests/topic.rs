@@ -36,9 +36,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 /// `pageviews-sql --brokers <suite's> --topic TOPIC ARGS`.
 fn sql(topic: &str, args: &[&str]) -> Command {
+    sql_at(broker(), topic, args)
+}
+
+/// `pageviews-sql --brokers BROKERS --topic TOPIC ARGS`.
+fn sql_at(brokers: &str, topic: &str, args: &[&str]) -> Command {
     let mut cmd = command(env!("CARGO_BIN_EXE_pageviews-sql"));
     let dir = std::env::temp_dir();
-    cmd.current_dir(dir).args(["--brokers", broker(), "--topic", topic]).args(args);
+    cmd.current_dir(dir).args(["--brokers", brokers, "--topic", topic]).args(args);
     cmd
 }
 
@@ -164,9 +169,7 @@ fn sasl_settings_pass_through_and_a_refused_password_is_never_printed() {
     let run = |password: &str| {
         let password = format!("sasl.password={password}");
         #[rustfmt::skip]
-        let out = command(env!("CARGO_BIN_EXE_pageviews-sql"))
-            .current_dir(std::env::temp_dir())
-            .args(["--brokers", &brokers, "--topic", &topic, "--format", "csv", "-e", &count,
+        let out = sql_at(&brokers, &topic, &["--format", "csv", "-e", &count,
                 "--kafka-option", "security.protocol=SASL_PLAINTEXT",
                 "--kafka-option", "sasl.mechanism=PLAIN", "--kafka-option", "sasl.username=pageviews",
                 "--kafka-option", &password])

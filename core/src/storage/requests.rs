@@ -74,9 +74,10 @@ impl StorageRequest {
 
     /// The kind of an S3 or Azure Blob request, from its HTTP method and query string.
     pub(crate) fn of(method: &str, query: Option<&str>) -> StorageRequest {
-        let keys: Vec<&str> = query.unwrap_or("").split('&').filter(|p| !p.is_empty()).collect();
-        let has = |key: &str| keys.iter().any(|p| p.split('=').next() == Some(key));
-        let comp = |value: &str| keys.iter().any(|p| *p == format!("comp={value}"));
+        // Every request passes here: read the query in place, allocating nothing.
+        let params = || query.unwrap_or("").split('&');
+        let has = |key: &str| params().any(|p| p.split('=').next() == Some(key));
+        let comp = |value: &str| params().any(|p| p.strip_prefix("comp=") == Some(value));
         match method {
             "GET" if has("list-type") || has("uploads") || comp("list") => StorageRequest::List,
             "GET" => StorageRequest::Get,

@@ -429,16 +429,8 @@ impl Source for KafkaSource {
             let revoked = self
                 .shared
                 .lock()
-                .map(|mut s| {
-                    s.membership = s.membership.released();
-                    s.changed_at = Some(Instant::now());
-                    std::mem::take(&mut s.revoked)
-                })
+                .map(|mut s| rebalance::give_up(&self.consumer, &mut s))
                 .unwrap_or_default();
-            info!(partitions = ?revoked, "checkpointed: giving up the revoked partitions");
-            if let Err(e) = self.consumer.unassign() {
-                warn!(error = %e, "cannot give up revoked partitions");
-            }
             for p in revoked {
                 self.durable_offsets.remove(&p);
                 self.caught_up.remove(&p);

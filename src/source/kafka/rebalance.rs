@@ -134,20 +134,27 @@ impl ClientContext for Context {
     }
 }
 
+/// Gives up what was revoked, after the checkpoint it waited for: the consumer's assignment
+/// goes, and the member awaits the assignment that follows. Returns the partitions given up.
+pub(super) fn give_up(consumer: &BaseConsumer<Context>, shared: &mut Shared) -> Vec<i32> {
+    let revoked = std::mem::take(&mut shared.revoked);
+    info!(partitions = ?revoked, "giving up the revoked partitions");
+    if let Err(e) = consumer.unassign() {
+        warn!(error = %e, "cannot give up revoked partitions");
+    }
+    shared.membership = shared.membership.released();
+    shared.changed_at = Some(Instant::now());
+    revoked
+}
+
 /// A revocation of nothing, by a member that holds nothing, is given up at once. The group's
 /// next assignment waits for every member to give up what was revoked, and a member without
 /// tasks takes no checkpoint to do it after: the whole group would stall until the
 /// rebalance timed out (300 s), a member of a one-partition topic holding none.
 fn give_up_if_nothing_to_commit(consumer: &BaseConsumer<Context>, shared: &mut Shared) {
-    if !shared.revoked.is_empty() {
-        return;
+    if shared.revoked.is_empty() {
+        give_up(consumer, shared);
     }
-    info!("nothing to checkpoint: giving up the empty assignment now");
-    if let Err(e) = consumer.unassign() {
-        warn!(error = %e, "cannot give up the empty assignment");
-    }
-    shared.membership = shared.membership.released();
-    shared.changed_at = Some(Instant::now());
 }
 
 impl ConsumerContext for Context {
