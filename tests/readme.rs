@@ -22,6 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pageviews_testkit::terminal::{after_last, at_prompt, Terminal};
 
 /// How long one README command may take (the longest produce 100,000 events at full speed
 /// in a debug build).
@@ -367,58 +368,6 @@ fn session(readme: &str) -> Vec<String> {
         .collect()
 }
 
-/// A terminal of tmux's, on a server of its own.
-struct Terminal(String);
-
-impl Terminal {
-    fn tmux(&self, args: &[&str]) -> std::process::Output {
-        command("tmux").args(["-L", &self.0]).args(args).output().expect("tmux (scripts/setup installs it)")
-    }
-
-    /// What the terminal shows, its scrollback included.
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-S", "-100000"]).stdout).into_owned()
-    }
-
-    /// Waits until the screen satisfies `done`; returns how long that took.
-    fn wait(&self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> Duration {
-        let started = Instant::now();
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return started.elapsed();
-            }
-            let tail: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
-            let tail = tail[tail.len().saturating_sub(15)..].join("\n");
-            assert!(started.elapsed() < timeout, "no {what} within {timeout:?}; the terminal shows:\n{tail}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Types `text` and Enter, as a person would (tmux would read a final `;` as its own).
-    fn type_line(&self, text: &str) {
-        let text = text.strip_suffix(';').map_or(text.to_string(), |t| format!("{t}\\;"));
-        assert!(self.tmux(&["send-keys", "-l", &text]).status.success());
-        assert!(self.tmux(&["send-keys", "Enter"]).status.success());
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        let _ = self.tmux(&["kill-server"]);
-    }
-}
-
-/// The screen after the last line that starts with `prefix`.
-fn after_last<'a>(screen: &'a str, prefix: &str) -> &'a str {
-    screen.rfind(prefix).map_or("", |i| &screen[i..])
-}
-
-/// True when the shell waits at its prompt.
-fn at_prompt(screen: &str) -> bool {
-    screen.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_end() == "pageviews>")
-}
-
 #[test]
 fn the_readme_streaming_session_runs_in_a_terminal() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
@@ -436,19 +385,7 @@ fn the_readme_streaming_session_runs_in_a_terminal() {
         .spawn()
         .unwrap();
     let sql = format!("{} sql --brokers {broker} --topic {topic}", bins.pageviews.display());
-    let terminal = Terminal(pageviews_testkit::kafka::unique("readme-tmux"));
-    let started = terminal.tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "200",
-        "-y",
-        "50",
-        "-c",
-        dir.path().to_str().unwrap(),
-        &sql,
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    let terminal = Terminal::start(&sql, dir.path(), 200, 50);
     terminal.wait("prompt", Duration::from_secs(30), at_prompt);
     for line in typed {
         let line = line.replace("kafka.page_views", &format!("kafka.\"{topic}\""));
@@ -456,16 +393,14 @@ fn the_readme_streaming_session_runs_in_a_terminal() {
         let (stopped, settings) =
             (before.matches("Received a total of").count(), before.matches("[INFO] Session").count());
         if line == "^C" {
-            assert!(terminal.tmux(&["send-keys", "C-c"]).status.success());
+            terminal.ctrl_c();
             let took = terminal.wait("return to the prompt after Ctrl-C", Duration::from_secs(5), |s| {
                 s.matches("Received a total of").count() > stopped && at_prompt(s)
             });
             eprintln!("README session: Ctrl-C returned to the prompt in {took:?}");
         } else if line == "quit" {
             terminal.type_line(&line);
-            terminal.wait("the shell's end", Duration::from_secs(10), |_| {
-                !terminal.tmux(&["has-session"]).status.success()
-            });
+            terminal.wait("the shell's end", Duration::from_secs(10), |_| !terminal.is_running());
         } else if line.starts_with("SET") {
             terminal.type_line(&line);
             terminal.wait("SET's answer", Duration::from_secs(10), |s| {

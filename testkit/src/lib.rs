@@ -1,7 +1,8 @@
 //! Fixtures and helpers for the integration tests of pageviews and pageviews-sql, defined
 //! once: the inputs (the original job's example, generated streams), runs of the pipeline,
 //! reading committed tables back, the real services (the Kafka broker and the object stores
-//! the project's scripts start: S3-compatible servers and Azurite), a fault-injecting proxy to put between the pipeline and them, and
+//! the project's scripts start: S3-compatible servers and Azurite), a fault-injecting proxy to
+//! put between the pipeline and them, a real terminal (tmux) for the interactive shell, and
 //! waiting for conditions with deadlines.
 #![allow(clippy::missing_panics_doc)]
 
@@ -14,6 +15,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod store;
 pub mod tables;
+pub mod terminal;
 
 use std::path::PathBuf;
 use std::process::Stdio;

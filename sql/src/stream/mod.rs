@@ -171,6 +171,7 @@ fn run(
     let mut skips = Skips::default();
     let mut skip_left = plan.skip;
     let (mut noted, mut last_note, mut last_draw) = ((0, 0), Instant::now(), None::<Instant>);
+    let mut drawn_skips = 0;
     let ended = loop {
         if cx.stop.is_triggered() {
             break Ended::Stopped;
@@ -199,10 +200,14 @@ fn run(
                         let changes = cap_changes(changes, cx.limits.max_rows, out.printed());
                         out.changes(&changes)?;
                     }
-                } else if due && (u.changes(agg, above)?.is_some() || last_draw.is_none()) {
-                    if let Some((view, total)) = u.view(GRID_ROWS)? {
-                        out.grid(&view, total, &status(&plan, &skips, None))?;
-                        last_draw = Some(Instant::now());
+                } else if due {
+                    // The status line counts skipped records: a batch of bad ones redraws too.
+                    let changed = u.changes(agg, above)?.is_some();
+                    if changed || last_draw.is_none() || skips.total() != drawn_skips {
+                        if let Some((view, total)) = u.view(GRID_ROWS)? {
+                            out.grid(&view, total, &status(&plan, &skips, None))?;
+                            (last_draw, drawn_skips) = (Some(Instant::now()), skips.total());
+                        }
                     }
                 }
             }
