@@ -2,9 +2,12 @@
 //! pyiceberg 0.12 through the SQLite catalog (the default), Apache Iceberg's own REST
 //! catalog server (scripts/iceberg-rest) and Glue (moto's server, scripts/s3-local). Each
 //! reads the rows `verify` counts from the commit log, each older snapshot holds exactly the
-//! rows of the checkpoint it records, and a filter on the time column plans only its hours.
-//! kill -9 during commit cycles, and two pipelines committing to one set of tables at once,
-//! leave every table exact.
+//! rows of the checkpoint it records, and a filter on the time column plans only its hours;
+//! Spark, through the SQLite catalog, reads the same and travels to each snapshot. kill -9
+//! during commit cycles, two pipelines committing to one set of tables at once, and two
+//! instances of one consumer group leave every table exact.
+//!
+//! `PAGEVIEWS_SOAK_KILLS=N` raises the number of kills (scripts/soak does, outside CI).
 
 mod common;
 
@@ -18,6 +21,8 @@ use pageviews::core::commit::index::read_index;
 use pageviews::core::commit::View;
 use pageviews::core::storage::{Storage, StoreEnv};
 use pageviews::sink::iceberg::IcebergConfig;
+use pageviews::source::GeneratorConfig;
+use pageviews_testkit::kafka::*;
 use serde_json::Value;
 
 const TABLES: [&str; 4] = ["page_views", "page_view_aggregates", "late_page_views", "dead_letters"];
@@ -314,12 +319,23 @@ fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out").display().to_string();
     let env = StoreEnv::from_pairs::<String, String>([]);
+    let want = soak_kills(4);
+    // About 0.6 s of events per kill, so that every kill finds the pipeline running.
+    let count = 60_000.max(6_000 * want as u64);
     let args = generator(
         &out,
-        &["--count", "60000", "--rate", "20000", "--checkpoint-interval", "50ms", "--roll-age", "100ms"],
+        &[
+            "--count",
+            &count.to_string(),
+            "--rate",
+            "10000",
+            "--checkpoint-interval",
+            "50ms",
+            "--roll-age",
+            "100ms",
+        ],
     );
     let mut rng = Lcg::from_env_or_clock();
-    let want = soak_kills(4);
     let mut kills = 0;
     let started = Instant::now();
     while kills < want && started.elapsed() < Duration::from_secs(600) {
@@ -333,7 +349,64 @@ fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
         kills += 1;
     }
     assert!(kills >= want.min(2), "only {kills} kills hit a running pipeline");
-    run_and_read_back(&args, &out, &Catalog::sqlite(&out), 60_000, &env);
+    run_and_read_back(&args, &out, &Catalog::sqlite(&out), count, &env);
+    // The generator's own records, against the rows of the files the tables hold.
+    let stream = GeneratorConfig {
+        rate: 10_000,
+        count: Some(count),
+        max_late_ms: 1_000,
+        seed: 7,
+        start_ms: pageviews::core::time::parse_timestamp("2020-01-01 00:40:00").unwrap(),
+        interval_us: Some(100_000),
+    };
+    let (lost, duplicated) =
+        lost_and_duplicated(&page_view_lines(Path::new(&out)), &expected(&[(stream, 0.0)]).0);
+    eprintln!("kills {kills}, records {count}, lost {lost}, duplicated {duplicated}");
+    assert_eq!((lost, duplicated), (0, 0), "page_views against the generator's records");
+}
+
+/// Two instances of one deployment (one consumer group) share a topic's partitions and commit
+/// to one set of Iceberg tables, each after its own log entries: every produced record lands
+/// in page_views once, each table holds exactly the files the log committed, and pyiceberg
+/// reads every snapshot as the log versions it records.
+#[test]
+fn two_instances_of_one_group_commit_every_record_once_to_one_set_of_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("out");
+    let out = root.display().to_string();
+    let env = StoreEnv::from_pairs::<String, String>([]);
+    let (topic, group) = (unique("iceberg"), unique("group"));
+    create_topic(&topic, 4);
+    let stream = paced(17, 20_000, 5_000);
+    let producer = {
+        let (topic, stream) = (topic.clone(), stream.clone());
+        std::thread::spawn(move || produce(&topic, stream, 0.01))
+    };
+    let iceberg = ["--format", "parquet", "--table-format", "iceberg", "--idle-timeout", "1h"];
+    let spawn = |extra: &[&str]| {
+        let args = [&iceberg[..], extra].concat();
+        spawn_kafka_run(bin(), broker(), &topic, &group, &root, "300ms", &args)
+    };
+    let (mut a, mut b) = (spawn(&["--instance-id", "a"]), spawn(&["--instance-id", "b"]));
+    producer.join().unwrap();
+    let (rows, bad) = expected(&[(stream.clone(), 0.01)]);
+    wait_for("every record committed", Duration::from_secs(120), || {
+        let c = committed(&root);
+        c.page_views as usize == rows.len() && c.dead_letters == bad
+    });
+    sigterm(&mut a, &root);
+    sigterm(&mut b, &root);
+    for member in ["a", "b"] {
+        assert!(!runs_of(&root, member).is_empty(), "{member} committed nothing\n{}", log_text(&root));
+    }
+    // A last run to the end of the topic closes the windows still open.
+    let status = spawn(&["--until-end"]).wait().unwrap();
+    assert!(status.success(), "the draining run failed\n{}", log_text(&root));
+    assert_exactly_once(&root, &[(stream, 0.01)]);
+    let catalog = Catalog::sqlite(&out);
+    let report = verified(&out, &catalog.config, &env);
+    let read = pyiceberg(&catalog.pyiceberg, "pageviews", &env);
+    assert_read_back(&read, &report, &log_rows(&out, &format!("kafka-{topic}"), &env));
 }
 
 #[test]
@@ -366,14 +439,16 @@ fn glue_on_moto_holds_the_tables_of_an_s3_output_and_pyiceberg_reads_them() {
 /// Spark 4.0 with Iceberg's runtime reads the tables through the SQLite (JDBC) catalog, as the
 /// README shows: the rows per table and the views per postcode the files hold (read by the
 /// test kit's own reader), and a filter on one hour of `timestamp` plans only that hour's
-/// files (hidden partitioning).
+/// files (hidden partitioning), and a time-travel read of each snapshot returns its checkpoint's
+/// rows.
 #[test]
 fn spark_reads_the_sqlite_catalog_tables_and_a_time_filter_reads_one_hours_files() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out").display().to_string();
     let env = StoreEnv::from_pairs::<String, String>([]);
-    // 60,000 events 100 ms apart from 00:40: hours 00, 01 and 02 of 2020-01-01.
-    run(&refs(&generator(&out, &["--count", "60000", "--rate", "0"])), &env);
+    // 60,000 events 100 ms apart from 00:40: hours 00, 01 and 02 of 2020-01-01, over about
+    // 3 s, so that several checkpoints make snapshots to travel to.
+    run(&refs(&generator(&out, &["--count", "60000", "--rate", "20000"])), &env);
     let root = Path::new(&out);
     let mut want: Vec<String> = TABLES.iter().map(|t| format!("{t},{}", rows(root, t).len())).collect();
     let mut views = BTreeMap::<String, u64>::new();
@@ -419,6 +494,21 @@ fn spark_reads_the_sqlite_catalog_tables_and_a_time_filter_reads_one_hours_files
         .expect("run spark_iceberg.py");
     let stderr = String::from_utf8_lossy(&read.stderr);
     assert!(read.status.success(), "spark_iceberg.py failed:\n{stderr}");
-    let got: Vec<String> = String::from_utf8_lossy(&read.stdout).lines().map(str::to_string).collect();
+    let stdout = String::from_utf8_lossy(&read.stdout);
+    let (travel, got): (Vec<&str>, Vec<&str>) = stdout.lines().partition(|l| l.starts_with("snapshot,"));
     assert_eq!(got, want, "Spark's answers (left) against the files'; Spark said:\n{stderr}");
+    // Time travel: each snapshot as of its id holds what the log committed through its version.
+    let through = &log_rows(&out, "generator", &env)["page_views"];
+    let mut sizes = Vec::new();
+    for line in &travel {
+        let mut fields = line.split(',').skip(1).map(|f| f.parse::<u64>().expect("a number"));
+        let (version, rows) = (fields.next().unwrap(), fields.next().unwrap());
+        let want: u64 = through.iter().filter(|(v, _)| *v <= version).map(|(_, r)| r).sum();
+        assert_eq!(rows, want, "Spark's read of page_views as of log version {version}");
+        sizes.push(rows);
+    }
+    assert!(
+        sizes.len() >= 2 && sizes[0] < sizes[sizes.len() - 1],
+        "an older snapshot with fewer rows than the newest: {travel:?}"
+    );
 }

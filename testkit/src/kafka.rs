@@ -303,10 +303,13 @@ pub fn expected(streams: &[(GeneratorConfig, f64)]) -> (Vec<String>, u64) {
     (rows, bad)
 }
 
+/// The page_views rows under `root` as sorted JSON lines, whatever the files' format.
 pub fn page_view_lines(root: &Path) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for file in files(&root.join("page_views")) {
-        out.extend(std::fs::read_to_string(file).unwrap().lines().map(str::to_string));
+        let bytes = std::fs::read(&file).expect("read a page_views file");
+        let text = crate::table_file_text("page_views", &bytes, &file.display().to_string());
+        out.extend(text.lines().map(str::to_string));
     }
     out.sort();
     out

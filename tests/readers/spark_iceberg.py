@@ -9,7 +9,9 @@ Prints, sorted, one CSV line per table `table,rows` and per postcode of
 page_view_aggregates `agg,postcode,sum(views)`; then, for page_views rows with HOUR_START <=
 timestamp < HOUR_END (UTC, 'YYYY-MM-DD HH:MM:SS'), `pruned,FILES`: the data files Iceberg's
 scan planned (its scan metrics), `skipped,FILES`: the snapshot's other data files (its `files`
-table), and `pruned_rows,N` the rows.
+table), and `pruned_rows,N` the rows. Last, unsorted, one line `snapshot,LOG_VERSION,ROWS`
+per snapshot of page_views, oldest first: the log version its summary records and the rows
+a time-travel read (`VERSION AS OF`) of it returns.
 Runs Spark in local mode on one core, in UTC.
 """
 
@@ -70,8 +72,17 @@ def main(root, jars, start, end):
     # not among skippedDataFiles: the files skipped are the snapshot's others.
     total = spark.sql("SELECT count(*) AS n FROM pageviews.pageviews.page_views.files").collect()[0]["n"]
     lines.append(f"skipped,{total - metrics['resultDataFiles']}")
+    # Time travel: each snapshot read as of its id holds the rows of the checkpoint it records.
+    travel = []
+    for s in spark.sql(
+        "SELECT snapshot_id, summary FROM pageviews.pageviews.page_views.snapshots ORDER BY committed_at"
+    ).collect():
+        rows = spark.sql(
+            f"SELECT count(*) AS n FROM pageviews.pageviews.page_views VERSION AS OF {s['snapshot_id']}"
+        ).collect()[0]["n"]
+        travel.append(f"snapshot,{s['summary']['pageviews.log-version']},{rows}")
     spark.stop()
-    for line in sorted(lines):
+    for line in sorted(lines) + travel:
         print(line)
 
 
