@@ -320,8 +320,8 @@ fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
     let out = dir.path().join("out").display().to_string();
     let env = StoreEnv::from_pairs::<String, String>([]);
     let want = soak_kills(4);
-    // About 0.6 s of events per kill, so that every kill finds the pipeline running.
-    let count = 60_000.max(6_000 * want as u64);
+    // A second of events per kill: a run lives 0.4–1 s, so every kill finds one running.
+    let count = 60_000.max(10_000 * want as u64);
     let args = generator(
         &out,
         &[

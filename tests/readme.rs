@@ -130,6 +130,8 @@ fn substitute(command: &str, names: &Names) -> Option<String> {
         // Benchmarks: scripts/test runs them in test mode.
         "cargo bench",
         "scripts/bench-e2e",
+        // Release builds against DuckDB, timed by hand (docs/measurements.md has its tables).
+        "scripts/bench-sql",
         // A month in minutes: tests/month.rs runs its short version.
         "scripts/month",
         // The streaming SQL session: the_readme_streaming_session_runs_in_a_terminal types it.
