@@ -198,9 +198,13 @@ fn a_stop_while_storage_is_away_is_honoured_within_seconds_and_a_second_signal_a
         let before = log_version(&rt, &storage);
         wait_for("a checkpoint", Duration::from_secs(60), || log_version(&rt, &storage) > before);
         proxy.set(Fault::Refuse);
-        wait_for("the outage noticed", Duration::from_secs(60), || {
-            text(&log).contains("storage unreachable")
-        });
+        let noticed = poll_until(Duration::from_secs(60), || text(&log).contains("storage unreachable"));
+        assert!(
+            noticed,
+            "{signals} signal(s): the outage was not noticed in 60 s (exited: {:?}):\n{}",
+            child.try_wait().unwrap(),
+            text(&log)
+        );
         let sent = Instant::now();
         kill(&child, "-TERM");
         if signals == 2 {
