@@ -154,27 +154,19 @@ fn run_and_read_back(
     read
 }
 
+/// The generator of [`generator`]'s runs: its seed and first event time (events 100 ms apart).
+const SEED: u64 = 7;
+const START: &str = "2020-01-01 00:40:00";
+
 fn generator(out: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--output",
-        out,
-        "--format",
-        "parquet",
-        "--table-format",
-        "iceberg",
-        "--http",
-        "off",
-        "--seed",
-        "7",
-        "--start-time",
-        "2020-01-01 00:40:00",
-        "--event-interval",
-        "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> =
+        ["run", "--output", out, "--format", "parquet", "--table-format", "iceberg", "--http", "off"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.extend(
+        ["--seed", &SEED.to_string(), "--start-time", START, "--event-interval", "100ms"].map(String::from),
+    );
     for (flag, default) in [("--checkpoint-interval", "300ms"), ("--roll-age", "500ms")] {
         if !extra.contains(&flag) {
             args.extend([flag.to_string(), default.to_string()]);
@@ -355,8 +347,8 @@ fn kill_9_during_commit_cycles_leaves_every_iceberg_table_exact() {
         rate: 10_000,
         count: Some(count),
         max_late_ms: 1_000,
-        seed: 7,
-        start_ms: pageviews::core::time::parse_timestamp("2020-01-01 00:40:00").unwrap(),
+        seed: SEED,
+        start_ms: pageviews::core::time::parse_timestamp(START).unwrap(),
         interval_us: Some(100_000),
     };
     let (lost, duplicated) =
