@@ -180,11 +180,12 @@ fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process()
     assert_event_time_reference(&out, &topic);
 }
 
-/// A member the group gives no partition has nothing to checkpoint, yet a rebalance revokes
-/// its empty assignment too, and the group assigns anew only once every member gave up what
-/// it held. One partition, members joining one by one: b takes it, c joins and gets nothing
-/// (the range assignor orders members by id), and a's join revokes c's nothing. Had c kept
-/// waiting for a checkpoint, nobody would read until the rebalance timed out (300 s).
+/// Under the eager protocol (an operator's `partition.assignment.strategy`) a member the group
+/// gives no partition has nothing to checkpoint, yet a rebalance revokes its empty assignment
+/// too, and the group assigns anew only once every member gave up what it held. One
+/// partition, members joining one by one: b takes it, c joins and gets nothing (the range
+/// assignor orders members by id), and a's join revokes c's nothing. Had c kept waiting for a
+/// checkpoint, nobody would read until the rebalance timed out (300 s).
 #[test]
 fn a_member_holding_nothing_gives_up_its_empty_assignment_and_the_group_moves_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,8 +194,10 @@ fn a_member_holding_nothing_gives_up_its_empty_assignment_and_the_group_moves_on
     create_topic(&topic, 1);
     let first = generator(83, "2020-01-01 00:00:00", 2_000);
     produce(&topic, first.clone(), 0.0);
-    let spawn =
-        |id: &str| spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &["--instance-id", id]);
+    let spawn = |id: &str| {
+        let args = ["--instance-id", id, "--kafka-option", "partition.assignment.strategy=range"];
+        spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &args)
+    };
     // The newest claim of the partition: its number and who holds it.
     let claim = || -> Option<(u64, String)> {
         views(&out)
@@ -224,6 +227,70 @@ fn a_member_holding_nothing_gives_up_its_empty_assignment_and_the_group_moves_on
     }
     assert_verified(&out);
     assert_exactly_once(&out, &streams);
+}
+
+/// Cooperative rebalancing: a member joining a running one takes its share of the partitions
+/// while the other reads on. Every partition the first member keeps is still read under the
+/// claim it took at the start (an eager rebalance revokes everything, and each partition is
+/// claimed anew when assigned again), and both tables hold every record exactly once.
+#[test]
+fn a_member_joining_takes_partitions_while_the_others_keep_reading_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, group) = (unique("cooperative"), unique("group"));
+    let out = dir.path().join("out");
+    create_topic(&topic, 6);
+    let stream = paced(86, 12_000, 4_000);
+    let producer = {
+        let (topic, stream) = (topic.clone(), stream.clone());
+        std::thread::spawn(move || produce(&topic, stream, 0.01))
+    };
+    let spawn = |id: &str| {
+        let args = ["--instance-id", id, "--idle-timeout", "1h"];
+        spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &args)
+    };
+    // The newest claim of every partition: its number and who holds it.
+    let claims = || -> std::collections::BTreeMap<u32, (u64, String)> {
+        let mut newest = std::collections::BTreeMap::new();
+        for (_, view) in views(&out) {
+            for (p, c) in view.claims {
+                let slot = newest.entry(p).or_insert((c.claim, c.member.clone()));
+                if c.claim > slot.0 {
+                    *slot = (c.claim, c.member);
+                }
+            }
+        }
+        newest
+    };
+    let held_by = |claims: &std::collections::BTreeMap<u32, (u64, String)>, id: &str| {
+        claims.values().filter(|(_, m)| m == id).count()
+    };
+    let mut a = spawn("a");
+    wait_for("a holds every partition", Duration::from_secs(60), || held_by(&claims(), "a") == 6);
+    let first = claims();
+    let mut b = spawn("b");
+    wait_for("a and b hold three partitions each", Duration::from_secs(60), || {
+        let now = claims();
+        held_by(&now, "a") == 3 && held_by(&now, "b") == 3
+    });
+    let shared = claims();
+    for (p, (claim, member)) in &shared {
+        if member == "a" {
+            assert_eq!(
+                first[p].0, *claim,
+                "a's partition {p} was given up and claimed again: {first:?} then {shared:?}"
+            );
+        }
+    }
+    producer.join().unwrap();
+    let total = expected(&[(stream.clone(), 0.01)]);
+    wait_for("every record committed", Duration::from_secs(60), || {
+        let c = committed(&out);
+        c.page_views as usize == total.0.len() && c.dead_letters == total.1
+    });
+    sigterm(&mut a, &out);
+    sigterm(&mut b, &out);
+    assert_verified(&out);
+    assert_exactly_once(&out, &[(stream, 0.01)]);
 }
 
 /// Kills and rebalances across three instances while events arrive: at every step one

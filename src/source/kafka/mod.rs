@@ -5,9 +5,10 @@
 //! the group has none either). After every checkpoint the log entry's positions are
 //! committed to the group, so `kafka-consumer-groups` and lag exporters see them.
 //!
-//! Rebalances: an assignment seeks each partition to its known position. A revocation is
-//! deferred: the source stops fetching, asks the pipeline for a checkpoint (so everything
-//! read from those partitions is committed), and only then gives the partitions up.
+//! Rebalances (cooperative: only the partitions that move are revoked and assigned): an
+//! assignment seeks each partition to its known position. A revocation is deferred: the
+//! source asks the pipeline for a checkpoint (so everything read from those partitions is
+//! committed), and only then gives the partitions up.
 //! librdkafka allows the unassign call after the rebalance callback, within the session
 //! timeout.
 //!
@@ -103,11 +104,16 @@ impl KafkaSource {
             // come from librdkafka's own thread, so a busy loop never misses one; 10 s rather
             // than the default 45 s hands a stopped instance's partitions on sooner.
             .set("session.timeout.ms", "10000")
-            // A member learns of a rebalance from its next heartbeat's answer, and under the
-            // eager protocol nobody reads until every member has rejoined: at the default 3 s
+            // A member learns of a rebalance from its next heartbeat's answer, and a moving
+            // partition is read by nobody until every member has rejoined: at the default 3 s
             // a second worker joining a running one waited 3 s for its partitions
             // (docs/measurements.md).
             .set("heartbeat.interval.ms", "500")
+            // Incremental rebalances (KIP-429): only the partitions that move stop, and every
+            // member reads the rest throughout, where the eager default stops the whole group
+            // at each join or leave (docs/scale.md). `--kafka-option` can set an eager
+            // strategy for a group whose other members still use one: a group agrees on one.
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")

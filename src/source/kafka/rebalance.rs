@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -64,11 +64,13 @@ pub(super) enum Membership {
     /// It holds its assignment (maybe no partition).
     Assigned,
     /// Partitions were revoked: a checkpoint is due before they are given up. After it the
-    /// member awaits the assignment that follows (`rejoin`: under the eager protocol every
-    /// rebalance revokes everything first), or, after a failed rebalance, holds the rest.
+    /// member awaits the assignment that follows (`rejoin`: every revocation of a rebalance
+    /// is followed by an assignment, of everything under the eager protocol and of what is
+    /// added under the cooperative one), or, after a failed rebalance, holds the rest.
     Revoking { rejoin: bool },
-    /// Revoked partitions were given up and the assignment that follows has not come yet:
-    /// holding nothing now does not mean this member is done.
+    /// Revoked partitions were given up and the assignment that follows has not come yet
+    /// (librdkafka delivers one under either protocol, empty or not): holding nothing now
+    /// does not mean this member is done.
     Rejoining,
     /// The source is being dropped: librdkafka's close revokes everything and waits for the
     /// unassign, and no checkpoint can come any more (the pipeline took its last one), so a
@@ -134,17 +136,48 @@ impl ClientContext for Context {
     }
 }
 
-/// Gives up what was revoked, after the checkpoint it waited for: the consumer's assignment
-/// goes, and the member awaits the assignment that follows. Returns the partitions given up.
+/// Gives up what was revoked, after the checkpoint it waited for: those partitions leave
+/// the consumer's assignment, and the member awaits the assignment that follows. Returns the
+/// partitions given up.
 pub(super) fn give_up(consumer: &BaseConsumer<Context>, shared: &mut Shared) -> Vec<i32> {
     let revoked = std::mem::take(&mut shared.revoked);
     info!(partitions = ?revoked, "giving up the revoked partitions");
-    if let Err(e) = consumer.unassign() {
+    if let Err(e) = release(consumer, &revoked) {
         warn!(error = %e, "cannot give up revoked partitions");
     }
     shared.membership = shared.membership.released();
     shared.changed_at = Some(Instant::now());
     revoked
+}
+
+/// Under the cooperative protocol (`cooperative-sticky`, ours) a rebalance revokes and assigns
+/// only the partitions that move, so the others are read on throughout; under the eager one
+/// (an operator's `partition.assignment.strategy`, say while older members remain in the
+/// group) every assignment is whole.
+fn cooperative(consumer: &BaseConsumer<Context>) -> bool {
+    matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative)
+}
+
+/// Adds what the group assigned to the consumer's assignment.
+fn take(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) -> KafkaResult<()> {
+    if cooperative(consumer) {
+        consumer.incremental_assign(assigned)
+    } else {
+        consumer.assign(assigned)
+    }
+}
+
+/// Removes revoked partitions from the consumer's assignment: only those, cooperatively;
+/// under the eager protocol a revocation is always of everything.
+fn release(consumer: &BaseConsumer<Context>, partitions: &[i32]) -> KafkaResult<()> {
+    if !cooperative(consumer) {
+        return consumer.unassign();
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(&consumer.context().topic, *p);
+    }
+    consumer.incremental_unassign(&tpl)
 }
 
 /// A revocation of nothing, by a member that holds nothing, is given up at once. The group's
@@ -161,6 +194,17 @@ impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let Ok(mut shared) = self.shared.lock() else { return };
         match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                if shared.membership == Membership::Closing =>
+            {
+                // The pipeline took its last checkpoint: nothing is claimed or read any more.
+                // The assignment is still taken, as librdkafka waits for it, and close revokes
+                // it again; a member that turned back to `Assigned` here would then wait for
+                // a checkpoint to give that revocation up, and close would never return.
+                if let Err(e) = take(consumer, tpl) {
+                    warn!(error = %e, "cannot take partitions while closing");
+                }
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // Claim the partitions and restore their committed state before a record is
                 // read, so each is read from where its newest commit (by any instance) ends.
@@ -225,14 +269,15 @@ impl ConsumerContext for Context {
                     }
                     Err(e) => shared.restore_error = Some(e),
                 }
-                if let Err(e) = consumer.assign(&seeded) {
+                if let Err(e) = take(consumer, &seeded) {
                     warn!(error = %e, "cannot assign partitions");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
                 if shared.membership == Membership::Closing =>
             {
-                if let Err(e) = consumer.unassign() {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if let Err(e) = release(consumer, &partitions) {
                     warn!(error = %e, "cannot give up partitions while closing");
                 }
             }
