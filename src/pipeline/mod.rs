@@ -266,6 +266,7 @@ fn run_workers(
                             .and_then(|mut pipeline| {
                                 let result = pipeline.run_loop().map_err(|e| pipeline.explain(e));
                                 pipeline.stopped();
+                                pipeline.close();
                                 result
                             });
                         if result.is_err() {

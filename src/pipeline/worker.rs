@@ -52,6 +52,9 @@ pub(super) struct Assembly {
     pub(crate) rebalances: bool,
 }
 
+/// How long a stopping worker waits for its source to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// One worker of an instance: its source, the tasks of the partitions it holds, how it
 /// forwards what others count, its handle on the commit log and its reporting.
 pub(super) struct Pipeline {
@@ -369,6 +372,26 @@ impl Pipeline {
     /// The loop ended (whichever way): the worker is no longer a stalled one.
     pub(crate) fn stopped(&self) {
         self.reporter.stopped();
+    }
+
+    /// Drops the worker, its source first, giving the source [`CLOSE_GRACE`] to close:
+    /// everything read is committed by now, and closing a Kafka consumer waits on librdkafka,
+    /// which can wait forever (its group thread gone without answering a call the rebalance
+    /// callback made; 5 of 64 members hung so at exit), and that must not keep the process
+    /// from exiting.
+    pub(crate) fn close(self) {
+        let Pipeline { source, .. } = self;
+        let (closed, done) = std::sync::mpsc::channel();
+        let closing = std::thread::Builder::new().name("pageviews-close".into()).spawn(move || {
+            drop(source);
+            let _ = closed.send(());
+        });
+        if closing.is_ok() && done.recv_timeout(CLOSE_GRACE).is_err() {
+            tracing::warn!(
+                grace = ?CLOSE_GRACE,
+                "the source did not close in time; going on without it (everything read is committed)"
+            );
+        }
     }
 
     /// A run that failed: when another run took over its partitions meanwhile (its recovery

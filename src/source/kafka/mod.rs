@@ -93,6 +93,7 @@ impl KafkaSource {
             metrics: metrics.clone(),
             restorer: Mutex::new(restorer),
             fatal: client::FatalErrors::default(),
+            cooperative: rebalance::cooperative(&config.options),
         };
         let mut client = ClientConfig::new();
         client

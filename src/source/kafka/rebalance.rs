@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -108,6 +108,8 @@ pub(super) struct Context {
     pub(super) restorer: Mutex<Box<dyn Restore>>,
     /// An authentication or TLS failure, which the source stops with.
     pub(super) fatal: super::client::FatalErrors,
+    /// The group rebalances cooperatively (see [`cooperative`]).
+    pub(super) cooperative: bool,
 }
 
 impl ClientContext for Context {
@@ -153,14 +155,18 @@ pub(super) fn give_up(consumer: &BaseConsumer<Context>, shared: &mut Shared) -> 
 /// Under the cooperative protocol (`cooperative-sticky`, ours) a rebalance revokes and assigns
 /// only the partitions that move, so the others are read on throughout; under the eager one
 /// (an operator's `partition.assignment.strategy`, say while older members remain in the
-/// group) every assignment is whole.
-fn cooperative(consumer: &BaseConsumer<Context>) -> bool {
-    matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative)
+/// group) every assignment is whole. Decided by the strategy the consumer was configured
+/// with (librdkafka takes no mix of the two): asking librdkafka (`rebalance_protocol`) from
+/// the callback waits for its group thread, which during close waits for the callback, and
+/// the process hung at exit.
+pub(super) fn cooperative(options: &[(String, String)]) -> bool {
+    let strategy = options.iter().rev().find(|(k, _)| k == "partition.assignment.strategy");
+    strategy.is_none_or(|(_, v)| v.contains("cooperative-sticky"))
 }
 
 /// Adds what the group assigned to the consumer's assignment.
 fn take(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) -> KafkaResult<()> {
-    if cooperative(consumer) {
+    if consumer.context().cooperative {
         consumer.incremental_assign(assigned)
     } else {
         consumer.assign(assigned)
@@ -170,7 +176,7 @@ fn take(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) -> Kafk
 /// Removes revoked partitions from the consumer's assignment: only those, cooperatively;
 /// under the eager protocol a revocation is always of everything.
 fn release(consumer: &BaseConsumer<Context>, partitions: &[i32]) -> KafkaResult<()> {
-    if !cooperative(consumer) {
+    if !consumer.context().cooperative {
         return consumer.unassign();
     }
     let mut tpl = TopicPartitionList::new();
@@ -311,5 +317,20 @@ impl ConsumerContext for Context {
                 shared.group_commit_owed = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cooperative;
+
+    #[test]
+    fn the_protocol_follows_the_strategy_an_operator_sets_last() {
+        let set = |v: &str| ("partition.assignment.strategy".to_string(), v.to_string());
+        assert!(cooperative(&[]), "ours: cooperative-sticky");
+        assert!(!cooperative(&[set("range")]));
+        assert!(!cooperative(&[set("cooperative-sticky"), set("roundrobin")]));
+        assert!(cooperative(&[set("range"), set("cooperative-sticky")]));
+        assert!(cooperative(&[("security.protocol".into(), "ssl".into())]));
     }
 }
