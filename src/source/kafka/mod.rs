@@ -30,6 +30,7 @@ mod client;
 mod group;
 mod offsets;
 mod rebalance;
+mod settled;
 
 use client::METADATA_TIMEOUT;
 pub(crate) use client::{ensure_topic, Deliveries, DeliveryContext};
@@ -59,6 +60,8 @@ pub struct KafkaSource {
     group_commit_at: Option<Instant>,
     /// When the last outage ended.
     recovered_at: Option<Instant>,
+    /// `--until-end`: whether the group had placed every partition, and when that was asked.
+    placed: Option<(bool, Instant)>,
     /// Partition events to deliver with the next batch (revocations after a checkpoint).
     events: Vec<PartitionEvent>,
     /// Partitions whose end the consumer reached (librdkafka's partition EOF) with no record
@@ -142,6 +145,7 @@ impl KafkaSource {
             durable_offsets: BTreeMap::new(),
             group_commit_at: None,
             recovered_at: None,
+            placed: None,
             events: Vec::new(),
             caught_up: BTreeSet::new(),
             metrics,
@@ -188,20 +192,41 @@ impl KafkaSource {
     }
 
     /// `--until-end`: every partition this member holds has reached the end offset seen at
-    /// start. Partitions held by other members are theirs to finish; a partition that moves
-    /// away counts as done here. Nothing is done before the group's first assignment.
-    fn reached_end(&self) -> bool {
+    /// start, and the group has placed every partition (none is in flight between members,
+    /// `settled.rs`). Partitions held by other members are theirs to finish; a partition that
+    /// moves away counts as done here. Nothing is done before the group's first assignment.
+    fn reached_end(&mut self) -> bool {
         let Some(targets) = &self.targets else { return false };
         let Ok(shared) = self.shared.lock() else { return false };
         if !shared.membership.settled() || !shared.assigned.is_empty() {
             return false;
         }
-        shared.owned.iter().all(|p| {
+        let at_end = shared.owned.iter().all(|p| {
             // A partition created after the start has no target: what it held then was nothing.
             let end = targets.get(p).copied().unwrap_or(0);
             let at = shared.positions.get(p).copied().or_else(|| self.floors.get(p).copied()).unwrap_or(0);
             at >= end
-        })
+        });
+        drop(shared);
+        if !at_end {
+            return false;
+        }
+        // The coordinator is asked at most once a second.
+        match self.placed {
+            Some((placed, at)) if at.elapsed() < Duration::from_secs(1) => placed,
+            _ => {
+                let partitions = targets.keys().copied().collect();
+                let config = &self.config;
+                let placed = settled::every_partition_placed(
+                    &self.consumer,
+                    &config.group,
+                    &config.topic,
+                    &partitions,
+                );
+                self.placed = Some((placed, Instant::now()));
+                placed
+            }
+        }
     }
 
     /// Logs an outage once, then every minute while it lasts.
