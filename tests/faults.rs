@@ -34,10 +34,7 @@ fn kill_9_at_random_instants_while_datagen_produces_loses_and_duplicates_nothing
     create_topic(&topic, 3);
     // Production spans the kills: about 0.6 s of producing per kill.
     let stream = paced(31, 2_500 * kills as u64, 4_000);
-    let producer = {
-        let (topic, stream) = (topic.clone(), stream.clone());
-        std::thread::spawn(move || produce(&topic, stream, 0.01))
-    };
+    let producer = produce_in_background(&topic, stream.clone(), 0.01);
     let mut rng = Lcg::from_env_or_clock();
     for _ in 0..kills {
         let before = commit_count(&out);
@@ -167,10 +164,7 @@ fn an_unwritable_output_stops_the_pipeline_cleanly_and_a_restart_continues_exact
     let out = dir.path().join("out");
     create_topic(&topic, 3);
     let stream = paced(51, 20_000, 4_000);
-    let producer = {
-        let (topic, stream) = (topic.clone(), stream.clone());
-        std::thread::spawn(move || produce(&topic, stream, 0.01))
-    };
+    let producer = produce_in_background(&topic, stream.clone(), 0.01);
     let mut child = spawn_run(broker(), &topic, &group, &out, "200ms", &[]);
     wait_for("a first checkpoint", Duration::from_secs(60), || commit_count(&out) >= 1);
 
@@ -201,10 +195,7 @@ fn sigterm_takes_a_final_checkpoint_and_commits_its_offsets_to_the_group() {
     let out = dir.path().join("out");
     create_topic(&topic, 3);
     let stream = paced(61, 12_000, 4_000);
-    let producer = {
-        let (topic, stream) = (topic.clone(), stream.clone());
-        std::thread::spawn(move || produce(&topic, stream, 0.0))
-    };
+    let producer = produce_in_background(&topic, stream.clone(), 0.0);
     let http = free_loopback_addr();
     let mut child = spawn_run(broker(), &topic, &group, &out, "2s", &["--http", &http.to_string()]);
     wait_for("the first checkpoint", Duration::from_secs(60), || commit_count(&out) >= 1);

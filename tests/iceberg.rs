@@ -370,10 +370,7 @@ fn two_instances_of_one_group_commit_every_record_once_to_one_set_of_tables() {
     let (topic, group) = (unique("iceberg"), unique("group"));
     create_topic(&topic, 4);
     let stream = paced(17, 20_000, 5_000);
-    let producer = {
-        let (topic, stream) = (topic.clone(), stream.clone());
-        std::thread::spawn(move || produce(&topic, stream, 0.01))
-    };
+    let producer = produce_in_background(&topic, stream.clone(), 0.01);
     let iceberg = ["--format", "parquet", "--table-format", "iceberg", "--idle-timeout", "1h"];
     let spawn = |extra: &[&str]| {
         let args = [&iceberg[..], extra].concat();

@@ -110,10 +110,7 @@ fn members_join_leave_die_and_the_topic_grows_and_the_tables_equal_one_process()
     let out = dir.path().join("out");
     create_topic(&topic, 6);
     let a_stream = paced(81, 24_000, 4_000);
-    let producer = {
-        let (topic, stream) = (topic.clone(), a_stream.clone());
-        std::thread::spawn(move || produce(&topic, stream, 0.01))
-    };
+    let producer = produce_in_background(&topic, a_stream.clone(), 0.01);
     // No partition may turn idle while a restart catches up: the windows must be the
     // reference's.
     let spawn = |id: &str| {
@@ -199,12 +196,7 @@ fn a_member_holding_nothing_gives_up_its_empty_assignment_and_the_group_moves_on
         spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &args)
     };
     // The newest claim of the partition: its number and who holds it.
-    let claim = || -> Option<(u64, String)> {
-        views(&out)
-            .into_iter()
-            .filter_map(|(_, v)| v.claims.get(&0).map(|c| (c.claim, c.member.clone())))
-            .max()
-    };
+    let claim = || claims(&out).get(&0).cloned();
     let mut b = spawn("b");
     wait_for("b holds the partition", Duration::from_secs(60), || claim().is_some_and(|(_, m)| m == "b"));
     let taken = claim().map_or(0, |(n, _)| n);
@@ -240,39 +232,23 @@ fn a_member_joining_takes_partitions_while_the_others_keep_reading_theirs() {
     let out = dir.path().join("out");
     create_topic(&topic, 6);
     let stream = paced(86, 12_000, 4_000);
-    let producer = {
-        let (topic, stream) = (topic.clone(), stream.clone());
-        std::thread::spawn(move || produce(&topic, stream, 0.01))
-    };
+    let producer = produce_in_background(&topic, stream.clone(), 0.01);
     let spawn = |id: &str| {
         let args = ["--instance-id", id, "--idle-timeout", "1h"];
         spawn_kafka_run(bin(), broker(), &topic, &group, &out, "300ms", &args)
-    };
-    // The newest claim of every partition: its number and who holds it.
-    let claims = || -> std::collections::BTreeMap<u32, (u64, String)> {
-        let mut newest = std::collections::BTreeMap::new();
-        for (_, view) in views(&out) {
-            for (p, c) in view.claims {
-                let slot = newest.entry(p).or_insert((c.claim, c.member.clone()));
-                if c.claim > slot.0 {
-                    *slot = (c.claim, c.member);
-                }
-            }
-        }
-        newest
     };
     let held_by = |claims: &std::collections::BTreeMap<u32, (u64, String)>, id: &str| {
         claims.values().filter(|(_, m)| m == id).count()
     };
     let mut a = spawn("a");
-    wait_for("a holds every partition", Duration::from_secs(60), || held_by(&claims(), "a") == 6);
-    let first = claims();
+    wait_for("a holds every partition", Duration::from_secs(60), || held_by(&claims(&out), "a") == 6);
+    let first = claims(&out);
     let mut b = spawn("b");
     wait_for("a and b hold three partitions each", Duration::from_secs(60), || {
-        let now = claims();
+        let now = claims(&out);
         held_by(&now, "a") == 3 && held_by(&now, "b") == 3
     });
-    let shared = claims();
+    let shared = claims(&out);
     for (p, (claim, member)) in &shared {
         if member == "a" {
             assert_eq!(
@@ -306,10 +282,7 @@ fn kill_9_and_rebalances_across_instances_lose_and_duplicate_nothing() {
     let steps = soak_kills(6);
     create_topic(&topic, 6);
     let stream = paced(91, 1_500 * steps as u64 + 6_000, 4_000);
-    let producer = {
-        let (topic, stream) = (topic.clone(), stream.clone());
-        std::thread::spawn(move || produce(&topic, stream, 0.01))
-    };
+    let producer = produce_in_background(&topic, stream.clone(), 0.01);
     let spawn = |id: &str| {
         let args = ["--instance-id", id, "--idle-timeout", "1h"];
         spawn_kafka_run(bin(), broker(), &topic, &group, &out, "200ms", &args)

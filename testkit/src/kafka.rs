@@ -65,6 +65,16 @@ pub fn produce(topic: &str, generator: GeneratorConfig, bad_ratio: f64) {
     produce_to(broker(), topic, generator, bad_ratio);
 }
 
+/// Produces the stream on a thread of its own, while the test runs instances against it.
+pub fn produce_in_background(
+    topic: &str,
+    generator: GeneratorConfig,
+    bad_ratio: f64,
+) -> std::thread::JoinHandle<()> {
+    let topic = topic.to_string();
+    std::thread::spawn(move || produce(&topic, generator, bad_ratio))
+}
+
 /// Produces the stream with datagen's own code (the topic gets 3 partitions when created).
 pub fn produce_to(brokers: &str, topic: &str, generator: GeneratorConfig, bad_ratio: f64) {
     let config = DatagenConfig {

@@ -184,6 +184,21 @@ pub fn holders(root: &Path) -> std::collections::BTreeMap<u32, String> {
     views(root).into_iter().flat_map(|(_, v)| v.claims.into_iter().map(|(p, c)| (p, c.member))).collect()
 }
 
+/// The newest claim of each source partition under `root`: its number and the member that
+/// took it (a partition given up and taken again, by anyone, gets a higher number).
+pub fn claims(root: &Path) -> std::collections::BTreeMap<u32, (u64, String)> {
+    let mut newest = std::collections::BTreeMap::new();
+    for (_, view) in views(root) {
+        for (p, c) in view.claims {
+            let slot = newest.entry(p).or_insert((c.claim, c.member.clone()));
+            if c.claim > slot.0 {
+                *slot = (c.claim, c.member);
+            }
+        }
+    }
+    newest
+}
+
 /// The runs holding partitions of the pipelines under `root`, per member: a restarted
 /// instance shows up as a new run once it has claimed something.
 pub fn runs_of(root: &Path, member: &str) -> std::collections::BTreeSet<String> {
