@@ -36,9 +36,6 @@ use crate::Shutdown;
 /// How long one wait of [`Exchange::flush`] lasts before it notes an outage and goes on.
 const FLUSH_SLICE: Duration = Duration::from_secs(5);
 
-/// How long a seek of a hosted partition may wait for librdkafka to apply it.
-const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
-
 const RECORD: u8 = b'R';
 const PROGRESS: u8 = b'P';
 const HEADER: usize = 1 + 4 + 8;
@@ -94,7 +91,8 @@ pub struct Exchange {
     /// Hosted counting partitions and the next offset to read in each.
     hosted: BTreeMap<u32, Option<i64>>,
     /// Partitions in the consumer's assignment. One is added when first hosted and never
-    /// removed (those not hosted now are paused): librdkafka 2.12 aborts when a partition
+    /// removed (those not hosted now are paused, and one hosted again comes with a new
+    /// consumer): librdkafka 2.12 aborts when a partition
     /// leaves an assignment twice before its fetcher confirmed the first stop
     /// (confluentinc/librdkafka#5573, fixed after the 2.12 that rdkafka-sys bundles), and
     /// replacing the whole assignment at each change did that when partitions were taken or
@@ -124,25 +122,12 @@ impl Exchange {
         let producer = with_options(producer, &config.options)
             .create_with_context(DeliveryContext(deliveries.clone()))
             .map_err(|e| kafka_error(config, "create the exchange producer", e))?;
-        let mut consumer = ClientConfig::new();
-        consumer
-            .set("bootstrap.servers", &config.brokers)
-            // Positions live in the commit log; the group is only a name librdkafka wants.
-            .set("group.id", format!("{}.exchange", config.group))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("client.id", "pageviews-exchange");
-        prefetch_bounds(&mut consumer);
-        let consumer = with_options(consumer, &config.options)
-            .create()
-            .map_err(|e| kafka_error(config, "create the exchange consumer", e))?;
         Ok(Exchange {
             config: config.clone(),
             topic,
             producer,
             deliveries,
-            consumer,
+            consumer: open_consumer(config)?,
             hosted: BTreeMap::new(),
             assigned: BTreeSet::new(),
             unflushed: false,
@@ -253,32 +238,30 @@ impl Exchange {
         if hosted == self.hosted {
             return Ok(());
         }
-        let at = |offset: Option<i64>| offset.map_or(Offset::Beginning, Offset::Offset);
+        // A partition hosted again, or restored from an older commit, is read from its
+        // committed offset by a new consumer rather than a seek: librdkafka 2.12 checks a
+        // sought offset with the partition's leader first, and a partition sought while a
+        // broker restarted was never fetched again, so its counting partition counted nothing.
+        let moved =
+            hosted.iter().any(|(p, offset)| self.assigned.contains(p) && self.hosted.get(p) != Some(offset));
+        if moved {
+            let old = std::mem::replace(&mut self.consumer, open_consumer(&self.config)?);
+            // Closing waits for its broker threads, which an outage can hold; the loop goes on.
+            std::thread::spawn(move || drop(old));
+            self.assigned.clear();
+            self.hosted.clear();
+        }
         let fail = |e| kafka_error(&self.config, "assign the exchange", e);
-        let (mut added, mut resumed, mut paused) =
-            (TopicPartitionList::new(), TopicPartitionList::new(), TopicPartitionList::new());
-        for (&p, &offset) in &hosted {
-            if !self.assigned.contains(&p) {
-                added.add_partition_offset(&self.topic, p as i32, at(offset)).map_err(fail)?;
-                continue;
-            }
-            let was = self.hosted.get(&p);
-            if was != Some(&offset) {
-                // Hosted again, or restored from an older commit: read from its offset.
-                self.consumer.seek(&self.topic, p as i32, at(offset), SEEK_TIMEOUT).map_err(fail)?;
-            }
-            if was.is_none() {
-                resumed.add_partition(&self.topic, p as i32);
-            }
+        let (mut added, mut paused) = (TopicPartitionList::new(), TopicPartitionList::new());
+        for (&p, &offset) in hosted.iter().filter(|(p, _)| !self.assigned.contains(p)) {
+            let at = offset.map_or(Offset::Beginning, Offset::Offset);
+            added.add_partition_offset(&self.topic, p as i32, at).map_err(fail)?;
         }
         for &p in self.hosted.keys().filter(|p| !hosted.contains_key(p)) {
             paused.add_partition(&self.topic, p as i32);
         }
         if paused.count() > 0 {
             self.consumer.pause(&paused).map_err(fail)?;
-        }
-        if resumed.count() > 0 {
-            self.consumer.resume(&resumed).map_err(fail)?;
         }
         if added.count() > 0 {
             self.consumer.incremental_assign(&added).map_err(fail)?;
@@ -324,6 +307,23 @@ impl Exchange {
             .map_err(|e| kafka_error(&self.config, "read the exchange's end offsets", e))?;
         Ok(high)
     }
+}
+
+/// The consumer of the hosted counting partitions: assigned, never subscribed.
+fn open_consumer(config: &KafkaConfig) -> Result<BaseConsumer, SourceError> {
+    let mut consumer = ClientConfig::new();
+    consumer
+        .set("bootstrap.servers", &config.brokers)
+        // Positions live in the commit log; the group is only a name librdkafka wants.
+        .set("group.id", format!("{}.exchange", config.group))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("client.id", "pageviews-exchange");
+    prefetch_bounds(&mut consumer);
+    with_options(consumer, &config.options)
+        .create()
+        .map_err(|e| kafka_error(config, "create the exchange consumer", e))
 }
 
 fn decode(counting: u32, offset: i64, value: &[u8]) -> Option<Item> {
