@@ -216,8 +216,18 @@ fn reads_during_checkpoints_see_one_checkpoint_each(format: WriteFormat) {
     // At least 20 answers over at least 5 checkpoints: a release build answers 20 statements
     // within two 100 ms checkpoints, a debug build takes several.
     let distinct = |seen: &[(i64, i64, i64)]| seen.iter().collect::<BTreeSet<_>>().len();
+    let mut expired = 0;
     while (seen.len() < 20 || distinct(&seen) < 5) && started.elapsed() < Duration::from_secs(60) {
-        let row = csv(&s, TOTALS);
+        let row = match try_csv(&s, TOTALS) {
+            Ok(row) => row,
+            // Checkpoints every 100 ms can outrun the session's own retries of a statement in
+            // a loaded debug build: it has no answer to judge, and the next statement runs.
+            Err(e) if e.contains("read a new snapshot") => {
+                expired += 1;
+                continue;
+            }
+            Err(e) => panic!("{TOTALS}: {e}"),
+        };
         let cells: Vec<i64> = row[1].split(',').map(|c| c.parse().unwrap()).collect();
         assert_eq!(cells[3], 0, "{format:?}: a partial row: {row:?}");
         seen.push((cells[0], cells[1], cells[2]));
@@ -232,7 +242,10 @@ fn reads_during_checkpoints_see_one_checkpoint_each(format: WriteFormat) {
             assert!(obs.0 >= seen[i - 1].0, "{format:?}: page_views went back: {seen:?}");
         }
     }
-    assert!(distinct(&seen) >= 5, "{format:?}: statements must meet several checkpoints: {seen:?}");
+    assert!(
+        distinct(&seen) >= 5,
+        "{format:?}: statements must meet several checkpoints ({expired} found their snapshot expired): {seen:?}"
+    );
     assert!(seen.iter().all(|o| o.1 > 0 && o.2 > 0), "{format:?}: every table is read: {seen:?}");
 }
 

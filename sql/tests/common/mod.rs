@@ -87,10 +87,15 @@ pub fn query(session: &Session, sql: &str) -> QueryResult {
 
 /// A query's rows as CSV lines, header first.
 pub fn csv(session: &Session, sql: &str) -> Vec<String> {
-    let result = query(session, sql);
+    try_csv(session, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`csv`], or the statement's error as the session reports it.
+pub fn try_csv(session: &Session, sql: &str) -> Result<Vec<String>, String> {
+    let result = runtime().block_on(session.query(sql)).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     output::write_batches(&mut out, output::Format::Csv, &result.batches).expect("csv");
-    String::from_utf8(out).expect("utf8").lines().map(str::to_string).collect()
+    Ok(String::from_utf8(out).expect("utf8").lines().map(str::to_string).collect())
 }
 
 pub fn single_i64(session: &Session, sql: &str) -> i64 {
