@@ -131,7 +131,16 @@ fn read(deployment: Deployment, topic: &str, dir: &Path, produce: Option<&dyn Fn
         }
     }
     assert_verified(&out);
-    assert_eq!(committed(&out).records_read, 2 * RECORDS, "{deployment:?}: every record read once");
+    let read = committed(&out).records_read;
+    if read != 2 * RECORDS {
+        let held: usize = read_topic(topic).values().map(Vec::len).sum();
+        panic!(
+            "{deployment:?}: every record read once: {read} read of {} produced; the topic holds {held}, \
+             the committed positions are {:?}",
+            2 * RECORDS,
+            positions(&out)
+        );
+    }
     outcome_of(&out)
 }
 
