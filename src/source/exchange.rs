@@ -92,11 +92,10 @@ pub struct Exchange {
     hosted: BTreeMap<u32, Option<i64>>,
     /// Partitions in the consumer's assignment. One is added when first hosted and never
     /// removed (those not hosted now are paused, and one hosted again comes with a new
-    /// consumer): librdkafka 2.12 aborts when a partition
-    /// leaves an assignment twice before its fetcher confirmed the first stop
-    /// (confluentinc/librdkafka#5573, fixed after the 2.12 that rdkafka-sys bundles), and
-    /// replacing the whole assignment at each change did that when partitions were taken or
-    /// given up one after another.
+    /// consumer): librdkafka 2.12 aborts when a partition leaves an assignment twice before
+    /// its fetcher confirmed the first stop (confluentinc/librdkafka#5573, fixed after the
+    /// 2.12 that rdkafka-sys bundles), and replacing the whole assignment at each change did
+    /// that when partitions were taken or given up one after another.
     assigned: BTreeSet<u32>,
     /// Events were forwarded since the last flush that found everything delivered.
     unflushed: bool,

@@ -181,7 +181,7 @@ pub fn positions(root: &Path) -> std::collections::BTreeMap<u32, pageviews_core:
 
 /// Which instance (member) holds each source partition now, per the commit log under `root`.
 pub fn holders(root: &Path) -> std::collections::BTreeMap<u32, String> {
-    views(root).into_iter().flat_map(|(_, v)| v.claims.into_iter().map(|(p, c)| (p, c.member))).collect()
+    claims(root).into_iter().map(|(p, (_, member))| (p, member)).collect()
 }
 
 /// The newest claim of each source partition under `root`: its number and the member that
