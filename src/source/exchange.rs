@@ -300,8 +300,11 @@ impl Exchange {
 
     /// The offset past the last item of counting partition `counting` now.
     pub(crate) fn end_offset(&self, counting: u32) -> Result<i64, SourceError> {
+        // Through the producer: through the consumer, each answer queued behind its fetch
+        // (ARCHITECTURE §6).
         let (_, high) = self
-            .consumer
+            .producer
+            .client()
             .fetch_watermarks(&self.topic, counting as i32, Duration::from_secs(5))
             .map_err(|e| kafka_error(&self.config, "read the exchange's end offsets", e))?;
         Ok(high)

@@ -48,11 +48,7 @@ pub use pageviews_kafka::{with_options, FatalErrors};
 /// The topic's partition count, waiting for the topic to exist unless `--until-end` is set
 /// (then a missing topic is an error), and for the brokers to answer, until `stop` fires.
 pub fn partition_count(config: &KafkaConfig, stop: &Shutdown) -> Result<u32, SourceError> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
-    let consumer: BaseConsumer<FatalErrors> = with_options(client, &config.options)
-        .create_with_context(FatalErrors::default())
-        .map_err(|e| kafka_error(config, "create a metadata client", e))?;
+    let consumer = metadata_client(config)?;
     let mut waited = false;
     loop {
         match consumer.fetch_metadata(Some(&config.topic), METADATA_TIMEOUT) {
@@ -88,6 +84,16 @@ pub fn partition_count(config: &KafkaConfig, stop: &Shutdown) -> Result<u32, Sou
             }
         }
     }
+}
+
+/// A client of the brokers that joins no group and reads nothing: for metadata and for
+/// questions that must not queue behind a consumer's fetch on the same connection.
+pub(super) fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer<FatalErrors>, SourceError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    with_options(client, &config.options)
+        .create_with_context(FatalErrors::default())
+        .map_err(|e| kafka_error(config, "create a metadata client", e))
 }
 
 /// Creates `topic` with `partitions` partitions and the broker's default replication when

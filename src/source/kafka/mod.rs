@@ -62,6 +62,9 @@ pub struct KafkaSource {
     recovered_at: Option<Instant>,
     /// `--until-end`: whether the group had placed every partition, and when that was asked.
     placed: Option<(bool, Instant)>,
+    /// `--until-end`: the client that asks the coordinator, made when first needed. Through
+    /// the consumer the question queued behind its fetch (ARCHITECTURE §6).
+    describer: Option<BaseConsumer<client::FatalErrors>>,
     /// Partition events to deliver with the next batch (revocations after a checkpoint).
     events: Vec<PartitionEvent>,
     /// Partitions whose end the consumer reached (librdkafka's partition EOF) with no record
@@ -146,6 +149,7 @@ impl KafkaSource {
             group_commit_at: None,
             recovered_at: None,
             placed: None,
+            describer: None,
             events: Vec::new(),
             caught_up: BTreeSet::new(),
             metrics,
@@ -217,12 +221,18 @@ impl KafkaSource {
             _ => {
                 let partitions = targets.keys().copied().collect();
                 let config = &self.config;
-                let placed = settled::every_partition_placed(
-                    &self.consumer,
-                    &config.group,
-                    &config.topic,
-                    &partitions,
-                );
+                if self.describer.is_none() {
+                    self.describer = client::metadata_client(config).ok();
+                }
+                let (group, topic) = (&config.group, &config.topic);
+                let placed = match &self.describer {
+                    Some(describer) => {
+                        settled::every_partition_placed(describer.client(), group, topic, &partitions)
+                    }
+                    None => {
+                        settled::every_partition_placed(self.consumer.client(), group, topic, &partitions)
+                    }
+                };
                 self.placed = Some((placed, Instant::now()));
                 placed
             }

@@ -11,22 +11,20 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-
-use super::rebalance::Context;
+use rdkafka::client::{Client, ClientContext};
 
 /// How long the coordinator may take to describe the group.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// True when the group is stable and its members' assignments cover `partitions` of
 /// `topic`; false while one is in flight, or when the coordinator cannot say.
-pub(super) fn every_partition_placed(
-    consumer: &BaseConsumer<Context>,
+pub(super) fn every_partition_placed<C: ClientContext>(
+    client: &Client<C>,
     group: &str,
     topic: &str,
     partitions: &BTreeSet<i32>,
 ) -> bool {
-    let Ok(list) = consumer.fetch_group_list(Some(group), DESCRIBE_TIMEOUT) else { return false };
+    let Ok(list) = client.fetch_group_list(Some(group), DESCRIBE_TIMEOUT) else { return false };
     let Some(info) = list.groups().iter().find(|g| g.name() == group) else { return false };
     if info.state() != "Stable" {
         return false;
