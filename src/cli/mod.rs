@@ -421,6 +421,20 @@ impl RunArgs {
             bail!("--kafka-option configures the Kafka consumer; it needs --brokers");
         }
         pageviews_kafka::check_option_files(&self.kafka_options)?;
+        if let Some((_, protocol)) = self
+            .kafka_options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "group.protocol")
+            .filter(|(_, v)| v != "classic")
+        {
+            bail!(
+                "--kafka-option group.protocol={protocol}: pageviews runs Kafka's classic group protocol \
+                 (cooperative-sticky). Under the consumer protocol (KIP-848) a static member restarted after \
+                 a crash is refused until its session times out, and --until-end cannot see the group's \
+                 assignments (docs/scale.md)"
+            );
+        }
         if self.input_mode != InputMode::Auto && !matches!(source, SourceConfig::Files(_)) {
             bail!("--input-mode applies to --input (files and stdin)");
         }
@@ -509,6 +523,21 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn the_consumer_group_protocol_is_refused_and_classic_taken() {
+        let config = |protocol: &str| {
+            let option = format!("group.protocol={protocol}");
+            let args = ["pageviews", "run", "--brokers", "k:9092", "--kafka-option", &option];
+            let Command::Run(args) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("run expected")
+            };
+            args.into_config().map(drop).map_err(|e| e.to_string())
+        };
+        let err = config("consumer").unwrap_err();
+        assert!(err.starts_with("--kafka-option group.protocol=consumer: pageviews runs"), "{err}");
+        assert_eq!(config("classic"), Ok(()));
     }
 
     #[test]
