@@ -14,6 +14,7 @@ use pageviews_sql::kafka::KafkaSettings;
 use pageviews_sql::settings::{ResultMode, RuntimeMode, Settings, StartupMode};
 use pageviews_sql::stream::Limits;
 use pageviews_sql::{budget, catalog, script, Amount, Budget, Format, Session, TableRoot};
+use tokio::signal::unix::Signal;
 
 /// The pipeline's window size, which bounds the event times taken (years 0000–9999).
 const WINDOW_MS: i64 = 60_000;
@@ -316,7 +317,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         if format == Format::Table { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) };
     // SIGINT or SIGTERM ends a streaming statement, and the script with it.
     let stop = Shutdown::default();
-    rt.spawn(stop_on_signals(stop.clone()));
+    // Listening before the first statement: registered by a spawned task, the listeners
+    // waited for a runtime thread, and a signal before that ended the process.
+    let signals = {
+        let _runtime = rt.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+    };
+    rt.spawn(stop_on_signals(stop.clone(), signals));
     // The client only reads, so a failing statement changes nothing a later one sees: each
     // runs, its error goes to stderr, and the exit code says whether any failed.
     let mut failed = 0;
@@ -339,18 +347,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Triggers `stop` on SIGINT or SIGTERM.
-async fn stop_on_signals(stop: Shutdown) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+async fn stop_on_signals(stop: Shutdown, (mut interrupt, mut terminate): (Signal, Signal)) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
     }
     stop.trigger();
 }

@@ -77,12 +77,19 @@ pub fn run(
                 }
                 let _ = editor.add_history_entry(buffer.trim());
                 for statement in split_statements(&buffer) {
-                    // Ctrl-C while a statement runs stops it, not the shell.
+                    // Ctrl-C while a statement runs stops it, not the shell. The listener is
+                    // made here, before the statement starts: a spawned task would register
+                    // it only once a runtime thread polls it, and a busy statement can hold
+                    // both threads that long, while SIGINT's default still ends the process.
                     let stop = Shutdown::default();
+                    let mut interrupt = {
+                        let _runtime = rt.enter();
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?
+                    };
                     let watcher = rt.spawn({
                         let stop = stop.clone();
                         async move {
-                            if tokio::signal::ctrl_c().await.is_ok() {
+                            if interrupt.recv().await.is_some() {
                                 stop.trigger();
                             }
                         }
