@@ -380,12 +380,14 @@ fn the_readme_streaming_session_runs_in_a_terminal() {
     let broker = pageviews_testkit::kafka::broker();
     // A topic of this test's own on the shared broker, as the README's run uses.
     let topic = pageviews_testkit::kafka::unique("readme-stream");
-    let mut datagen = command(bins.pageviews.to_str().unwrap())
-        .args(["datagen", "--brokers", broker, "--topic", &topic])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _datagen = KillOnDrop::new(
+        command(bins.pageviews.to_str().unwrap())
+            .args(["datagen", "--brokers", broker, "--topic", &topic])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let sql = format!("{} sql --brokers {broker} --topic {topic}", bins.pageviews.display());
     let terminal = Terminal::start(&sql, dir.path(), 200, 50);
     terminal.wait("prompt", Duration::from_secs(30), at_prompt);
@@ -420,8 +422,6 @@ fn the_readme_streaming_session_runs_in_a_terminal() {
             eprintln!("README session: `{line}` printed its first row in {took:?}");
         }
     }
-    let _ = datagen.kill();
-    let _ = datagen.wait();
 }
 
 #[test]

@@ -55,6 +55,24 @@ fn run_script(name: &str, args: &[&str], envs: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A child process that is killed when this is dropped, so a test that fails midway leaves
+/// nothing running (an unbounded `datagen` would produce into the broker for good).
+pub struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    /// Takes charge of `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        KillOnDrop(child)
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `pageviews` command for the binary at `exe` (tests pass `env!("CARGO_BIN_EXE_pageviews")`),
 /// with the environment variables pageviews reads as flag defaults removed: tests give every
 /// flag they mean, and the caller's shell must not change the source or the output behind
