@@ -227,6 +227,8 @@ impl KafkaSource {
                 let (group, topic) = (&config.group, &config.topic);
                 let placed = match &self.describer {
                     Some(describer) => {
+                        // Served, so the errors it reports do not pile up in its queue.
+                        let _ = describer.poll(Duration::ZERO);
                         settled::every_partition_placed(describer.client(), group, topic, &partitions)
                     }
                     None => {
