@@ -5,9 +5,30 @@
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 say() { echo "$(basename "$0"): $*" >&2; }
 
-# A loopback port nothing listens on now.
+# A loopback port nothing listens on now, below the kernel's ephemeral range: a port from
+# that range (what binding port 0 gives) can be taken by any process's outgoing connection
+# before the server it was picked for binds it.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null && return
+  python3 -c '
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    low = 32768
+for _ in range(1000):
+    port = random.randrange(10000, max(low, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit(1)
+' 2>/dev/null && return
   # Without python: random high ports until one refuses a connection.
   local p
   for _ in $(seq 100); do
