@@ -275,6 +275,7 @@ impl Pipeline {
             (None, None) => Forwarding::Local,
         };
         let member = log.lock().map(|l| l.member().to_string()).unwrap_or_default();
+        let first_checkpoint = first_checkpoint(&member, config.checkpoint_interval);
         let reporter = Reporter::new(
             metrics,
             status,
@@ -287,6 +288,7 @@ impl Pipeline {
             batch_size: config.batch_size,
             max_record_bytes: config.max_record_bytes,
             checkpoint_interval: config.checkpoint_interval,
+            first_checkpoint,
             commit_delay_ms: config.partition_commit_delay_ms,
         };
         let pipeline = Pipeline::new(Assembly {
@@ -341,6 +343,17 @@ fn restore_all(
 }
 
 /// The worker's name as a member of the deployment: `<instance>[-w<k>]`.
+/// When a worker's first scheduled checkpoint comes: somewhere in the first interval, fixed
+/// by its member id. Members started together (a deployment rolled out, a group rebalanced)
+/// would otherwise checkpoint in step and race each other for the log's next version.
+fn first_checkpoint(member: &str, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    member.hash(&mut hasher);
+    let interval_ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(1 + hasher.finish() % interval_ms)
+}
+
 pub(super) fn member_id(config: &PipelineConfig, worker: usize) -> String {
     if config.workers > 1 {
         format!("{}-w{worker}", config.instance_id)
@@ -385,5 +398,24 @@ mod tests {
         let started = Instant::now();
         assert!(!gate.wait(Duration::from_millis(50)));
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn members_started_together_spread_their_first_checkpoints_over_the_interval() {
+        let interval = Duration::from_secs(10);
+        let firsts: Vec<Duration> =
+            (0..64).map(|m| first_checkpoint(&format!("pageviews-{m}"), interval)).collect();
+        assert!(firsts.iter().all(|f| !f.is_zero() && *f <= interval));
+        // 64 members over ten one-second slots: every slot has some (a fixed phase, or one
+        // from the interval's start, would fill one).
+        let slots: std::collections::BTreeSet<u64> =
+            firsts.iter().map(|f| f.as_millis() as u64 / 1000).collect();
+        assert_eq!(slots.len(), 10, "{firsts:?}");
+        assert_eq!(
+            first_checkpoint("a", interval),
+            first_checkpoint("a", interval),
+            "fixed by the member id"
+        );
+        assert_eq!(first_checkpoint("a", Duration::ZERO), Duration::from_millis(1));
     }
 }

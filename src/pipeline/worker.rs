@@ -29,6 +29,8 @@ pub(super) struct Limits {
     /// Longer records are `oversized` dead letters.
     pub(crate) max_record_bytes: usize,
     pub(crate) checkpoint_interval: Duration,
+    /// From the start to the first scheduled checkpoint (at most the interval).
+    pub(crate) first_checkpoint: Duration,
     /// `--partition-commit-delay`.
     pub(crate) commit_delay_ms: i64,
 }
@@ -103,7 +105,7 @@ impl Pipeline {
         self.forwarding.announce(&mut self.tasks, now, false)?;
         let interval = self.limits.checkpoint_interval.as_millis() as u64;
         let mut batch = Batch::default();
-        let mut next_checkpoint = self.now_ms() + interval;
+        let mut next_checkpoint = self.now_ms() + self.limits.first_checkpoint.as_millis() as u64;
         let mut next_roll_check = 0;
         // Bounded input: this instance's sources reached their end (and said so to the
         // counting partitions); since when it waits for other instances'.
