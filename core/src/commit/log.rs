@@ -36,6 +36,18 @@ pub const SNAPSHOT_EVERY: u64 = 16;
 /// Appends attempted before a commit gives up on a log that other instances keep writing.
 const MAX_ATTEMPTS: usize = 1000;
 
+/// The longest wait between two tries of an append.
+const MAX_BACKOFF: Duration = Duration::from_millis(1600);
+
+/// A random wait before the append's `attempt` (from 2): up to 50 ms, doubling each time.
+pub(super) fn backoff(attempt: usize) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling = Duration::from_millis(50 << attempt.saturating_sub(2).min(5)).min(MAX_BACKOFF);
+    // RandomState's keys differ per instance: enough randomness to spread members apart.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    ceiling.mul_f64((random >> 11) as f64 / (1u64 << 53) as f64)
+}
+
 /// What a commit did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Committed {
@@ -145,6 +157,22 @@ impl Log {
         storage.block_on(self.view.catch_up(storage, pipeline))
     }
 
+    /// Before an append's `attempt`: everything since on the first; after one lost race,
+    /// the entry that won the version; after more, a random wait that doubles (to
+    /// [`MAX_BACKOFF`]), then everything since. Members that keep losing otherwise all try
+    /// every next version at once, each lost try a read and a write the store must answer,
+    /// and a store slowed by that (moto here, at 64 members) makes fewer versions a second.
+    fn read_since(&mut self, attempt: usize) -> Result<(), CheckpointError> {
+        if attempt == 1 {
+            let (storage, pipeline) = (&self.storage, &self.pipeline);
+            return storage.block_on(self.view.follow(storage, pipeline));
+        }
+        if attempt > 1 {
+            std::thread::sleep(backoff(attempt));
+        }
+        self.catch_up()
+    }
+
     /// Claims `partitions` for this instance: their claim numbers go up by one, so whoever
     /// held them can no longer commit them. Returns the new claim numbers.
     pub fn claim(&mut self, partitions: &[u32]) -> Result<Vec<(u32, u64)>, CheckpointError> {
@@ -152,8 +180,8 @@ impl Log {
             return Ok(Vec::new());
         }
         let started = Instant::now();
-        for _ in 0..MAX_ATTEMPTS {
-            self.catch_up()?;
+        for attempt in 0..MAX_ATTEMPTS {
+            self.read_since(attempt)?;
             let claims = partitions.iter().map(|&p| (p, self.view.claim_of(p) + 1)).collect();
             let entry = self.entry(claims, Vec::new(), Vec::new());
             if self.append(&entry, started)? {
@@ -174,8 +202,8 @@ impl Log {
     ) -> Result<Committed, CheckpointError> {
         let mut fenced = Vec::new();
         let started = Instant::now();
-        for _ in 0..MAX_ATTEMPTS {
-            self.catch_up()?;
+        for attempt in 0..MAX_ATTEMPTS {
+            self.read_since(attempt)?;
             let view = &self.view;
             let (keep, lost): (Vec<TaskState>, Vec<TaskState>) = tasks
                 .into_iter()

@@ -227,34 +227,112 @@ fn a_file_recorded_open_but_completed_at_another_size_is_refused_as_a_log_that_l
     assert_eq!(sealed.files.len(), 1);
 }
 
+/// Counts the log's appends and lost races.
+#[derive(Default)]
+struct Appends {
+    appended: std::sync::atomic::AtomicU64,
+    conflicts: std::sync::atomic::AtomicU64,
+}
+
+impl Appends {
+    fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.appended.load(Relaxed), self.conflicts.load(Relaxed))
+    }
+}
+
+impl crate::storage::StorageObserver for Appends {
+    fn retry(&self, _op: &'static str) {}
+    fn outage(&self, _ongoing: bool) {}
+    fn log_conflict(&self) {
+        self.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn log_appended(&self, took: std::time::Duration) {
+        assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+        self.appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn observed_root() -> (Root, std::sync::Arc<Appends>) {
+    let mut root = root();
+    let appends = std::sync::Arc::new(Appends::default());
+    root.storage = root.storage.clone().with_observer(appends.clone());
+    (root, appends)
+}
+
 #[test]
 fn every_append_is_reported_once_with_its_time_and_no_conflict_when_alone() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-
-    #[derive(Default)]
-    struct Appends {
-        appended: AtomicU64,
-        conflicts: AtomicU64,
-    }
-    impl crate::storage::StorageObserver for Appends {
-        fn retry(&self, _op: &'static str) {}
-        fn outage(&self, _ongoing: bool) {}
-        fn log_conflict(&self) {
-            self.conflicts.fetch_add(1, Ordering::Relaxed);
-        }
-        fn log_appended(&self, took: std::time::Duration) {
-            assert!(took < std::time::Duration::from_secs(60), "{took:?}");
-            self.appended.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    let mut root = root();
-    let appends = Arc::new(Appends::default());
-    root.storage = root.storage.clone().with_observer(appends.clone());
+    let (root, appends) = observed_root();
     let mut a = open(&root, "a", "run-a");
     a.claim(&[0, 1]).unwrap();
     a.commit(vec![task(0, 1, 10), task(1, 1, 20)], no_markers).unwrap();
     a.commit(vec![task(0, 1, 11)], no_markers).unwrap();
-    assert_eq!(appends.appended.load(Ordering::Relaxed), 3, "a claim and two commits");
-    assert_eq!(appends.conflicts.load(Ordering::Relaxed), 0);
+    assert_eq!(appends.counts(), (3, 0), "a claim and two commits, no conflict");
+}
+
+#[test]
+fn members_committing_at_once_land_every_commit_in_order_and_a_claim_still_fences() {
+    const MEMBERS: u32 = 4;
+    const COMMITS: i64 = 40;
+    let (root, appends) = observed_root();
+    let mut logs: Vec<Log> =
+        (0..MEMBERS).map(|m| open(&root, &format!("m{m}"), &format!("run-{m}"))).collect();
+    for (m, log) in logs.iter_mut().enumerate() {
+        log.claim(&[m as u32]).unwrap();
+    }
+    // Partition 0 is taken from m0 halfway through its commits, by a fifth member.
+    let taker = std::sync::Barrier::new(2);
+    let fenced = std::thread::scope(|s| {
+        let taker = &taker;
+        let handles: Vec<_> = logs
+            .into_iter()
+            .enumerate()
+            .map(|(m, mut log)| {
+                s.spawn(move || {
+                    let mut fenced = Vec::new();
+                    for offset in 1..=COMMITS {
+                        if m == 0 && offset == COMMITS / 2 + 1 {
+                            taker.wait();
+                            taker.wait();
+                        }
+                        fenced
+                            .extend(log.commit(vec![task(m as u32, 1, offset)], no_markers).unwrap().fenced);
+                    }
+                    fenced
+                })
+            })
+            .collect();
+        let mut thief = open(&root, "thief", "run-thief");
+        taker.wait();
+        assert_eq!(thief.claim(&[0]).unwrap(), vec![(0, 2)]);
+        taker.wait();
+        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+
+    let view = View::load(&root.storage, "p").await_in(&root);
+    // m0's commits after the claim are fenced, one entry each of nothing; every other
+    // commit is one entry.
+    let half = (COMMITS / 2) as u64;
+    assert_eq!(fenced[0], vec![0; half as usize], "m0 loses partition 0 at the claim");
+    assert!(fenced[1..].iter().all(Vec::is_empty));
+    let entries = MEMBERS as u64 + 1 + half + (MEMBERS as u64 - 1) * COMMITS as u64;
+    assert_eq!(view.version, entries, "one entry per claim and per commit that kept a task");
+    assert_eq!(view.tasks[&0].position, Position::Kafka { offset: half as i64, last_ts: None });
+    for m in 1..MEMBERS {
+        assert_eq!(view.tasks[&m].position, Position::Kafka { offset: COMMITS, last_ts: None });
+    }
+    assert_eq!(view.claims[&0].member, "thief");
+    let (appended, _) = appends.counts();
+    assert_eq!(appended, entries, "every append reported once");
+}
+
+#[test]
+fn a_member_that_keeps_losing_waits_a_random_time_that_doubles_up_to_a_bound() {
+    let ms = |attempt: usize| -> Vec<u128> { (0..400).map(|_| log::backoff(attempt).as_millis()).collect() };
+    for (attempt, ceiling) in [(2, 50), (3, 100), (4, 200), (7, 1600), (50, 1600)] {
+        let waits = ms(attempt);
+        assert!(waits.iter().all(|&w| w <= ceiling), "attempt {attempt}: {waits:?}");
+        // Spread over the range, so members that lost together try apart.
+        assert!(waits.iter().any(|&w| w < ceiling / 4) && waits.iter().any(|&w| w > ceiling * 3 / 4));
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,9 @@ use super::state::{Claim, ClosedFile, Entry, TaskState, Totals, LOG_VERSION};
 use super::CheckpointError;
 use crate::storage::{Storage, StorageError};
 use crate::table::{Partition, Table};
+
+/// Log entries read at once while catching up.
+const READ_AHEAD: usize = 16;
 
 /// A completed file, as the index remembers it for audits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,13 +174,17 @@ impl View {
                 .filter(|(v, _)| *v > self.version)
                 .collect();
             listed.sort_by_key(|(v, _)| *v);
-            let mut gap = false;
-            for (v, path) in listed {
-                if v != self.version + 1 {
-                    gap = true;
-                    break;
-                }
-                match read_entry(storage, &path).await {
+            let first = self.version + 1;
+            let contiguous = listed.iter().zip(first..).take_while(|((v, _), want)| v == want).count();
+            let mut gap = contiguous < listed.len();
+            // Read ahead, apply in order: a member that checkpoints every interval finds
+            // most of the others' entries of it new, and reading them one by one would
+            // widen the window in which the log's next version can be taken from it.
+            let mut entries = futures::stream::iter(listed.into_iter().take(contiguous))
+                .map(|(_, path)| async move { read_entry(storage, &path).await })
+                .buffered(READ_AHEAD);
+            while let Some(read) = entries.next().await {
+                match read {
                     Ok(entry) => self.apply(&entry),
                     Err(CheckpointError::Storage(e)) if e.is_not_found() => {
                         gap = true;
@@ -204,6 +211,22 @@ impl View {
             path: log_dir(pipeline).to_string(),
             reason: "the log kept being pruned under this reader".into(),
         })
+    }
+
+    /// Folds in the entry that took the version this view's member just tried to write,
+    /// which exists: one read instead of a listing and a read, so a member that lost a race
+    /// tries again sooner. Entries past it are found by the next try, which fails while
+    /// there are any. Falls back to [`View::catch_up`] if it was pruned meanwhile.
+    pub async fn follow(&mut self, storage: &Storage, pipeline: &str) -> Result<(), CheckpointError> {
+        match read_entry(storage, &entry_path(pipeline, self.version + 1)).await {
+            Ok(entry) if entry.version == self.version + 1 => {
+                self.apply(&entry);
+                Ok(())
+            }
+            Ok(_) => self.catch_up(storage, pipeline).await,
+            Err(CheckpointError::Storage(e)) if e.is_not_found() => self.catch_up(storage, pipeline).await,
+            Err(e) => Err(e),
+        }
     }
 
     /// This view as a snapshot file: without the files of recent entries, which go to the
