@@ -13,8 +13,8 @@ use pageviews_core::Shutdown;
 use pageviews_sql::kafka::KafkaSettings;
 use pageviews_sql::settings::{ResultMode, RuntimeMode, Settings, StartupMode};
 use pageviews_sql::stream::Limits;
-use pageviews_sql::{budget, catalog, script, Amount, Budget, Format, Session, TableRoot};
-use tokio::signal::unix::Signal;
+use pageviews_sql::{budget, catalog, script, shell, Amount, Budget, Format, Session, TableRoot};
+use tokio::signal::unix::{Signal, SignalKind};
 
 /// The pipeline's window size, which bounds the event times taken (years 0000–9999).
 const WINDOW_MS: i64 = 60_000;
@@ -302,7 +302,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         if std::io::stdin().is_terminal() {
             let history =
                 std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pageviews_sql_history"));
-            pageviews_sql::shell::run(&session, &rt, format, history).context("the shell failed")?;
+            shell::run(&session, &rt, format, history).context("the shell failed")?;
             return Ok(ExitCode::SUCCESS);
         }
         let mut text = String::new();
@@ -317,13 +317,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         if format == Format::Table { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) };
     // SIGINT or SIGTERM ends a streaming statement, and the script with it.
     let stop = Shutdown::default();
-    // Listening before the first statement: registered by a spawned task, the listeners
-    // waited for a runtime thread, and a signal before that ended the process.
-    let signals = {
-        let _runtime = rt.enter();
-        use tokio::signal::unix::{signal, SignalKind};
-        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
-    };
+    let signals =
+        (shell::listen(&rt, SignalKind::interrupt())?, shell::listen(&rt, SignalKind::terminate())?);
     rt.spawn(stop_on_signals(stop.clone(), signals));
     // The client only reads, so a failing statement changes nothing a later one sees: each
     // runs, its error goes to stderr, and the exit code says whether any failed.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use pageviews_core::Shutdown;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
+use tokio::signal::unix::{Signal, SignalKind};
 
 use crate::budget::format_size;
 use crate::output::Format;
@@ -30,6 +31,14 @@ The shell only reads: INSERT, COPY, CREATE and DROP are refused.
 Filter on day = 'YYYY-MM-DD' and hour = 'HH' to read only those partitions. Timestamps
 are UTC. In dead_letters, write \"partition\" and \"offset\" in double quotes: they are SQL
 keywords.";
+
+/// A listener for `kind`, registered before the statement it guards starts: one made by a
+/// spawned task registers only once a runtime thread polls it, and a busy statement can hold
+/// both threads that long, while the signal's default action still ends the process.
+pub fn listen(rt: &tokio::runtime::Runtime, kind: SignalKind) -> std::io::Result<Signal> {
+    let _runtime = rt.enter();
+    tokio::signal::unix::signal(kind)
+}
 
 /// Runs the shell until `quit` or end of input. `history` is where the history is kept
 /// between sessions (none: history lives for this session only).
@@ -77,15 +86,9 @@ pub fn run(
                 }
                 let _ = editor.add_history_entry(buffer.trim());
                 for statement in split_statements(&buffer) {
-                    // Ctrl-C while a statement runs stops it, not the shell. The listener is
-                    // made here, before the statement starts: a spawned task would register
-                    // it only once a runtime thread polls it, and a busy statement can hold
-                    // both threads that long, while SIGINT's default still ends the process.
+                    // Ctrl-C while a statement runs stops it, not the shell.
                     let stop = Shutdown::default();
-                    let mut interrupt = {
-                        let _runtime = rt.enter();
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?
-                    };
+                    let mut interrupt = listen(rt, SignalKind::interrupt())?;
                     let watcher = rt.spawn({
                         let stop = stop.clone();
                         async move {

@@ -342,7 +342,6 @@ fn restore_all(
     Ok(restorer.restore(partitions)?)
 }
 
-/// The worker's name as a member of the deployment: `<instance>[-w<k>]`.
 /// When a worker's first scheduled checkpoint comes: somewhere in the first interval, fixed
 /// by its member id. Members started together (a deployment rolled out, a group rebalanced)
 /// would otherwise checkpoint in step and race each other for the log's next version.
@@ -354,6 +353,7 @@ fn first_checkpoint(member: &str, interval: Duration) -> Duration {
     Duration::from_millis(1 + hasher.finish() % interval_ms)
 }
 
+/// The worker's name as a member of the deployment: `<instance>[-w<k>]`.
 pub(super) fn member_id(config: &PipelineConfig, worker: usize) -> String {
     if config.workers > 1 {
         format!("{}-w{worker}", config.instance_id)

@@ -41,11 +41,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(1600);
 
 /// A random wait before the append's `attempt` (from 2): up to 50 ms, doubling each time.
 pub(super) fn backoff(attempt: usize) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
     let ceiling = Duration::from_millis(50 << attempt.saturating_sub(2).min(5)).min(MAX_BACKOFF);
-    // RandomState's keys differ per instance: enough randomness to spread members apart.
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    ceiling.mul_f64((random >> 11) as f64 / (1u64 << 53) as f64)
+    crate::storage::random_up_to(ceiling)
 }
 
 /// What a commit did.

@@ -35,6 +35,7 @@ use tokio::runtime::Handle;
 pub(crate) use error::local_error;
 pub use error::StorageError;
 pub use requests::StorageRequest;
+pub(crate) use retry::random_up_to;
 pub use retry::{NoObserver, RetryPolicy, StorageObserver};
 pub use root::{open_bucket, Bucket, Location, StoreEnv};
 pub use upload::{UploadRef, MIN_PART_BYTES};

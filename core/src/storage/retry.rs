@@ -86,8 +86,6 @@ pub(crate) struct Retrier {
     generation: AtomicU64,
     in_outage: AtomicBool,
     outage: Mutex<Option<Outage>>,
-    /// Seeds the jitter.
-    rng: AtomicU64,
 }
 
 struct Outage {
@@ -103,16 +101,12 @@ impl std::fmt::Debug for Retrier {
 
 impl Retrier {
     pub(crate) fn new(policy: RetryPolicy, observer: Arc<dyn StorageObserver>) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64);
         Retrier {
             policy,
             observer,
             generation: AtomicU64::new(0),
             in_outage: AtomicBool::new(false),
             outage: Mutex::new(None),
-            rng: AtomicU64::new(seed | 1),
         }
     }
 
@@ -215,14 +209,17 @@ impl Retrier {
     /// A wait between half of `d` and `d` ("equal jitter"), so clients that failed together
     /// do not come back together.
     fn jitter(&self, d: Duration) -> Duration {
-        let mut x = self.rng.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng.store(x, Ordering::Relaxed);
         let half = d / 2;
-        half + Duration::from_nanos(x % (half.as_nanos() as u64).max(1))
+        half + random_up_to(half)
     }
+}
+
+/// A random duration from zero to `d`, for waits that must spread clients apart.
+pub(crate) fn random_up_to(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState's keys differ per instance: enough randomness to spread processes apart.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    d.mul_f64((random >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 fn humanize(d: Duration) -> String {
