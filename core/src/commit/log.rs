@@ -248,7 +248,7 @@ impl Log {
         }
     }
 
-    fn entry(
+    pub(super) fn entry(
         &self,
         claims: std::collections::BTreeMap<u32, u64>,
         tasks: Vec<TaskState>,
@@ -266,11 +266,13 @@ impl Log {
         }
     }
 
-    /// Writes `entry` create-only; false when another instance wrote that version first.
-    /// Where the store does not fence, only while this run holds the lease. Reports the
-    /// time since `started` (when this member began reading the log for the entry) once
-    /// written, and each lost race, so contention for the log's next version is seen.
-    fn append(&mut self, entry: &Entry, started: Instant) -> Result<bool, CheckpointError> {
+    /// Writes `entry` create-only; false when another instance wrote that version first,
+    /// or wrote it and a snapshot pruned it before this write ([`pruned_before`]: the view
+    /// is then that snapshot). Where the store does not fence, only while this run holds the
+    /// lease. Reports the time since `started` (when this member began reading the log for
+    /// the entry) once written, and each lost race, so contention for the next version is
+    /// seen.
+    pub(super) fn append(&mut self, entry: &Entry, started: Instant) -> Result<bool, CheckpointError> {
         if let Some(lease) = &self.lease {
             self.storage.block_on(lease.renew())?;
         }
@@ -280,6 +282,18 @@ impl Log {
         let storage = &self.storage;
         match storage.block_on(storage.put_new(&path, Bytes::from(json))) {
             Ok(()) => {
+                if let Some(snapshot) = storage.block_on(pruned_before(storage, &self.pipeline, entry))? {
+                    tracing::warn!(
+                        version = entry.version,
+                        snapshot = snapshot.version,
+                        "log version {} was written and pruned while this member waited to write it; trying again after snapshot {}",
+                        entry.version,
+                        snapshot.version
+                    );
+                    storage.observer().log_conflict();
+                    self.view = snapshot;
+                    return Ok(false);
+                }
                 storage.observer().log_appended(started.elapsed());
                 self.view.apply(entry);
                 Ok(true)
@@ -405,6 +419,38 @@ impl Log {
         };
         let state = self.view.tasks.get(&partition).cloned();
         self.storage.block_on(recover_partition(&self.storage, &at, state))
+    }
+}
+
+/// Whether the version `entry` was just created at had been written by another member and
+/// pruned before: a member that stalled between reading the log and writing it while others
+/// wrote [`SNAPSHOT_EVERY`] versions and more finds the key free again, and readers, who
+/// start from the newest snapshot, would never see its entry. Pruning version `v` takes a
+/// snapshot at `v + SNAPSHOT_EVERY` or later, and the newest snapshot is never deleted, so
+/// one listing settles the usual case; past that, the newest snapshot's writers say whether
+/// it folded this member's entry. Returns that snapshot when it did not, with the stray entry
+/// deleted unless a later run of the same member might have been the one folded.
+async fn pruned_before(
+    storage: &Storage,
+    pipeline: &str,
+    entry: &Entry,
+) -> Result<Option<View>, CheckpointError> {
+    let newest = storage.list(&snapshot_dir(pipeline)).await?.iter().filter_map(version_of).max();
+    if newest.is_none_or(|n| n < entry.version + SNAPSHOT_EVERY) {
+        return Ok(None);
+    }
+    let snapshot = match newest_snapshot(storage, pipeline).await? {
+        // A snapshot from a pageviews that kept no writers cannot tell: as before.
+        Some(s) if s.version >= entry.version + SNAPSHOT_EVERY && !s.writers.is_empty() => s,
+        _ => return Ok(None),
+    };
+    match snapshot.writers.get(&entry.member) {
+        Some(w) if w.run == entry.run && w.version >= entry.version => Ok(None),
+        Some(w) if w.run != entry.run => Ok(Some(snapshot)),
+        _ => {
+            storage.delete(&entry_path(pipeline, entry.version)).await?;
+            Ok(Some(snapshot))
+        }
     }
 }
 

@@ -142,6 +142,34 @@ fn a_commit_that_loses_the_race_for_a_version_retries_after_the_winner() {
     assert_eq!(view.totals().records_read, 12);
 }
 
+#[test]
+fn a_version_pruned_while_its_writer_stalled_is_withdrawn_and_the_entry_lands_at_the_head() {
+    let root = root();
+    let mut a = open(&root, "a", "run-a");
+    a.claim(&[0]).unwrap();
+    // a builds its next entry (version 2), then stalls while b writes 41 versions: the
+    // snapshot at 32 prunes entries up to the one at 16, so version 2 is free again.
+    let stalled = a.entry([(1, 1)].into(), Vec::new(), Vec::new());
+    assert_eq!(stalled.version, 2);
+    let mut b = open(&root, "b", "run-b");
+    b.claim(&[2]).unwrap();
+    for cp in 1..=40 {
+        b.commit(vec![task(2, 1, cp)], no_markers).unwrap();
+    }
+    let entry_2 = layout::entry_path("p", 2);
+    assert!(!root.storage.block_on(root.storage.exists(&entry_2)).unwrap(), "pruned");
+
+    assert!(!a.append(&stalled, std::time::Instant::now()).unwrap(), "a pruned version is not a's to take");
+    assert!(!root.storage.block_on(root.storage.exists(&entry_2)).unwrap(), "the stray entry is withdrawn");
+    assert_eq!(a.view().version, 32, "a goes on from the snapshot that pruned it");
+    assert_eq!(a.claim(&[1]).unwrap(), vec![(1, 1)]);
+
+    let view = View::load(&root.storage, "p").await_in(&root);
+    assert_eq!(view.version, 43, "a's claim lands after b's 41 entries");
+    assert_eq!(view.claims[&1].member, "a");
+    assert_eq!(view.tasks[&2].cp, 40);
+}
+
 /// Runs a view load on the root's runtime.
 trait AwaitIn {
     fn await_in(self, root: &Root) -> View;

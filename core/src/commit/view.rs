@@ -92,6 +92,20 @@ pub struct View {
     /// publication would leave them unwritten for good; recovery writes these again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recent_markers: BTreeMap<u64, Vec<Partition>>,
+    /// Each member's newest entry: how a member that just created a version learns from a
+    /// snapshot whether that version was its own or one pruned before it wrote (see
+    /// `Log::append`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub writers: BTreeMap<String, Writer>,
+}
+
+/// A member's newest entry in the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    /// The run that wrote it.
+    pub run: String,
+    /// Its version.
+    pub version: u64,
 }
 
 /// Versions whose markers a view keeps for recovery: two snapshot periods, far more than
@@ -124,6 +138,8 @@ impl View {
             self.recent_markers.insert(entry.version, entry.markers.clone());
         }
         self.recent_markers = self.recent_markers.split_off(&entry.version.saturating_sub(MARKERS_KEPT));
+        let writer = Writer { run: entry.run.clone(), version: entry.version };
+        self.writers.insert(entry.member.clone(), writer);
         self.version = entry.version;
     }
 
@@ -244,6 +260,7 @@ impl View {
             snapshot_version: self.version,
             recent_files: Vec::new(),
             recent_markers: self.recent_markers.clone(),
+            writers: self.writers.clone(),
         }
     }
 }
