@@ -1,7 +1,8 @@
 //! `pageviews datagen`: the built-in generator, produced to Kafka.
 //!
 //! The records are the embedded generator's (the same [`GeneratorSource`], same pacing), keyed
-//! by postcode as the original job's producer did. `--bad-ratio` swaps a deterministic share
+//! by postcode as the original job's producer did, or with no key (`--unkeyed`), spread over
+//! the partitions as a producer that keys by nothing spreads them. `--bad-ratio` swaps a deterministic share
 //! of them for malformed records, cycling through every dead-letter kind, so a test can
 //! compute exactly what the pipeline must write. The producer is idempotent: a retried send
 //! never duplicates a record.
@@ -31,6 +32,9 @@ pub struct DatagenConfig {
     pub generator: GeneratorConfig,
     /// Share of records replaced by malformed ones.
     pub bad_ratio: f64,
+    /// Records carry their postcode as the key (else none, and librdkafka places them at
+    /// random, in sticky batches).
+    pub keyed: bool,
     /// librdkafka properties from `--kafka-option`, applied over ours.
     pub options: Vec<(String, String)>,
 }
@@ -126,7 +130,8 @@ pub fn run_datagen(
         .set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
         // Kafka's Java partitioner for keyed records, which is also how the pipeline routes a
-        // postcode to the partition that counts it: a datagen topic needs no record moved.
+        // postcode to the partition that counts it: a keyed datagen topic needs no record
+        // moved. Records without a key go to a random partition.
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
@@ -165,8 +170,8 @@ pub fn run_datagen(
             } else {
                 payload.extend_from_slice(batch.payload(rec));
             }
-            let key = config.generator.key_of(seq);
-            let mut record = BaseRecord::to(&config.topic).key(key).payload(payload.as_slice());
+            let key = config.keyed.then(|| config.generator.key_of(seq));
+            let mut record = BaseRecord { key, ..BaseRecord::to(&config.topic).payload(payload.as_slice()) };
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

@@ -93,6 +93,7 @@ fn every_dashboard_query_returns_data_and_no_alert_fires() {
                 partitions: 3,
                 generator: stream(3, 300),
                 bad_ratio: 0.005,
+                keyed: true,
                 options: Vec::new(),
             },
             stop_datagen.clone(),

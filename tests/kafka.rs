@@ -208,6 +208,30 @@ fn a_topic_deleted_and_created_again_is_refused_until_told_where_to_read() {
 }
 
 #[test]
+fn datagen_unkeyed_spreads_each_postcode_over_the_partitions_and_produces_the_same_records() {
+    let topic = unique("unkeyed");
+    let out = bin()
+        .args(["datagen", "--brokers", broker(), "--topic", &topic, "--partitions", "3", "--unkeyed"])
+        .args(["--rate", "0", "--count", "3000", "--seed", "5", "--max-late-ms", "8000"])
+        .args(["--start-time", "2020-01-01 00:00:00"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let by_partition = read_topic(&topic);
+    // Keyed by postcode, each postcode would be in exactly one partition.
+    let postcode = |r: &Vec<u8>| serde_json::from_slice::<serde_json::Value>(r).unwrap()["postcode"].clone();
+    let sets: Vec<std::collections::BTreeSet<String>> =
+        by_partition.values().map(|rs| rs.iter().map(|r| postcode(r).to_string()).collect()).collect();
+    let spread = sets[0].intersection(&sets[1]).chain(sets[1].intersection(&sets[2])).count();
+    assert!(spread > 0, "some postcode is in two partitions: {sets:?}");
+    let mut got: Vec<Vec<u8>> = by_partition.into_values().flatten().collect();
+    let mut want = stream_records(&generator(5, "2020-01-01 00:00:00", 3000), 0.0);
+    got.sort();
+    want.sort();
+    assert!(got == want, "the same 3000 records as the keyed stream");
+}
+
+#[test]
 fn datagen_reports_a_generator_that_cannot_go_on_after_flushing_what_it_produced() {
     let topic = unique("range");
     // Stamps pass 9999-12-31 23:59:59.999 after 2000 records: datagen must say so and fail,

@@ -142,6 +142,13 @@ pub struct DatagenArgs {
     #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
     pub(crate) bad_ratio: f64,
 
+    /// Produce records without a key, spread over the partitions at random (in sticky
+    /// batches), as a producer that does not key by postcode does. The pipeline then moves
+    /// each event to the partition that counts its postcode, through its exchange topic; with
+    /// datagen's 20 postcodes, this is also how every partition of a large topic gets events.
+    #[arg(long)]
+    pub(crate) unkeyed: bool,
+
     /// A librdkafka property for the producer, e.g. compression.type=lz4; repeatable, and
     /// applied over datagen's own settings.
     #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE")]
@@ -163,6 +170,7 @@ impl DatagenArgs {
             partitions: self.partitions,
             generator: self.generator.config()?,
             bad_ratio: self.bad_ratio,
+            keyed: !self.unkeyed,
             options: self.kafka_options,
         })
     }

@@ -75,18 +75,10 @@ pub fn produce_in_background(
     std::thread::spawn(move || produce(&topic, generator, bad_ratio))
 }
 
-/// Produces the stream with datagen's own code (the topic gets 3 partitions when created).
+/// Produces the stream with datagen's own code, keyed by postcode (the topic gets 3
+/// partitions when created).
 pub fn produce_to(brokers: &str, topic: &str, generator: GeneratorConfig, bad_ratio: f64) {
-    let config = DatagenConfig {
-        brokers: brokers.to_string(),
-        topic: topic.to_string(),
-        partitions: 3,
-        generator,
-        bad_ratio,
-        options: Vec::new(),
-    };
-    let summary = run_datagen(&config, &Shutdown::default(), false).expect("datagen");
-    assert_eq!(summary.failed, 0);
+    datagen(brokers, topic, generator, bad_ratio, true);
 }
 
 /// Creates a topic with Kafka's own kafka-topics tool.
@@ -214,9 +206,9 @@ pub fn read_topic(topic: &str) -> BTreeMap<u32, Vec<Vec<u8>>> {
     out
 }
 
-/// Produces datagen's records of `stream` without keys and without choosing partitions:
-/// librdkafka's default partitioner places them (at random, in sticky batches), as `kcat -P`
-/// does. Paced at `stream.rate` records/s when it is set.
+/// Produces datagen's records of `stream` without keys (`pageviews datagen --unkeyed`):
+/// librdkafka places them at random, in sticky batches, as `kcat -P` does. Paced at
+/// `stream.rate` records/s when it is set.
 pub fn produce_unkeyed(topic: &str, stream: &GeneratorConfig, bad_ratio: f64) {
     produce_unkeyed_to(broker(), topic, stream, bad_ratio);
 }
@@ -224,48 +216,24 @@ pub fn produce_unkeyed(topic: &str, stream: &GeneratorConfig, bad_ratio: f64) {
 /// [`produce_unkeyed`] to the broker at `brokers`; a missing topic is created with 3
 /// partitions, as datagen creates one.
 pub fn produce_unkeyed_to(brokers: &str, topic: &str, stream: &GeneratorConfig, bad_ratio: f64) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let new = NewTopic::new(topic, 3, TopicReplication::Fixed(1));
-    let created = block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap();
-    for result in created {
-        if let Err((name, code)) = result {
-            assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "creating {name}");
-        }
-    }
-    // Idempotent: a retried batch must not land after the next one, since the references
-    // judge each partition's records in offset order.
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let mut line = Vec::new();
-    for seq in 0..stream.count.unwrap() {
-        line.clear();
-        datagen_record(stream, bad_ratio, seq, &mut line);
-        let mut record = BaseRecord::<(), _>::to(topic).payload(&line);
-        while let Err((e, back)) = producer.send(record) {
-            assert!(matches!(e, rdkafka::error::KafkaError::MessageProduction(_)), "{e}");
-            producer.poll(Duration::from_millis(10));
-            record = back;
-        }
-        if let Some(due) = (seq * 1_000_000).checked_div(stream.rate) {
-            if let Some(wait) = Duration::from_micros(due).checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    datagen(brokers, topic, stream.clone(), bad_ratio, false);
 }
 
-/// Runs a future to completion on a small runtime of its own.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+/// Runs datagen's own code to the end of `generator`'s stream; the topic gets 3 partitions
+/// when created. Its producer is idempotent, so a retried batch never lands after the next
+/// one (the references judge each partition's records in offset order).
+fn datagen(brokers: &str, topic: &str, generator: GeneratorConfig, bad_ratio: f64, keyed: bool) {
+    let config = DatagenConfig {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        partitions: 3,
+        generator,
+        bad_ratio,
+        keyed,
+        options: Vec::new(),
+    };
+    let summary = run_datagen(&config, &Shutdown::default(), false).expect("datagen");
+    assert_eq!(summary.failed, 0);
 }
 
 /// The records of `stream` in production order (datagen's, malformed ones included).
