@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::source::Source;
 
 /// How long a checkpoint waits for the exchange topic to take what was forwarded before it
-/// is put off.
+/// is put off (doubled for each one put off in a row, to 8 s).
 const EXCHANGE_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a checkpoint is taken, which decides what closes and how long it may wait.

@@ -155,13 +155,19 @@ impl Forwarding {
             })
             .map(|t| (t.partition, t.time.clone()))
             .collect();
+        if let Forwarding::Exchange(exchange) = self {
+            // One record per counting partition with every source that has news for it.
+            for q in 0..counting {
+                let sources: Vec<(u32, &PartitionTime)> =
+                    due.iter().filter(|(source, _)| *source != q).map(|(s, t)| (*s, t)).collect();
+                if !sources.is_empty() {
+                    exchange.progress(q, sources.into_iter())?;
+                }
+            }
+        }
         for (source, time) in due {
             match self {
-                Forwarding::Exchange(exchange) => {
-                    for q in (0..counting).filter(|q| *q != source) {
-                        exchange.progress(q, source, &time)?;
-                    }
-                }
+                Forwarding::Exchange(_) => {}
                 Forwarding::Local | Forwarding::Relay(_) => {
                     let mut relayed = false;
                     for q in (0..counting).filter(|q| *q != source) {
@@ -189,8 +195,9 @@ impl Forwarding {
     /// Before a checkpoint: every source tells every counting partition how far it has
     /// come, and everything forwarded is where the counting side finds it, so no position
     /// committed next is ahead of what was forwarded. Returns whether that is so, waiting at
-    /// most `wait` for the exchange (`None`: until `stop`'s grace passes, for the last
-    /// checkpoint of a run). A relaying worker waits until the counting worker committed
+    /// most `wait` for the exchange, longer after checkpoints put off in a row
+    /// (`Exchange::settled`; `None`: until `stop`'s grace passes, for the last checkpoint of
+    /// a run). A relaying worker waits until the counting worker committed
     /// what it relayed.
     pub(crate) fn settle(
         &mut self,
@@ -214,7 +221,7 @@ impl Forwarding {
                 self.announce(tasks, now_ms, true)?;
                 let Forwarding::Exchange(exchange) = self else { return Ok(true) };
                 Ok(match wait {
-                    Some(wait) => exchange.flushed(wait)?,
+                    Some(wait) => exchange.settled(wait)?,
                     None => {
                         exchange.flush(stop)?;
                         true

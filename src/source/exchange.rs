@@ -13,7 +13,9 @@
 //!
 //! Progress markers travel the same way: at each checkpoint a source tells every counting
 //! partition it forwards to how far its event time has come, so their watermarks can pass
-//! even when it has nothing more for them.
+//! even when it has nothing more for them. One marker record carries every source of the
+//! worker that has news, so an interval takes workers × counting partitions of them, not
+//! source partitions × counting partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,7 +39,11 @@ use crate::Shutdown;
 const FLUSH_SLICE: Duration = Duration::from_secs(5);
 
 const RECORD: u8 = b'R';
+/// One source's progress (written by pageviews before markers were batched; still read).
 const PROGRESS: u8 = b'P';
+/// Several sources' progress: a count, then per source its number, the length of its
+/// encoded time and the time.
+const PROGRESS_BATCH: u8 = b'Q';
 const HEADER: usize = 1 + 4 + 8;
 
 /// The exchange topic of a pipeline: unique to its creation, so that a new pipeline with the
@@ -77,7 +83,7 @@ pub enum Item {
 
 /// Which kind of record a refused payload was: 1 for a progress marker, 0 for an event.
 fn kind(payload: &[u8]) -> usize {
-    usize::from(payload.first() == Some(&PROGRESS))
+    usize::from(matches!(payload.first(), Some(&PROGRESS | &PROGRESS_BATCH)))
 }
 
 /// One instance's end of the exchange: a producer for what its sources forward, and a
@@ -99,6 +105,9 @@ pub struct Exchange {
     assigned: BTreeSet<u32>,
     /// Events were forwarded since the last flush that found everything delivered.
     unflushed: bool,
+    /// Checkpoints put off in a row because the exchange did not take what was forwarded in
+    /// time ([`Exchange::settled`]).
+    put_off: u32,
     scratch: Vec<u8>,
 }
 
@@ -130,6 +139,7 @@ impl Exchange {
             hosted: BTreeMap::new(),
             assigned: BTreeSet::new(),
             unflushed: false,
+            put_off: 0,
             scratch: Vec::with_capacity(1024),
         })
     }
@@ -152,17 +162,14 @@ impl Exchange {
         self.send(counting, Some(key))
     }
 
-    /// Tells counting partition `counting` how far `source` has come.
-    pub(crate) fn progress(
+    /// Tells counting partition `counting` how far each of `sources` has come, in one record.
+    pub(crate) fn progress<'a>(
         &mut self,
         counting: u32,
-        source: u32,
-        time: &PartitionTime,
+        sources: impl ExactSizeIterator<Item = (u32, &'a PartitionTime)>,
     ) -> Result<(), SourceError> {
         self.scratch.clear();
-        self.scratch.push(PROGRESS);
-        self.scratch.extend_from_slice(&source.to_be_bytes());
-        encode_time(time, &mut self.scratch);
+        encode_progress(sources, &mut self.scratch);
         self.send(counting, None)
     }
 
@@ -204,6 +211,16 @@ impl Exchange {
             return Err(SourceError::Exchange { topic: self.topic.clone(), failed });
         }
         Ok(true)
+    }
+
+    /// [`Exchange::flushed`] for a checkpoint that is put off when it is `false`: each one
+    /// in a row that was put off waits twice as long, up to 8 × `wait`. A broker that
+    /// answers, but slower than `wait` (one serving 64 members on two cores took seconds),
+    /// would otherwise put off every checkpoint for as long as it stays slow.
+    pub(crate) fn settled(&mut self, wait: Duration) -> Result<bool, SourceError> {
+        let settled = self.flushed(settle_wait(wait, self.put_off))?;
+        self.put_off = if settled { 0 } else { self.put_off + 1 };
+        Ok(settled)
     }
 
     /// Waits until everything forwarded so far is in the topic, however long the broker is
@@ -283,9 +300,8 @@ impl Exchange {
                     let offset = msg.offset();
                     // A paused partition's records already on their way are not hosted ones.
                     let Some(next) = self.hosted.get_mut(&counting) else { continue };
-                    if let Some(item) = decode(counting, offset, msg.payload().unwrap_or_default()) {
+                    if decode(counting, offset, msg.payload().unwrap_or_default(), out).is_some() {
                         *next = Some(offset + 1);
-                        out.push(item);
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -328,16 +344,53 @@ fn open_consumer(config: &KafkaConfig) -> Result<BaseConsumer, SourceError> {
         .map_err(|e| kafka_error(config, "create the exchange consumer", e))
 }
 
-fn decode(counting: u32, offset: i64, value: &[u8]) -> Option<Item> {
+/// Appends the items of one exchange record to `out`; `None` (and nothing appended) for a
+/// record that is not one of ours.
+fn decode(counting: u32, offset: i64, value: &[u8], out: &mut Vec<Item>) -> Option<()> {
     let (&kind, rest) = value.split_first()?;
-    let source = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let number = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
     match kind {
         RECORD => {
             let ordinal = u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
-            Some(Item::Record { counting, offset, source, ordinal, payload: value.get(HEADER..)?.to_vec() })
+            let payload = value.get(HEADER..)?.to_vec();
+            out.push(Item::Record { counting, offset, source: number, ordinal, payload });
         }
-        PROGRESS => Some(Item::Progress { counting, offset, source, time: decode_time(rest.get(4..)?)? }),
-        _ => None,
+        PROGRESS => {
+            out.push(Item::Progress { counting, offset, source: number, time: decode_time(rest.get(4..)?)? });
+        }
+        PROGRESS_BATCH => {
+            let mut items = Vec::with_capacity(number as usize);
+            let mut rest = rest.get(4..)?;
+            for _ in 0..number {
+                let source = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+                let len = usize::from(*rest.get(4)?);
+                let time = decode_time(rest.get(5..5 + len)?)?;
+                items.push(Item::Progress { counting, offset, source, time });
+                rest = &rest[5 + len..];
+            }
+            out.extend(items);
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// How long a checkpoint waits for the exchange after `put_off` checkpoints in a row were
+/// put off.
+fn settle_wait(wait: Duration, put_off: u32) -> Duration {
+    wait * (1 << put_off.min(3))
+}
+
+/// A marker record of `sources`' progress.
+fn encode_progress<'a>(sources: impl ExactSizeIterator<Item = (u32, &'a PartitionTime)>, out: &mut Vec<u8>) {
+    out.push(PROGRESS_BATCH);
+    out.extend_from_slice(&(sources.len() as u32).to_be_bytes());
+    for (source, time) in sources {
+        out.extend_from_slice(&source.to_be_bytes());
+        let at = out.len();
+        out.push(0);
+        encode_time(time, out);
+        out[at] = (out.len() - at - 1) as u8;
     }
 }
 
@@ -377,17 +430,61 @@ mod tests {
         v.extend_from_slice(&7u32.to_be_bytes());
         v.extend_from_slice(&42u64.to_be_bytes());
         v.extend_from_slice(b"{}");
+        let read = |counting, offset, value: &[u8]| {
+            let mut out = Vec::new();
+            decode(counting, offset, value, &mut out).map(|()| out)
+        };
         assert_eq!(
-            decode(2, 9, &v),
-            Some(Item::Record { counting: 2, offset: 9, source: 7, ordinal: 42, payload: b"{}".to_vec() })
+            read(2, 9, &v),
+            Some(vec![Item::Record {
+                counting: 2,
+                offset: 9,
+                source: 7,
+                ordinal: 42,
+                payload: b"{}".to_vec()
+            }])
         );
         let mut p = vec![PROGRESS];
         p.extend_from_slice(&3u32.to_be_bytes());
         p.extend_from_slice(&i64::MIN.to_be_bytes());
         p.push(1);
         let time = PartitionTime { finished: true, ..PartitionTime::default() };
-        assert_eq!(decode(0, 1, &p), Some(Item::Progress { counting: 0, offset: 1, source: 3, time }));
-        assert_eq!(decode(0, 1, b"X"), None);
+        assert_eq!(read(0, 1, &p), Some(vec![Item::Progress { counting: 0, offset: 1, source: 3, time }]));
+        assert_eq!(read(0, 1, b"X"), None);
+    }
+
+    #[test]
+    fn a_checkpoint_put_off_in_a_row_waits_longer_up_to_eight_times() {
+        let waits: Vec<u64> = (0..6).map(|n| settle_wait(Duration::from_secs(1), n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
+    }
+
+    #[test]
+    fn one_marker_record_carries_every_source_it_was_given() {
+        let times = [
+            (4, PartitionTime::default()),
+            (9, PartitionTime { max_event_ms: Some(7), first_event_ms: Some(3), finished: true, idle: true }),
+            (11, PartitionTime { max_event_ms: Some(-5), idle: true, ..PartitionTime::default() }),
+        ];
+        let mut record = Vec::new();
+        encode_progress(times.iter().map(|(s, t)| (*s, t)), &mut record);
+        let mut out = Vec::new();
+        assert_eq!(decode(5, 8, &record, &mut out), Some(()));
+        let want: Vec<Item> = times
+            .iter()
+            .map(|(source, time)| Item::Progress {
+                counting: 5,
+                offset: 8,
+                source: *source,
+                time: time.clone(),
+            })
+            .collect();
+        assert_eq!(out, want);
+        // Cut short, it is nobody's: nothing of it is taken.
+        let mut out = Vec::new();
+        assert_eq!(decode(5, 8, &record[..record.len() - 1], &mut out), None);
+        assert!(out.is_empty());
+        assert_eq!(kind(&record), 1, "a batch is a marker");
     }
 
     #[test]
