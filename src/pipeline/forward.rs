@@ -155,33 +155,32 @@ impl Forwarding {
             })
             .map(|t| (t.partition, t.time.clone()))
             .collect();
-        if let Forwarding::Exchange(exchange) = self {
-            // One record per counting partition with every source that has news for it.
-            for q in 0..counting {
-                let sources: Vec<(u32, &PartitionTime)> =
-                    due.iter().filter(|(source, _)| *source != q).map(|(s, t)| (*s, t)).collect();
-                if !sources.is_empty() {
-                    exchange.progress(q, sources.into_iter())?;
+        match self {
+            Forwarding::Exchange(exchange) => {
+                // One record per counting partition, with every source that has news for it.
+                for q in 0..counting {
+                    if due.iter().any(|(source, _)| *source != q) {
+                        exchange.progress(q, due.iter().filter(|(source, _)| *source != q))?;
+                    }
                 }
             }
-        }
-        for (source, time) in due {
-            match self {
-                Forwarding::Exchange(_) => {}
-                Forwarding::Local | Forwarding::Relay(_) => {
+            Forwarding::Local | Forwarding::Relay(_) => {
+                for (source, time) in &due {
                     let mut relayed = false;
-                    for q in (0..counting).filter(|q| *q != source) {
+                    for q in (0..counting).filter(|q| q != source) {
                         if let Some(counter) = tasks.get_mut(q) {
-                            counter.declare(source, &time, now_ms)?;
+                            counter.declare(*source, time, now_ms)?;
                         } else if let Forwarding::Relay(relay) = self {
                             if !relayed {
-                                relay.progress(source, &time);
+                                relay.progress(*source, time);
                                 relayed = true;
                             }
                         }
                     }
                 }
             }
+        }
+        for (source, time) in due {
             if let Some(task) = tasks.get_mut(source) {
                 task.announced = Some(time);
             }

@@ -166,7 +166,7 @@ impl Exchange {
     pub(crate) fn progress<'a>(
         &mut self,
         counting: u32,
-        sources: impl ExactSizeIterator<Item = (u32, &'a PartitionTime)>,
+        sources: impl Iterator<Item = &'a (u32, PartitionTime)>,
     ) -> Result<(), SourceError> {
         self.scratch.clear();
         encode_progress(sources, &mut self.scratch);
@@ -381,17 +381,22 @@ fn settle_wait(wait: Duration, put_off: u32) -> Duration {
     wait * (1 << put_off.min(3))
 }
 
-/// A marker record of `sources`' progress.
-fn encode_progress<'a>(sources: impl ExactSizeIterator<Item = (u32, &'a PartitionTime)>, out: &mut Vec<u8>) {
+/// A marker record of `sources`' progress; the count and each time's length are filled in
+/// once written.
+fn encode_progress<'a>(sources: impl Iterator<Item = &'a (u32, PartitionTime)>, out: &mut Vec<u8>) {
     out.push(PROGRESS_BATCH);
-    out.extend_from_slice(&(sources.len() as u32).to_be_bytes());
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_be_bytes());
+    let mut count = 0u32;
     for (source, time) in sources {
         out.extend_from_slice(&source.to_be_bytes());
         let at = out.len();
         out.push(0);
         encode_time(time, out);
         out[at] = (out.len() - at - 1) as u8;
+        count += 1;
     }
+    out[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
 }
 
 const FINISHED: u8 = 1;
@@ -467,7 +472,7 @@ mod tests {
             (11, PartitionTime { max_event_ms: Some(-5), idle: true, ..PartitionTime::default() }),
         ];
         let mut record = Vec::new();
-        encode_progress(times.iter().map(|(s, t)| (*s, t)), &mut record);
+        encode_progress(times.iter(), &mut record);
         let mut out = Vec::new();
         assert_eq!(decode(5, 8, &record, &mut out), Some(()));
         let want: Vec<Item> = times

@@ -13,19 +13,21 @@
 //!
 //! The committer of every [`SNAPSHOT_EVERY`]-th version writes a snapshot (the view) and an index
 //! segment, and deletes entries and snapshots the newer snapshot covers, so what lies under
-//! `_checkpoints` stays bounded however long the run.
+//! `_checkpoints` stays bounded however long the run. That, and the check that a version just created was
+//! not one a snapshot pruned, are in `prune`.
+
+mod prune;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::path::Path;
 
-use super::index;
-use super::layout::{entry_path, facts_path, log_dir, snapshot_dir, snapshot_path, version_of};
+use super::layout::{entry_path, facts_path};
 use super::lease::{wall_ms, Lease};
 use super::recover::{publish, publish_markers, recover_partition, Sealing};
 use super::state::{Entry, Facts, TaskState, LOG_VERSION};
-use super::view::{newest_snapshot, View};
+use super::view::View;
 use super::CheckpointError;
 use crate::storage::{Storage, StorageError};
 use crate::table::Partition;
@@ -267,7 +269,7 @@ impl Log {
     }
 
     /// Writes `entry` create-only; false when another instance wrote that version first,
-    /// or wrote it and a snapshot pruned it before this write ([`pruned_before`]: the view
+    /// or wrote it and a snapshot pruned it before this write ([`prune::pruned_before`]: the view
     /// is then that snapshot). Where the store does not fence, only while this run holds the
     /// lease. Reports the time since `started` (when this member began reading the log for
     /// the entry) once written, and each lost race, so contention for the next version is
@@ -282,7 +284,9 @@ impl Log {
         let storage = &self.storage;
         match storage.block_on(storage.put_new(&path, Bytes::from(json))) {
             Ok(()) => {
-                if let Some(snapshot) = storage.block_on(pruned_before(storage, &self.pipeline, entry))? {
+                if let Some(snapshot) =
+                    storage.block_on(prune::pruned_before(storage, &self.pipeline, entry))?
+                {
                     tracing::warn!(
                         version = entry.version,
                         snapshot = snapshot.version,
@@ -308,71 +312,6 @@ impl Log {
 
     fn contended(&self) -> CheckpointError {
         CheckpointError::Contended { pipeline: self.pipeline.clone(), attempts: MAX_ATTEMPTS }
-    }
-
-    /// Writes the view as a snapshot with a new index segment, then deletes what it covers:
-    /// entries up to the previous snapshot, older snapshots, merged index segments.
-    ///
-    /// Several members share the log, each snapshotting now and then, so the previous
-    /// snapshot is the newest in the store, not this member's own: its segments are the base
-    /// of the new one. Deletion spares every segment a remaining snapshot names, and every
-    /// segment newer than this snapshot (another member's, about to be named).
-    fn snapshot(&mut self) -> Result<(), CheckpointError> {
-        let (storage, pipeline) = (&self.storage, self.pipeline.as_str());
-        let view = &self.view;
-        storage
-            .block_on(async {
-                let (mut previous, mut base) = (view.snapshot_version, view.index.clone());
-                if let Some(newest) = newest_snapshot(storage, pipeline).await? {
-                    if newest.version >= view.version {
-                        return Ok(None);
-                    }
-                    if newest.version > previous {
-                        (previous, base) = (newest.version, newest.index);
-                    }
-                }
-                // The recent files go back to this member's own last snapshot, at or before
-                // `previous`: a superset of what the segment needs, and readers dedupe.
-                let segments = index::append_segment(
-                    storage,
-                    pipeline,
-                    &base,
-                    previous + 1,
-                    view.version,
-                    &view.recent_files,
-                )
-                .await?;
-                let snapshot = view.to_snapshot(segments.clone());
-                let json = serde_json::to_vec(&snapshot).map_err(|e| CheckpointError::Corrupt {
-                    path: snapshot_path(pipeline, view.version).to_string(),
-                    reason: e.to_string(),
-                })?;
-                storage.put(&snapshot_path(pipeline, view.version), Bytes::from(json)).await?;
-                // Readers that started from the previous snapshot may still need its entries for a
-                // moment; entries it covers (up to `previous`) are no longer needed by anyone.
-                for path in storage.list(&log_dir(pipeline)).await? {
-                    if version_of(&path).is_some_and(|v| v <= previous) {
-                        storage.delete(&path).await?;
-                    }
-                }
-                let mut keep = segments.clone();
-                for path in storage.list(&snapshot_dir(pipeline)).await? {
-                    match version_of(&path) {
-                        Some(v) if v < previous => storage.delete(&path).await?,
-                        Some(_) => keep.extend(snapshot_segments(storage, &path).await?),
-                        None => {}
-                    }
-                }
-                index::prune_segments(storage, pipeline, &keep, view.version).await?;
-                Ok::<_, CheckpointError>(Some(snapshot))
-            })
-            .map(|snapshot| {
-                if let Some(snapshot) = snapshot {
-                    self.view.index = snapshot.index;
-                    self.view.snapshot_version = snapshot.version;
-                    self.view.recent_files.clear();
-                }
-            })
     }
 
     /// On a store that does not fence: refuses to run beside another live instance, and
@@ -422,38 +361,6 @@ impl Log {
     }
 }
 
-/// Whether the version `entry` was just created at had been written by another member and
-/// pruned before: a member that stalled between reading the log and writing it while others
-/// wrote [`SNAPSHOT_EVERY`] versions and more finds the key free again, and readers, who
-/// start from the newest snapshot, would never see its entry. Pruning version `v` takes a
-/// snapshot at `v + SNAPSHOT_EVERY` or later, and the newest snapshot is never deleted, so
-/// one listing settles the usual case; past that, the newest snapshot's writers say whether
-/// it folded this member's entry. Returns that snapshot when it did not, with the stray entry
-/// deleted unless a later run of the same member might have been the one folded.
-async fn pruned_before(
-    storage: &Storage,
-    pipeline: &str,
-    entry: &Entry,
-) -> Result<Option<View>, CheckpointError> {
-    let newest = storage.list(&snapshot_dir(pipeline)).await?.iter().filter_map(version_of).max();
-    if newest.is_none_or(|n| n < entry.version + SNAPSHOT_EVERY) {
-        return Ok(None);
-    }
-    let snapshot = match newest_snapshot(storage, pipeline).await? {
-        // A snapshot from a pageviews that kept no writers cannot tell: as before.
-        Some(s) if s.version >= entry.version + SNAPSHOT_EVERY && !s.writers.is_empty() => s,
-        _ => return Ok(None),
-    };
-    match snapshot.writers.get(&entry.member) {
-        Some(w) if w.run == entry.run && w.version >= entry.version => Ok(None),
-        Some(w) if w.run != entry.run => Ok(Some(snapshot)),
-        _ => {
-            storage.delete(&entry_path(pipeline, entry.version)).await?;
-            Ok(Some(snapshot))
-        }
-    }
-}
-
 /// Reads the facts file, or creates it. Reading first matters on a store that does not
 /// fence (s3rver), where a create-only put of an existing key replaces it: a second
 /// instance must learn the pipeline's facts, not overwrite them, before its lease is refused.
@@ -500,19 +407,4 @@ async fn probe_fencing(storage: &Storage, pipeline: &str, run: &str) -> Result<b
 
 fn now_text() -> String {
     crate::time::format_timestamp(wall_ms())
-}
-
-/// The index segments a snapshot names; none when it was pruned meanwhile.
-async fn snapshot_segments(storage: &Storage, path: &Path) -> Result<Vec<String>, CheckpointError> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        index: Vec<String>,
-    }
-    match storage.get(path).await {
-        Ok(bytes) => serde_json::from_slice::<Named>(&bytes)
-            .map(|n| n.index)
-            .map_err(|e| CheckpointError::Corrupt { path: path.to_string(), reason: e.to_string() }),
-        Err(e) if e.is_not_found() => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
-    }
 }
