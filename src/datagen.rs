@@ -32,8 +32,8 @@ pub struct DatagenConfig {
     pub generator: GeneratorConfig,
     /// Share of records replaced by malformed ones.
     pub bad_ratio: f64,
-    /// Records carry their postcode as the key (else none, and librdkafka places them at
-    /// random, in sticky batches).
+    /// Records carry their postcode as the key (else none, and each goes to a random
+    /// partition).
     pub keyed: bool,
     /// librdkafka properties from `--kafka-option`, applied over ours.
     pub options: Vec<(String, String)>,
@@ -136,6 +136,11 @@ pub fn run_datagen(
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
         .set("client.id", "pageviews-datagen");
+    if !config.keyed {
+        // Each record to a random partition: librdkafka's sticky default sends everything
+        // produced within 10 ms to one, so a fast backlog could land in a single partition.
+        client.set("sticky.partitioning.linger.ms", "0");
+    }
     let producer: ThreadedProducer<DeliveryContext> = with_options(client, &config.options)
         .create_with_context(DeliveryContext(deliveries.clone()))
         .map_err(|e| kafka("create the producer", e))?;

@@ -142,10 +142,10 @@ pub struct DatagenArgs {
     #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
     pub(crate) bad_ratio: f64,
 
-    /// Produce records without a key, spread over the partitions at random (in sticky
-    /// batches), as a producer that does not key by postcode does. The pipeline then moves
-    /// each event to the partition that counts its postcode, through its exchange topic; with
-    /// datagen's 20 postcodes, this is also how every partition of a large topic gets events.
+    /// Produce records without a key, each to a random partition, as a producer that does
+    /// not key by postcode spreads them. The pipeline then moves each event to the partition
+    /// that counts its postcode, through its exchange topic; with datagen's 20 postcodes,
+    /// this is also how every partition of a large topic gets events.
     #[arg(long)]
     pub(crate) unkeyed: bool,
 

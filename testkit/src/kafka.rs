@@ -206,9 +206,8 @@ pub fn read_topic(topic: &str) -> BTreeMap<u32, Vec<Vec<u8>>> {
     out
 }
 
-/// Produces datagen's records of `stream` without keys (`pageviews datagen --unkeyed`):
-/// librdkafka places them at random, in sticky batches, as `kcat -P` does. Paced at
-/// `stream.rate` records/s when it is set.
+/// Produces datagen's records of `stream` without keys (`pageviews datagen --unkeyed`): each
+/// goes to a random partition. Paced at `stream.rate` records/s when it is set.
 pub fn produce_unkeyed(topic: &str, stream: &GeneratorConfig, bad_ratio: f64) {
     produce_unkeyed_to(broker(), topic, stream, bad_ratio);
 }
