@@ -39,6 +39,14 @@ pub(super) fn counting_partition(postcode: &str, counting_partitions: u32) -> u3
 }
 
 impl Forwarding {
+    /// What has Kafka clients to close, each apart (see `Pipeline::close`).
+    pub(super) fn into_clients(self) -> Vec<Box<dyn Send>> {
+        match self {
+            Forwarding::Exchange(exchange) => exchange.into_clients().into(),
+            other => vec![Box::new(other)],
+        }
+    }
+
     /// Hands an on-time event of `source` at `ordinal` to counting partition `q`, which is
     /// not `source`'s own.
     #[inline]

@@ -376,23 +376,35 @@ impl Pipeline {
         self.reporter.stopped();
     }
 
-    /// Drops the worker, its source first, giving the source [`CLOSE_GRACE`] to close:
-    /// everything read is committed by now, and closing a Kafka consumer waits on librdkafka,
-    /// which can wait forever (its group thread gone without answering a call the rebalance
-    /// callback made; 5 of 64 members hung so at exit), and that must not keep the process
-    /// from exiting.
+    /// Drops the worker, giving its Kafka clients (the source's, the exchange's) [`CLOSE_GRACE`]
+    /// to close, side by side: everything read is committed by now; closing one waits on
+    /// librdkafka (100 ms or more each, in rust-rdkafka's polling), which can wait forever (its
+    /// group thread gone without answering a call the rebalance callback made; 5 of 64
+    /// members hung so at exit), and that must not keep the process from exiting.
     pub(crate) fn close(self) {
-        let Pipeline { source, .. } = self;
+        let Pipeline { source, forwarding, .. } = self;
         let (closed, done) = std::sync::mpsc::channel();
-        let closing = std::thread::Builder::new().name("pageviews-close".into()).spawn(move || {
-            drop(source);
-            let _ = closed.send(());
-        });
-        if closing.is_ok() && done.recv_timeout(CLOSE_GRACE).is_err() {
-            tracing::warn!(
-                grace = ?CLOSE_GRACE,
-                "the source did not close in time; going on without it (everything read is committed)"
-            );
+        let mut clients = forwarding.into_clients();
+        clients.push(Box::new(source));
+        let closing: Vec<_> = clients
+            .into_iter()
+            .map(|client| {
+                let closed = closed.clone();
+                std::thread::Builder::new().name("pageviews-close".into()).spawn(move || {
+                    drop(client);
+                    let _ = closed.send(());
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + CLOSE_GRACE;
+        for _ in closing.iter().filter(|spawned| spawned.is_ok()) {
+            if done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
+                tracing::warn!(
+                    grace = ?CLOSE_GRACE,
+                    "the Kafka clients did not close in time; going on without them (everything read is committed)"
+                );
+                break;
+            }
         }
     }
 

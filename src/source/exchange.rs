@@ -144,6 +144,12 @@ impl Exchange {
         })
     }
 
+    /// The producer and the consumer apart, to be closed side by side: closing either waits
+    /// on librdkafka (rust-rdkafka polls 100 ms at a time).
+    pub fn into_clients(self) -> [Box<dyn Send>; 2] {
+        [Box::new(self.producer), Box::new(self.consumer)]
+    }
+
     /// Forwards one event read from `source` at `ordinal` to counting partition `counting`.
     pub fn forward(
         &mut self,

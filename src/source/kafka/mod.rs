@@ -12,7 +12,8 @@
 //! librdkafka allows the unassign call after the rebalance callback, within the session
 //! timeout.
 //!
-//! The consumer is polled from the pipeline thread, so there is no hand-off queue: a
+//! The consumer is polled from the pipeline thread, and records are taken a batch at a time
+//! from the source's own queue (`fetch.rs`), so there is no hand-off between threads: a
 //! record is in the batch, then in a table file, then committed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,11 +23,12 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 use tracing::{info, warn};
 
 mod client;
+mod end;
+mod fetch;
 mod group;
 mod offsets;
 mod rebalance;
@@ -36,6 +38,7 @@ use client::METADATA_TIMEOUT;
 pub(crate) use client::{ensure_topic, Deliveries, DeliveryContext};
 pub(super) use client::{kafka_error, prefetch_bounds};
 pub use client::{partition_count, with_options, KafkaConfig};
+use fetch::{FetchQueue, Item};
 pub use offsets::OffsetReset;
 use rebalance::{Context, Membership, Shared};
 
@@ -45,6 +48,8 @@ use crate::metrics::{Metrics, PartitionLabel};
 /// A Kafka topic as a [`Source`]: the partitions this member is assigned.
 pub struct KafkaSource {
     consumer: BaseConsumer<Context>,
+    /// Where the assigned partitions' records arrive (`fetch.rs`).
+    fetch: Arc<FetchQueue>,
     config: KafkaConfig,
     shared: Arc<Mutex<Shared>>,
     /// `--until-end`: the end offset per partition seen at start (`None` until fetched).
@@ -93,7 +98,9 @@ impl KafkaSource {
         metrics: Arc<Metrics>,
     ) -> Result<Self, SourceError> {
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let fetch = Arc::new(FetchQueue::default());
         let context = Context {
+            fetch: fetch.clone(),
             topic: config.topic.clone(),
             shared: shared.clone(),
             metrics: metrics.clone(),
@@ -132,13 +139,25 @@ impl KafkaSource {
             .set("topic.metadata.refresh.interval.ms", "5000")
             .set("client.id", "pageviews");
         prefetch_bounds(&mut client);
-        let consumer: BaseConsumer<Context> = with_options(client, &config.options)
+        let mut consumer: BaseConsumer<Context> = with_options(client, &config.options)
             .create_with_context(context)
             .map_err(|e| kafka_error(&config, "create the consumer", e))?;
-        consumer.subscribe(&[&config.topic]).map_err(|e| kafka_error(&config, "subscribe", e))?;
+        if !fetch.open(consumer.client().native_ptr()) {
+            let e = KafkaError::ClientCreation("librdkafka made no queue".into());
+            return Err(kafka_error(&config, "create the fetch queue", e));
+        }
+        // Rebalances and errors arrive on the consumer queue while the source waits on its
+        // own: they end the wait.
+        let waker = fetch.clone();
+        consumer.set_nonempty_callback(move || waker.wake());
+        if let Err(e) = consumer.subscribe(&[&config.topic]) {
+            fetch.close(&config.topic);
+            return Err(kafka_error(&config, "subscribe", e));
+        }
         info!(brokers = %config.brokers, topic = %config.topic, group = %config.group, "consuming from Kafka");
         Ok(KafkaSource {
             consumer,
+            fetch,
             config,
             shared,
             targets: None,
@@ -164,83 +183,6 @@ impl KafkaSource {
         self
     }
 
-    /// `--until-end`: the end offsets at start, and where each partition starts.
-    fn fetch_targets(&mut self) -> Result<(), KafkaError> {
-        let metadata = self.consumer.fetch_metadata(Some(&self.config.topic), METADATA_TIMEOUT)?;
-        let topic = metadata.topics().iter().find(|t| t.name() == self.config.topic);
-        let partitions: Vec<i32> = match topic {
-            Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
-            _ => Vec::new(),
-        };
-        if partitions.is_empty() {
-            return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
-        }
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            tpl.add_partition(&self.config.topic, p);
-        }
-        let committed = self.consumer.committed_offsets(tpl, METADATA_TIMEOUT)?;
-        let mut targets = BTreeMap::new();
-        for &p in &partitions {
-            let (low, high) = self.consumer.fetch_watermarks(&self.config.topic, p, METADATA_TIMEOUT)?;
-            targets.insert(p, high);
-            let group = committed.find_partition(&self.config.topic, p).and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
-            self.floors.insert(p, group.unwrap_or(low).max(low));
-        }
-        info!(end_offsets = ?targets, "--until-end: reading up to these offsets");
-        self.targets = Some(targets);
-        Ok(())
-    }
-
-    /// `--until-end`: every partition this member holds has reached the end offset seen at
-    /// start, and the group has placed every partition (none is in flight between members,
-    /// `settled.rs`). Partitions held by other members are theirs to finish; a partition that
-    /// moves away counts as done here. Nothing is done before the group's first assignment.
-    fn reached_end(&mut self) -> bool {
-        let Some(targets) = &self.targets else { return false };
-        let Ok(shared) = self.shared.lock() else { return false };
-        if !shared.membership.settled() || !shared.assigned.is_empty() {
-            return false;
-        }
-        let at_end = shared.owned.iter().all(|p| {
-            // A partition created after the start has no target: what it held then was nothing.
-            let end = targets.get(p).copied().unwrap_or(0);
-            let at = shared.positions.get(p).copied().or_else(|| self.floors.get(p).copied()).unwrap_or(0);
-            at >= end
-        });
-        drop(shared);
-        if !at_end {
-            return false;
-        }
-        // The coordinator is asked at most once a second.
-        match self.placed {
-            Some((placed, at)) if at.elapsed() < Duration::from_secs(1) => placed,
-            _ => {
-                let partitions = targets.keys().copied().collect();
-                let config = &self.config;
-                if self.describer.is_none() {
-                    self.describer = client::metadata_client(config).ok();
-                }
-                let (group, topic) = (&config.group, &config.topic);
-                let placed = match &self.describer {
-                    Some(describer) => {
-                        // Served, so the errors it reports do not pile up in its queue.
-                        let _ = describer.poll(Duration::ZERO);
-                        settled::every_partition_placed(describer.client(), group, topic, &partitions)
-                    }
-                    None => {
-                        settled::every_partition_placed(self.consumer.client(), group, topic, &partitions)
-                    }
-                };
-                self.placed = Some((placed, Instant::now()));
-                placed
-            }
-        }
-    }
-
     /// Logs an outage once, then every minute while it lasts.
     fn report_outage(&mut self, what: String) {
         let due = match &self.outage {
@@ -258,6 +200,54 @@ impl KafkaSource {
             info!(was = %what, "Kafka reachable again");
             self.recovered_at = Some(Instant::now());
         }
+    }
+
+    /// Adds one record to the batch, unless its partition is fenced or it is the record a
+    /// restored position is checked with (`checks`: either may apply).
+    fn take(
+        &mut self,
+        batch: &mut Batch,
+        positions: &mut Vec<(i32, i64, i64)>,
+        (p, offset, ts): (i32, i64, i64),
+        payload: &[u8],
+        checks: bool,
+    ) -> Result<(), SourceError> {
+        if checks {
+            let (fenced, check) = match self.shared.lock() {
+                Ok(mut s) => (s.fenced.contains(&p), s.verify.remove(&p)),
+                Err(_) => (false, None),
+            };
+            if fenced {
+                return Ok(());
+            }
+            if let Some(check) = check {
+                if !self.verified(p, offset, ts, check)? {
+                    return Ok(());
+                }
+            }
+        }
+        batch.push_capped(p as u32, offset as u64, payload, self.max_record_bytes);
+        if !self.caught_up.is_empty() {
+            self.caught_up.remove(&p);
+        }
+        match positions.last_mut() {
+            Some((lp, lo, lt)) if *lp == p => (*lo, *lt) = (offset + 1, ts),
+            _ => positions.push((p, offset + 1, ts)),
+        }
+        Ok(())
+    }
+
+    /// A consumer error: a fatal one (another process took our static member id) will not
+    /// pass with retries and stops the source; everything else is an outage waited out.
+    fn failed(&mut self, e: KafkaError) -> Result<(), SourceError> {
+        if let Some((_, reason)) = self.consumer.client().fatal_error() {
+            let what = format!(
+                "go on consuming ({reason}; is another pageviews with the same --pipeline-id running?)"
+            );
+            return Err(kafka_error(&self.config, &what, e));
+        }
+        self.report_outage(e.to_string());
+        Ok(())
     }
 
     /// Moves rebalance news into the batch; true when a revocation waits for a checkpoint.
@@ -282,6 +272,9 @@ impl Drop for KafkaSource {
             shared.membership = Membership::Closing;
             shared.changed_at
         });
+        // Before the client goes: the fetch queue, whose partitions go back to the consumer
+        // queue that closing serves.
+        self.fetch.close(&self.config.topic);
         // librdkafka 2.12 aborts when a partition is removed from the assignment again before
         // the fetcher confirmed the previous stop (confluentinc/librdkafka#5573, fixed after
         // the 2.12 that rdkafka-sys bundles): closing right after a rebalance did that. So
@@ -335,59 +328,58 @@ impl Source for KafkaSource {
             return Ok(Poll::End);
         }
         let mut positions: Vec<(i32, i64, i64)> = Vec::new();
-        let mut timeout = Duration::from_millis(100);
-        while batch.len() < max_records {
-            match self.consumer.poll(timeout) {
-                None => break,
-                Some(Ok(msg)) => {
-                    let (p, offset) = (msg.partition(), msg.offset());
-                    // One lock per record: fenced partitions, and a restored one's first record.
-                    let (fenced, check) = match self.shared.lock() {
-                        Ok(mut s) => (
-                            s.fenced.contains(&p),
-                            if s.verify.is_empty() { None } else { s.verify.remove(&p) },
-                        ),
-                        Err(_) => (false, None),
-                    };
-                    if fenced {
-                        continue;
+        let mut wait = Duration::from_millis(100);
+        'fill: while batch.len() < max_records {
+            // The consumer queue first, without waiting: a rebalance reaches the callback
+            // (which routes and claims what is assigned) before any record is taken.
+            loop {
+                match self.consumer.poll(Duration::ZERO) {
+                    None => break,
+                    // Only a partition not routed to the fetch queue (none, as assigned).
+                    Some(Ok(msg)) => {
+                        let ts = msg.timestamp().to_millis().unwrap_or(i64::MIN);
+                        let record = (msg.partition(), msg.offset(), ts);
+                        let payload = msg.payload().unwrap_or_default().to_vec();
+                        drop(msg);
+                        self.take(batch, &mut positions, record, &payload, true)?;
                     }
-                    let ts = msg.timestamp().to_millis().unwrap_or(i64::MIN);
-                    if let Some(check) = check {
-                        if !self.verified(p, offset, ts, check)? {
-                            continue;
-                        }
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        self.caught_up.insert(p);
                     }
-                    let payload = msg.payload().unwrap_or_default();
-                    batch.push_capped(p as u32, offset as u64, payload, self.max_record_bytes);
-                    if !self.caught_up.is_empty() {
-                        self.caught_up.remove(&p);
+                    Some(Err(e)) => {
+                        self.failed(e)?;
+                        break 'fill;
                     }
-                    match positions.last_mut() {
-                        Some((lp, lo, lt)) if *lp == p => (*lo, *lt) = (offset + 1, ts),
-                        _ => positions.push((p, offset + 1, ts)),
-                    }
-                    timeout = Duration::ZERO;
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.caught_up.insert(p);
-                }
-                Some(Err(e)) => {
-                    // A fatal error (another process took our static member id) will not
-                    // pass with retries; everything else is waited out.
-                    if let Some((_, reason)) = self.consumer.client().fatal_error() {
-                        let what = format!(
-                            "go on consuming ({reason}; is another pageviews with the same --pipeline-id running?)"
-                        );
-                        return Err(kafka_error(&self.config, &what, e));
-                    }
-                    self.report_outage(e.to_string());
-                    break;
                 }
             }
-            if self.shared.lock().is_ok_and(|s| s.membership.revoking() || !s.assigned.is_empty()) {
+            // Fenced partitions and restored ones to check change only in the callback, which
+            // runs inside `consumer.poll`: one look serves the whole batch.
+            let checks = match self.shared.lock() {
+                Ok(s) if s.membership.revoking() || !s.assigned.is_empty() => break,
+                Ok(s) => !s.fenced.is_empty() || !s.verify.is_empty(),
+                Err(_) => false,
+            };
+            // `Ok(false)`: an outage, waited out after this batch.
+            let (mut taken, mut reading) = (0, Ok(true));
+            let fetch = self.fetch.clone();
+            fetch.take(wait, &mut |item| {
+                taken += 1;
+                reading = match item {
+                    Item::Record { partition, offset, timestamp, payload } => self
+                        .take(batch, &mut positions, (partition, offset, timestamp), payload, checks)
+                        .map(|()| true),
+                    Item::End(p) => {
+                        self.caught_up.insert(p);
+                        Ok(true)
+                    }
+                    Item::Error(e) => self.failed(e).map(|()| false),
+                };
+                matches!(reading, Ok(true)) && batch.len() < max_records
+            });
+            if !reading? || taken == 0 {
                 break;
             }
+            wait = Duration::ZERO;
         }
         if !batch.is_empty() {
             self.recovered();

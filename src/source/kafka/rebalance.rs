@@ -110,6 +110,8 @@ pub(super) struct Context {
     pub(super) fatal: super::client::FatalErrors,
     /// The group rebalances cooperatively (see [`cooperative`]).
     pub(super) cooperative: bool,
+    /// Where assigned partitions deliver their records (`fetch.rs`).
+    pub(super) fetch: Arc<super::FetchQueue>,
 }
 
 impl ClientContext for Context {
@@ -275,6 +277,7 @@ impl ConsumerContext for Context {
                     }
                     Err(e) => shared.restore_error = Some(e),
                 }
+                self.fetch.route(&self.topic, seeded.elements().iter().map(|e| e.partition()));
                 if let Err(e) = take(consumer, &seeded) {
                     warn!(error = %e, "cannot assign partitions");
                 }
