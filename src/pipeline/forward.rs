@@ -39,11 +39,12 @@ pub(super) fn counting_partition(postcode: &str, counting_partitions: u32) -> u3
 }
 
 impl Forwarding {
-    /// What has Kafka clients to close, each apart (see `Pipeline::close`).
+    /// The Kafka clients to close, each apart (see `Pipeline::close`): the exchange's; the
+    /// other ways have none.
     pub(super) fn into_clients(self) -> Vec<Box<dyn Send>> {
         match self {
             Forwarding::Exchange(exchange) => exchange.into_clients().into(),
-            other => vec![Box::new(other)],
+            Forwarding::Local | Forwarding::Relay(_) => Vec::new(),
         }
     }
 

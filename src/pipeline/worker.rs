@@ -386,7 +386,7 @@ impl Pipeline {
         let (closed, done) = std::sync::mpsc::channel();
         let mut clients = forwarding.into_clients();
         clients.push(Box::new(source));
-        let closing: Vec<_> = clients
+        let spawned = clients
             .into_iter()
             .map(|client| {
                 let closed = closed.clone();
@@ -395,9 +395,10 @@ impl Pipeline {
                     let _ = closed.send(());
                 })
             })
-            .collect();
+            .filter(Result::is_ok)
+            .count();
         let deadline = std::time::Instant::now() + CLOSE_GRACE;
-        for _ in closing.iter().filter(|spawned| spawned.is_ok()) {
+        for _ in 0..spawned {
             if done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
                 tracing::warn!(
                     grace = ?CLOSE_GRACE,

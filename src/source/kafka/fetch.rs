@@ -26,8 +26,28 @@ use rdkafka::types::RDKafkaErrorCode;
 struct Queue {
     queue: NonNull<rd::rd_kafka_queue_t>,
     client: NonNull<rd::rd_kafka_t>,
+    topic: CString,
     /// Partitions forwarded here.
     routed: Vec<i32>,
+}
+
+impl Queue {
+    /// Forwards partition `p`'s queue to `to`; false when librdkafka has no such partition.
+    ///
+    /// # Safety
+    /// The client must be alive and `to` a live queue of it.
+    unsafe fn forward(&self, p: i32, to: *mut rd::rd_kafka_queue_t) -> bool {
+        // SAFETY: per the caller; the partition's queue handle is released here.
+        unsafe {
+            let pq = rd::rd_kafka_queue_get_partition(self.client.as_ptr(), self.topic.as_ptr(), p);
+            if pq.is_null() {
+                return false;
+            }
+            rd::rd_kafka_queue_forward(pq, to);
+            rd::rd_kafka_queue_destroy(pq);
+        }
+        true
+    }
 }
 
 // SAFETY: librdkafka's queues and clients are thread-safe; the pointers are used under the
@@ -41,38 +61,31 @@ unsafe impl Send for Queue {}
 pub(super) struct FetchQueue(Mutex<Option<Queue>>);
 
 impl FetchQueue {
-    /// Opens a queue of `client`'s; false when librdkafka makes none. The client must not be
-    /// destroyed before [`FetchQueue::close`].
-    pub(super) fn open(&self, client: *mut rd::rd_kafka_t) -> bool {
+    /// Opens a queue of `client`'s for partitions of `topic`; false when librdkafka makes
+    /// none. The client must not be destroyed before [`FetchQueue::close`].
+    pub(super) fn open(&self, client: *mut rd::rd_kafka_t, topic: &str) -> bool {
         let Some(client) = NonNull::new(client) else { return false };
+        let Ok(topic) = CString::new(topic) else { return false };
         let Ok(mut open) = self.0.lock() else { return false };
         // SAFETY: a live client; the queue is destroyed in `close`, before the client.
         let Some(queue) = NonNull::new(unsafe { rd::rd_kafka_queue_new(client.as_ptr()) }) else {
             return false;
         };
-        *open = Some(Queue { queue, client, routed: Vec::new() });
+        *open = Some(Queue { queue, client, topic, routed: Vec::new() });
         true
     }
 
-    /// Forwards `partitions` of `topic` here. Called before they are assigned, so that no
-    /// record of theirs reaches the consumer queue.
-    pub(super) fn route(&self, topic: &str, partitions: impl IntoIterator<Item = i32>) {
+    /// Forwards `partitions` here. Called before they are assigned, so that no record of
+    /// theirs reaches the consumer queue.
+    pub(super) fn route(&self, partitions: impl IntoIterator<Item = i32>) {
         let Ok(mut open) = self.0.lock() else { return };
         let Some(q) = open.as_mut() else { return };
-        let Ok(topic) = CString::new(topic) else { return };
         for p in partitions {
             // Forwarded again at every assignment: a partition librdkafka made anew (its topic
             // created again) would deliver to the consumer queue.
-            // SAFETY: a live client and queue; the partition's queue handle is released here.
-            unsafe {
-                let pq = rd::rd_kafka_queue_get_partition(q.client.as_ptr(), topic.as_ptr(), p);
-                if !pq.is_null() {
-                    rd::rd_kafka_queue_forward(pq, q.queue.as_ptr());
-                    rd::rd_kafka_queue_destroy(pq);
-                    if !q.routed.contains(&p) {
-                        q.routed.push(p);
-                    }
-                }
+            // SAFETY: a live client and queue (`close` takes the queue under this lock).
+            if unsafe { q.forward(p, q.queue.as_ptr()) } && !q.routed.contains(&p) {
+                q.routed.push(p);
             }
         }
     }
@@ -118,23 +131,16 @@ impl FetchQueue {
     /// Hands the routed partitions back to the consumer queue (so closing the consumer, which
     /// serves that queue, finds everything where rust-rdkafka expects it) and destroys the
     /// queue, with any record fetched and not taken: it lies past the last checkpoint.
-    pub(super) fn close(&self, topic: &str) {
+    pub(super) fn close(&self) {
         let Some(q) = self.0.lock().ok().and_then(|mut open| open.take()) else { return };
-        let topic = CString::new(topic).ok();
         // SAFETY: the client is alive (the source closes this before its consumer); every
         // handle taken here is released here.
         unsafe {
             let consumer = rd::rd_kafka_queue_get_consumer(q.client.as_ptr());
-            if let (Some(topic), false) = (&topic, consumer.is_null()) {
-                for p in q.routed {
-                    let pq = rd::rd_kafka_queue_get_partition(q.client.as_ptr(), topic.as_ptr(), p);
-                    if !pq.is_null() {
-                        rd::rd_kafka_queue_forward(pq, consumer);
-                        rd::rd_kafka_queue_destroy(pq);
-                    }
-                }
-            }
             if !consumer.is_null() {
+                for &p in &q.routed {
+                    q.forward(p, consumer);
+                }
                 rd::rd_kafka_queue_destroy(consumer);
             }
             rd::rd_kafka_queue_destroy(q.queue.as_ptr());

@@ -12,7 +12,7 @@
 //! librdkafka allows the unassign call after the rebalance callback, within the session
 //! timeout.
 //!
-//! The consumer is polled from the pipeline thread, and records are taken a batch at a time
+//! The consumer is polled from the pipeline thread, and records are taken many to a call
 //! from the source's own queue (`fetch.rs`), so there is no hand-off between threads: a
 //! record is in the batch, then in a table file, then committed.
 
@@ -48,8 +48,6 @@ use crate::metrics::{Metrics, PartitionLabel};
 /// A Kafka topic as a [`Source`]: the partitions this member is assigned.
 pub struct KafkaSource {
     consumer: BaseConsumer<Context>,
-    /// Where the assigned partitions' records arrive (`fetch.rs`).
-    fetch: Arc<FetchQueue>,
     config: KafkaConfig,
     shared: Arc<Mutex<Shared>>,
     /// `--until-end`: the end offset per partition seen at start (`None` until fetched).
@@ -142,7 +140,7 @@ impl KafkaSource {
         let mut consumer: BaseConsumer<Context> = with_options(client, &config.options)
             .create_with_context(context)
             .map_err(|e| kafka_error(&config, "create the consumer", e))?;
-        if !fetch.open(consumer.client().native_ptr()) {
+        if !fetch.open(consumer.client().native_ptr(), &config.topic) {
             let e = KafkaError::ClientCreation("librdkafka made no queue".into());
             return Err(kafka_error(&config, "create the fetch queue", e));
         }
@@ -151,13 +149,12 @@ impl KafkaSource {
         let waker = fetch.clone();
         consumer.set_nonempty_callback(move || waker.wake());
         if let Err(e) = consumer.subscribe(&[&config.topic]) {
-            fetch.close(&config.topic);
+            fetch.close();
             return Err(kafka_error(&config, "subscribe", e));
         }
         info!(brokers = %config.brokers, topic = %config.topic, group = %config.group, "consuming from Kafka");
         Ok(KafkaSource {
             consumer,
-            fetch,
             config,
             shared,
             targets: None,
@@ -274,7 +271,7 @@ impl Drop for KafkaSource {
         });
         // Before the client goes: the fetch queue, whose partitions go back to the consumer
         // queue that closing serves.
-        self.fetch.close(&self.config.topic);
+        self.consumer.context().fetch.close();
         // librdkafka 2.12 aborts when a partition is removed from the assignment again before
         // the fetcher confirmed the previous stop (confluentinc/librdkafka#5573, fixed after
         // the 2.12 that rdkafka-sys bundles): closing right after a rebalance did that. So
@@ -361,7 +358,7 @@ impl Source for KafkaSource {
             };
             // `Ok(false)`: an outage, waited out after this batch.
             let (mut taken, mut reading) = (0, Ok(true));
-            let fetch = self.fetch.clone();
+            let fetch = self.consumer.context().fetch.clone();
             fetch.take(wait, &mut |item| {
                 taken += 1;
                 reading = match item {

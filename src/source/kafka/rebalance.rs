@@ -277,7 +277,7 @@ impl ConsumerContext for Context {
                     }
                     Err(e) => shared.restore_error = Some(e),
                 }
-                self.fetch.route(&self.topic, seeded.elements().iter().map(|e| e.partition()));
+                self.fetch.route(seeded.elements().iter().map(|e| e.partition()));
                 if let Err(e) = take(consumer, &seeded) {
                     warn!(error = %e, "cannot assign partitions");
                 }
